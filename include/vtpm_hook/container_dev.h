@@ -1,0 +1,24 @@
+#pragma once
+// The only module that touches the container's filesystem: device nodes in its /dev.
+#include <sys/types.h>
+
+#include <string>
+
+#include "vtpm_hook/vtpm_proxy.h"
+
+namespace vtpm {
+
+// Creates <root>/dev/<name> as a char device major:minor, seen through /proc/<pid>/root so it
+// lands in the container's own mount namespace. Never follows a link out of the root; replaces
+// a non-directory already at that name; verifies type and rdev afterwards. Throws Error.
+void place_device_node(pid_t container_pid, const std::string& root_path, const std::string& name,
+                       DevNum dev, const std::string& proc = "/proc");
+
+// Same, with the container root given as an open directory fd (testable without a container).
+void place_device_node_at(int root_fd, const std::string& name, DevNum dev);
+
+// Best effort removal (undo on failed setup).
+void remove_device_node(pid_t container_pid, const std::string& root_path, const std::string& name,
+                        const std::string& proc = "/proc");
+
+}  // namespace vtpm

@@ -1,0 +1,52 @@
+#pragma once
+// Forks the detached emulator that serves one proxy device, and waits for it to be ready.
+#include <sys/types.h>
+
+#include <chrono>
+#include <string>
+#include <utility>
+
+#include "vtpm_hook/unique_fd.h"
+#include "vtpm_hook/vtpm_request.h"
+#include "vtpm_hook/vtpm_proxy.h"
+
+namespace vtpm {
+
+struct EmulatorOptions {
+  VtpmSpec spec;
+  std::string container_id;
+  std::string log_level;
+  std::string log_file;
+  bool create_state_dir = true;
+};
+
+// A running emulator. Unless released, the destructor stops it (undo on failed setup).
+class EmulatorProcess {
+ public:
+  EmulatorProcess() = default;
+  EmulatorProcess(pid_t pid, UniqueFd pidfd) : pid_(pid), pidfd_(std::move(pidfd)) {}
+  EmulatorProcess(EmulatorProcess&& o) noexcept
+      : pid_(std::exchange(o.pid_, 0)), pidfd_(std::move(o.pidfd_)) {}
+  EmulatorProcess& operator=(EmulatorProcess&&) = delete;
+  ~EmulatorProcess();
+
+  pid_t pid() const { return pid_; }
+  void release() { pid_ = 0; }
+
+ private:
+  pid_t pid_ = 0;
+  UniqueFd pidfd_;
+};
+
+// Takes the proxy's server fd (the parent's copy is closed). Returns once the emulator has
+// loaded its state and serves; throws Error with the child's own message otherwise.
+EmulatorProcess spawn_emulator(const EmulatorOptions& opts, ProxyDevice&& dev, int container_pidfd);
+
+// Waits until the kernel registered /dev/tpmN (+ tpmrmN), watching the emulator meanwhile.
+HostDevices wait_for_registration(const EmulatorProcess& emu, unsigned tpm_num, TpmVersion v,
+                                  std::chrono::milliseconds timeout);
+
+// The body of `vtpm-hook emulate`: serves stdin/stdout until EOF. Returns the exit code.
+int run_stream_emulator(const std::string& state_dir, TpmVersion v, bool startup);
+
+}  // namespace vtpm

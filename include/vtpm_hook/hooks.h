@@ -1,0 +1,20 @@
+#pragma once
+#include <string>
+
+namespace vtpm {
+
+struct HookOptions {
+  std::string state_root = "/var/lib/vtpm-hook";
+  std::string run_root = "/run/vtpm-hook";
+  std::string log_level = "info";
+  std::string log_file;
+  std::string vtpmx = "/dev/vtpmx";
+};
+
+// prestart/createRuntime: everything or nothing. Throws Error.
+void run_setup(const std::string& state_json, const HookOptions& opts);
+
+// poststop: idempotent; an unknown container is a warning, not an error.
+void run_teardown(const std::string& state_json, const HookOptions& opts);
+
+}  // namespace vtpm

@@ -1,0 +1,44 @@
+#pragma once
+// A TPM's state directory: an exclusive lock and crash-safe blob files.
+#include <sys/types.h>
+
+#include <chrono>
+#include <cstdint>
+#include <optional>
+#include <span>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "vtpm_hook/tpm_version.h"
+#include "vtpm_hook/unique_fd.h"
+
+namespace vtpm {
+
+class StateStore {
+ public:
+  // Opens (creating when asked) the directory and takes the fcntl lock on <dir>/.lock.
+  // Throws Error when another process holds it beyond lock_wait, naming that pid.
+  StateStore(std::string dir, TpmVersion version, bool create,
+             std::chrono::milliseconds lock_wait = std::chrono::milliseconds(0));
+
+  const std::string& dir() const { return dir_; }
+  TpmVersion version() const { return version_; }
+
+  // libtpms names ("permall", "volatilestate", "savestate").
+  std::optional<std::vector<uint8_t>> load(std::string_view name) const;
+  // temp file + fsync + rename + fsync(dir): a reader sees the old or the new blob, never a mix.
+  void store(std::string_view name, std::span<const uint8_t> blob) const;
+  void remove(std::string_view name) const;
+
+ private:
+  std::string dir_;
+  TpmVersion version_;
+  UniqueFd dir_fd_;
+  UniqueFd lock_fd_;  // closing any fd of .lock drops the lock: this is the only one
+};
+
+// The pid holding the lock of a state dir, if any. Never takes the lock.
+std::optional<pid_t> state_lock_holder(const std::string& dir);
+
+}  // namespace vtpm

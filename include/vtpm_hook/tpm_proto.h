@@ -1,0 +1,50 @@
+#pragma once
+// TPM wire format: headers, the vtpm proxy's locality command, and the few commands we send.
+#include <cstdint>
+#include <optional>
+#include <span>
+#include <vector>
+
+#include "vtpm_hook/tpm_version.h"
+
+namespace vtpm::proto {
+
+inline constexpr size_t kHeaderSize = 10;
+inline constexpr size_t kMaxCommandSize = 4096;  // the kernel's TPM_BUFSIZE
+
+inline constexpr uint16_t kTpm2StNoSessions = 0x8001;
+inline constexpr uint16_t kTpm2StSessions = 0x8002;
+inline constexpr uint16_t kTpm12TagRquCommand = 0x00C1;
+inline constexpr uint16_t kTpm12TagRspCommand = 0x00C4;
+
+// Sent by tpm_vtpm_proxy itself (never by a client): one byte, the locality.
+inline constexpr uint32_t kVendorSetLocality = 0x20001000;
+
+inline constexpr uint32_t kTpm2RcSuccess = 0;
+inline constexpr uint32_t kTpm2RcCommandSize = 0x142;
+inline constexpr uint32_t kTpm2RcValue = 0x084;  // TPM_RC_VALUE (parameter unmarked)
+inline constexpr uint32_t kTpm12BadParamSize = 0x19;
+inline constexpr uint32_t kTpm12BadParameter = 0x03;
+
+struct Header {
+  uint16_t tag;
+  uint32_t size;
+  uint32_t code;  // ordinal for a command, return code for a response
+};
+
+uint16_t get_u16(std::span<const uint8_t> b, size_t off);
+uint32_t get_u32(std::span<const uint8_t> b, size_t off);
+void put_u16(std::vector<uint8_t>& out, uint16_t v);
+void put_u32(std::vector<uint8_t>& out, uint32_t v);
+
+// nullopt when fewer than kHeaderSize bytes.
+std::optional<Header> parse_header(std::span<const uint8_t> bytes);
+
+// A header-only response carrying rc, in the family (1.2 or 2) of the version.
+std::vector<uint8_t> make_response(TpmVersion v, uint32_t rc);
+
+// Commands the emulator itself sends.
+std::vector<uint8_t> startup_command(TpmVersion v, bool clear);  // TPM2_Startup / TPM_Startup
+std::vector<uint8_t> shutdown_state_command(TpmVersion v);       // Shutdown(STATE) / SaveState
+
+}  // namespace vtpm::proto

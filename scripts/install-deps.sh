@@ -1,0 +1,19 @@
+#!/bin/bash
+# Installs everything vtpm-hook needs to build, test and run its VM tests on Debian 12.
+set -euo pipefail
+PKGS=(build-essential cmake ninja-build pkg-config clang-format
+      libtpms-dev nlohmann-json3-dev libcli11-dev libspdlog-dev libfmt-dev libgtest-dev
+      libssl-dev libseccomp-dev
+      tpm2-tools jq python3 swtpm swtpm-tools
+      runc crun
+      qemu-system-x86 linux-image-amd64 busybox-static cpio xz-utils kmod)
+missing=()
+for p in "${PKGS[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
+done
+[ ${#missing[@]} -eq 0 ] && exit 0
+SUDO=; [ "$(id -u)" -eq 0 ] || SUDO=sudo
+echo "install-deps: installing ${missing[*]}" >&2
+export DEBIAN_FRONTEND=noninteractive
+$SUDO apt-get update -qq
+$SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null

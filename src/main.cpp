@@ -1,0 +1,95 @@
+// vtpm-hook: an OCI runtime hook that gives each container its own TPM.
+#include <spdlog/spdlog.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <CLI/CLI.hpp>
+#include <cstdio>
+#include <iostream>
+
+#include "vtpm_hook/emulator_process.h"
+#include "vtpm_hook/error.h"
+#include "vtpm_hook/hooks.h"
+#include "vtpm_hook/logging.h"
+
+namespace {
+
+constexpr size_t kMaxStateSize = 1u << 20;
+
+std::string read_stdin() {
+  std::string out;
+  char buf[65536];
+  for (;;) {
+    ssize_t r = ::read(STDIN_FILENO, buf, sizeof buf);
+    if (r < 0 && errno == EINTR) continue;
+    if (r < 0) throw vtpm::sys_error("read OCI state from stdin");
+    if (r == 0) break;
+    out.append(buf, static_cast<size_t>(r));
+    if (out.size() > kMaxStateSize) throw vtpm::Error("OCI state on stdin is larger than 1 MiB");
+  }
+  return out;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  vtpm::HookOptions opts;
+  CLI::App app{"vtpm-hook: an OCI runtime hook that gives each container its own TPM"};
+  app.set_version_flag("--version", std::string("vtpm-hook ") + VTPM_HOOK_VERSION);
+  app.require_subcommand(1);
+  app.fallthrough();
+  app.add_option("--state-root", opts.state_root, "Where TPM state lives by default")
+      ->capture_default_str();
+  app.add_option("--run-root", opts.run_root, "Where run records of live vTPMs live")
+      ->capture_default_str();
+  app.add_option("--log-file", opts.log_file, "Append logs to this file (also the emulators')");
+  app.add_option("--log-level", opts.log_level, "trace, debug, info, warn, error or off")
+      ->capture_default_str();
+  app.add_option("--vtpmx", opts.vtpmx, "The kernel's vTPM proxy control device")
+      ->capture_default_str();
+
+  auto* setup = app.add_subcommand("setup", "Give a container its vTPMs (OCI state on stdin)");
+  setup->alias("prestart");
+  setup->alias("createRuntime");
+  auto* teardown = app.add_subcommand("teardown", "Stop a container's vTPMs (OCI state on stdin)");
+  teardown->alias("poststop");
+
+  std::string state_dir;
+  std::string tpm_version = "2";
+  bool no_startup = false;
+  auto* emulate =
+      app.add_subcommand("emulate", "Serve one TPM on stdin/stdout (raw command/response stream)");
+  emulate->add_option("--state-dir", state_dir, "TPM state directory")->required();
+  emulate->add_option("--tpm-version", tpm_version, "2 or 1.2")
+      ->check(CLI::IsMember({"2", "1.2"}))
+      ->capture_default_str();
+  emulate->add_flag("--no-startup", no_startup, "Do not send TPM Startup before serving");
+
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    return app.exit(e);
+  }
+
+  ::umask(077);  // state, run records and logs are private; device nodes get explicit modes
+  try {
+    vtpm::init_logging(opts.log_level, opts.log_file);
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "vtpm-hook: error: %s\n", e.what());
+    return 1;
+  }
+  try {
+    if (*setup) {
+      vtpm::run_setup(read_stdin(), opts);
+    } else if (*teardown) {
+      vtpm::run_teardown(read_stdin(), opts);
+    } else if (*emulate) {
+      const auto v = tpm_version == "1.2" ? vtpm::TpmVersion::V1_2 : vtpm::TpmVersion::V2;
+      return vtpm::run_stream_emulator(state_dir, v, !no_startup);
+    }
+  } catch (const std::exception& e) {
+    spdlog::error("{}", e.what());
+    return 1;
+  }
+  return 0;
+}

@@ -1,0 +1,44 @@
+#include "vtpm_hook/oci_config.h"
+
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+
+#include "vtpm_hook/error.h"
+#include "vtpm_hook/json_util.h"
+
+namespace vtpm {
+
+BundleConfig parse_bundle_config(std::string_view json_text, const std::string& bundle) {
+  const std::string what = bundle + "/config.json";
+  const auto doc = parse_json_object(json_text, what);
+  BundleConfig cfg;
+
+  auto root = doc.find("root");
+  if (root == doc.end() || !root->is_object()) throw Error(what + ": \"root\" is missing");
+  std::string path = required_string(*root, "path", what + ": root");
+  if (path.empty() || path.find('\0') != std::string::npos || path.find('\n') != std::string::npos)
+    throw Error(what + ": \"root.path\" is empty or has a NUL or newline");
+  std::filesystem::path p(path);
+  if (p.is_relative()) p = std::filesystem::path(bundle) / p;
+  cfg.root_path = p.lexically_normal().string();
+  if (cfg.root_path.size() > 1 && cfg.root_path.back() == '/') cfg.root_path.pop_back();
+
+  cfg.annotations = string_map(doc, "annotations", what);
+  if (auto linux = doc.find("linux"); linux != doc.end() && linux->is_object()) {
+    if (auto v = linux->find("vtpms"); v != linux->end() && !v->is_null()) cfg.vtpms = *v;
+  }
+  return cfg;
+}
+
+BundleConfig load_bundle_config(const std::string& bundle) {
+  const std::string path = bundle + "/config.json";
+  std::ifstream in(path, std::ios::binary);
+  if (!in) throw sys_error("cannot read " + path);
+  std::ostringstream ss;
+  ss << in.rdbuf();
+  if (ss.str().size() > (16u << 20)) throw Error(path + " is larger than 16 MiB");
+  return parse_bundle_config(ss.str(), bundle);
+}
+
+}  // namespace vtpm

@@ -1,0 +1,127 @@
+#include "vtpm_hook/serve_loop.h"
+
+#include <poll.h>
+#include <signal.h>
+#include <sys/signalfd.h>
+#include <spdlog/spdlog.h>
+#include <unistd.h>
+
+#include <array>
+
+#include "vtpm_hook/error.h"
+#include "vtpm_hook/tpm_proto.h"
+
+namespace vtpm {
+namespace {
+
+void write_all(int fd, std::span<const uint8_t> data) {
+  size_t off = 0;
+  while (off < data.size()) {
+    ssize_t w = ::write(fd, data.data() + off, data.size() - off);
+    if (w < 0 && errno == EINTR) continue;
+    if (w < 0) throw sys_error("write TPM response");
+    off += static_cast<size_t>(w);
+  }
+}
+
+// False on EOF before the first byte; throws on EOF in the middle.
+bool read_exact(int fd, uint8_t* p, size_t n) {
+  size_t got = 0;
+  while (got < n) {
+    ssize_t r = ::read(fd, p + got, n - got);
+    if (r < 0 && errno == EINTR) continue;
+    if (r < 0) throw sys_error("read TPM command");
+    if (r == 0) {
+      if (got == 0) return false;
+      throw Error("TPM command truncated by end of input");
+    }
+    got += static_cast<size_t>(r);
+  }
+  return true;
+}
+
+void log_signal(int signal_fd) {
+  signalfd_siginfo si{};
+  if (::read(signal_fd, &si, sizeof si) == sizeof si)
+    spdlog::info("got signal {} from pid {}", si.ssi_signo, si.ssi_pid);
+}
+
+}  // namespace
+
+const char* to_string(StopReason r) {
+  switch (r) {
+    case StopReason::ContainerExited: return "container exited";
+    case StopReason::Signal: return "signal";
+    case StopReason::ClientGone: return "device closed";
+    case StopReason::EndOfInput: return "end of input";
+  }
+  return "?";
+}
+
+StopReason serve_proxy(int server_fd, int container_pidfd, int signal_fd, CommandHandler& handler) {
+  std::array<uint8_t, proto::kMaxCommandSize> buf{};
+  for (;;) {
+    std::array<pollfd, 3> fds{{{server_fd, POLLIN, 0}, {signal_fd, POLLIN, 0}, {container_pidfd, POLLIN, 0}}};
+    const nfds_t n = container_pidfd >= 0 ? 3 : 2;
+    if (::poll(fds.data(), n, -1) < 0) {
+      if (errno == EINTR) continue;
+      throw sys_error("poll");
+    }
+    if (fds[1].revents) {
+      log_signal(signal_fd);
+      return StopReason::Signal;
+    }
+    if (fds[0].revents & POLLIN) {
+      ssize_t r = ::read(server_fd, buf.data(), buf.size());
+      if (r < 0 && (errno == EINTR || errno == EAGAIN)) continue;
+      if (r < 0) throw sys_error("read from vtpm proxy");
+      if (r == 0) return StopReason::ClientGone;
+      // The kernel waits for exactly one write() carrying the whole response.
+      const auto resp = handler.handle(std::span<const uint8_t>(buf.data(), static_cast<size_t>(r)));
+      if (::write(server_fd, resp.data(), resp.size()) != static_cast<ssize_t>(resp.size()))
+        throw sys_error("write to vtpm proxy");
+      continue;
+    }
+    if (fds[0].revents & (POLLHUP | POLLERR | POLLNVAL)) return StopReason::ClientGone;
+    if (n == 3 && fds[2].revents) return StopReason::ContainerExited;
+  }
+}
+
+UniqueFd open_stop_signalfd() {
+  sigset_t set;
+  sigemptyset(&set);
+  for (int s : {SIGTERM, SIGINT, SIGHUP}) sigaddset(&set, s);
+  if (::sigprocmask(SIG_BLOCK, &set, nullptr) != 0) throw sys_error("sigprocmask");
+  UniqueFd fd(::signalfd(-1, &set, SFD_CLOEXEC));
+  if (!fd) throw sys_error("signalfd");
+  return fd;
+}
+
+StopReason serve_stream(int in_fd, int out_fd, int signal_fd, CommandHandler& handler) {
+  std::array<uint8_t, proto::kMaxCommandSize> buf{};
+  for (;;) {
+    if (signal_fd >= 0) {
+      std::array<pollfd, 2> fds{{{in_fd, POLLIN, 0}, {signal_fd, POLLIN, 0}}};
+      if (::poll(fds.data(), fds.size(), -1) < 0) {
+        if (errno == EINTR) continue;
+        throw sys_error("poll");
+      }
+      if (fds[1].revents) {
+        log_signal(signal_fd);
+        return StopReason::Signal;
+      }
+    }
+    if (!read_exact(in_fd, buf.data(), proto::kHeaderSize)) return StopReason::EndOfInput;
+    const auto hdr = proto::parse_header(std::span<const uint8_t>(buf.data(), proto::kHeaderSize));
+    if (hdr->size < proto::kHeaderSize || hdr->size > buf.size()) {
+      // The stream cannot be resynchronised after a bad size: answer once and stop.
+      write_all(out_fd, handler.handle(std::span<const uint8_t>(buf.data(), proto::kHeaderSize)));
+      throw Error("TPM command size " + std::to_string(hdr->size) + " is out of range");
+    }
+    if (!read_exact(in_fd, buf.data() + proto::kHeaderSize, hdr->size - proto::kHeaderSize))
+      throw Error("TPM command truncated by end of input");
+    write_all(out_fd, handler.handle(std::span<const uint8_t>(buf.data(), hdr->size)));
+  }
+}
+
+}  // namespace vtpm

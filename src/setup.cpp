@@ -1,0 +1,138 @@
+#include <spdlog/spdlog.h>
+#include <sys/stat.h>
+
+#include <chrono>
+#include <filesystem>
+#include <functional>
+#include <vector>
+
+#include "vtpm_hook/container_dev.h"
+#include "vtpm_hook/emulator_process.h"
+#include "vtpm_hook/error.h"
+#include "vtpm_hook/hooks.h"
+#include "vtpm_hook/oci_config.h"
+#include "vtpm_hook/oci_state.h"
+#include "vtpm_hook/process_util.h"
+#include "vtpm_hook/run_record.h"
+#include "vtpm_hook/state_store.h"
+#include "vtpm_hook/vtpm_proxy.h"
+#include "vtpm_hook/vtpm_request.h"
+
+namespace vtpm {
+namespace {
+
+constexpr auto kRegistrationTimeout = std::chrono::seconds(30);
+
+// Undo actions for a setup that fails half-way, run newest first.
+class Rollback {
+ public:
+  ~Rollback() {
+    for (auto it = undo_.rbegin(); it != undo_.rend(); ++it) {
+      try {
+        (*it)();
+      } catch (const std::exception& e) {
+        spdlog::warn("rollback: {}", e.what());
+      }
+    }
+  }
+  void add(std::function<void()> f) { undo_.push_back(std::move(f)); }
+  void commit() { undo_.clear(); }
+
+ private:
+  std::vector<std::function<void()>> undo_;
+};
+
+long long unix_ms() {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(
+             std::chrono::system_clock::now().time_since_epoch())
+      .count();
+}
+
+// A record left by a runtime that died before teardown: clean it when nothing of it lives.
+void clear_stale_record(const HookOptions& opts, const std::string& id) {
+  auto old = read_run_record(opts.run_root, id);
+  if (!old) return;
+  for (const auto& v : old->vtpms)
+    if (auto holder = state_lock_holder(v.state_path))
+      throw Error("container " + id + " already has a running vTPM (emulator pid " +
+                  std::to_string(*holder) + ")");
+  spdlog::warn("removing stale run record of container {}", id);
+  remove_run_record(opts.run_root, id);
+}
+
+std::string dev_name(const char* base, unsigned index) { return base + std::to_string(index); }
+
+}  // namespace
+
+void run_setup(const std::string& state_json, const HookOptions& opts) {
+  const auto t0 = std::chrono::steady_clock::now();
+  const OciState state = parse_oci_state(state_json);
+  const BundleConfig config = load_bundle_config(state.bundle);
+  const auto specs = resolve_vtpms(state, config, RequestDefaults{opts.state_root});
+  if (specs.empty()) {
+    spdlog::info("container {} asks for no vTPM", state.id);
+    return;
+  }
+  if (!state.pid) throw Error("OCI state: \"pid\" is missing; setup needs the container's process");
+  const pid_t pid = *state.pid;
+  check_vtpmx_available(opts.vtpmx);
+  for (const auto& s : specs)
+    if (auto holder = state_lock_holder(s.state_path))
+      throw Error("state dir " + s.state_path + " is in use by process " + std::to_string(*holder));
+  clear_stale_record(opts, state.id);
+  const UniqueFd container_pidfd = open_pidfd(pid);
+
+  Rollback rollback;
+  std::vector<EmulatorProcess> emulators;  // declared after rollback: stopped before it runs
+  RunRecord rec{state.id, state.bundle, unix_ms(), {}};
+  for (const auto& spec : specs) {
+    VtpmRecord vr;
+    vr.index = spec.index;
+    vr.version = spec.version;
+    vr.state_path = spec.state_path;
+    vr.state_path_managed = spec.state_path_managed;
+    struct stat st {};
+    vr.state_path_created = ::stat(spec.state_path.c_str(), &st) != 0;
+    if (vr.state_path_created) {
+      std::error_code ec;
+      std::filesystem::create_directories(spec.state_path, ec);
+      if (ec) throw Error("cannot create state dir " + spec.state_path + ": " + ec.message());
+      ::chmod(spec.state_path.c_str(), 0700);
+      rollback.add([p = spec.state_path] { std::filesystem::remove_all(p); });
+    } else if (!S_ISDIR(st.st_mode)) {
+      throw Error("statePath " + spec.state_path + " exists and is not a directory");
+    }
+
+    ProxyDevice dev = create_proxy_device(spec.version, opts.vtpmx);
+    vr.host_tpm_num = dev.tpm_num;
+    EmulatorOptions eo{spec, state.id, opts.log_level, opts.log_file, false};
+    emulators.push_back(spawn_emulator(eo, std::move(dev), container_pidfd.get()));
+    vr.emulator_pid = emulators.back().pid();
+    const HostDevices host =
+        wait_for_registration(emulators.back(), vr.host_tpm_num, spec.version, kRegistrationTimeout);
+    vr.host_device = "/dev/tpm" + std::to_string(host.tpm_num);
+
+    const std::string tpm = dev_name("tpm", spec.index);
+    place_device_node(pid, config.root_path, tpm, host.tpm);
+    rollback.add([=, root = config.root_path] { remove_device_node(pid, root, tpm); });
+    if (host.tpmrm) {
+      const std::string tpmrm = dev_name("tpmrm", spec.index);
+      place_device_node(pid, config.root_path, tpmrm, *host.tpmrm);
+      rollback.add([=, root = config.root_path] { remove_device_node(pid, root, tpmrm); });
+    }
+    vr.container_device = "/dev/" + tpm;
+    spdlog::info("container {}: {} ({}:{}) is the container's {} (TPM {}, state {}, emulator {})",
+                 state.id, vr.host_device, host.tpm.major, host.tpm.minor, vr.container_device,
+                 to_string(spec.version), spec.state_path, vr.emulator_pid);
+    rec.vtpms.push_back(vr);
+  }
+  write_run_record(opts.run_root, rec);
+  for (auto& e : emulators) e.release();
+  rollback.commit();
+  const auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(
+                      std::chrono::steady_clock::now() - t0)
+                      .count();
+  spdlog::info("container {}: setup took {} ms", state.id, ms);
+}
+
+}  // namespace vtpm

@@ -1,0 +1,120 @@
+#include "vtpm_hook/state_store.h"
+
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <filesystem>
+#include <thread>
+
+#include "vtpm_hook/error.h"
+#include "vtpm_hook/swtpm_blob.h"
+
+namespace vtpm {
+namespace {
+
+constexpr size_t kMaxBlob = 16u << 20;
+
+void write_all(int fd, const uint8_t* p, size_t n, const std::string& what) {
+  while (n > 0) {
+    ssize_t w = ::write(fd, p, n);
+    if (w < 0 && errno == EINTR) continue;
+    if (w < 0) throw sys_error("write " + what);
+    p += w;
+    n -= static_cast<size_t>(w);
+  }
+}
+
+struct flock write_lock_query() {
+  struct flock fl {};
+  fl.l_type = F_WRLCK;
+  fl.l_whence = SEEK_SET;
+  return fl;
+}
+
+}  // namespace
+
+StateStore::StateStore(std::string dir, TpmVersion version, bool create,
+                       std::chrono::milliseconds lock_wait)
+    : dir_(std::move(dir)), version_(version) {
+  if (create) {
+    std::error_code ec;
+    std::filesystem::create_directories(std::filesystem::path(dir_).parent_path(), ec);
+    if (::mkdir(dir_.c_str(), 0700) != 0 && errno != EEXIST) throw sys_error("create state dir " + dir_);
+  }
+  dir_fd_.reset(::open(dir_.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+  if (!dir_fd_) throw sys_error("open state dir " + dir_);
+  lock_fd_.reset(::openat(dir_fd_.get(), ".lock", O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600));
+  if (!lock_fd_) throw sys_error("open " + dir_ + "/.lock");
+  const auto deadline = std::chrono::steady_clock::now() + lock_wait;
+  struct flock fl = write_lock_query();
+  while (::fcntl(lock_fd_.get(), F_SETLK, &fl) != 0) {
+    const int err = errno;
+    if ((err == EAGAIN || err == EACCES) && std::chrono::steady_clock::now() < deadline) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(5));
+      continue;
+    }
+    struct flock q = write_lock_query();
+    if ((err == EAGAIN || err == EACCES) && ::fcntl(lock_fd_.get(), F_GETLK, &q) == 0 &&
+        q.l_type != F_UNLCK)
+      throw Error("state dir " + dir_ + " is in use by process " + std::to_string(q.l_pid));
+    throw sys_error("lock " + dir_ + "/.lock", err);
+  }
+}
+
+std::optional<std::vector<uint8_t>> StateStore::load(std::string_view name) const {
+  const std::string file = state_file_name(version_, name);
+  UniqueFd fd(::openat(dir_fd_.get(), file.c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW));
+  if (!fd) {
+    if (errno == ENOENT) return std::nullopt;
+    throw sys_error("open " + dir_ + "/" + file);
+  }
+  std::vector<uint8_t> data;
+  uint8_t buf[65536];
+  for (;;) {
+    ssize_t r = ::read(fd.get(), buf, sizeof buf);
+    if (r < 0 && errno == EINTR) continue;
+    if (r < 0) throw sys_error("read " + dir_ + "/" + file);
+    if (r == 0) break;
+    data.insert(data.end(), buf, buf + r);
+    if (data.size() > kMaxBlob) throw Error(dir_ + "/" + file + " is larger than 16 MiB");
+  }
+  try {
+    return unwrap_state_blob(data);
+  } catch (const Error& e) {
+    throw Error(dir_ + "/" + file + ": " + e.what());
+  }
+}
+
+void StateStore::store(std::string_view name, std::span<const uint8_t> blob) const {
+  const std::string file = state_file_name(version_, name);
+  const std::string tmp = file + ".tmp";
+  const auto bytes = wrap_state_blob(blob);
+  {
+    UniqueFd fd(::openat(dir_fd_.get(), tmp.c_str(),
+                         O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0600));
+    if (!fd) throw sys_error("create " + dir_ + "/" + tmp);
+    write_all(fd.get(), bytes.data(), bytes.size(), dir_ + "/" + tmp);
+    if (::fsync(fd.get()) != 0) throw sys_error("fsync " + dir_ + "/" + tmp);
+  }
+  if (::renameat(dir_fd_.get(), tmp.c_str(), dir_fd_.get(), file.c_str()) != 0)
+    throw sys_error("rename " + dir_ + "/" + tmp);
+  if (::fsync(dir_fd_.get()) != 0) throw sys_error("fsync " + dir_);
+}
+
+void StateStore::remove(std::string_view name) const {
+  const std::string file = state_file_name(version_, name);
+  if (::unlinkat(dir_fd_.get(), file.c_str(), 0) != 0 && errno != ENOENT)
+    throw sys_error("remove " + dir_ + "/" + file);
+  ::fsync(dir_fd_.get());
+}
+
+std::optional<pid_t> state_lock_holder(const std::string& dir) {
+  UniqueFd fd(::open((dir + "/.lock").c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW));
+  if (!fd) return std::nullopt;
+  struct flock q = write_lock_query();
+  if (::fcntl(fd.get(), F_GETLK, &q) != 0 || q.l_type == F_UNLCK) return std::nullopt;
+  return q.l_pid;
+}
+
+}  // namespace vtpm

@@ -1,0 +1,56 @@
+#include <spdlog/spdlog.h>
+
+#include <chrono>
+#include <filesystem>
+
+#include "vtpm_hook/error.h"
+#include "vtpm_hook/hooks.h"
+#include "vtpm_hook/oci_state.h"
+#include "vtpm_hook/process_util.h"
+#include "vtpm_hook/run_record.h"
+#include "vtpm_hook/state_store.h"
+
+namespace vtpm {
+namespace {
+
+constexpr auto kStopGrace = std::chrono::seconds(10);
+
+// Stops the emulator of one vTPM; false when its state must not be touched.
+bool stop_emulator(const std::string& id, const VtpmRecord& v) {
+  const auto holder = state_lock_holder(v.state_path);
+  if (!holder) return true;  // already exited (it does when the container's init exits)
+  if (*holder != v.emulator_pid) {
+    spdlog::warn("container {}: state dir {} is held by process {}, not by its emulator {}; leaving it",
+                 id, v.state_path, *holder, v.emulator_pid);
+    return false;
+  }
+  if (!stop_process(*holder, kStopGrace)) {
+    spdlog::warn("container {}: emulator {} did not stop", id, *holder);
+    return false;
+  }
+  return true;
+}
+
+}  // namespace
+
+void run_teardown(const std::string& state_json, const HookOptions& opts) {
+  const OciState state = parse_oci_state(state_json);
+  const auto rec = read_run_record(opts.run_root, state.id);
+  if (!rec) {
+    spdlog::warn("no vTPM is recorded for container {}; nothing to tear down", state.id);
+    return;
+  }
+  for (const auto& v : rec->vtpms) {
+    const bool stopped = stop_emulator(state.id, v);
+    if (stopped && v.state_path_managed) {
+      std::error_code ec;
+      std::filesystem::remove_all(v.state_path, ec);
+      if (ec) spdlog::warn("cannot remove managed state {}: {}", v.state_path, ec.message());
+    }
+    spdlog::info("container {}: {} torn down (state {} {})", state.id, v.container_device,
+                 v.state_path, v.state_path_managed && stopped ? "removed" : "kept");
+  }
+  remove_run_record(opts.run_root, state.id);
+}
+
+}  // namespace vtpm

@@ -1,0 +1,64 @@
+#include "vtpm_hook/tpm_proto.h"
+
+namespace vtpm::proto {
+
+uint16_t get_u16(std::span<const uint8_t> b, size_t off) {
+  return static_cast<uint16_t>(b[off] << 8 | b[off + 1]);
+}
+
+uint32_t get_u32(std::span<const uint8_t> b, size_t off) {
+  return uint32_t{b[off]} << 24 | uint32_t{b[off + 1]} << 16 | uint32_t{b[off + 2]} << 8 |
+         uint32_t{b[off + 3]};
+}
+
+void put_u16(std::vector<uint8_t>& out, uint16_t v) {
+  out.push_back(static_cast<uint8_t>(v >> 8));
+  out.push_back(static_cast<uint8_t>(v));
+}
+
+void put_u32(std::vector<uint8_t>& out, uint32_t v) {
+  for (int shift = 24; shift >= 0; shift -= 8) out.push_back(static_cast<uint8_t>(v >> shift));
+}
+
+std::optional<Header> parse_header(std::span<const uint8_t> bytes) {
+  if (bytes.size() < kHeaderSize) return std::nullopt;
+  return Header{get_u16(bytes, 0), get_u32(bytes, 2), get_u32(bytes, 6)};
+}
+
+namespace {
+std::vector<uint8_t> command(uint16_t tag, uint32_t ordinal, std::span<const uint8_t> params) {
+  std::vector<uint8_t> out;
+  put_u16(out, tag);
+  put_u32(out, static_cast<uint32_t>(kHeaderSize + params.size()));
+  put_u32(out, ordinal);
+  out.insert(out.end(), params.begin(), params.end());
+  return out;
+}
+}  // namespace
+
+std::vector<uint8_t> make_response(TpmVersion v, uint32_t rc) {
+  std::vector<uint8_t> out;
+  put_u16(out, v == TpmVersion::V2 ? kTpm2StNoSessions : kTpm12TagRspCommand);
+  put_u32(out, kHeaderSize);
+  put_u32(out, rc);
+  return out;
+}
+
+std::vector<uint8_t> startup_command(TpmVersion v, bool clear) {
+  if (v == TpmVersion::V2) {
+    const uint8_t su[] = {0x00, static_cast<uint8_t>(clear ? 0x00 : 0x01)};  // TPM_SU_CLEAR/STATE
+    return command(kTpm2StNoSessions, 0x144, su);
+  }
+  const uint8_t st[] = {0x00, static_cast<uint8_t>(clear ? 0x01 : 0x02)};  // TPM_ST_CLEAR/STATE
+  return command(kTpm12TagRquCommand, 0x99, st);
+}
+
+std::vector<uint8_t> shutdown_state_command(TpmVersion v) {
+  if (v == TpmVersion::V2) {
+    const uint8_t su[] = {0x00, 0x01};  // TPM_SU_STATE
+    return command(kTpm2StNoSessions, 0x145, su);
+  }
+  return command(kTpm12TagRquCommand, 0x98, {});  // TPM_SaveState
+}
+
+}  // namespace vtpm::proto
