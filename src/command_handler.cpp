@@ -15,15 +15,18 @@ std::vector<uint8_t> CommandHandler::handle(std::span<const uint8_t> cmd) {
   const bool v2 = version_ == TpmVersion::V2;
   const auto hdr = proto::parse_header(cmd);
   if (!hdr || hdr->size != cmd.size() || cmd.size() > proto::kMaxCommandSize)
-    return proto::make_response(version_, v2 ? proto::kTpm2RcCommandSize : proto::kTpm12BadParamSize);
+    return proto::make_response(version_,
+                                v2 ? proto::kTpm2RcCommandSize : proto::kTpm12BadParamSize);
 
   if (hdr->code == proto::kVendorSetLocality && accept_vendor_) {
     // The kernel proxy's own command. An error answer here breaks the host driver, so only
     // a malformed one (never sent by the kernel) is refused.
     if (cmd.size() != proto::kHeaderSize + 1)
-      return proto::make_response(version_, v2 ? proto::kTpm2RcCommandSize : proto::kTpm12BadParamSize);
+      return proto::make_response(version_,
+                                  v2 ? proto::kTpm2RcCommandSize : proto::kTpm12BadParamSize);
     const uint8_t loc = cmd[proto::kHeaderSize];
-    if (loc >= 5) return proto::make_response(version_, v2 ? proto::kTpm2RcValue : proto::kTpm12BadParameter);
+    if (loc >= 5)
+      return proto::make_response(version_, v2 ? proto::kTpm2RcValue : proto::kTpm12BadParameter);
     locality_(loc);
     return proto::make_response(version_, 0);
   }

@@ -2,10 +2,17 @@
 
 #include <fcntl.h>
 #include <linux/openat2.h>
+#include <sched.h>
+#include <sys/mount.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/sysmacros.h>
+#include <sys/wait.h>
 #include <unistd.h>
+
+#include <cstring>
+#include <fstream>
+#include <functional>
 
 #include "vtpm_hook/error.h"
 
@@ -28,39 +35,144 @@ std::string strip_slashes(const std::string& p) {
   return b == std::string::npos ? "." : p.substr(b);
 }
 
-UniqueFd open_container_root(pid_t pid, const std::string& root_path, const std::string& proc) {
-  const std::string proc_root = proc + "/" + std::to_string(pid) + "/root";
-  UniqueFd ns_root(::open(proc_root.c_str(), O_PATH | O_DIRECTORY | O_CLOEXEC));
-  if (!ns_root) throw sys_error("open " + proc_root + " (is the container's pid right?)");
-  // Before pivot_root (runc, crun) the rootfs sits at its host path inside the container's mount
-  // namespace; the path itself comes from the trusted config.json.
+// Before pivot_root (runc, crun) the rootfs sits at its host path inside the container's mount
+// namespace; the path itself comes from the trusted config.json.
+UniqueFd open_root_below(UniqueFd& ns_root, const std::string& root_path) {
   struct open_how how {};
   how.flags = O_PATH | O_DIRECTORY | O_CLOEXEC;
   how.resolve = RESOLVE_NO_MAGICLINKS;
   UniqueFd root(static_cast<int>(
       ::syscall(SYS_openat2, ns_root.get(), strip_slashes(root_path).c_str(), &how, sizeof how)));
   if (root) return root;
-  if (errno == ENOENT) return ns_root;  // the runtime already pivoted: its root is the rootfs
+  if (errno == ENOENT) return std::move(ns_root);  // already pivoted: its root is the rootfs
   throw sys_error("open container root " + root_path);
+}
+
+UniqueFd open_container_root(pid_t pid, const std::string& root_path, const std::string& proc) {
+  const std::string proc_root = proc + "/" + std::to_string(pid) + "/root";
+  UniqueFd ns_root(::open(proc_root.c_str(), O_PATH | O_DIRECTORY | O_CLOEXEC));
+  if (!ns_root) throw sys_error("open " + proc_root + " (is the container's pid right?)");
+  return open_root_below(ns_root, root_path);
+}
+
+void check_name(const std::string& name) {
+  if (name.empty() || name.find('/') != std::string::npos || name[0] == '.')
+    throw Error("bad device name \"" + name + "\"");
+}
+
+bool in_own_user_namespace(pid_t pid, const std::string& proc) {
+  struct stat mine {
+  }, theirs{};
+  const std::string p = proc + "/" + std::to_string(pid) + "/ns/user";
+  if (::stat("/proc/self/ns/user", &mine) != 0 || ::stat(p.c_str(), &theirs) != 0)
+    throw sys_error("stat " + p);
+  return mine.st_ino != theirs.st_ino || mine.st_dev != theirs.st_dev;
+}
+
+// The host id that the container's root (id 0 inside) maps to.
+unsigned mapped_root(pid_t pid, const std::string& proc, const char* map) {
+  const std::string p = proc + "/" + std::to_string(pid) + "/" + map;
+  std::ifstream in(p);
+  unsigned long inside = 0, outside = 0, count = 0;
+  while (in >> inside >> outside >> count)
+    if (inside == 0 && count > 0) return static_cast<unsigned>(outside);
+  throw Error("the container's user namespace maps no root user (" + p + ")");
+}
+
+void run_in_child(const std::function<void()>& body, const std::string& what) {
+  int pfd[2];
+  if (::pipe2(pfd, O_CLOEXEC) != 0) throw sys_error("pipe");
+  UniqueFd rd(pfd[0]), wr(pfd[1]);
+  const pid_t pid = ::fork();
+  if (pid < 0) throw sys_error("fork");
+  if (pid == 0) {
+    rd.reset();
+    try {
+      body();
+    } catch (const std::exception& e) {
+      [[maybe_unused]] auto n = ::write(wr.get(), e.what(), std::strlen(e.what()));
+      ::_exit(1);
+    }
+    ::_exit(0);
+  }
+  wr.reset();
+  std::string msg;
+  char buf[512];
+  for (ssize_t r; (r = ::read(rd.get(), buf, sizeof buf)) != 0;) {
+    if (r < 0 && errno == EINTR) continue;
+    if (r < 0) break;
+    msg.append(buf, static_cast<size_t>(r));
+  }
+  int status = 0;
+  while (::waitpid(pid, &status, 0) < 0 && errno == EINTR) {
+  }
+  if (!WIFEXITED(status) || WEXITSTATUS(status) != 0)
+    throw Error(what + ": " + (msg.empty() ? "helper process failed" : msg));
+}
+
+void bind_host_node(pid_t pid, const std::string& root_path, const std::string& name, DevNum dev,
+                    const std::string& host_node, const std::string& proc) {
+  check_name(name);
+  UniqueFd node(::open(host_node.c_str(), O_PATH | O_NOFOLLOW | O_CLOEXEC));
+  if (!node) throw sys_error("open host node " + host_node);
+  struct stat st {};
+  if (::fstat(node.get(), &st) != 0 || !S_ISCHR(st.st_mode) ||
+      st.st_rdev != makedev(dev.major, dev.minor))
+    throw Error(host_node + " is not the character device " + std::to_string(dev.major) + ":" +
+                std::to_string(dev.minor));
+  // The node is the container's alone: its root user owns it, nobody else on the host may use it.
+  const std::string node_path = "/proc/self/fd/" + std::to_string(node.get());
+  if (::chown(node_path.c_str(), mapped_root(pid, proc, "uid_map"),
+              mapped_root(pid, proc, "gid_map")) != 0 ||
+      ::chmod(node_path.c_str(), 0600) != 0)
+    throw sys_error("hand " + host_node + " to the container's root user");
+  const std::string ns = proc + "/" + std::to_string(pid) + "/ns/mnt";
+  UniqueFd mntns(::open(ns.c_str(), O_RDONLY | O_CLOEXEC));
+  if (!mntns) throw sys_error("open " + ns);
+
+  run_in_child(
+      [&] {
+        if (::setns(mntns.get(), CLONE_NEWNS) != 0) throw sys_error("setns into the container");
+        UniqueFd top(::open("/", O_PATH | O_DIRECTORY | O_CLOEXEC));
+        UniqueFd root = open_root_below(top, root_path);
+        UniqueFd dev_dir = open_in_root(root.get(), "dev", "the container's /dev");
+        // An empty file to mount over, put in place like a node: rename replaces what was there.
+        const std::string tmp = ".vtpm-hook." + name + "." + std::to_string(::getpid());
+        ::unlinkat(dev_dir.get(), tmp.c_str(), 0);
+        UniqueFd f(::openat(dev_dir.get(), tmp.c_str(),
+                            O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600));
+        if (!f) throw sys_error("create /dev/" + name + " in the container");
+        f.reset();
+        if (::renameat(dev_dir.get(), tmp.c_str(), dev_dir.get(), name.c_str()) != 0) {
+          const int err = errno;
+          ::unlinkat(dev_dir.get(), tmp.c_str(), 0);
+          throw sys_error("rename into /dev/" + name + " in the container", err);
+        }
+        UniqueFd target(::openat(dev_dir.get(), name.c_str(), O_PATH | O_NOFOLLOW | O_CLOEXEC));
+        struct stat ts {};
+        if (!target || ::fstat(target.get(), &ts) != 0 || !S_ISREG(ts.st_mode))
+          throw Error("/dev/" + name + " in the container changed under us");
+        const std::string target_path = "/proc/self/fd/" + std::to_string(target.get());
+        if (::mount(node_path.c_str(), target_path.c_str(), nullptr, MS_BIND, nullptr) != 0)
+          throw sys_error("bind-mount " + host_node + " onto the container's /dev/" + name);
+      },
+      "put " + host_node + " into the container");
 }
 
 }  // namespace
 
 void place_device_node_at(int root_fd, const std::string& name, DevNum dev) {
-  if (name.empty() || name.find('/') != std::string::npos || name[0] == '.')
-    throw Error("bad device name \"" + name + "\"");
+  check_name(name);
   UniqueFd dev_dir = open_in_root(root_fd, "dev", "the container's /dev");
   const std::string tmp = ".vtpm-hook." + name + "." + std::to_string(::getpid());
   const dev_t rdev = makedev(dev.major, dev.minor);
   ::unlinkat(dev_dir.get(), tmp.c_str(), 0);
-  if (::mknodat(dev_dir.get(), tmp.c_str(), S_IFCHR | 0600, rdev) != 0)
-    throw sys_error("mknod /dev/" + name + " in the container");
   // 0666: the TPM belongs to this container alone; its users and cgroup decide who uses it.
-  if (::fchmodat(dev_dir.get(), tmp.c_str(), 0666, 0) != 0) {
-    const int err = errno;
-    ::unlinkat(dev_dir.get(), tmp.c_str(), 0);
-    throw sys_error("chmod /dev/" + name + " in the container", err);
-  }
+  const mode_t old_umask = ::umask(0);
+  const int rc = ::mknodat(dev_dir.get(), tmp.c_str(), S_IFCHR | 0666, rdev);
+  const int err = errno;
+  ::umask(old_umask);
+  if (rc != 0) throw sys_error("mknod /dev/" + name + " in the container", err);
   // rename() replaces a file, fifo, node or symlink at the name without following it.
   if (::renameat(dev_dir.get(), tmp.c_str(), dev_dir.get(), name.c_str()) != 0) {
     const int err = errno;
@@ -77,7 +189,11 @@ void place_device_node_at(int root_fd, const std::string& name, DevNum dev) {
 }
 
 void place_device_node(pid_t container_pid, const std::string& root_path, const std::string& name,
-                       DevNum dev, const std::string& proc) {
+                       DevNum dev, const std::string& host_node, const std::string& proc) {
+  if (in_own_user_namespace(container_pid, proc)) {
+    bind_host_node(container_pid, root_path, name, dev, host_node, proc);
+    return;
+  }
   UniqueFd root = open_container_root(container_pid, root_path, proc);
   place_device_node_at(root.get(), name, dev);
 }
@@ -88,8 +204,10 @@ void remove_device_node(pid_t container_pid, const std::string& root_path, const
     UniqueFd root = open_container_root(container_pid, root_path, proc);
     UniqueFd dev_dir = open_in_root(root.get(), "dev", "the container's /dev");
     struct stat st {};
-    if (::fstatat(dev_dir.get(), name.c_str(), &st, AT_SYMLINK_NOFOLLOW) == 0 && S_ISCHR(st.st_mode))
+    if (::fstatat(dev_dir.get(), name.c_str(), &st, AT_SYMLINK_NOFOLLOW) == 0 &&
+        S_ISCHR(st.st_mode))
       ::unlinkat(dev_dir.get(), name.c_str(), 0);
+    // A bind-mounted node (user namespaces) goes away with the container's mount namespace.
   } catch (const Error&) {
     // The container is gone, and its /dev with it.
   }

@@ -52,7 +52,8 @@ void detach_stdio_and_fds(const std::set<int>& keep) {
 }
 
 void send_to_parent(int fd, const std::string& msg) {
-  if (fd >= 0) [[maybe_unused]] auto n = ::write(fd, msg.data(), msg.size());
+  if (fd >= 0) [[maybe_unused]]
+    auto n = ::write(fd, msg.data(), msg.size());
 }
 
 void save_and_stop(TpmEngine& engine) {
@@ -106,7 +107,8 @@ EmulatorProcess::~EmulatorProcess() {
   ::waitpid(pid_, nullptr, WNOHANG);
 }
 
-EmulatorProcess spawn_emulator(const EmulatorOptions& opts, ProxyDevice&& dev, int container_pidfd) {
+EmulatorProcess spawn_emulator(const EmulatorOptions& opts, ProxyDevice&& dev,
+                               int container_pidfd) {
   int pfd[2];
   if (::pipe2(pfd, O_CLOEXEC) != 0) throw sys_error("pipe");
   UniqueFd rd(pfd[0]), wr(pfd[1]);
@@ -168,7 +170,7 @@ int run_stream_emulator(const std::string& state_dir, TpmVersion v, bool startup
     if (!ok) {
       const auto r = engine.process(proto::startup_command(v, /*clear=*/true));
       if (const auto rc = proto::parse_header(r)->code; rc != 0)
-        throw Error("TPM Startup failed with rc 0x" + std::to_string(rc));
+        throw Error(fmt::format("TPM Startup failed with rc 0x{:x}", rc));
     }
   }
   CommandHandler handler(

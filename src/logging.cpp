@@ -17,7 +17,8 @@ spdlog::level::level_enum parse_level(const std::string& level) {
   return l;
 }
 
-void install(std::vector<spdlog::sink_ptr> sinks, const std::string& level, const std::string& name) {
+void install(std::vector<spdlog::sink_ptr> sinks, const std::string& level,
+             const std::string& name) {
   auto logger = std::make_shared<spdlog::logger>(name, sinks.begin(), sinks.end());
   logger->set_level(parse_level(level));
   for (auto& s : sinks)
@@ -34,7 +35,8 @@ void init_logging(const std::string& level, const std::string& log_file) {
   auto err = std::make_shared<spdlog::sinks::stderr_sink_st>();
   // A runtime shows a failed hook's stderr: keep it to warnings and the one error line,
   // unless someone asked for debugging output.
-  err->set_level(std::min(parse_level(level), spdlog::level::warn));
+  const auto lvl = parse_level(level);
+  err->set_level(lvl < spdlog::level::info ? lvl : std::max(lvl, spdlog::level::warn));
   err->set_pattern("%n: %l: %v");
   sinks.push_back(err);
   if (!log_file.empty()) {

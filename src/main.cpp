@@ -49,6 +49,9 @@ int main(int argc, char** argv) {
       ->capture_default_str();
 
   auto* setup = app.add_subcommand("setup", "Give a container its vTPMs (OCI state on stdin)");
+  bool no_cgroup = false;
+  setup->add_flag("--no-device-cgroup", no_cgroup,
+                  "Leave the container's device cgroup alone (config.json allows the TPMs)");
   setup->alias("prestart");
   setup->alias("createRuntime");
   auto* teardown = app.add_subcommand("teardown", "Stop a container's vTPMs (OCI state on stdin)");
@@ -80,6 +83,7 @@ int main(int argc, char** argv) {
   }
   try {
     if (*setup) {
+      opts.device_cgroup = !no_cgroup;
       vtpm::run_setup(read_stdin(), opts);
     } else if (*teardown) {
       vtpm::run_teardown(read_stdin(), opts);

@@ -29,8 +29,10 @@ OciState parse_oci_state(std::string_view json_text) {
   if (auto it = doc.find("pid"); it != doc.end() && !it->is_null()) {
     if (!it->is_number_integer()) throw Error("OCI state: \"pid\" is not an integer");
     const auto pid = it->get<long long>();
-    if (pid <= 0 || pid > 4194304) throw Error("OCI state: \"pid\" " + std::to_string(pid) + " is out of range");
-    st.pid = static_cast<pid_t>(pid);
+    // crun passes "pid": 0 to poststop hooks: the container has no process any more.
+    if (pid != 0 && (pid < 0 || pid > 4194304))
+      throw Error("OCI state: \"pid\" " + std::to_string(pid) + " is out of range");
+    if (pid != 0) st.pid = static_cast<pid_t>(pid);
   }
   st.annotations = string_map(doc, "annotations", "OCI state");
   return st;

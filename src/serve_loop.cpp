@@ -2,8 +2,8 @@
 
 #include <poll.h>
 #include <signal.h>
-#include <sys/signalfd.h>
 #include <spdlog/spdlog.h>
+#include <sys/signalfd.h>
 #include <unistd.h>
 
 #include <array>
@@ -50,10 +50,14 @@ void log_signal(int signal_fd) {
 
 const char* to_string(StopReason r) {
   switch (r) {
-    case StopReason::ContainerExited: return "container exited";
-    case StopReason::Signal: return "signal";
-    case StopReason::ClientGone: return "device closed";
-    case StopReason::EndOfInput: return "end of input";
+    case StopReason::ContainerExited:
+      return "container exited";
+    case StopReason::Signal:
+      return "signal";
+    case StopReason::ClientGone:
+      return "device closed";
+    case StopReason::EndOfInput:
+      return "end of input";
   }
   return "?";
 }
@@ -61,7 +65,8 @@ const char* to_string(StopReason r) {
 StopReason serve_proxy(int server_fd, int container_pidfd, int signal_fd, CommandHandler& handler) {
   std::array<uint8_t, proto::kMaxCommandSize> buf{};
   for (;;) {
-    std::array<pollfd, 3> fds{{{server_fd, POLLIN, 0}, {signal_fd, POLLIN, 0}, {container_pidfd, POLLIN, 0}}};
+    std::array<pollfd, 3> fds{
+        {{server_fd, POLLIN, 0}, {signal_fd, POLLIN, 0}, {container_pidfd, POLLIN, 0}}};
     const nfds_t n = container_pidfd >= 0 ? 3 : 2;
     if (::poll(fds.data(), n, -1) < 0) {
       if (errno == EINTR) continue;
@@ -77,7 +82,8 @@ StopReason serve_proxy(int server_fd, int container_pidfd, int signal_fd, Comman
       if (r < 0) throw sys_error("read from vtpm proxy");
       if (r == 0) return StopReason::ClientGone;
       // The kernel waits for exactly one write() carrying the whole response.
-      const auto resp = handler.handle(std::span<const uint8_t>(buf.data(), static_cast<size_t>(r)));
+      const auto resp =
+          handler.handle(std::span<const uint8_t>(buf.data(), static_cast<size_t>(r)));
       if (::write(server_fd, resp.data(), resp.size()) != static_cast<ssize_t>(resp.size()))
         throw sys_error("write to vtpm proxy");
       continue;

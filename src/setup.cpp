@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "vtpm_hook/container_dev.h"
+#include "vtpm_hook/device_cgroup.h"
 #include "vtpm_hook/emulator_process.h"
 #include "vtpm_hook/error.h"
 #include "vtpm_hook/hooks.h"
@@ -85,6 +86,7 @@ void run_setup(const std::string& state_json, const HookOptions& opts) {
   Rollback rollback;
   std::vector<EmulatorProcess> emulators;  // declared after rollback: stopped before it runs
   RunRecord rec{state.id, state.bundle, unix_ms(), {}};
+  std::vector<DevNum> granted;
   for (const auto& spec : specs) {
     VtpmRecord vr;
     vr.index = spec.index;
@@ -105,33 +107,39 @@ void run_setup(const std::string& state_json, const HookOptions& opts) {
 
     ProxyDevice dev = create_proxy_device(spec.version, opts.vtpmx);
     vr.host_tpm_num = dev.tpm_num;
+    spdlog::debug("vtpm proxy gave tpm{}", dev.tpm_num);
     EmulatorOptions eo{spec, state.id, opts.log_level, opts.log_file, false};
     emulators.push_back(spawn_emulator(eo, std::move(dev), container_pidfd.get()));
     vr.emulator_pid = emulators.back().pid();
-    const HostDevices host =
-        wait_for_registration(emulators.back(), vr.host_tpm_num, spec.version, kRegistrationTimeout);
+    spdlog::debug("emulator {} serves", vr.emulator_pid);
+    const HostDevices host = wait_for_registration(emulators.back(), vr.host_tpm_num, spec.version,
+                                                   kRegistrationTimeout);
     vr.host_device = "/dev/tpm" + std::to_string(host.tpm_num);
 
     const std::string tpm = dev_name("tpm", spec.index);
-    place_device_node(pid, config.root_path, tpm, host.tpm);
+    place_device_node(pid, config.root_path, tpm, host.tpm, vr.host_device);
     rollback.add([=, root = config.root_path] { remove_device_node(pid, root, tpm); });
     if (host.tpmrm) {
       const std::string tpmrm = dev_name("tpmrm", spec.index);
-      place_device_node(pid, config.root_path, tpmrm, *host.tpmrm);
+      place_device_node(pid, config.root_path, tpmrm, *host.tpmrm,
+                        "/dev/tpmrm" + std::to_string(host.tpm_num));
       rollback.add([=, root = config.root_path] { remove_device_node(pid, root, tpmrm); });
     }
     vr.container_device = "/dev/" + tpm;
+    granted.push_back(host.tpm);
+    if (host.tpmrm) granted.push_back(*host.tpmrm);
     spdlog::info("container {}: {} ({}:{}) is the container's {} (TPM {}, state {}, emulator {})",
                  state.id, vr.host_device, host.tpm.major, host.tpm.minor, vr.container_device,
                  to_string(spec.version), spec.state_path, vr.emulator_pid);
     rec.vtpms.push_back(vr);
   }
+  if (opts.device_cgroup) spdlog::debug("{}", grant_device_access(pid, granted));
   write_run_record(opts.run_root, rec);
   for (auto& e : emulators) e.release();
   rollback.commit();
-  const auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(
-                      std::chrono::steady_clock::now() - t0)
-                      .count();
+  const auto ms =
+      std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - t0)
+          .count();
   spdlog::info("container {}: setup took {} ms", state.id, ms);
 }
 

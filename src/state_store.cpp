@@ -40,7 +40,8 @@ StateStore::StateStore(std::string dir, TpmVersion version, bool create,
   if (create) {
     std::error_code ec;
     std::filesystem::create_directories(std::filesystem::path(dir_).parent_path(), ec);
-    if (::mkdir(dir_.c_str(), 0700) != 0 && errno != EEXIST) throw sys_error("create state dir " + dir_);
+    if (::mkdir(dir_.c_str(), 0700) != 0 && errno != EEXIST)
+      throw sys_error("create state dir " + dir_);
   }
   dir_fd_.reset(::open(dir_.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
   if (!dir_fd_) throw sys_error("open state dir " + dir_);
@@ -54,11 +55,11 @@ StateStore::StateStore(std::string dir, TpmVersion version, bool create,
       std::this_thread::sleep_for(std::chrono::milliseconds(5));
       continue;
     }
+    if (err != EAGAIN && err != EACCES) throw sys_error("lock " + dir_ + "/.lock", err);
     struct flock q = write_lock_query();
-    if ((err == EAGAIN || err == EACCES) && ::fcntl(lock_fd_.get(), F_GETLK, &q) == 0 &&
-        q.l_type != F_UNLCK)
-      throw Error("state dir " + dir_ + " is in use by process " + std::to_string(q.l_pid));
-    throw sys_error("lock " + dir_ + "/.lock", err);
+    if (::fcntl(lock_fd_.get(), F_GETLK, &q) != 0) throw sys_error("query " + dir_ + "/.lock");
+    if (q.l_type == F_UNLCK) continue;  // released in between: try again
+    throw Error("state dir " + dir_ + " is in use by process " + std::to_string(q.l_pid));
   }
 }
 
@@ -90,15 +91,19 @@ void StateStore::store(std::string_view name, std::span<const uint8_t> blob) con
   const std::string file = state_file_name(version_, name);
   const std::string tmp = file + ".tmp";
   const auto bytes = wrap_state_blob(blob);
-  {
+  try {
     UniqueFd fd(::openat(dir_fd_.get(), tmp.c_str(),
                          O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0600));
     if (!fd) throw sys_error("create " + dir_ + "/" + tmp);
     write_all(fd.get(), bytes.data(), bytes.size(), dir_ + "/" + tmp);
     if (::fsync(fd.get()) != 0) throw sys_error("fsync " + dir_ + "/" + tmp);
+    fd.reset();
+    if (::renameat(dir_fd_.get(), tmp.c_str(), dir_fd_.get(), file.c_str()) != 0)
+      throw sys_error("rename " + dir_ + "/" + tmp);
+  } catch (const Error&) {
+    ::unlinkat(dir_fd_.get(), tmp.c_str(), 0);  // the old blob stays whole
+    throw;
   }
-  if (::renameat(dir_fd_.get(), tmp.c_str(), dir_fd_.get(), file.c_str()) != 0)
-    throw sys_error("rename " + dir_ + "/" + tmp);
   if (::fsync(dir_fd_.get()) != 0) throw sys_error("fsync " + dir_);
 }
 

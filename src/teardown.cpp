@@ -20,8 +20,9 @@ bool stop_emulator(const std::string& id, const VtpmRecord& v) {
   const auto holder = state_lock_holder(v.state_path);
   if (!holder) return true;  // already exited (it does when the container's init exits)
   if (*holder != v.emulator_pid) {
-    spdlog::warn("container {}: state dir {} is held by process {}, not by its emulator {}; leaving it",
-                 id, v.state_path, *holder, v.emulator_pid);
+    spdlog::warn(
+        "container {}: state dir {} is held by process {}, not by its emulator {}; leaving it", id,
+        v.state_path, *holder, v.emulator_pid);
     return false;
   }
   if (!stop_process(*holder, kStopGrace)) {

@@ -106,10 +106,11 @@ std::vector<uint8_t> TpmEngine::process(std::span<const uint8_t> command) {
   unsigned char* resp = nullptr;
   uint32_t resp_len = 0, resp_cap = 0;
   std::vector<uint8_t> cmd(command.begin(), command.end());  // libtpms takes a mutable buffer
-  const TPM_RESULT rc = TPMLIB_Process(&resp, &resp_len, &resp_cap, cmd.data(),
-                                       static_cast<uint32_t>(cmd.size()));
+  const TPM_RESULT rc =
+      TPMLIB_Process(&resp, &resp_len, &resp_cap, cmd.data(), static_cast<uint32_t>(cmd.size()));
   std::vector<uint8_t> out;
-  if (rc == TPM_SUCCESS && resp && resp_len >= proto::kHeaderSize) out.assign(resp, resp + resp_len);
+  if (rc == TPM_SUCCESS && resp && resp_len >= proto::kHeaderSize)
+    out.assign(resp, resp + resp_len);
   TPM_Free(resp);
   if (out.empty())
     out = proto::make_response(version_, version_ == TpmVersion::V2 ? 0x101 : TPM_FAIL);

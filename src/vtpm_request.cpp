@@ -1,5 +1,6 @@
 #include "vtpm_hook/vtpm_request.h"
 
+#include <filesystem>
 #include <set>
 
 #include "vtpm_hook/error.h"
@@ -11,8 +12,12 @@ namespace {
 constexpr unsigned kMaxVtpms = 8;
 
 // Fields of the runtime-spec proposal that a later release implements.
-const std::set<std::string> kNotYet = {"createCerts", "runAs", "pcrBanks", "encryptionKey",
-                                       "encryptionPassword", "encryptionKeyFile",
+const std::set<std::string> kNotYet = {"createCerts",
+                                       "runAs",
+                                       "pcrBanks",
+                                       "encryptionKey",
+                                       "encryptionPassword",
+                                       "encryptionKeyFile",
                                        "encryptionPasswordFile"};
 const std::set<std::string> kKnown = {"statePath", "statePathIsManaged", "vtpmVersion"};
 
@@ -22,8 +27,10 @@ TpmVersion parse_version(const std::string& s, const std::string& what) {
   throw Error(what + ": \"vtpmVersion\" must be \"2\" or \"1.2\", not \"" + s + "\"");
 }
 
+// Later TPMs nest inside the first one's directory: ids have no '/', so no other container's
+// default can ever name the same directory.
 std::string default_state_path(const RequestDefaults& d, const std::string& id, unsigned i) {
-  return d.state_root + "/" + id + (i == 0 ? "" : "-tpm" + std::to_string(i));
+  return d.state_root + "/" + id + (i == 0 ? "" : "/tpm" + std::to_string(i));
 }
 
 VtpmSpec parse_entry(const nlohmann::json& e, unsigned i, const std::string& id,
@@ -40,7 +47,7 @@ VtpmSpec parse_entry(const nlohmann::json& e, unsigned i, const std::string& id,
   if (auto v = optional_string(e, "vtpmVersion", what)) s.version = parse_version(*v, what);
   if (auto p = optional_string(e, "statePath", what)) {
     check_absolute_path(*p, what + ": \"statePath\"");
-    s.state_path = *p;
+    s.state_path = std::filesystem::path(*p).lexically_normal().string();
     while (s.state_path.size() > 1 && s.state_path.back() == '/') s.state_path.pop_back();
     if (s.state_path == "/") throw Error(what + ": \"statePath\" may not be /");
   } else {

@@ -8,11 +8,13 @@
 
 namespace vtpm {
 
-// Creates <root>/dev/<name> as a char device major:minor, seen through /proc/<pid>/root so it
-// lands in the container's own mount namespace. Never follows a link out of the root; replaces
-// a non-directory already at that name; verifies type and rdev afterwards. Throws Error.
+// Makes <root>/dev/<name> the char device major:minor in the container's own mount namespace.
+// Without a user namespace: mknod, reached through /proc/<pid>/root. With one (where nodes on
+// the container's tmpfs cannot be opened): a bind mount of host_node, handed to the container's
+// root user. Never follows a link out of the root; replaces a non-directory already at that
+// name; verifies type and rdev afterwards. Throws Error.
 void place_device_node(pid_t container_pid, const std::string& root_path, const std::string& name,
-                       DevNum dev, const std::string& proc = "/proc");
+                       DevNum dev, const std::string& host_node, const std::string& proc = "/proc");
 
 // Same, with the container root given as an open directory fd (testable without a container).
 void place_device_node_at(int root_fd, const std::string& name, DevNum dev);

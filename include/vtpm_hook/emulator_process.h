@@ -7,8 +7,8 @@
 #include <utility>
 
 #include "vtpm_hook/unique_fd.h"
-#include "vtpm_hook/vtpm_request.h"
 #include "vtpm_hook/vtpm_proxy.h"
+#include "vtpm_hook/vtpm_request.h"
 
 namespace vtpm {
 

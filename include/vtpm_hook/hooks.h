@@ -9,6 +9,7 @@ struct HookOptions {
   std::string log_level = "info";
   std::string log_file;
   std::string vtpmx = "/dev/vtpmx";
+  bool device_cgroup = true;  // let the container's cgroup open its TPM devices
 };
 
 // prestart/createRuntime: everything or nothing. Throws Error.

@@ -9,7 +9,7 @@
 namespace vtpm {
 
 struct BundleConfig {
-  std::string root_path;  // absolute (resolved against the bundle)
+  std::string root_path;                // absolute (resolved against the bundle)
   std::optional<nlohmann::json> vtpms;  // linux.vtpms, if present
   std::map<std::string, std::string> annotations;
 };

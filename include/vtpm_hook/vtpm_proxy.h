@@ -3,8 +3,8 @@
 #include <sys/types.h>
 
 #include <chrono>
-#include <optional>
 #include <cstdint>
+#include <optional>
 #include <string>
 
 #include "vtpm_hook/tpm_version.h"

@@ -1,0 +1,30 @@
+#pragma once
+// Lets a container's cgroup open exactly the given character devices (cgroup v2 and v1).
+#include <linux/bpf.h>
+#include <sys/types.h>
+
+#include <span>
+#include <string>
+#include <vector>
+
+#include "vtpm_hook/vtpm_proxy.h"
+
+namespace vtpm {
+
+struct CgroupPaths {
+  std::string proc = "/proc";
+  std::string cgroup_root = "/sys/fs/cgroup";
+};
+
+// cgroup v2: every BPF_CGROUP_DEVICE program attached to the container's cgroup must allow an
+// access, so each one is replaced by a copy that allows these devices first and then runs the
+// original. cgroup v1: "c M:m rwm" goes to the container's devices.allow. Returns a short
+// description of what was done. Throws Error.
+std::string grant_device_access(pid_t pid, std::span<const DevNum> devices,
+                                const CgroupPaths& paths = {});
+
+// The pure part, for tests: `original` with an allow-prefix for the char devices in front.
+std::vector<bpf_insn> prepend_device_allow(std::span<const bpf_insn> original,
+                                           std::span<const DevNum> devices);
+
+}  // namespace vtpm

@@ -1,0 +1,218 @@
+#include "vtpm_hook/vtpm_request.h"
+
+#include <gtest/gtest.h>
+
+#include <nlohmann/json.hpp>
+#include <string>
+
+#include "vtpm_hook/error.h"
+#include "vtpm_hook/oci_config.h"
+#include "vtpm_hook/oci_state.h"
+
+namespace vtpm {
+namespace {
+
+using nlohmann::json;
+
+template <typename F>
+std::string error_of(F&& f) {
+  try {
+    f();
+  } catch (const Error& e) {
+    return e.what();
+  } catch (const std::exception& e) {
+    ADD_FAILURE() << "threw a non-vtpm exception: " << e.what();
+    return {};
+  }
+  ADD_FAILURE() << "did not throw";
+  return {};
+}
+
+// ---- parse_bundle_config ----
+
+TEST(BundleConfig, AbsoluteRootPathIsKept) {
+  const auto cfg = parse_bundle_config(R"({"root":{"path":"/srv/rootfs"}})", "/b/c1");
+  EXPECT_EQ(cfg.root_path, "/srv/rootfs");
+  EXPECT_FALSE(cfg.vtpms.has_value());
+  EXPECT_TRUE(cfg.annotations.empty());
+}
+
+TEST(BundleConfig, RelativeRootPathIsResolvedAgainstTheBundle) {
+  const auto cfg = parse_bundle_config(R"({"root":{"path":"rootfs"}})", "/b/c1");
+  EXPECT_EQ(cfg.root_path, "/b/c1/rootfs");
+}
+
+TEST(BundleConfig, RootPathIsNormalised) {
+  EXPECT_EQ(parse_bundle_config(R"({"root":{"path":"rootfs/../rootfs"}})", "/b/c1").root_path,
+            "/b/c1/rootfs");
+  EXPECT_EQ(parse_bundle_config(R"({"root":{"path":"./rootfs/"}})", "/b/c1").root_path,
+            "/b/c1/rootfs");
+  EXPECT_EQ(parse_bundle_config(R"({"root":{"path":"/srv//x/./y/"}})", "/b").root_path, "/srv/x/y");
+}
+
+TEST(BundleConfig, MissingRootIsAnError) {
+  const auto msg = error_of([] { parse_bundle_config(R"({"process":{}})", "/b/c1"); });
+  EXPECT_NE(msg.find("/b/c1/config.json"), std::string::npos) << msg;
+  EXPECT_NE(msg.find("\"root\""), std::string::npos) << msg;
+}
+
+TEST(BundleConfig, MissingRootPathIsAnError) {
+  const auto msg = error_of([] { parse_bundle_config(R"({"root":{"readonly":true}})", "/b"); });
+  EXPECT_NE(msg.find("\"path\""), std::string::npos) << msg;
+}
+
+TEST(BundleConfig, ReadsVtpmsAndAnnotations) {
+  const auto cfg = parse_bundle_config(
+      R"({"root":{"path":"rootfs"},"annotations":{"a":"b"},
+          "linux":{"vtpms":[{"vtpmVersion":"2"}]}})",
+      "/b");
+  ASSERT_TRUE(cfg.vtpms.has_value());
+  EXPECT_EQ(*cfg.vtpms, json::parse(R"([{"vtpmVersion":"2"}])"));
+  EXPECT_EQ(cfg.annotations.at("a"), "b");
+}
+
+// ---- resolve_vtpms ----
+
+const RequestDefaults kDefaults{"/var/lib/vtpm-hook"};
+
+OciState state_for(const std::string& id) {
+  OciState st;
+  st.id = id;
+  st.bundle = "/b/" + id;
+  st.pid = 100;
+  return st;
+}
+
+BundleConfig config_with(const std::string& vtpms_json) {
+  BundleConfig cfg;
+  cfg.root_path = "/b/rootfs";
+  cfg.vtpms = json::parse(vtpms_json);
+  return cfg;
+}
+
+std::vector<VtpmSpec> resolve(const std::string& vtpms_json, const std::string& id = "c1") {
+  return resolve_vtpms(state_for(id), config_with(vtpms_json), kDefaults);
+}
+
+std::string resolve_error(const std::string& vtpms_json) {
+  return error_of([&] { resolve(vtpms_json); });
+}
+
+TEST(ResolveVtpms, DefaultIsOneTpm2UnderStateRoot) {
+  BundleConfig cfg;
+  cfg.root_path = "/b/rootfs";
+  const auto specs = resolve_vtpms(state_for("web"), cfg, kDefaults);
+  ASSERT_EQ(specs.size(), 1u);
+  EXPECT_EQ(specs[0].index, 0u);
+  EXPECT_EQ(specs[0].version, TpmVersion::V2);
+  EXPECT_EQ(specs[0].state_path, "/var/lib/vtpm-hook/web");
+  EXPECT_FALSE(specs[0].state_path_managed);
+}
+
+TEST(ResolveVtpms, EmptyObjectEntryGetsDefaults) {
+  const auto specs = resolve("[{}]", "web");
+  ASSERT_EQ(specs.size(), 1u);
+  EXPECT_EQ(specs[0].version, TpmVersion::V2);
+  EXPECT_EQ(specs[0].state_path, "/var/lib/vtpm-hook/web");
+}
+
+TEST(ResolveVtpms, TwoEntries) {
+  const auto specs = resolve(R"([
+      {"statePath": "/data/tpm-a/", "statePathIsManaged": true, "vtpmVersion": "2.0"},
+      {"vtpmVersion": "2"}])",
+                             "web");
+  ASSERT_EQ(specs.size(), 2u);
+  EXPECT_EQ(specs[0].index, 0u);
+  EXPECT_EQ(specs[0].version, TpmVersion::V2);
+  EXPECT_EQ(specs[0].state_path, "/data/tpm-a");  // trailing slash dropped
+  EXPECT_TRUE(specs[0].state_path_managed);
+  EXPECT_EQ(specs[1].index, 1u);
+  EXPECT_EQ(specs[1].version, TpmVersion::V2);
+  EXPECT_EQ(specs[1].state_path, "/var/lib/vtpm-hook/web/tpm1");
+  EXPECT_FALSE(specs[1].state_path_managed);
+}
+
+TEST(ResolveVtpms, Version12) {
+  const auto specs = resolve(R"([{"vtpmVersion":"1.2","statePath":"/s/old"}])");
+  ASSERT_EQ(specs.size(), 1u);
+  EXPECT_EQ(specs[0].version, TpmVersion::V1_2);
+  EXPECT_EQ(specs[0].state_path, "/s/old");
+}
+
+TEST(ResolveVtpms, UnknownVersionIsAnError) {
+  const auto msg = resolve_error(R"([{"vtpmVersion":"3"}])");
+  EXPECT_NE(msg.find("linux.vtpms[0]"), std::string::npos) << msg;
+  EXPECT_NE(msg.find("\"vtpmVersion\""), std::string::npos) << msg;
+  EXPECT_NE(msg.find("\"3\""), std::string::npos) << msg;
+}
+
+TEST(ResolveVtpms, NonStringVersionIsAnError) {
+  const auto msg = resolve_error(R"([{"vtpmVersion":2}])");
+  EXPECT_NE(msg.find("\"vtpmVersion\""), std::string::npos) << msg;
+}
+
+TEST(ResolveVtpms, RelativeStatePathIsAnError) {
+  const auto msg = resolve_error(R"([{"statePath":"state/tpm"}])");
+  EXPECT_NE(msg.find("linux.vtpms[0]"), std::string::npos) << msg;
+  EXPECT_NE(msg.find("\"statePath\""), std::string::npos) << msg;
+  EXPECT_NE(msg.find("not an absolute path"), std::string::npos) << msg;
+}
+
+TEST(ResolveVtpms, RootStatePathIsAnError) {
+  const auto msg = resolve_error(R"([{"statePath":"//"}])");
+  EXPECT_NE(msg.find("\"statePath\""), std::string::npos) << msg;
+}
+
+TEST(ResolveVtpms, DuplicateStatePathIsAnError) {
+  const auto msg = resolve_error(R"([{"statePath":"/s/a"},{"statePath":"/s/a/"}])");
+  EXPECT_NE(msg.find("linux.vtpms[1]"), std::string::npos) << msg;
+  EXPECT_NE(msg.find("/s/a"), std::string::npos) << msg;
+  EXPECT_NE(msg.find("twice"), std::string::npos) << msg;
+}
+
+TEST(ResolveVtpms, UnknownFieldIsAnError) {
+  const auto msg = resolve_error(R"([{"vtpmVersion":"2"},{"stateDir":"/x"}])");
+  EXPECT_NE(msg.find("linux.vtpms[1]"), std::string::npos) << msg;
+  EXPECT_NE(msg.find("unknown field \"stateDir\""), std::string::npos) << msg;
+}
+
+TEST(ResolveVtpms, CreateCertsTrueIsNotSupportedYet) {
+  const auto msg = resolve_error(R"([{"createCerts":true}])");
+  EXPECT_NE(msg.find("\"createCerts\""), std::string::npos) << msg;
+  EXPECT_NE(msg.find("not supported yet"), std::string::npos) << msg;
+}
+
+TEST(ResolveVtpms, CreateCertsFalseIsAccepted) {
+  const auto specs = resolve(R"([{"createCerts":false,"runAs":"","pcrBanks":null}])");
+  EXPECT_EQ(specs.size(), 1u);
+}
+
+TEST(ResolveVtpms, NotAnArrayIsAnError) {
+  const auto msg = resolve_error(R"({"vtpmVersion":"2"})");
+  EXPECT_NE(msg.find("linux.vtpms"), std::string::npos) << msg;
+  EXPECT_NE(msg.find("not an array"), std::string::npos) << msg;
+}
+
+TEST(ResolveVtpms, EntryNotAnObjectIsAnError) {
+  const auto msg = resolve_error(R"([{}, "2"])");
+  EXPECT_NE(msg.find("linux.vtpms[1]"), std::string::npos) << msg;
+  EXPECT_NE(msg.find("not an object"), std::string::npos) << msg;
+}
+
+TEST(ResolveVtpms, TooManyEntriesIsAnError) {
+  const auto msg = resolve_error("[{},{},{},{},{},{},{},{},{}]");
+  EXPECT_NE(msg.find("9 entries"), std::string::npos) << msg;
+  EXPECT_NE(msg.find("at most 8"), std::string::npos) << msg;
+}
+
+TEST(ResolveVtpms, EightEntriesAreAccepted) {
+  const auto specs = resolve("[{},{},{},{},{},{},{},{}]", "x");
+  ASSERT_EQ(specs.size(), 8u);
+  EXPECT_EQ(specs[7].index, 7u);
+  EXPECT_EQ(specs[7].state_path, "/var/lib/vtpm-hook/x/tpm7");
+}
+
+TEST(ResolveVtpms, EmptyArrayMeansNoVtpms) { EXPECT_TRUE(resolve("[]").empty()); }
+
+}  // namespace
+}  // namespace vtpm
