@@ -161,6 +161,17 @@ void bind_host_node(pid_t pid, const std::string& root_path, const std::string& 
 
 }  // namespace
 
+void check_container_process(pid_t pid, const std::string& proc) {
+  struct stat mine {
+  }, theirs{};
+  const std::string p = proc + "/" + std::to_string(pid) + "/ns/mnt";
+  if (::stat(p.c_str(), &theirs) != 0) throw sys_error("OCI state: \"pid\" " + std::to_string(pid));
+  if (::stat("/proc/self/ns/mnt", &mine) != 0) throw sys_error("stat /proc/self/ns/mnt");
+  if (mine.st_ino == theirs.st_ino && mine.st_dev == theirs.st_dev)
+    throw Error("OCI state: \"pid\" " + std::to_string(pid) +
+                " is not a container's process (it shares the host's mount namespace)");
+}
+
 void place_device_node_at(int root_fd, const std::string& name, DevNum dev) {
   check_name(name);
   UniqueFd dev_dir = open_in_root(root_fd, "dev", "the container's /dev");

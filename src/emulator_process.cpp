@@ -17,6 +17,7 @@
 #include "vtpm_hook/error.h"
 #include "vtpm_hook/logging.h"
 #include "vtpm_hook/process_util.h"
+#include "vtpm_hook/sandbox.h"
 #include "vtpm_hook/serve_loop.h"
 #include "vtpm_hook/state_store.h"
 #include "vtpm_hook/tpm_engine.h"
@@ -83,6 +84,7 @@ void save_and_stop(TpmEngine& engine) {
     CommandHandler handler(
         engine.version(), [&](std::span<const uint8_t> c) { return engine.process(c); },
         [&](uint8_t l) { engine.set_locality(l); }, /*accept_vendor=*/true);
+    enter_emulator_sandbox();
     send_to_parent(ready_fd, kReady);
     ::close(ready_fd);
     ready_fd = -1;
@@ -178,6 +180,7 @@ int run_stream_emulator(const std::string& state_dir, TpmVersion v, bool startup
       /*accept_vendor=*/false);
   // The cmd TCTI ends its child with SIGTERM, not EOF: save on that too.
   const UniqueFd sig = open_stop_signalfd();
+  enter_emulator_sandbox();
   try {
     serve_stream(STDIN_FILENO, STDOUT_FILENO, sig.get(), handler);
   } catch (const Error&) {

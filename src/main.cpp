@@ -11,6 +11,7 @@
 #include "vtpm_hook/error.h"
 #include "vtpm_hook/hooks.h"
 #include "vtpm_hook/logging.h"
+#include "vtpm_hook/status.h"
 
 namespace {
 
@@ -68,6 +69,10 @@ int main(int argc, char** argv) {
       ->capture_default_str();
   emulate->add_flag("--no-startup", no_startup, "Do not send TPM Startup before serving");
 
+  bool status_json = false;
+  auto* status = app.add_subcommand("status", "List the live vTPMs recorded under --run-root");
+  status->add_flag("--json", status_json, "One JSON array instead of a table");
+
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
@@ -87,6 +92,8 @@ int main(int argc, char** argv) {
       vtpm::run_setup(read_stdin(), opts);
     } else if (*teardown) {
       vtpm::run_teardown(read_stdin(), opts);
+    } else if (*status) {
+      std::fputs(vtpm::render_status(opts.run_root, status_json).c_str(), stdout);
     } else if (*emulate) {
       const auto v = tpm_version == "1.2" ? vtpm::TpmVersion::V1_2 : vtpm::TpmVersion::V2;
       return vtpm::run_stream_emulator(state_dir, v, !no_startup);

@@ -1,9 +1,11 @@
 #include "vtpm_hook/run_record.h"
 
 #include <fcntl.h>
+#include <spdlog/spdlog.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
@@ -86,6 +88,23 @@ std::optional<RunRecord> read_run_record(const std::string& run_root, const std:
   } catch (const nlohmann::json::exception& e) {
     throw Error("run record " + path + " is corrupt: " + e.what());
   }
+}
+
+std::vector<RunRecord> list_run_records(const std::string& run_root) {
+  std::vector<RunRecord> out;
+  std::error_code ec;
+  for (const auto& e : std::filesystem::directory_iterator(run_root, ec)) {
+    const auto name = e.path().filename().string();
+    if (!name.ends_with(".json")) continue;
+    try {
+      if (auto r = read_run_record(run_root, name.substr(0, name.size() - 5))) out.push_back(*r);
+    } catch (const Error& err) {
+      spdlog::warn("{}", err.what());
+    }
+  }
+  std::sort(out.begin(), out.end(),
+            [](const RunRecord& a, const RunRecord& b) { return a.container_id < b.container_id; });
+  return out;
 }
 
 void remove_run_record(const std::string& run_root, const std::string& id) {

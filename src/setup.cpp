@@ -1,6 +1,7 @@
 #include <spdlog/spdlog.h>
 #include <sys/stat.h>
 
+#include <algorithm>
 #include <chrono>
 #include <filesystem>
 #include <functional>
@@ -49,16 +50,28 @@ long long unix_ms() {
       .count();
 }
 
-// A record left by a runtime that died before teardown: clean it when nothing of it lives.
-void clear_stale_record(const HookOptions& opts, const std::string& id) {
-  auto old = read_run_record(opts.run_root, id);
-  if (!old) return;
-  for (const auto& v : old->vtpms)
-    if (auto holder = state_lock_holder(v.state_path))
-      throw Error("container " + id + " already has a running vTPM (emulator pid " +
-                  std::to_string(*holder) + ")");
-  spdlog::warn("removing stale run record of container {}", id);
-  remove_run_record(opts.run_root, id);
+// Leftovers of a runtime that died before teardown: an emulator of an earlier run of this same
+// container is stopped (its state saved) and its record dropped; a state dir held by anything
+// else is an error.
+void recover_leftovers(const HookOptions& opts, const std::string& id,
+                       const std::vector<VtpmSpec>& specs) {
+  const auto old = read_run_record(opts.run_root, id);
+  for (const auto& s : specs) {
+    const auto holder = state_lock_holder(s.state_path);
+    if (!holder) continue;
+    const bool ours =
+        old && std::any_of(old->vtpms.begin(), old->vtpms.end(),
+                           [&](const VtpmRecord& v) { return v.emulator_pid == *holder; });
+    if (!ours)
+      throw Error("state dir " + s.state_path + " is in use by process " + std::to_string(*holder));
+    spdlog::warn("container {}: stopping emulator {} left by an earlier run", id, *holder);
+    if (!stop_process(*holder, std::chrono::seconds(10)))
+      throw Error("cannot stop emulator " + std::to_string(*holder) + " of an earlier run");
+  }
+  if (old) {
+    spdlog::warn("container {}: removing the run record of an earlier run", id);
+    remove_run_record(opts.run_root, id);
+  }
 }
 
 std::string dev_name(const char* base, unsigned index) { return base + std::to_string(index); }
@@ -77,11 +90,9 @@ void run_setup(const std::string& state_json, const HookOptions& opts) {
   if (!state.pid) throw Error("OCI state: \"pid\" is missing; setup needs the container's process");
   const pid_t pid = *state.pid;
   check_vtpmx_available(opts.vtpmx);
-  for (const auto& s : specs)
-    if (auto holder = state_lock_holder(s.state_path))
-      throw Error("state dir " + s.state_path + " is in use by process " + std::to_string(*holder));
-  clear_stale_record(opts, state.id);
+  check_container_process(pid);
   const UniqueFd container_pidfd = open_pidfd(pid);
+  recover_leftovers(opts, state.id, specs);
 
   Rollback rollback;
   std::vector<EmulatorProcess> emulators;  // declared after rollback: stopped before it runs

@@ -16,6 +16,10 @@ namespace vtpm {
 void place_device_node(pid_t container_pid, const std::string& root_path, const std::string& name,
                        DevNum dev, const std::string& host_node, const std::string& proc = "/proc");
 
+// Refuses a pid that shares the hook's mount namespace: it is not a container's process, and a
+// device "put into its /dev" would land on the host.
+void check_container_process(pid_t container_pid, const std::string& proc = "/proc");
+
 // Same, with the container root given as an open directory fd (testable without a container).
 void place_device_node_at(int root_fd, const std::string& name, DevNum dev);
 

@@ -32,6 +32,8 @@ struct RunRecord {
 std::string run_record_path(const std::string& run_root, const std::string& id);
 void write_run_record(const std::string& run_root, const RunRecord& rec);  // atomic
 std::optional<RunRecord> read_run_record(const std::string& run_root, const std::string& id);
+// Every record under run_root; unreadable ones are skipped with a warning.
+std::vector<RunRecord> list_run_records(const std::string& run_root);
 void remove_run_record(const std::string& run_root, const std::string& id);
 
 }  // namespace vtpm
