@@ -17,6 +17,7 @@
 #include "vtpm_hook/error.h"
 #include "vtpm_hook/logging.h"
 #include "vtpm_hook/process_util.h"
+#include "vtpm_hook/provision.h"
 #include "vtpm_hook/sandbox.h"
 #include "vtpm_hook/serve_loop.h"
 #include "vtpm_hook/state_store.h"
@@ -80,7 +81,14 @@ void save_and_stop(TpmEngine& engine) {
                           "vtpm-emu/" + opts.container_id + "/" + std::to_string(opts.spec.index));
     UniqueFd sig = open_stop_signalfd();
     StateStore store(opts.spec.state_path, opts.spec.version, opts.create_state_dir);
+    if (opts.run_as) {
+      // Every later state access goes through the store's directory fd, so only that
+      // directory (not its parents) must be the user's.
+      hand_over_dir(store.dir_fd(), *opts.run_as);
+      become(*opts.run_as);
+    }
     TpmEngine engine(store);
+    if (!opts.spec.pcr_banks.empty()) apply_pcr_banks(engine, opts.spec.pcr_banks);
     CommandHandler handler(
         engine.version(), [&](std::span<const uint8_t> c) { return engine.process(c); },
         [&](uint8_t l) { engine.set_locality(l); }, /*accept_vendor=*/true);
@@ -156,12 +164,14 @@ HostDevices wait_for_registration(const EmulatorProcess& emu, unsigned tpm_num, 
   }
 }
 
-int run_stream_emulator(const std::string& state_dir, TpmVersion v, bool startup) {
+int run_stream_emulator(const StreamOptions& opts) {
+  const TpmVersion v = opts.version;
   // A client may start the next emulator before the last one has saved and exited: wait for it.
-  StateStore store(state_dir, v, /*create=*/true, std::chrono::seconds(10));
+  StateStore store(opts.state_dir, v, /*create=*/true, std::chrono::seconds(10));
   const bool resume = v == TpmVersion::V2 || store.load("savestate").has_value();
   TpmEngine engine(store);
-  if (startup) {
+  if (!opts.pcr_banks.empty()) apply_pcr_banks(engine, opts.pcr_banks);
+  if (opts.startup) {
     // Each client process is a power cycle: resume the state the last one saved when there is
     // one, so PCRs and sessions carry over like a suspend, else start clear.
     bool ok = false;

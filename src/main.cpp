@@ -12,6 +12,7 @@
 #include "vtpm_hook/hooks.h"
 #include "vtpm_hook/logging.h"
 #include "vtpm_hook/status.h"
+#include "vtpm_hook/vtpm_request.h"
 
 namespace {
 
@@ -61,6 +62,7 @@ int main(int argc, char** argv) {
   std::string state_dir;
   std::string tpm_version = "2";
   bool no_startup = false;
+  std::string pcr_banks;
   auto* emulate =
       app.add_subcommand("emulate", "Serve one TPM on stdin/stdout (raw command/response stream)");
   emulate->add_option("--state-dir", state_dir, "TPM state directory")->required();
@@ -68,6 +70,8 @@ int main(int argc, char** argv) {
       ->check(CLI::IsMember({"2", "1.2"}))
       ->capture_default_str();
   emulate->add_flag("--no-startup", no_startup, "Do not send TPM Startup before serving");
+  emulate->add_option("--pcr-banks", pcr_banks,
+                      "Allocate exactly these PCR banks, e.g. sha256,sha384");
 
   bool status_json = false;
   auto* status = app.add_subcommand("status", "List the live vTPMs recorded under --run-root");
@@ -95,8 +99,12 @@ int main(int argc, char** argv) {
     } else if (*status) {
       std::fputs(vtpm::render_status(opts.run_root, status_json).c_str(), stdout);
     } else if (*emulate) {
-      const auto v = tpm_version == "1.2" ? vtpm::TpmVersion::V1_2 : vtpm::TpmVersion::V2;
-      return vtpm::run_stream_emulator(state_dir, v, !no_startup);
+      vtpm::StreamOptions so;
+      so.state_dir = state_dir;
+      so.version = tpm_version == "1.2" ? vtpm::TpmVersion::V1_2 : vtpm::TpmVersion::V2;
+      so.startup = !no_startup;
+      if (!pcr_banks.empty()) so.pcr_banks = vtpm::parse_pcr_banks(pcr_banks, "--pcr-banks");
+      return vtpm::run_stream_emulator(so);
     }
   } catch (const std::exception& e) {
     spdlog::error("{}", e.what());

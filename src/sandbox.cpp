@@ -1,8 +1,13 @@
 #include "vtpm_hook/sandbox.h"
 
+#include <dirent.h>
+#include <fcntl.h>
+#include <grp.h>
 #include <linux/capability.h>
+#include <pwd.h>
 #include <seccomp.h>
 #include <sys/prctl.h>
+#include <sys/stat.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
@@ -126,7 +131,64 @@ void drop_capabilities() {
   if (::syscall(SYS_capset, &hdr, data) != 0) throw sys_error("drop capabilities");
 }
 
+bool parse_id(const std::string& s, unsigned long& out) {
+  if (s.empty() || s.size() > 10 || s.find_first_not_of("0123456789") != std::string::npos)
+    return false;
+  out = std::stoul(s);
+  return out < 0xffffffffUL;
+}
+
 }  // namespace
+
+Credentials resolve_user(const std::string& spec) {
+  const auto colon = spec.find(':');
+  const std::string user = spec.substr(0, colon);
+  unsigned long uid = 0, gid = 0;
+  Credentials c;
+  if (parse_id(user, uid)) {
+    c.uid = static_cast<uid_t>(uid);
+    const passwd* pw = ::getpwuid(c.uid);
+    c.gid = pw ? pw->pw_gid : c.uid;
+  } else {
+    const passwd* pw = ::getpwnam(user.c_str());
+    if (!pw) throw Error("runAs: no such user \"" + user + "\"");
+    c.uid = pw->pw_uid;
+    c.gid = pw->pw_gid;
+  }
+  if (colon != std::string::npos) {
+    const std::string name = spec.substr(colon + 1);
+    if (parse_id(name, gid)) {
+      c.gid = static_cast<gid_t>(gid);
+    } else {
+      const struct group* gr = ::getgrnam(name.c_str());
+      if (!gr) throw Error("runAs: no such group \"" + name + "\"");
+      c.gid = gr->gr_gid;
+    }
+  }
+  return c;
+}
+
+void hand_over_dir(int dir_fd, const Credentials& creds) {
+  if (::fchown(dir_fd, creds.uid, creds.gid) != 0) throw sys_error("chown state dir");
+  DIR* d = ::fdopendir(::dup(dir_fd));
+  if (!d) throw sys_error("list state dir");
+  std::unique_ptr<DIR, int (*)(DIR*)> guard(d, ::closedir);
+  ::rewinddir(d);
+  while (const dirent* e = ::readdir(d)) {
+    struct stat st {};
+    if (::fstatat(dir_fd, e->d_name, &st, AT_SYMLINK_NOFOLLOW) != 0 || !S_ISREG(st.st_mode))
+      continue;
+    if (::fchownat(dir_fd, e->d_name, creds.uid, creds.gid, AT_SYMLINK_NOFOLLOW) != 0)
+      throw sys_error(std::string("chown state file ") + e->d_name);
+  }
+}
+
+void become(const Credentials& creds) {
+  const gid_t groups[] = {creds.gid};
+  if (::setgroups(1, groups) != 0) throw sys_error("setgroups");
+  if (::setresgid(creds.gid, creds.gid, creds.gid) != 0) throw sys_error("setresgid");
+  if (::setresuid(creds.uid, creds.uid, creds.uid) != 0) throw sys_error("setresuid");
+}
 
 void enter_emulator_sandbox() {
   if (::prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0) throw sys_error("PR_SET_NO_NEW_PRIVS");

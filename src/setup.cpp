@@ -16,6 +16,7 @@
 #include "vtpm_hook/oci_state.h"
 #include "vtpm_hook/process_util.h"
 #include "vtpm_hook/run_record.h"
+#include "vtpm_hook/sandbox.h"
 #include "vtpm_hook/state_store.h"
 #include "vtpm_hook/vtpm_proxy.h"
 #include "vtpm_hook/vtpm_request.h"
@@ -87,6 +88,9 @@ void run_setup(const std::string& state_json, const HookOptions& opts) {
     spdlog::info("container {} asks for no vTPM", state.id);
     return;
   }
+  std::vector<std::optional<Credentials>> run_as;
+  for (const auto& s : specs)
+    run_as.push_back(s.run_as ? std::optional(resolve_user(*s.run_as)) : std::nullopt);
   if (!state.pid) throw Error("OCI state: \"pid\" is missing; setup needs the container's process");
   const pid_t pid = *state.pid;
   check_vtpmx_available(opts.vtpmx);
@@ -119,7 +123,7 @@ void run_setup(const std::string& state_json, const HookOptions& opts) {
     ProxyDevice dev = create_proxy_device(spec.version, opts.vtpmx);
     vr.host_tpm_num = dev.tpm_num;
     spdlog::debug("vtpm proxy gave tpm{}", dev.tpm_num);
-    EmulatorOptions eo{spec, state.id, opts.log_level, opts.log_file, false};
+    EmulatorOptions eo{spec, state.id, opts.log_level, opts.log_file, false, run_as[spec.index]};
     emulators.push_back(spawn_emulator(eo, std::move(dev), container_pidfd.get()));
     vr.emulator_pid = emulators.back().pid();
     spdlog::debug("emulator {} serves", vr.emulator_pid);

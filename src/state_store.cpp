@@ -35,8 +35,11 @@ struct flock write_lock_query() {
 }  // namespace
 
 StateStore::StateStore(std::string dir, TpmVersion version, bool create,
-                       std::chrono::milliseconds lock_wait)
-    : dir_(std::move(dir)), version_(version) {
+                       std::chrono::milliseconds lock_wait, std::optional<StateKey> key)
+    : dir_(std::move(dir)), version_(version), key_(std::move(key)) {
+  if (key_ && key_->bytes.size() != 16 && key_->bytes.size() != 32)
+    throw Error("state key for " + dir_ + " has " + std::to_string(key_->bytes.size()) +
+                " bytes; AES keys have 16 or 32");
   if (create) {
     std::error_code ec;
     std::filesystem::create_directories(std::filesystem::path(dir_).parent_path(), ec);
@@ -81,7 +84,7 @@ std::optional<std::vector<uint8_t>> StateStore::load(std::string_view name) cons
     if (data.size() > kMaxBlob) throw Error(dir_ + "/" + file + " is larger than 16 MiB");
   }
   try {
-    return unwrap_state_blob(data);
+    return unwrap_state_blob(data, key_ ? &*key_ : nullptr);
   } catch (const Error& e) {
     throw Error(dir_ + "/" + file + ": " + e.what());
   }
@@ -90,7 +93,7 @@ std::optional<std::vector<uint8_t>> StateStore::load(std::string_view name) cons
 void StateStore::store(std::string_view name, std::span<const uint8_t> blob) const {
   const std::string file = state_file_name(version_, name);
   const std::string tmp = file + ".tmp";
-  const auto bytes = wrap_state_blob(blob);
+  const auto bytes = wrap_state_blob(blob, key_ ? &*key_ : nullptr);
   try {
     UniqueFd fd(::openat(dir_fd_.get(), tmp.c_str(),
                          O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0600));

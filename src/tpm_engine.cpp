@@ -117,6 +117,16 @@ std::vector<uint8_t> TpmEngine::process(std::span<const uint8_t> command) {
   return out;
 }
 
+void TpmEngine::reset() {
+  TPMLIB_Terminate();
+  g_last_error.clear();
+  if (const TPM_RESULT rc = TPMLIB_MainInit(); rc != TPM_SUCCESS) {
+    g_engine_live = false;  // terminated: the destructor's Terminate is harmless
+    throw Error("libtpms could not restart the TPM" +
+                (g_last_error.empty() ? " (rc " + std::to_string(rc) + ")" : ": " + g_last_error));
+  }
+}
+
 void TpmEngine::set_locality(uint8_t locality) { g_locality = locality; }
 
 }  // namespace vtpm

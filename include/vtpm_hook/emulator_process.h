@@ -3,9 +3,12 @@
 #include <sys/types.h>
 
 #include <chrono>
+#include <optional>
 #include <string>
 #include <utility>
+#include <vector>
 
+#include "vtpm_hook/sandbox.h"
 #include "vtpm_hook/unique_fd.h"
 #include "vtpm_hook/vtpm_proxy.h"
 #include "vtpm_hook/vtpm_request.h"
@@ -18,6 +21,7 @@ struct EmulatorOptions {
   std::string log_level;
   std::string log_file;
   bool create_state_dir = true;
+  std::optional<Credentials> run_as;  // resolved by the hook, before anything was created
 };
 
 // A running emulator. Unless released, the destructor stops it (undo on failed setup).
@@ -46,7 +50,14 @@ EmulatorProcess spawn_emulator(const EmulatorOptions& opts, ProxyDevice&& dev, i
 HostDevices wait_for_registration(const EmulatorProcess& emu, unsigned tpm_num, TpmVersion v,
                                   std::chrono::milliseconds timeout);
 
-// The body of `vtpm-hook emulate`: serves stdin/stdout until EOF. Returns the exit code.
-int run_stream_emulator(const std::string& state_dir, TpmVersion v, bool startup);
+struct StreamOptions {
+  std::string state_dir;
+  TpmVersion version = TpmVersion::V2;
+  bool startup = true;
+  std::vector<std::string> pcr_banks;
+};
+
+// The body of `vtpm-hook emulate`: serves stdin/stdout until EOF or SIGTERM. Returns 0.
+int run_stream_emulator(const StreamOptions& opts);
 
 }  // namespace vtpm

@@ -1,7 +1,25 @@
 #pragma once
 // Confines an emulator once its privileged steps are done: it then only serves its TPM.
 
+#include <sys/types.h>
+
+#include <string>
+
 namespace vtpm {
+
+struct Credentials {
+  uid_t uid = 0;
+  gid_t gid = 0;
+};
+
+// "name", "uid" or "uid:gid" (a name's group is its primary group). Throws Error.
+Credentials resolve_user(const std::string& spec);
+
+// Gives the files directly in dir_fd (not subdirectories) and the directory itself to creds.
+void hand_over_dir(int dir_fd, const Credentials& creds);
+
+// Permanently becomes creds: supplementary groups, gid, uid. Throws Error.
+void become(const Credentials& creds);
 
 // no_new_privs, every capability dropped, and a seccomp allow-list of what the serve loop and
 // crash-safe state writes need. Calls that only an attacker would make (exec, fork, ptrace,

@@ -10,6 +10,7 @@
 #include <string_view>
 #include <vector>
 
+#include "vtpm_hook/state_key.h"
 #include "vtpm_hook/tpm_version.h"
 #include "vtpm_hook/unique_fd.h"
 
@@ -19,11 +20,16 @@ class StateStore {
  public:
   // Opens (creating when asked) the directory and takes the fcntl lock on <dir>/.lock.
   // Throws Error when another process holds it beyond lock_wait, naming that pid.
+  // With a key, every file is written encrypted as swtpm --key writes it, and every file read
+  // must be encrypted with that key (swtpm 0.7.1 refuses unencrypted files when it has a key).
   StateStore(std::string dir, TpmVersion version, bool create,
-             std::chrono::milliseconds lock_wait = std::chrono::milliseconds(0));
+             std::chrono::milliseconds lock_wait = std::chrono::milliseconds(0),
+             std::optional<StateKey> key = std::nullopt);
 
   const std::string& dir() const { return dir_; }
+  int dir_fd() const { return dir_fd_.get(); }
   TpmVersion version() const { return version_; }
+  bool encrypted() const { return key_.has_value(); }
 
   // libtpms names ("permall", "volatilestate", "savestate").
   std::optional<std::vector<uint8_t>> load(std::string_view name) const;
@@ -34,6 +40,7 @@ class StateStore {
  private:
   std::string dir_;
   TpmVersion version_;
+  std::optional<StateKey> key_;
   UniqueFd dir_fd_;
   UniqueFd lock_fd_;  // closing any fd of .lock drops the lock: this is the only one
 };

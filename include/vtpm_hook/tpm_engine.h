@@ -20,6 +20,8 @@ class TpmEngine {
   TpmVersion version() const { return version_; }
   std::vector<uint8_t> process(std::span<const uint8_t> command);
   void set_locality(uint8_t locality);
+  // _TPM_Init: a power cycle. The TPM reloads its state and waits for Startup.
+  void reset();
 
  private:
   TpmVersion version_;

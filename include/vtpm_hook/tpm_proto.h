@@ -43,8 +43,16 @@ std::optional<Header> parse_header(std::span<const uint8_t> bytes);
 // A header-only response carrying rc, in the family (1.2 or 2) of the version.
 std::vector<uint8_t> make_response(TpmVersion v, uint32_t rc);
 
+// A TPM 2 command with an empty-password session (TPM_RS_PW) authorizing its handles.
+std::vector<uint8_t> password_session_command(uint32_t cc, std::span<const uint32_t> handles,
+                                              std::span<const uint8_t> params);
+
+// The response code of a response (TPM_RC_FAILURE/TPM_FAIL-like 0x101 when malformed).
+uint32_t response_code(std::span<const uint8_t> response);
+
 // Commands the emulator itself sends.
-std::vector<uint8_t> startup_command(TpmVersion v, bool clear);  // TPM2_Startup / TPM_Startup
-std::vector<uint8_t> shutdown_state_command(TpmVersion v);       // Shutdown(STATE) / SaveState
+std::vector<uint8_t> startup_command(TpmVersion v, bool clear);   // TPM2_Startup / TPM_Startup
+std::vector<uint8_t> shutdown_state_command(TpmVersion v);        // Shutdown(STATE) / SaveState
+std::vector<uint8_t> shutdown_command(TpmVersion v, bool clear);  // TPM 2 only
 
 }  // namespace vtpm::proto

@@ -49,5 +49,17 @@ printf '\x80\x01\x00\x01\x00\x00\x00\x00\x01\x7b' | t "$HOOK" emulate --state-di
 out=$(t tpm2_nvread -T "$(tcti "$D")" 0x1500016 -C o -s "$n" 2>&1)
 [[ $out == "$(cat "$TMP/nvdata")" ]] && ok "state intact after bad client" || bad "state intact" "$out"
 
+# pcrBanks: exactly the requested banks are active, and the allocation persists.
+banks() { t tpm2_getcap -T "cmd:exec $HOOK emulate --state-dir $1 ${2:+--pcr-banks $2}" pcrs 2>&1 |
+  awk '/- [a-z0-9_]+: \[ 0/ {sub(":", "", $2); printf "%s ", $2}'; }
+out=$(banks "$TMP/pcr" sha256,sha384)
+[[ $out == "sha256 sha384 " ]] && ok "pcr banks sha256,sha384" || bad "pcr banks sha256,sha384" "active: $out"
+out=$(banks "$TMP/pcr")
+[[ $out == "sha256 sha384 " ]] && ok "pcr banks persist" || bad "pcr banks persist" "active: $out"
+out=$(banks "$TMP/pcr" sha1)
+[[ $out == "sha1 " ]] && ok "pcr banks re-allocated to sha1" || bad "pcr banks sha1" "active: $out"
+out=$("$HOOK" emulate --state-dir "$TMP/pcr" --pcr-banks sha999 </dev/null 2>&1)
+[[ $? -ne 0 && $out == *"unknown PCR bank"* ]] && ok "unknown bank rejected" || bad "unknown bank" "$out"
+
 echo "$pass passed, $fail failed"
 [ "$fail" -eq 0 ]

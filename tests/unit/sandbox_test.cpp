@@ -26,28 +26,14 @@ int in_child(const std::function<int()>& body) {
   return status;
 }
 
-// A TPM 2 command with one password session on its handles; the size is filled in.
 std::vector<uint8_t> command(uint32_t cc, std::vector<uint32_t> handles,
                              const std::vector<uint8_t>& params) {
-  std::vector<uint8_t> c;
-  proto::put_u16(c, proto::kTpm2StSessions);
-  proto::put_u32(c, 0);
-  proto::put_u32(c, cc);
-  for (uint32_t h : handles) proto::put_u32(c, h);
-  proto::put_u32(c, 9);           // authorization area size
-  proto::put_u32(c, 0x40000009);  // TPM_RS_PW
-  proto::put_u16(c, 0);           // nonce
-  c.push_back(0);                 // session attributes
-  proto::put_u16(c, 0);           // empty password
-  c.insert(c.end(), params.begin(), params.end());
-  const auto n = static_cast<uint32_t>(c.size());
-  for (int i = 0; i < 4; ++i) c[2 + i] = static_cast<uint8_t>(n >> (24 - 8 * i));
-  return c;
+  return proto::password_session_command(cc, handles, params);
 }
 
 std::vector<uint8_t> bytes(std::initializer_list<int> b) { return {b.begin(), b.end()}; }
 
-uint32_t rc_of(const std::vector<uint8_t>& r) { return proto::parse_header(r)->code; }
+uint32_t rc_of(const std::vector<uint8_t>& r) { return proto::response_code(r); }
 
 TEST(Sandbox, ForbiddenCallKillsTheProcess) {
   const int status = in_child([] {

@@ -1,13 +1,19 @@
 #include "vtpm_hook/swtpm_blob.h"
 
 #include <gtest/gtest.h>
+#include <openssl/evp.h>
+#include <openssl/hmac.h>
 
 #include <cstdint>
+#include <filesystem>
+#include <fstream>
+#include <iterator>
 #include <stdexcept>
 #include <string>
 #include <vector>
 
 #include "vtpm_hook/error.h"
+#include "vtpm_hook/state_key.h"
 #include "vtpm_hook/tpm_version.h"
 
 namespace vtpm {
@@ -269,6 +275,260 @@ TEST(SwtpmBlob, StateFileNameRejectsPathLikeNames) {
        {std::string_view(""), std::string_view("."), std::string_view(".."),
         std::string_view("../permall"), std::string_view("a/b"), std::string_view("a\0b", 3)})
     EXPECT_THROW(state_file_name(TpmVersion::V2, bad), Error) << bad;
+}
+
+
+// ---- encrypted state (swtpm --key) --------------------------------------------------------------
+
+namespace fs = std::filesystem;
+const fs::path kData = fs::path(__FILE__).parent_path().parent_path() / "data" / "swtpm";
+
+Bytes read_data(const std::string& name) {
+  std::ifstream in(kData / name, std::ios::binary);
+  if (!in) throw std::runtime_error("cannot read " + (kData / name).string());
+  return Bytes(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
+}
+
+StateKey key_of(const std::string& key_file) { return StateKey{read_data(key_file)}; }
+
+// Like unwrap_state_blob with a key, asserting an Error mentioning `needle`.
+void expect_unwrap_error(const Bytes& file, const StateKey& key, const std::string& needle) {
+  try {
+    unwrap_state_blob(file, &key);
+    FAIL() << "no error, expected one mentioning '" << needle << "'";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find(needle), std::string::npos) << e.what();
+  }
+}
+
+// The TLVs after the header: (tag, value) in file order.
+std::vector<std::pair<uint16_t, Bytes>> tlvs_of(const Bytes& f) {
+  std::vector<std::pair<uint16_t, Bytes>> out;
+  for (size_t off = 10; off + 6 <= f.size();) {
+    const uint16_t tag = static_cast<uint16_t>(f[off] << 8 | f[off + 1]);
+    const size_t len = size_t{f[off + 2]} << 24 | size_t{f[off + 3]} << 16 |
+                       size_t{f[off + 4]} << 8 | f[off + 5];
+    out.emplace_back(tag, Bytes(f.begin() + off + 6, f.begin() + off + 6 + len));
+    off += 6 + len;
+  }
+  return out;
+}
+
+// Independent AES-CBC (no padding) and HMAC-SHA256, to build the rarer swtpm layouts.
+Bytes aes_cbc_encrypt(const Bytes& key, const Bytes& iv16, const Bytes& in) {
+  EVP_CIPHER_CTX* ctx = EVP_CIPHER_CTX_new();
+  EVP_EncryptInit_ex(ctx, key.size() == 32 ? EVP_aes_256_cbc() : EVP_aes_128_cbc(), nullptr,
+                     key.data(), iv16.data());
+  EVP_CIPHER_CTX_set_padding(ctx, 0);
+  Bytes out(in.size() + 16);
+  int n1 = 0, n2 = 0;
+  EVP_EncryptUpdate(ctx, out.data(), &n1, in.data(), static_cast<int>(in.size()));
+  EVP_EncryptFinal_ex(ctx, out.data() + n1, &n2);
+  EVP_CIPHER_CTX_free(ctx);
+  out.resize(static_cast<size_t>(n1 + n2));
+  return out;
+}
+
+Bytes swtpm_pad(const Bytes& blob, size_t keylen) {
+  Bytes p = blob;
+  const size_t pad = keylen - blob.size() % keylen;
+  p.insert(p.end(), pad, static_cast<uint8_t>(pad));
+  return p;
+}
+
+Bytes tlv(uint16_t tag, const Bytes& v) {
+  Bytes out = {static_cast<uint8_t>(tag >> 8), static_cast<uint8_t>(tag)};
+  for (int s = 24; s >= 0; s -= 8) out.push_back(static_cast<uint8_t>(v.size() >> s));
+  out.insert(out.end(), v.begin(), v.end());
+  return out;
+}
+
+Bytes with_header(uint8_t version, uint16_t flags, const Bytes& body) {
+  Bytes f = {version, 1, 0, 10, static_cast<uint8_t>(flags >> 8), static_cast<uint8_t>(flags),
+             0, 0, 0, 0};
+  f.insert(f.end(), body.begin(), body.end());
+  put_u32(f, 6, static_cast<uint32_t>(f.size()));
+  return f;
+}
+
+struct Capture {
+  const char* file;
+  const char* key;
+  uint16_t flags;
+  size_t iv_size;
+};
+const Capture kCaptures[] = {
+    {"aes128-binkey.tpm2-00.permall", "aes128-binkey.key", 0x0001, 16},
+    {"aes256-binkey.tpm2-00.permall", "aes256-binkey.key", 0x0009, 32},
+};
+
+TEST(SwtpmBlobEncrypted, DecryptsRealSwtpmCaptures) {
+  for (const auto& c : kCaptures) {
+    const StateKey key = key_of(c.key);
+    const Bytes blob = unwrap_state_blob(read_data(c.file), &key);
+    ASSERT_EQ(blob.size(), 1370u) << c.file;
+    EXPECT_EQ(Bytes(blob.begin(), blob.begin() + 6), from_hex("0003ab364723")) << c.file;
+    const std::string text(blob.begin(), blob.end());
+    EXPECT_NE(text.find("hello\n"), std::string::npos) << c.file << ": NV data not found";
+  }
+}
+
+TEST(SwtpmBlobEncrypted, DecryptsCaptureWrittenWithPasswordKey) {
+  const StateKey key = derive_key_from_password_file((kData / "pbkdf2-pwd.txt").string(), 128);
+  const Bytes blob = unwrap_state_blob(read_data("pbkdf2-pwd.tpm2-00.permall"), &key);
+  const std::string text(blob.begin(), blob.end());
+  EXPECT_NE(text.find("hello\n"), std::string::npos);
+}
+
+TEST(SwtpmBlobEncrypted, WrapIsByteExactWithSwtpmGivenItsIv) {
+  for (const auto& c : kCaptures) {
+    const Bytes file = read_data(c.file);
+    const StateKey key = key_of(c.key);
+    const auto t = tlvs_of(file);
+    ASSERT_EQ(t.size(), 3u);
+    ASSERT_EQ(t[2].first, 6);
+    EXPECT_EQ(t[2].second.size(), c.iv_size);
+    const Bytes blob = unwrap_state_blob(file, &key);
+    EXPECT_EQ(detail::wrap_encrypted_state_blob(blob, key, t[2].second), file) << c.file;
+  }
+}
+
+TEST(SwtpmBlobEncrypted, LayoutFlagsAndFreshIv) {
+  for (size_t keylen : {16u, 32u}) {
+    const StateKey key{Bytes(keylen, 0x5a)};
+    const Bytes blob = real_blob();
+    const Bytes a = wrap_state_blob(blob, &key);
+    const Bytes b = wrap_state_blob(blob, &key);
+    EXPECT_EQ(Bytes(a.begin(), a.begin() + 6),
+              from_hex(keylen == 32 ? "0201000a0009" : "0201000a0001"));
+    const auto t = tlvs_of(a);
+    ASSERT_EQ(t.size(), 3u);
+    EXPECT_EQ(t[0].first, 2);
+    EXPECT_EQ(t[0].second.size(), 1376u);
+    EXPECT_EQ(t[1].first, 3);
+    EXPECT_EQ(t[1].second.size(), 32u);
+    EXPECT_EQ(t[2].first, 6);
+    EXPECT_EQ(t[2].second.size(), keylen);
+    EXPECT_NE(a, b) << "the IV must be fresh per write";
+    EXPECT_NE(tlvs_of(b)[2].second, t[2].second);
+  }
+}
+
+TEST(SwtpmBlobEncrypted, PadsToAMultipleOfTheKeySizeLikeSwtpm) {
+  // swtpm 0.7.1 pads to a multiple of the key length, not of the AES block (observed: a
+  // 1446-byte blob with a 32-byte key has 26 pad bytes of value 26).
+  const StateKey key{Bytes(32, 0x11)};
+  for (auto [n, want] : {std::pair<size_t, size_t>{1446, 1472}, {1392, 1408}, {1376, 1408},
+                         {0, 32}, {31, 32}, {32, 64}}) {
+    const Bytes f = wrap_state_blob(Bytes(n, 0x00), &key);
+    EXPECT_EQ(tlvs_of(f)[0].second.size(), want) << n;
+  }
+  const StateKey key128{Bytes(16, 0x11)};
+  EXPECT_EQ(tlvs_of(wrap_state_blob(Bytes(1376, 0), &key128))[0].second.size(), 1392u);
+}
+
+TEST(SwtpmBlobEncrypted, RoundTrip) {
+  for (size_t keylen : {16u, 32u}) {
+    const StateKey key{Bytes(keylen, 0x42)};
+    for (size_t n : {0u, 1u, 15u, 16u, 17u, 31u, 32u, 33u, 4096u, 70000u}) {
+      Bytes blob(n);
+      for (size_t i = 0; i < n; ++i) blob[i] = static_cast<uint8_t>(i * 13 + 1);
+      EXPECT_EQ(unwrap_state_blob(wrap_state_blob(blob, &key), &key), blob)
+          << "key " << keylen << " size " << n;
+    }
+  }
+}
+
+TEST(SwtpmBlobEncrypted, EncryptedFileWithoutKeyNeedsAKey) {
+  for (const auto& c : kCaptures)
+    expect_unwrap_error(read_data(c.file), "state is encrypted; a key is needed");
+  const StateKey key{Bytes(16, 1)};
+  expect_unwrap_error(wrap_state_blob(from_hex("0001"), &key), "state is encrypted; a key is needed");
+}
+
+TEST(SwtpmBlobEncrypted, WrongKeyIsDetectedByTheHmac) {
+  StateKey wrong = key_of("aes128-binkey.key");
+  wrong.bytes[0] ^= 1;
+  expect_unwrap_error(read_data("aes128-binkey.tpm2-00.permall"), wrong,
+                      "wrong key or corrupt state");
+  wrong = key_of("aes256-binkey.key");
+  wrong.bytes[31] ^= 0x80;
+  expect_unwrap_error(read_data("aes256-binkey.tpm2-00.permall"), wrong,
+                      "wrong key or corrupt state");
+}
+
+TEST(SwtpmBlobEncrypted, KeyOfTheOtherSizeIsAWrongKey) {
+  const StateKey k128 = key_of("aes128-binkey.key");
+  const StateKey k256 = key_of("aes256-binkey.key");
+  expect_unwrap_error(read_data("aes256-binkey.tpm2-00.permall"), k128,
+                      "wrong key: the state was written with a 256-bit key");
+  expect_unwrap_error(read_data("aes128-binkey.tpm2-00.permall"), k256,
+                      "wrong key: the state was written with a 128-bit key");
+}
+
+TEST(SwtpmBlobEncrypted, TamperingIsDetected) {
+  const StateKey key = key_of("aes128-binkey.key");
+  const Bytes good = read_data("aes128-binkey.tpm2-00.permall");
+  for (size_t at : {16u, 100u, 1391u, 1400u, 1450u}) {  // ciphertext, HMAC, IV
+    Bytes f = good;
+    f[at] ^= 0x01;
+    expect_unwrap_error(f, key, "wrong key or corrupt state");
+  }
+  Bytes cut = good;
+  cut.pop_back();
+  expect_unwrap_error(cut, key, "truncated");
+}
+
+TEST(SwtpmBlobEncrypted, UnencryptedFileWithAKeyIsRefusedLikeSwtpm) {
+  const StateKey key{Bytes(32, 7)};
+  expect_unwrap_error(from_hex(kSwtpmPermallHex), key, "not encrypted, but a key was given");
+  expect_unwrap_error(wrap_state_blob(from_hex("00010203")), key, "not encrypted");
+}
+
+TEST(SwtpmBlobEncrypted, KeysMustBe16Or32Bytes) {
+  const StateKey bad{Bytes(24, 1)};
+  EXPECT_THROW(wrap_state_blob(from_hex("0001"), &bad), Error);
+  EXPECT_THROW(unwrap_state_blob(from_hex(kSwtpmEncryptedPermallHex), &bad), Error);
+  const StateKey key{Bytes(16, 1)};
+  EXPECT_THROW(detail::wrap_encrypted_state_blob(from_hex("0001"), key, Bytes(32, 0)), Error);
+}
+
+TEST(SwtpmBlobEncrypted, FileWithoutIvUsesZeroIvAndMacsCiphertextOnly) {
+  // What swtpm writes when it cannot get random bytes (from its source).
+  const Bytes k(16, 0x33);
+  const Bytes blob = from_hex("0003abcdef");
+  const Bytes ct = aes_cbc_encrypt(k, Bytes(16, 0), swtpm_pad(blob, 16));
+  Bytes mac(32);
+  unsigned int len = 0;
+  HMAC(EVP_sha256(), k.data(), 16, ct.data(), ct.size(), mac.data(), &len);
+  Bytes body = tlv(2, ct);
+  const Bytes m = tlv(3, mac);
+  body.insert(body.end(), m.begin(), m.end());
+  const StateKey key{k};
+  EXPECT_EQ(unwrap_state_blob(with_header(2, 0x0001, body), &key), blob);
+}
+
+TEST(SwtpmBlobEncrypted, Version1AndHeaderlessEncryptedFiles) {
+  // swtpm's older format: AES-CBC with a zero IV of SHA256(blob) || blob, no TLVs.
+  const Bytes k(32, 0x44);
+  const Bytes blob = real_blob();
+  Bytes plain(32);
+  unsigned int len = 0;
+  EVP_Digest(blob.data(), blob.size(), plain.data(), &len, EVP_sha256(), nullptr);
+  plain.insert(plain.end(), blob.begin(), blob.end());
+  const Bytes enc = aes_cbc_encrypt(k, Bytes(16, 0), swtpm_pad(plain, 32));
+  const StateKey key{k};
+  EXPECT_EQ(unwrap_state_blob(with_header(1, 0x0001, enc), &key), blob);
+  // Without a header (this ciphertext does not start with 1 or 2, which would look like one).
+  ASSERT_NE(enc[0], 1);
+  ASSERT_NE(enc[0], 2);
+  EXPECT_EQ(unwrap_state_blob(enc, &key), blob);
+  StateKey wrong = key;
+  wrong.bytes[0] ^= 1;
+  expect_unwrap_error(with_header(1, 0x0001, enc), wrong, "wrong key or corrupt state");
+  expect_unwrap_error(enc, wrong, "wrong key or corrupt state");
+  // A header-less unencrypted file cannot be read with a key (swtpm cannot either).
+  expect_unwrap_error(blob, key, "wrong key or corrupt state");
 }
 
 }  // namespace

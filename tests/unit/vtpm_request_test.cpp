@@ -183,7 +183,7 @@ TEST(ResolveVtpms, CreateCertsTrueIsNotSupportedYet) {
 }
 
 TEST(ResolveVtpms, CreateCertsFalseIsAccepted) {
-  const auto specs = resolve(R"([{"createCerts":false,"runAs":"","pcrBanks":null}])");
+  const auto specs = resolve(R"([{"createCerts":false,"pcrBanks":null}])");
   EXPECT_EQ(specs.size(), 1u);
 }
 
