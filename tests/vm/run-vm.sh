@@ -90,15 +90,19 @@ flock -w 300 9 || die "cannot lock $CACHE/.lock"
 
 # ---- kernel: the uncompressed ELF vmlinux boots directly (PVH entry), which
 # saves seconds of in-guest decompression under TCG. Fall back to the bzImage.
-if [ ! -s "$KERNEL" ] && [ ! -e "$KERNEL.bzimage" ]; then
+if [ ! -s "$KERNEL" ]; then
     off=$(LC_ALL=C grep -m1 -obUaP '\xfd7zXZ\x00' "/boot/vmlinuz-$KVER" 2>/dev/null | head -n1 | cut -d: -f1)
     tmp=$(mktemp "$KERNEL.XXXXXX")
-    if [ -n "$off" ] &&
-       tail -c +$((off + 1)) "/boot/vmlinuz-$KVER" | xz -dcq --single-stream > "$tmp" 2>/dev/null &&
-       [ "$(head -c 4 "$tmp" | od -An -c | tr -d ' ')" = '177ELF' ]; then
-        mv -f "$tmp" "$KERNEL"
+    if [ -n "$off" ]; then
+        # xz stops after the first stream, so tail may die of SIGPIPE: only xz's status counts
+        tail -c +$((off + 1)) "/boot/vmlinuz-$KVER" | xz -dcq --single-stream > "$tmp" 2>/dev/null
+        xzrc=${PIPESTATUS[1]}
+    else xzrc=1; fi
+    if [ "$xzrc" = 0 ] && [ "$(head -c 4 "$tmp" | od -An -c | tr -d ' ')" = '177ELF' ]; then
+        chmod 644 "$tmp"; mv -f "$tmp" "$KERNEL"
     else
-        rm -f "$tmp"; : > "$KERNEL.bzimage"    # remember: no extractable vmlinux
+        rm -f "$tmp"
+        echo "$PROG: note: cannot extract vmlinux from /boot/vmlinuz-$KVER; booting the bzImage (slower)" >&2
     fi
 fi
 [ -s "$KERNEL" ] || KERNEL=/boot/vmlinuz-$KVER
@@ -123,7 +127,7 @@ if [ ! -s "$INITRD" ]; then
     chmod 755 "$d/init"
     tmp=$(mktemp "$INITRD.XXXXXX")
     (cd "$d" && find . | cpio -o -H newc --quiet | gzip -1) > "$tmp" || die "cannot build initramfs"
-    mv -f "$tmp" "$INITRD"
+    chmod 644 "$tmp"; mv -f "$tmp" "$INITRD"
     rm -rf "$d"
     # drop initramfs images of older versions of this script
     for old in "$CACHE"/initramfs-"$KVER"-*.cpio.gz; do
@@ -207,8 +211,6 @@ if grep -q 'vtpmvm.cgroup=v1' /proc/cmdline; then
         mkdir -p $R/sys/fs/cgroup/$c
         mount -t cgroup -o $c cgroup $R/sys/fs/cgroup/$c || log "cgroup v1 $c failed"
     done
-    mkdir -p $R/sys/fs/cgroup/unified
-    mount -t cgroup2 cgroup2 $R/sys/fs/cgroup/unified
 else
     mount -t cgroup2 cgroup2 $R/sys/fs/cgroup
 fi

@@ -1,0 +1,251 @@
+# shellcheck shell=bash
+# tests/e2e/lib.sh - helpers for the end-to-end container tests.
+# Sourced by container-tests.sh, which runs as root INSIDE the test VM
+# (tests/vm/run-vm.sh): a kernel with tpm_vtpm_proxy, runc, crun, tpm2-tools.
+# Every wait is bounded with `timeout`; no helper depends on the network.
+
+# ---------------------------------------------------------------- settings
+E2E_WORK=${E2E_WORK:-/run/vtpm-e2e}       # everything the tests create lives here
+STATE_ROOT=$E2E_WORK/state                # --state-root S
+RUN_ROOT=$E2E_WORK/run                    # --run-root R
+LOG_DIR=$E2E_WORK/logs                    # one hook log per container
+BUNDLES=$E2E_WORK/bundles
+RUN_TIMEOUT=${RUN_TIMEOUT:-150}           # s, one container lifetime
+HOOK_TIMEOUT=${HOOK_TIMEOUT:-30}          # s, one hook run by hand
+SETTLE_TIMEOUT=${SETTLE_TIMEOUT:-5}       # s, for leftovers to go after teardown
+
+PASSED=0
+FAILED=0
+WHY=""              # reason of the current scenario's failure
+CLEANUP=()          # "runtime id" pairs the current scenario created
+DIAG=()             # files to show when the current scenario fails
+NOTES=()            # informational lines of the current scenario
+
+# (helpers avoid spawning processes where they can: under TCG each costs ~50-300 ms)
+now_ms() { local t=${EPOCHREALTIME/[.,]/}; echo $(( t / 1000 )); }
+why()    { WHY="$*"; return 1; }            # use as: cond || { why "..."; return 1; }
+note()   { NOTES+=("$*"); }
+indent() { sed 's/^/    | /'; }
+
+# ---------------------------------------------------------------- environment
+tpm_major() { local n name; while read -r n name; do [ "$name" = tpm ] && { echo "$n"; return; }; done < /proc/devices; }
+
+# emulator pids that are alive (zombies are not counted); a /proc scan in
+# bash, like `pgrep -x vtpm-emu` but without starting a process
+live_emulators() {
+    local f comm stat rest
+    for f in /proc/[0-9]*/comm; do
+        read -r comm < "$f" 2>/dev/null || continue
+        [ "$comm" = vtpm-emu ] || continue
+        read -r stat < "${f%comm}stat" 2>/dev/null || continue
+        rest=${stat##*) }                  # "S ppid ..." after "pid (comm) "
+        [ "${rest%% *}" = Z ] || echo "${f//[^0-9]/}"
+    done
+}
+
+tpm_chips() {
+    local c out=""
+    for c in /sys/class/tpm/*; do [ -e "$c" ] && out+="${c##*/} "; done
+    printf '%s' "${out% }"
+}
+
+# leftovers "$id": prints what is left behind (empty when clean)
+leftovers() {
+    local id=$1 out="" e c
+    e=$(live_emulators | tr '\n' ' ')
+    [ -n "$e" ] && out+="vtpm-emu process(es) alive: ${e% }; "
+    c=$(tpm_chips)
+    [ -n "$c" ] && out+="/sys/class/tpm has: $c; "
+    [ -n "$id" ] && [ -e "$RUN_ROOT/$id.json" ] && out+="run record $RUN_ROOT/$id.json exists; "
+    printf '%s' "${out%; }"
+}
+
+# expect_clean "$id" "what just happened": bounded wait until nothing is left
+expect_clean() {
+    local id=$1 ctx=$2 t0 left waited first
+    left=$(leftovers "$id")
+    [ -z "$left" ] && return 0
+    first=$left; t0=$(now_ms)
+    while [ -n "$left" ] && [ $(( $(now_ms) - t0 )) -lt $((SETTLE_TIMEOUT * 1000)) ]; do
+        sleep 0.1; left=$(leftovers "$id")
+    done
+    waited=$(( $(now_ms) - t0 ))
+    if [ -n "$left" ]; then
+        why "after $ctx (waited ${SETTLE_TIMEOUT}s): $left"; return 1
+    fi
+    note "NOTE: not clean at once after $ctx; clean ${waited} ms later (first seen: $first)"
+    return 0
+}
+
+# force everything back to a clean slate (used between and after scenarios)
+force_clean() {
+    local p t0
+    [ -z "$(live_emulators)$(tpm_chips)" ] || {
+        for p in $(live_emulators); do kill -TERM "$p" 2>/dev/null; done
+        t0=$(now_ms)
+        while [ -n "$(live_emulators)" ] && [ $(( $(now_ms) - t0 )) -lt 5000 ]; do sleep 0.1; done
+        for p in $(live_emulators); do kill -KILL "$p" 2>/dev/null; done
+        while [ -n "$(tpm_chips)" ] && [ $(( $(now_ms) - t0 )) -lt 10000 ]; do sleep 0.1; done
+    }
+    rm -f "$RUN_ROOT"/*.json
+}
+
+# ---------------------------------------------------------------- rootfs + bundle
+# make_rootfs DIR: a rootfs without any files of its own; /usr and /etc come
+# from read-only bind mounts of the host's (declared in config.json).
+make_rootfs() {
+    local r=$1
+    mkdir -p "$r"/{usr,etc,dev,proc,sys,tmp,root}
+    ln -sfn usr/bin "$r/bin"
+    ln -sfn usr/lib "$r/lib"
+    ln -sfn usr/lib64 "$r/lib64"
+    ln -sfn usr/sbin "$r/sbin"
+}
+
+# make_bundle RUNTIME NAME VTPMS_JSON SCRIPT
+#   creates $BUNDLES/NAME (config.json from `RUNTIME spec`, edited with jq).
+#   VTPMS_JSON: "" for no linux.vtpms, else a JSON array.
+#   SCRIPT: /bin/sh script the container runs.
+# Sets BUNDLE and LOG (the hook's log file for this bundle).
+make_bundle() {
+    local rt=$1 name=$2 vtpms=$3 script=$4 major
+    BUNDLE=$BUNDLES/$name
+    LOG=$LOG_DIR/$name.log
+    rm -rf "$BUNDLE"; mkdir -p "$BUNDLE"
+    make_rootfs "$BUNDLE/rootfs"
+    # the runtime's own default config, made once per runtime and copied
+    if [ ! -s "$E2E_WORK/spec-$rt/config.json" ]; then
+        mkdir -p "$E2E_WORK/spec-$rt"
+        ( cd "$E2E_WORK/spec-$rt" && timeout 60 "$rt" spec ) > "$E2E_WORK/spec-$rt.err" 2>&1 ||
+            { why "$rt spec failed: $(head -c 300 "$E2E_WORK/spec-$rt.err")"; return 1; }
+    fi
+    cp "$E2E_WORK/spec-$rt/config.json" "$BUNDLE/config.json"
+    major=$TPM_MAJOR
+    jq --arg hook "$HOOK" --arg S "$STATE_ROOT" --arg R "$RUN_ROOT" --arg L "$LOG" \
+       --arg script "$script" --arg name "$name" --argjson major "$major" \
+       --argjson vtpms "${vtpms:-null}" '
+        .process.terminal = false
+      | .process.args = ["/bin/sh", "-c", $script]
+      | .process.cwd = "/"
+      | .root = {"path": "rootfs", "readonly": true}
+      | .hostname = $name
+      | .mounts += [
+          {"destination": "/usr", "type": "bind", "source": "/usr", "options": ["rbind", "ro", "nosuid", "nodev"]},
+          {"destination": "/etc", "type": "bind", "source": "/etc", "options": ["rbind", "ro", "nosuid", "nodev"]},
+          {"destination": "/tmp", "type": "tmpfs", "source": "tmpfs", "options": ["nosuid", "nodev", "mode=1777"]}]
+      | .hooks = {
+          "prestart": [{"path": $hook, "timeout": 60, "args": ["vtpm-hook",
+              "--state-root", $S, "--run-root", $R, "--log-file", $L, "--log-level", "debug", "setup"]}],
+          "poststop": [{"path": $hook, "timeout": 60, "args": ["vtpm-hook",
+              "--state-root", $S, "--run-root", $R, "--log-file", $L, "teardown"]}]}
+      | .linux.resources.devices = ((.linux.resources.devices // []) + [
+          {"allow": true, "type": "c", "major": 10, "minor": 224, "access": "rwm"},
+          {"allow": true, "type": "c", "major": $major, "access": "rwm"}])
+      | if $vtpms == null then . else .linux.vtpms = $vtpms end
+    ' "$BUNDLE/config.json" > "$BUNDLE/config.json.new" ||
+        { why "jq edit of config.json failed"; return 1; }
+    mv "$BUNDLE/config.json.new" "$BUNDLE/config.json"
+    DIAG+=("$LOG")
+}
+
+# ---------------------------------------------------------------- running containers
+# container_run RT ID: foreground `RT run`, stdout/stderr to $BUNDLE/out, err.
+# Sets RC. Fails on time-out (the runtime hanging is a real finding).
+container_run() {
+    local rt=$1 id=$2 t0
+    CLEANUP+=("$rt $id")
+    DIAG+=("$BUNDLE/out" "$BUNDLE/err")
+    t0=$(now_ms)
+    # (in a subshell whose stderr is dropped: no "Killed" message from bash)
+    ( timeout -k 5 "$RUN_TIMEOUT" "$rt" run --bundle "$BUNDLE" "$id" \
+        < /dev/null > "$BUNDLE/out" 2> "$BUNDLE/err" ) 2> /dev/null
+    RC=$?
+    note "FIGURE: ${rt}_run_ms=$(( $(now_ms) - t0 )) ($id)"
+    if [ "$RC" = 124 ] || [ "$RC" = 137 ]; then
+        why "'$rt run' did not finish within ${RUN_TIMEOUT}s (live vtpm-emu: $(live_emulators | tr '\n' ' '))"
+        return 1
+    fi
+    return 0
+}
+
+# runtime_status RT ID -> status string ("" if the container is unknown)
+runtime_status() {
+    local j
+    j=$(timeout 20 "$1" state "$2" 2>/dev/null) || return 0
+    [[ $j =~ \"status\":\ *\"([a-z]+)\" ]] && echo "${BASH_REMATCH[1]}"
+}
+
+# wait_status RT ID STATUS SECONDS
+wait_status() {
+    local rt=$1 id=$2 want=$3 secs=$4 t0 s
+    t0=$(now_ms)
+    while :; do
+        s=$(runtime_status "$rt" "$id")
+        [ "$s" = "$want" ] && return 0
+        if [ $(( $(now_ms) - t0 )) -ge $((secs * 1000)) ]; then
+            why "$rt container $id: status '${s:-unknown}', wanted '$want' within ${secs}s"
+            return 1
+        fi
+        sleep 0.2
+    done
+}
+
+# cleanup_containers: force-delete what the scenario created, then make the VM clean
+cleanup_containers() {
+    local e rt id
+    for e in "${CLEANUP[@]}"; do
+        rt=${e%% *}; id=${e#* }
+        if [ -n "$(runtime_status "$rt" "$id")" ]; then
+            timeout 60 "$rt" delete -f "$id" > /dev/null 2>&1
+        fi
+    done
+    force_clean
+}
+
+# ---------------------------------------------------------------- output checks
+# check_tpm2_output FILE: tpm2_getrandom --hex 8 + tpm2_pcrread sha256:0,7 results
+check_tpm2_output() {
+    local f=$1
+    grep -q '^DEV /dev/tpm0 c' "$f" || { why "no character device /dev/tpm0 in the container"; return 1; }
+    grep -q '^DEV /dev/tpmrm0 c' "$f" || { why "no character device /dev/tpmrm0 in the container"; return 1; }
+    grep -Eq '^RANDOM [0-9a-fA-F]{16}$' "$f" ||
+        { why "tpm2_getrandom output is not 16 hex digits: $(grep -m1 '^RANDOM' "$f" || echo none)"; return 1; }
+    grep -Eq '^ *sha256:' "$f" || { why "tpm2_pcrread printed no 'sha256:' bank line"; return 1; }
+    grep -Eq '^ *0 *: *0x[0-9A-Fa-f]{64}$' "$f" || { why "tpm2_pcrread printed no PCR 0 value"; return 1; }
+    grep -Eq '^ *7 *: *0x[0-9A-Fa-f]{64}$' "$f" || { why "tpm2_pcrread printed no PCR 7 value"; return 1; }
+    grep -q '^TPM-OK' "$f" || { why "the container script did not reach its end"; return 1; }
+}
+
+# the in-container script for TPM 2 checks (used by container-tests.sh)
+# shellcheck disable=SC2016,SC2034
+TPM2_SCRIPT='for d in /dev/tpm0 /dev/tpmrm0; do
+  if [ -c $d ]; then echo "DEV $d c $(stat -c %t:%T $d)"; else echo "NODEV $d"; fi; done
+r=$(tpm2_getrandom -T device:/dev/tpmrm0 --hex 8) || { echo "getrandom failed rc=$?"; exit 3; }
+echo "RANDOM $r"
+tpm2_pcrread -T device:/dev/tpmrm0 sha256:0,7 || { echo "pcrread failed rc=$?"; exit 4; }
+echo TPM-OK'
+
+# ---------------------------------------------------------------- scenario runner
+# scenario NAME FUNCTION [ARGS...]: runs one scenario, prints PASS/FAIL, cleans up
+scenario() {
+    local name=$1 t0 f n; shift
+    WHY=""; CLEANUP=(); DIAG=(); NOTES=()
+    t0=$(now_ms)
+    force_clean
+    if "$@" && [ -z "$WHY" ]; then
+        PASSED=$((PASSED + 1))
+        echo "PASS: $name"
+    else
+        FAILED=$((FAILED + 1))
+        echo "FAIL: $name: ${WHY:-failed without a reason}"
+        for f in "${DIAG[@]}"; do
+            [ -s "$f" ] || continue
+            n=$(wc -l < "$f")
+            echo "    --- $f ($n lines, last 25) ---"
+            tail -n 25 "$f" | indent
+        done
+    fi
+    for n in "${NOTES[@]}"; do echo "    $n"; done
+    echo "    time: $(( $(now_ms) - t0 )) ms"
+    cleanup_containers
+}
