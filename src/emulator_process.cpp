@@ -80,7 +80,8 @@ void save_and_stop(TpmEngine& engine) {
     init_emulator_logging(opts.log_level, opts.log_file,
                           "vtpm-emu/" + opts.container_id + "/" + std::to_string(opts.spec.index));
     UniqueFd sig = open_stop_signalfd();
-    StateStore store(opts.spec.state_path, opts.spec.version, opts.create_state_dir);
+    StateStore store(opts.spec.state_path, opts.spec.version, opts.create_state_dir,
+                     std::chrono::milliseconds(0), opts.key);
     if (opts.run_as) {
       // Every later state access goes through the store's directory fd, so only that
       // directory (not its parents) must be the user's.
@@ -167,7 +168,7 @@ HostDevices wait_for_registration(const EmulatorProcess& emu, unsigned tpm_num, 
 int run_stream_emulator(const StreamOptions& opts) {
   const TpmVersion v = opts.version;
   // A client may start the next emulator before the last one has saved and exited: wait for it.
-  StateStore store(opts.state_dir, v, /*create=*/true, std::chrono::seconds(10));
+  StateStore store(opts.state_dir, v, /*create=*/true, std::chrono::seconds(10), opts.key);
   const bool resume = v == TpmVersion::V2 || store.load("savestate").has_value();
   TpmEngine engine(store);
   if (!opts.pcr_banks.empty()) apply_pcr_banks(engine, opts.pcr_banks);

@@ -62,7 +62,7 @@ int main(int argc, char** argv) {
   std::string state_dir;
   std::string tpm_version = "2";
   bool no_startup = false;
-  std::string pcr_banks;
+  std::string pcr_banks, key_file, password_file;
   auto* emulate =
       app.add_subcommand("emulate", "Serve one TPM on stdin/stdout (raw command/response stream)");
   emulate->add_option("--state-dir", state_dir, "TPM state directory")->required();
@@ -70,6 +70,9 @@ int main(int argc, char** argv) {
       ->check(CLI::IsMember({"2", "1.2"}))
       ->capture_default_str();
   emulate->add_flag("--no-startup", no_startup, "Do not send TPM Startup before serving");
+  emulate->add_option("--key-file", key_file, "Encrypt the state with this 32-byte AES-256 key");
+  emulate->add_option("--password-file", password_file,
+                      "Encrypt the state with a key derived from this file (PBKDF2, as swtpm)");
   emulate->add_option("--pcr-banks", pcr_banks,
                       "Allocate exactly these PCR banks, e.g. sha256,sha384");
 
@@ -103,6 +106,9 @@ int main(int argc, char** argv) {
       so.state_dir = state_dir;
       so.version = tpm_version == "1.2" ? vtpm::TpmVersion::V1_2 : vtpm::TpmVersion::V2;
       so.startup = !no_startup;
+      if (!key_file.empty()) so.key = vtpm::load_key_file(key_file, "binary", 256);
+      if (!password_file.empty())
+        so.key = vtpm::derive_key_from_password_file(password_file, 256, "pbkdf2");
       if (!pcr_banks.empty()) so.pcr_banks = vtpm::parse_pcr_banks(pcr_banks, "--pcr-banks");
       return vtpm::run_stream_emulator(so);
     }

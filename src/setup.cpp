@@ -89,8 +89,11 @@ void run_setup(const std::string& state_json, const HookOptions& opts) {
     return;
   }
   std::vector<std::optional<Credentials>> run_as;
-  for (const auto& s : specs)
+  std::vector<std::optional<StateKey>> keys;
+  for (const auto& s : specs) {
     run_as.push_back(s.run_as ? std::optional(resolve_user(*s.run_as)) : std::nullopt);
+    keys.push_back(load_state_key(s));
+  }
   if (!state.pid) throw Error("OCI state: \"pid\" is missing; setup needs the container's process");
   const pid_t pid = *state.pid;
   check_vtpmx_available(opts.vtpmx);
@@ -123,7 +126,8 @@ void run_setup(const std::string& state_json, const HookOptions& opts) {
     ProxyDevice dev = create_proxy_device(spec.version, opts.vtpmx);
     vr.host_tpm_num = dev.tpm_num;
     spdlog::debug("vtpm proxy gave tpm{}", dev.tpm_num);
-    EmulatorOptions eo{spec, state.id, opts.log_level, opts.log_file, false, run_as[spec.index]};
+    EmulatorOptions eo{spec,  state.id,           opts.log_level,  opts.log_file,
+                       false, run_as[spec.index], keys[spec.index]};
     emulators.push_back(spawn_emulator(eo, std::move(dev), container_pidfd.get()));
     vr.emulator_pid = emulators.back().pid();
     spdlog::debug("emulator {} serves", vr.emulator_pid);

@@ -98,9 +98,8 @@ StateKey load_key_file(const std::string& path, const std::string& format, int b
     if (!std::isspace(d[i]))
       throw Error(what + " " + path + " is not a hex key: more text after the hex digits");
   if (digits != want * 2)
-    throw Error(what + " " + path + " has " + std::to_string(digits) +
-                " hex digits; an AES-" + std::to_string(bits) + " key has exactly " +
-                std::to_string(want * 2));
+    throw Error(what + " " + path + " has " + std::to_string(digits) + " hex digits; an AES-" +
+                std::to_string(bits) + " key has exactly " + std::to_string(want * 2));
   key.bytes.resize(want);
   for (size_t k = 0; k < want; ++k)
     key.bytes[k] = static_cast<uint8_t>(hex_value(d[digits_begin + 2 * k]) * 16 +
@@ -108,8 +107,7 @@ StateKey load_key_file(const std::string& path, const std::string& format, int b
   return key;
 }
 
-StateKey derive_key_from_password_file(const std::string& path, int bits,
-                                       const std::string& kdf) {
+StateKey derive_key_from_password_file(const std::string& path, int bits, const std::string& kdf) {
   const size_t want = key_bytes_for(bits);
   if (kdf != "pbkdf2" && kdf != "sha512")
     throw Error("unknown key derivation '" + kdf + "' for password file " + path +

@@ -25,6 +25,23 @@ void write_all(int fd, const uint8_t* p, size_t n, const std::string& what) {
   }
 }
 
+// mkdir with exactly `mode`: the umask is not applied (tpm2-tools run their cmd TCTI child with
+// umask 0177, which would leave a directory without search permission). Directories that
+// exist are left alone. Errors of parent directories show up when the state dir is created.
+void make_dir_exact(const std::filesystem::path& dir, mode_t mode, bool parents) {
+  if (dir.empty()) return;
+  if (parents && dir.has_parent_path() && dir.parent_path() != dir) {
+    struct stat st {};
+    if (::stat(dir.c_str(), &st) == 0) return;
+    make_dir_exact(dir.parent_path(), mode, true);
+  }
+  if (::mkdir(dir.c_str(), mode) != 0) {
+    if (errno == EEXIST || parents) return;
+    throw sys_error("create state dir " + dir.string());
+  }
+  if (::chmod(dir.c_str(), mode) != 0) throw sys_error("chmod " + dir.string());
+}
+
 struct flock write_lock_query() {
   struct flock fl {};
   fl.l_type = F_WRLCK;
@@ -41,10 +58,8 @@ StateStore::StateStore(std::string dir, TpmVersion version, bool create,
     throw Error("state key for " + dir_ + " has " + std::to_string(key_->bytes.size()) +
                 " bytes; AES keys have 16 or 32");
   if (create) {
-    std::error_code ec;
-    std::filesystem::create_directories(std::filesystem::path(dir_).parent_path(), ec);
-    if (::mkdir(dir_.c_str(), 0700) != 0 && errno != EEXIST)
-      throw sys_error("create state dir " + dir_);
+    make_dir_exact(std::filesystem::path(dir_).parent_path(), 0755, /*parents=*/true);
+    make_dir_exact(dir_, 0700, /*parents=*/false);
   }
   dir_fd_.reset(::open(dir_.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
   if (!dir_fd_) throw sys_error("open state dir " + dir_);

@@ -122,8 +122,9 @@ struct CipherCtxFree {
 std::vector<uint8_t> aes_cbc_raw(bool encrypt, const StateKey& key, const uint8_t* iv16,
                                  std::span<const uint8_t> in) {
   std::unique_ptr<EVP_CIPHER_CTX, CipherCtxFree> ctx(EVP_CIPHER_CTX_new());
-  if (!ctx || EVP_CipherInit_ex(ctx.get(), aes_cbc(key), nullptr, key.bytes.data(), iv16,
-                                encrypt ? 1 : 0) != 1 ||
+  if (!ctx ||
+      EVP_CipherInit_ex(ctx.get(), aes_cbc(key), nullptr, key.bytes.data(), iv16,
+                        encrypt ? 1 : 0) != 1 ||
       EVP_CIPHER_CTX_set_padding(ctx.get(), 0) != 1)
     throw Error("cannot set up AES-CBC");
   if (in.size() > static_cast<size_t>(std::numeric_limits<int>::max()) - kAesBlock)
@@ -219,8 +220,8 @@ std::vector<uint8_t> decrypt_v1(const StateKey& key, std::span<const uint8_t> bo
 }
 
 // The TLV body of a version-2 state file written with a key.
-std::vector<uint8_t> decrypt_v2(const StateKey& key, std::span<const uint8_t> body,
-                                uint16_t flags, size_t body_offset) {
+std::vector<uint8_t> decrypt_v2(const StateKey& key, std::span<const uint8_t> body, uint16_t flags,
+                                size_t body_offset) {
   const auto enc = find_tlv(body, kTagEncryptedData, body_offset);
   const auto mac = find_tlv(body, kTagHmac, body_offset);
   if (!enc || !mac) {
@@ -254,8 +255,7 @@ std::vector<uint8_t> decrypt_v2(const StateKey& key, std::span<const uint8_t> bo
 namespace detail {
 
 std::vector<uint8_t> wrap_encrypted_state_blob(std::span<const uint8_t> libtpms_blob,
-                                               const StateKey& key,
-                                               std::span<const uint8_t> iv) {
+                                               const StateKey& key, std::span<const uint8_t> iv) {
   check_key(key);
   if (iv.size() != key.bytes.size())
     throw Error("IV of " + std::to_string(iv.size()) + " bytes for a " +

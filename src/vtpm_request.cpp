@@ -94,7 +94,6 @@ VtpmSpec parse_entry(const nlohmann::json& e, unsigned i, const std::string& id,
   if (auto k = optional_string(e, "encryptionPasswordFile", what))
     s.password_file = normal_path(*k, what + ": \"encryptionPasswordFile\"");
   if (s.create_certs) throw Error(what + ": \"createCerts\" is not supported yet");
-  if (s.key_file || s.password_file) throw Error(what + ": state encryption is not supported yet");
   if (s.key_file && s.password_file)
     throw Error(what + ": give \"encryptionKeyFile\" or \"encryptionPasswordFile\", not both");
   if (s.version == TpmVersion::V1_2 && (s.create_certs || !s.pcr_banks.empty()))
@@ -133,6 +132,12 @@ nlohmann::json entry_from_annotations(const std::map<std::string, std::string>& 
 }
 
 }  // namespace
+
+std::optional<StateKey> load_state_key(const VtpmSpec& spec) {
+  if (spec.key_file) return load_key_file(*spec.key_file, "binary", 256);
+  if (spec.password_file) return derive_key_from_password_file(*spec.password_file, 256, "pbkdf2");
+  return std::nullopt;
+}
 
 std::vector<VtpmSpec> resolve_vtpms(const OciState& state, const BundleConfig& config,
                                     const RequestDefaults& defaults) {

@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "vtpm_hook/sandbox.h"
+#include "vtpm_hook/state_key.h"
 #include "vtpm_hook/unique_fd.h"
 #include "vtpm_hook/vtpm_proxy.h"
 #include "vtpm_hook/vtpm_request.h"
@@ -22,6 +23,7 @@ struct EmulatorOptions {
   std::string log_file;
   bool create_state_dir = true;
   std::optional<Credentials> run_as;  // resolved by the hook, before anything was created
+  std::optional<StateKey> key;        // read by the hook, so the emulator needs no access
 };
 
 // A running emulator. Unless released, the destructor stops it (undo on failed setup).
@@ -55,6 +57,7 @@ struct StreamOptions {
   TpmVersion version = TpmVersion::V2;
   bool startup = true;
   std::vector<std::string> pcr_banks;
+  std::optional<StateKey> key;
 };
 
 // The body of `vtpm-hook emulate`: serves stdin/stdout until EOF or SIGTERM. Returns 0.

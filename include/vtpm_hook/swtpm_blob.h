@@ -37,8 +37,7 @@ namespace detail {
 // wrap_state_blob with a key, but with the given IV instead of a random one (tests compare
 // with real swtpm files). iv must have as many bytes as the key.
 std::vector<uint8_t> wrap_encrypted_state_blob(std::span<const uint8_t> libtpms_blob,
-                                               const StateKey& key,
-                                               std::span<const uint8_t> iv);
+                                               const StateKey& key, std::span<const uint8_t> iv);
 }  // namespace detail
 
 // "tpm2-00.permall" / "tpm-00.volatilestate" ...: swtpm's file name for a libtpms NVRAM name

@@ -6,6 +6,7 @@
 
 #include "vtpm_hook/oci_config.h"
 #include "vtpm_hook/oci_state.h"
+#include "vtpm_hook/state_key.h"
 #include "vtpm_hook/tpm_version.h"
 
 namespace vtpm {
@@ -34,6 +35,10 @@ struct RequestDefaults {
 // else one TPM 2.0 under <state_root>/<id>. Throws Error naming the bad field.
 std::vector<VtpmSpec> resolve_vtpms(const OciState& state, const BundleConfig& config,
                                     const RequestDefaults& defaults);
+
+// The spec's encryption key (key file: 32 raw bytes; password file: PBKDF2 like swtpm's
+// pwdfile), AES-256; nullopt without encryption. Throws Error naming the file.
+std::optional<StateKey> load_state_key(const VtpmSpec& spec);
 
 // "sha256,sha384" -> {"sha256", "sha384"}; unknown or repeated banks are an Error.
 std::vector<std::string> parse_pcr_banks(const std::string& list, const std::string& what);

@@ -19,6 +19,7 @@
 #include <vector>
 
 #include "vtpm_hook/error.h"
+#include "vtpm_hook/state_key.h"
 #include "vtpm_hook/swtpm_blob.h"
 
 namespace vtpm {
@@ -219,6 +220,28 @@ TEST(StateStore, CreatesMissingDirectoryWithParents) {
   EXPECT_EQ(st.st_mode & 0777, 0700u);
 }
 
+TEST(StateStore, CreatedDirectoriesIgnoreTheUmask) {
+  // tpm2-tools start `emulate` through the cmd TCTI with umask 0177.
+  TempDir tmp;
+  const mode_t old = ::umask(0177);
+  const std::string dir = tmp.path() + "/p/q/tpm";
+  try {
+    StateStore s(dir, TpmVersion::V2, true);
+    s.store("permall", Bytes{0x00, 0x01});
+  } catch (...) {
+    ::umask(old);
+    throw;
+  }
+  ::umask(old);
+  struct stat st {};
+  ASSERT_EQ(::stat(dir.c_str(), &st), 0);
+  EXPECT_EQ(st.st_mode & 0777, 0700u);
+  ASSERT_EQ(::stat((tmp.path() + "/p/q").c_str(), &st), 0);
+  EXPECT_EQ(st.st_mode & 0777, 0755u);
+  ASSERT_EQ(::stat((dir + "/tpm2-00.permall").c_str(), &st), 0);
+  EXPECT_EQ(st.st_mode & 0777, 0600u);
+}
+
 TEST(StateStore, MissingDirectoryWithoutCreateNamesIt) {
   TempDir tmp;
   const std::string dir = tmp.path() + "/absent";
@@ -339,6 +362,82 @@ TEST(StateStore, LockWaitGivesUp) {
   EXPECT_GE(waited, milliseconds(100));
   EXPECT_LT(waited, std::chrono::seconds(5));
   EXPECT_EQ(child.release(), 0);
+}
+
+// ---- encrypted state ---------------------------------------------------------------------------
+
+const fs::path kData = fs::path(__FILE__).parent_path().parent_path() / "data" / "swtpm";
+
+// Asserts that f() throws vtpm::Error whose message contains every needle.
+template <typename F>
+void expect_error(F f, const std::vector<std::string>& needles) {
+  try {
+    f();
+    FAIL() << "no error";
+  } catch (const Error& e) {
+    for (const auto& n : needles)
+      EXPECT_NE(std::string(e.what()).find(n), std::string::npos) << e.what() << " / " << n;
+  }
+}
+
+TEST(StateStore, EncryptedRoundTripAndFileOnDisk) {
+  TempDir tmp;
+  const StateKey key{Bytes(32, 0x21)};
+  const Bytes blob = {0x00, 0x03, 0x01, 0x02, 0x03};
+  {
+    StateStore s(tmp.path(), TpmVersion::V2, false, milliseconds(0), key);
+    EXPECT_TRUE(s.encrypted());
+    s.store("permall", blob);
+    EXPECT_EQ(s.load("permall"), blob);
+  }
+  const Bytes f = read_file(tmp.path() + "/tpm2-00.permall");
+  ASSERT_GE(f.size(), 16u);
+  EXPECT_EQ(Bytes(f.begin(), f.begin() + 6), (Bytes{0x02, 0x01, 0x00, 0x0a, 0x00, 0x09}));
+  EXPECT_EQ(std::search(f.begin(), f.end(), blob.begin(), blob.end()), f.end())
+      << "the blob is in the file in clear";
+  EXPECT_EQ(unwrap_state_blob(f, &key), blob);
+}
+
+TEST(StateStore, EncryptedStateNeedsTheRightKey) {
+  TempDir tmp;
+  {
+    StateStore s(tmp.path(), TpmVersion::V2, false, milliseconds(0), StateKey{Bytes(16, 1)});
+    s.store("permall", Bytes{0x00, 0x01});
+  }
+  const std::string file = tmp.path() + "/tpm2-00.permall";
+  {
+    StateStore s(tmp.path(), TpmVersion::V2, false);
+    EXPECT_FALSE(s.encrypted());
+    expect_error([&] { s.load("permall"); }, {file, "state is encrypted; a key is needed"});
+  }
+  StateStore s(tmp.path(), TpmVersion::V2, false, milliseconds(0), StateKey{Bytes(16, 2)});
+  expect_error([&] { s.load("permall"); }, {file, "wrong key or corrupt state"});
+}
+
+TEST(StateStore, UnencryptedStateWithAKeyIsRefused) {
+  TempDir tmp;
+  {
+    StateStore s(tmp.path(), TpmVersion::V2, false);
+    s.store("permall", Bytes{0x00, 0x01});
+  }
+  StateStore s(tmp.path(), TpmVersion::V2, false, milliseconds(0), StateKey{Bytes(32, 1)});
+  expect_error([&] { s.load("permall"); }, {"tpm2-00.permall", "not encrypted"});
+}
+
+TEST(StateStore, ReadsEncryptedStateWrittenBySwtpm) {
+  TempDir tmp;
+  fs::copy_file(kData / "aes256-binkey.tpm2-00.permall", tmp.path() + "/tpm2-00.permall");
+  const StateKey key = load_key_file((kData / "aes256-binkey.key").string(), "binary", 256);
+  StateStore s(tmp.path(), TpmVersion::V2, false, milliseconds(0), key);
+  const auto blob = s.load("permall");
+  ASSERT_TRUE(blob.has_value());
+  EXPECT_EQ(blob->size(), 1370u);
+}
+
+TEST(StateStore, KeyOfABadSizeIsRefused) {
+  TempDir tmp;
+  EXPECT_THROW(StateStore(tmp.path(), TpmVersion::V2, false, milliseconds(0), StateKey{Bytes(8)}),
+               Error);
 }
 
 }  // namespace

@@ -277,7 +277,6 @@ TEST(SwtpmBlob, StateFileNameRejectsPathLikeNames) {
     EXPECT_THROW(state_file_name(TpmVersion::V2, bad), Error) << bad;
 }
 
-
 // ---- encrypted state (swtpm --key) --------------------------------------------------------------
 
 namespace fs = std::filesystem;
@@ -306,8 +305,8 @@ std::vector<std::pair<uint16_t, Bytes>> tlvs_of(const Bytes& f) {
   std::vector<std::pair<uint16_t, Bytes>> out;
   for (size_t off = 10; off + 6 <= f.size();) {
     const uint16_t tag = static_cast<uint16_t>(f[off] << 8 | f[off + 1]);
-    const size_t len = size_t{f[off + 2]} << 24 | size_t{f[off + 3]} << 16 |
-                       size_t{f[off + 4]} << 8 | f[off + 5];
+    const size_t len =
+        size_t{f[off + 2]} << 24 | size_t{f[off + 3]} << 16 | size_t{f[off + 4]} << 8 | f[off + 5];
     out.emplace_back(tag, Bytes(f.begin() + off + 6, f.begin() + off + 6 + len));
     off += 6 + len;
   }
@@ -345,7 +344,7 @@ Bytes tlv(uint16_t tag, const Bytes& v) {
 
 Bytes with_header(uint8_t version, uint16_t flags, const Bytes& body) {
   Bytes f = {version, 1, 0, 10, static_cast<uint8_t>(flags >> 8), static_cast<uint8_t>(flags),
-             0, 0, 0, 0};
+             0,       0, 0, 0};
   f.insert(f.end(), body.begin(), body.end());
   put_u32(f, 6, static_cast<uint32_t>(f.size()));
   return f;
@@ -418,8 +417,12 @@ TEST(SwtpmBlobEncrypted, PadsToAMultipleOfTheKeySizeLikeSwtpm) {
   // swtpm 0.7.1 pads to a multiple of the key length, not of the AES block (observed: a
   // 1446-byte blob with a 32-byte key has 26 pad bytes of value 26).
   const StateKey key{Bytes(32, 0x11)};
-  for (auto [n, want] : {std::pair<size_t, size_t>{1446, 1472}, {1392, 1408}, {1376, 1408},
-                         {0, 32}, {31, 32}, {32, 64}}) {
+  for (auto [n, want] : {std::pair<size_t, size_t>{1446, 1472},
+                         {1392, 1408},
+                         {1376, 1408},
+                         {0, 32},
+                         {31, 32},
+                         {32, 64}}) {
     const Bytes f = wrap_state_blob(Bytes(n, 0x00), &key);
     EXPECT_EQ(tlvs_of(f)[0].second.size(), want) << n;
   }
@@ -443,7 +446,8 @@ TEST(SwtpmBlobEncrypted, EncryptedFileWithoutKeyNeedsAKey) {
   for (const auto& c : kCaptures)
     expect_unwrap_error(read_data(c.file), "state is encrypted; a key is needed");
   const StateKey key{Bytes(16, 1)};
-  expect_unwrap_error(wrap_state_blob(from_hex("0001"), &key), "state is encrypted; a key is needed");
+  expect_unwrap_error(wrap_state_blob(from_hex("0001"), &key),
+                      "state is encrypted; a key is needed");
 }
 
 TEST(SwtpmBlobEncrypted, WrongKeyIsDetectedByTheHmac) {
