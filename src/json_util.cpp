@@ -6,7 +6,18 @@ namespace vtpm {
 
 nlohmann::json parse_json_object(std::string_view text, const std::string& what) {
   if (text.find_first_not_of(" \t\r\n") == std::string_view::npos) throw Error(what + " is empty");
-  nlohmann::json doc = nlohmann::json::parse(text, nullptr, /*allow_exceptions=*/false);
+  // Deep nesting is never legitimate here, and copying a deep tree recurses.
+  constexpr int kMaxDepth = 32;
+  bool too_deep = false;
+  nlohmann::json doc = nlohmann::json::parse(
+      text,
+      [&](int depth, nlohmann::json::parse_event_t, nlohmann::json&) {
+        if (depth > kMaxDepth) too_deep = true;
+        return !too_deep;
+      },
+      /*allow_exceptions=*/false);
+  if (too_deep)
+    throw Error(what + " is nested deeper than " + std::to_string(kMaxDepth) + " levels");
   if (doc.is_discarded()) throw Error(what + " is not valid JSON");
   if (!doc.is_object()) throw Error(what + " is not a JSON object");
   return doc;

@@ -32,6 +32,18 @@ std::string read_stdin() {
   return out;
 }
 
+// Errors quote untrusted input: keep the one error line one line.
+std::string one_line(std::string_view msg) {
+  std::string out;
+  for (char c : msg) {
+    if (static_cast<unsigned char>(c) >= 0x20 && c != 0x7f)
+      out += c;
+    else
+      out += fmt::format("\\x{:02x}", static_cast<unsigned char>(c));
+  }
+  return out;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -113,7 +125,7 @@ int main(int argc, char** argv) {
       return vtpm::run_stream_emulator(so);
     }
   } catch (const std::exception& e) {
-    spdlog::error("{}", e.what());
+    spdlog::error("{}", one_line(e.what()));
     return 1;
   }
   return 0;

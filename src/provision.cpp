@@ -8,6 +8,7 @@
 #include <map>
 
 #include "vtpm_hook/error.h"
+#include "vtpm_hook/local_ca.h"
 #include "vtpm_hook/tpm_proto.h"
 
 namespace vtpm {
@@ -115,6 +116,179 @@ void apply_pcr_banks(TpmEngine& engine, const std::vector<std::string>& wanted) 
   }
   // A new allocation takes effect at the next TPM reset: power-cycle now, so the first Startup
   // (the kernel's or ours) sees it.
+  check_rc(engine.process(proto::shutdown_command(TpmVersion::V2, /*clear=*/true)),
+           "TPM2_Shutdown");
+  engine.reset();
+}
+
+}  // namespace vtpm
+
+namespace vtpm {
+namespace {
+
+constexpr uint32_t kRhOwner = 0x40000001;
+constexpr uint32_t kRhEndorsement = 0x4000000B;
+constexpr uint32_t kCcCreatePrimary = 0x131;
+constexpr uint32_t kCcEvictControl = 0x120;
+constexpr uint32_t kCcFlushContext = 0x165;
+constexpr uint32_t kCcNvDefineSpace = 0x12A;
+constexpr uint32_t kCcNvWrite = 0x137;
+// PPWRITE | WRITEDEFINE | PPREAD | OWNERREAD | AUTHREAD | NO_DA | PLATFORMCREATE, as swtpm_setup.
+constexpr uint32_t kEkCertNvAttributes = 0x42072001;
+constexpr size_t kNvChunk = 768;
+
+// TCG EK Credential Profile: PolicySecret(TPM_RH_ENDORSEMENT), the EK templates' authPolicy.
+constexpr uint8_t kEkPolicy[32] = {0x83, 0x71, 0x97, 0x67, 0x44, 0x84, 0xB3, 0xF8, 0x1A, 0x90, 0xCC,
+                                   0x8D, 0x46, 0xA5, 0xD7, 0x24, 0xFD, 0x52, 0xD7, 0x6E, 0x06, 0x52,
+                                   0x0B, 0x64, 0xF2, 0xA1, 0xDA, 0x1B, 0x33, 0x14, 0x69, 0xAA};
+
+// Template L-1 (RSA 2048) or L-2 (ECC NIST P-256): a TPMT_PUBLIC.
+std::vector<uint8_t> ek_template(bool rsa) {
+  std::vector<uint8_t> t;
+  proto::put_u16(t, rsa ? 0x0001 : 0x0023);  // TPM_ALG_RSA / TPM_ALG_ECC
+  proto::put_u16(t, 0x000b);                 // nameAlg SHA256
+  proto::put_u32(t, 0x000300b2);  // fixedTPM fixedParent sensitiveDataOrigin adminWithPolicy
+                                  // restricted decrypt
+  proto::put_u16(t, sizeof kEkPolicy);
+  t.insert(t.end(), std::begin(kEkPolicy), std::end(kEkPolicy));
+  for (uint16_t v : {0x0006, 0x0080, 0x0043, 0x0010})
+    proto::put_u16(t, v);  // AES-128-CFB, no scheme
+  if (rsa) {
+    proto::put_u16(t, 2048);
+    proto::put_u32(t, 0);  // default exponent
+    proto::put_u16(t, 256);
+    t.insert(t.end(), 256, 0);
+  } else {
+    proto::put_u16(t, 0x0003);  // NIST P-256
+    proto::put_u16(t, 0x0010);  // no KDF
+    for (int i = 0; i < 2; ++i) {
+      proto::put_u16(t, 32);
+      t.insert(t.end(), 32, 0);
+    }
+  }
+  return t;
+}
+
+class Reader {
+ public:
+  Reader(std::span<const uint8_t> b, size_t off) : b_(b), off_(off) {}
+  uint16_t u16() {
+    need(2);
+    off_ += 2;
+    return proto::get_u16(b_, off_ - 2);
+  }
+  uint32_t u32() {
+    need(4);
+    off_ += 4;
+    return proto::get_u32(b_, off_ - 4);
+  }
+  std::vector<uint8_t> tpm2b() {
+    const uint16_t n = u16();
+    need(n);
+    off_ += n;
+    return {b_.begin() + off_ - n, b_.begin() + off_};
+  }
+  void skip_alg_with_detail() {  // a scheme or KDF: an algorithm, and a hash unless TPM_ALG_NULL
+    if (u16() != 0x0010) u16();
+  }
+
+ private:
+  void need(size_t n) {
+    if (off_ + n > b_.size()) throw Error("short TPM2_CreatePrimary response");
+  }
+  std::span<const uint8_t> b_;
+  size_t off_;
+};
+
+// TPM2_CreatePrimary response -> transient handle and the key's public part.
+std::pair<uint32_t, EkPublic> parse_primary(const std::vector<uint8_t>& r) {
+  Reader rd(r, proto::kHeaderSize);
+  const uint32_t handle = rd.u32();
+  rd.u32();  // parameterSize
+  rd.u16();  // TPM2B_PUBLIC size
+  EkPublic ek;
+  ek.rsa = rd.u16() == 0x0001;
+  rd.u16();                  // nameAlg
+  rd.u32();                  // attributes
+  rd.tpm2b();                // authPolicy
+  if (rd.u16() != 0x0010) {  // symmetric: keyBits, mode
+    rd.u16();
+    rd.u16();
+  }
+  rd.skip_alg_with_detail();  // scheme
+  if (ek.rsa) {
+    rd.u16();  // keyBits
+    rd.u32();  // exponent
+    ek.modulus = rd.tpm2b();
+  } else {
+    rd.u16();                   // curve
+    rd.skip_alg_with_detail();  // kdf
+    ek.x = rd.tpm2b();
+    ek.y = rd.tpm2b();
+  }
+  return {handle, ek};
+}
+
+std::vector<uint8_t> plain_command(uint32_t cc, std::initializer_list<uint32_t> words) {
+  std::vector<uint8_t> c;
+  proto::put_u16(c, proto::kTpm2StNoSessions);
+  proto::put_u32(c, static_cast<uint32_t>(proto::kHeaderSize + 4 * words.size()));
+  proto::put_u32(c, cc);
+  for (uint32_t w : words) proto::put_u32(c, w);
+  return c;
+}
+
+void write_certificate(TpmEngine& engine, uint32_t index, const std::vector<uint8_t>& der) {
+  std::vector<uint8_t> define;
+  proto::put_u16(define, 0);  // no auth value
+  proto::put_u16(define, 14);
+  proto::put_u32(define, index);
+  proto::put_u16(define, 0x000b);
+  proto::put_u32(define, kEkCertNvAttributes);
+  proto::put_u16(define, 0);
+  proto::put_u16(define, static_cast<uint16_t>(der.size()));
+  check_rc(engine.process(
+               proto::password_session_command(kCcNvDefineSpace, std::array{kRhPlatform}, define)),
+           "TPM2_NV_DefineSpace");
+  for (size_t off = 0; off < der.size(); off += kNvChunk) {
+    const size_t n = std::min(kNvChunk, der.size() - off);
+    std::vector<uint8_t> data;
+    proto::put_u16(data, static_cast<uint16_t>(n));
+    data.insert(data.end(), der.begin() + off, der.begin() + off + n);
+    proto::put_u16(data, static_cast<uint16_t>(off));
+    check_rc(engine.process(
+                 proto::password_session_command(kCcNvWrite, std::array{kRhPlatform, index}, data)),
+             "TPM2_NV_Write");
+  }
+}
+
+}  // namespace
+
+void create_ek_certificates(TpmEngine& engine, const LocalCa& ca, const std::string& subject) {
+  ensure_started(engine);
+  struct Ek {
+    bool rsa;
+    uint32_t persistent, nv_index;
+  };
+  for (const Ek& k : {Ek{true, 0x81010001, 0x01c00002}, Ek{false, 0x8101000a, 0x01c0000a}}) {
+    const auto tmpl = ek_template(k.rsa);
+    std::vector<uint8_t> params = {0, 4, 0, 0, 0, 0};  // inSensitive: no auth, no data
+    proto::put_u16(params, static_cast<uint16_t>(tmpl.size()));
+    params.insert(params.end(), tmpl.begin(), tmpl.end());
+    params.insert(params.end(), {0, 0, 0, 0, 0, 0});  // outsideInfo, creationPCR
+    const auto r = engine.process(
+        proto::password_session_command(kCcCreatePrimary, std::array{kRhEndorsement}, params));
+    check_rc(r, k.rsa ? "TPM2_CreatePrimary(RSA EK)" : "TPM2_CreatePrimary(ECC EK)");
+    const auto [handle, pub] = parse_primary(r);
+    std::vector<uint8_t> persistent;
+    proto::put_u32(persistent, k.persistent);
+    check_rc(engine.process(proto::password_session_command(
+                 kCcEvictControl, std::array{kRhOwner, handle}, persistent)),
+             "TPM2_EvictControl");
+    check_rc(engine.process(plain_command(kCcFlushContext, {handle})), "TPM2_FlushContext");
+    write_certificate(engine, k.nv_index, make_ek_certificate(pub, ca, subject));
+  }
+  spdlog::info("EKs and EK certificates created");
   check_rc(engine.process(proto::shutdown_command(TpmVersion::V2, /*clear=*/true)),
            "TPM2_Shutdown");
   engine.reset();

@@ -36,7 +36,15 @@ bool stop_emulator(const std::string& id, const VtpmRecord& v) {
 
 void run_teardown(const std::string& state_json, const HookOptions& opts) {
   const OciState state = parse_oci_state(state_json);
-  const auto rec = read_run_record(opts.run_root, state.id);
+  std::optional<RunRecord> rec;
+  try {
+    rec = read_run_record(opts.run_root, state.id);
+  } catch (const Error& e) {
+    // Nothing can be done with it, and a poststop hook must not fail a container that is gone.
+    spdlog::warn("{}; removing it", e.what());
+    remove_run_record(opts.run_root, state.id);
+    return;
+  }
   if (!rec) {
     spdlog::warn("no vTPM is recorded for container {}; nothing to tear down", state.id);
     return;

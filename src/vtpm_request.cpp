@@ -66,7 +66,8 @@ std::vector<std::string> parse_pcr_banks(const std::string& list, const std::str
 namespace {
 
 void check_run_as(const std::string& user, const std::string& what) {
-  if (user.empty() || user.size() > 64 || user.find_first_of(" \n\t/\\0") != std::string::npos)
+  if (user.empty() || user.size() > 64 ||
+      user.find_first_of(std::string_view(" \n\t/\0", 5)) != std::string::npos)
     throw Error(what + ": \"runAs\" is not a user name or uid[:gid]");
 }
 
@@ -159,8 +160,8 @@ std::vector<VtpmSpec> resolve_vtpms(const OciState& state, const BundleConfig& c
     arr = *config.vtpms;
   } else if (many) {
     what = std::string("annotation ") + kAnnotationVtpms;
-    arr = nlohmann::json::parse(ann.at(kAnnotationVtpms), nullptr, false);
-    if (arr.is_discarded()) throw Error(what + " is not valid JSON");
+    const std::string wrapped = "{\"vtpms\":" + ann.at(kAnnotationVtpms) + "}";
+    arr = std::move(parse_json_object(wrapped, what)["vtpms"]);
   } else if (single) {
     what = std::string("annotations ") + kAnnotationVtpm + "*";
     arr = nlohmann::json::array({entry_from_annotations(ann)});

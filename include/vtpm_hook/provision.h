@@ -10,6 +10,13 @@ namespace vtpm {
 // Active PCR banks, by name ("sha1", "sha256", ...). Starts the TPM if needed.
 std::vector<std::string> active_pcr_banks(TpmEngine& engine);
 
+struct LocalCa;
+
+// Persistent EKs from the TCG EK templates (RSA 2048 at 0x81010001, ECC P-256 at 0x8101000a)
+// and their certificates, signed by ca, in NV 0x01c00002 / 0x01c0000a. For a new TPM only.
+// Leaves the TPM reset and waiting for Startup. Throws Error.
+void create_ek_certificates(TpmEngine& engine, const LocalCa& ca, const std::string& subject);
+
 // Allocates exactly these banks (all 24 PCRs each) when they differ from the active ones.
 // Leaves the TPM reset and waiting for Startup, as after power-on. Throws Error.
 void apply_pcr_banks(TpmEngine& engine, const std::vector<std::string>& banks);
