@@ -88,8 +88,11 @@ void save_and_stop(TpmEngine& engine) {
       hand_over_dir(store.dir_fd(), *opts.run_as);
       become(*opts.run_as);
     }
+    const bool fresh = !store.has("permall");
     TpmEngine engine(store);
     if (!opts.spec.pcr_banks.empty()) apply_pcr_banks(engine, opts.spec.pcr_banks);
+    if (fresh && opts.spec.create_certs && opts.ca)
+      create_ek_certificates(engine, *opts.ca, "vtpm-hook EK " + opts.container_id);
     CommandHandler handler(
         engine.version(), [&](std::span<const uint8_t> c) { return engine.process(c); },
         [&](uint8_t l) { engine.set_locality(l); }, /*accept_vendor=*/true);
@@ -169,9 +172,11 @@ int run_stream_emulator(const StreamOptions& opts) {
   const TpmVersion v = opts.version;
   // A client may start the next emulator before the last one has saved and exited: wait for it.
   StateStore store(opts.state_dir, v, /*create=*/true, std::chrono::seconds(10), opts.key);
-  const bool resume = v == TpmVersion::V2 || store.load("savestate").has_value();
+  const bool resume = v == TpmVersion::V2 || store.has("savestate");
+  const bool fresh = !store.has("permall");
   TpmEngine engine(store);
   if (!opts.pcr_banks.empty()) apply_pcr_banks(engine, opts.pcr_banks);
+  if (fresh && opts.ca) create_ek_certificates(engine, *opts.ca, "vtpm-hook EK " + opts.state_dir);
   if (opts.startup) {
     // Each client process is a power cycle: resume the state the last one saved when there is
     // one, so PCRs and sessions carry over like a suspend, else start clear.

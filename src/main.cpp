@@ -61,6 +61,11 @@ int main(int argc, char** argv) {
       ->capture_default_str();
   app.add_option("--vtpmx", opts.vtpmx, "The kernel's vTPM proxy control device")
       ->capture_default_str();
+  app.add_option("--ca-key", opts.ca_key,
+                 "EK certificate CA key (PEM); created with --ca-cert when both are missing "
+                 "[<state-root>/ca/ek-ca-key.pem]");
+  app.add_option("--ca-cert", opts.ca_cert,
+                 "EK certificate CA certificate (PEM) [<state-root>/ca/ek-ca-cert.pem]");
 
   auto* setup = app.add_subcommand("setup", "Give a container its vTPMs (OCI state on stdin)");
   bool no_cgroup = false;
@@ -75,6 +80,7 @@ int main(int argc, char** argv) {
   std::string tpm_version = "2";
   bool no_startup = false;
   std::string pcr_banks, key_file, password_file;
+  bool create_certs = false;
   auto* emulate =
       app.add_subcommand("emulate", "Serve one TPM on stdin/stdout (raw command/response stream)");
   emulate->add_option("--state-dir", state_dir, "TPM state directory")->required();
@@ -85,6 +91,8 @@ int main(int argc, char** argv) {
   emulate->add_option("--key-file", key_file, "Encrypt the state with this 32-byte AES-256 key");
   emulate->add_option("--password-file", password_file,
                       "Encrypt the state with a key derived from this file (PBKDF2, as swtpm)");
+  emulate->add_flag("--create-certs", create_certs,
+                    "On a new TPM: EKs and EK certificates signed by --ca-key/--ca-cert");
   emulate->add_option("--pcr-banks", pcr_banks,
                       "Allocate exactly these PCR banks, e.g. sha256,sha384");
 
@@ -98,6 +106,8 @@ int main(int argc, char** argv) {
     return app.exit(e);
   }
 
+  if (opts.ca_key.empty()) opts.ca_key = opts.state_root + "/ca/ek-ca-key.pem";
+  if (opts.ca_cert.empty()) opts.ca_cert = opts.state_root + "/ca/ek-ca-cert.pem";
   ::umask(077);  // state, run records and logs are private; device nodes get explicit modes
   try {
     vtpm::init_logging(opts.log_level, opts.log_file);
@@ -121,6 +131,11 @@ int main(int argc, char** argv) {
       if (!key_file.empty()) so.key = vtpm::load_key_file(key_file, "binary", 256);
       if (!password_file.empty())
         so.key = vtpm::derive_key_from_password_file(password_file, 256, "pbkdf2");
+      std::optional<vtpm::LocalCa> ca;
+      if (create_certs) {
+        ca = vtpm::load_or_create_ca(opts.ca_key, opts.ca_cert);
+        so.ca = &*ca;
+      }
       if (!pcr_banks.empty()) so.pcr_banks = vtpm::parse_pcr_banks(pcr_banks, "--pcr-banks");
       return vtpm::run_stream_emulator(so);
     }

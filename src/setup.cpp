@@ -12,6 +12,7 @@
 #include "vtpm_hook/emulator_process.h"
 #include "vtpm_hook/error.h"
 #include "vtpm_hook/hooks.h"
+#include "vtpm_hook/local_ca.h"
 #include "vtpm_hook/oci_config.h"
 #include "vtpm_hook/oci_state.h"
 #include "vtpm_hook/process_util.h"
@@ -94,6 +95,9 @@ void run_setup(const std::string& state_json, const HookOptions& opts) {
     run_as.push_back(s.run_as ? std::optional(resolve_user(*s.run_as)) : std::nullopt);
     keys.push_back(load_state_key(s));
   }
+  std::optional<LocalCa> ca;
+  if (std::any_of(specs.begin(), specs.end(), [](const VtpmSpec& s) { return s.create_certs; }))
+    ca = load_or_create_ca(opts.ca_key, opts.ca_cert);
   if (!state.pid) throw Error("OCI state: \"pid\" is missing; setup needs the container's process");
   const pid_t pid = *state.pid;
   check_vtpmx_available(opts.vtpmx);
@@ -126,8 +130,8 @@ void run_setup(const std::string& state_json, const HookOptions& opts) {
     ProxyDevice dev = create_proxy_device(spec.version, opts.vtpmx);
     vr.host_tpm_num = dev.tpm_num;
     spdlog::debug("vtpm proxy gave tpm{}", dev.tpm_num);
-    EmulatorOptions eo{spec,  state.id,           opts.log_level,  opts.log_file,
-                       false, run_as[spec.index], keys[spec.index]};
+    EmulatorOptions eo{spec,  state.id,           opts.log_level,   opts.log_file,
+                       false, run_as[spec.index], keys[spec.index], ca ? &*ca : nullptr};
     emulators.push_back(spawn_emulator(eo, std::move(dev), container_pidfd.get()));
     vr.emulator_pid = emulators.back().pid();
     spdlog::debug("emulator {} serves", vr.emulator_pid);

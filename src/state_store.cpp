@@ -132,6 +132,11 @@ void StateStore::remove(std::string_view name) const {
   ::fsync(dir_fd_.get());
 }
 
+bool StateStore::has(std::string_view name) const {
+  const std::string file = state_file_name(version_, name);
+  return ::faccessat(dir_fd_.get(), file.c_str(), F_OK, AT_SYMLINK_NOFOLLOW) == 0;
+}
+
 std::optional<pid_t> state_lock_holder(const std::string& dir) {
   UniqueFd fd(::open((dir + "/.lock").c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW));
   if (!fd) return std::nullopt;

@@ -94,7 +94,6 @@ VtpmSpec parse_entry(const nlohmann::json& e, unsigned i, const std::string& id,
     s.key_file = normal_path(*k, what + ": \"encryptionKeyFile\"");
   if (auto k = optional_string(e, "encryptionPasswordFile", what))
     s.password_file = normal_path(*k, what + ": \"encryptionPasswordFile\"");
-  if (s.create_certs) throw Error(what + ": \"createCerts\" is not supported yet");
   if (s.key_file && s.password_file)
     throw Error(what + ": give \"encryptionKeyFile\" or \"encryptionPasswordFile\", not both");
   if (s.version == TpmVersion::V1_2 && (s.create_certs || !s.pcr_banks.empty()))

@@ -8,6 +8,7 @@
 #include <utility>
 #include <vector>
 
+#include "vtpm_hook/local_ca.h"
 #include "vtpm_hook/sandbox.h"
 #include "vtpm_hook/state_key.h"
 #include "vtpm_hook/unique_fd.h"
@@ -24,6 +25,7 @@ struct EmulatorOptions {
   bool create_state_dir = true;
   std::optional<Credentials> run_as;  // resolved by the hook, before anything was created
   std::optional<StateKey> key;        // read by the hook, so the emulator needs no access
+  const LocalCa* ca = nullptr;        // signs EK certificates (createCerts on a new TPM)
 };
 
 // A running emulator. Unless released, the destructor stops it (undo on failed setup).
@@ -58,6 +60,7 @@ struct StreamOptions {
   bool startup = true;
   std::vector<std::string> pcr_banks;
   std::optional<StateKey> key;
+  const LocalCa* ca = nullptr;  // create EKs and certificates on a new TPM
 };
 
 // The body of `vtpm-hook emulate`: serves stdin/stdout until EOF or SIGTERM. Returns 0.

@@ -36,6 +36,8 @@ class StateStore {
   // temp file + fsync + rename + fsync(dir): a reader sees the old or the new blob, never a mix.
   void store(std::string_view name, std::span<const uint8_t> blob) const;
   void remove(std::string_view name) const;
+  // True when the blob exists: a TPM that has a "permall" was manufactured before.
+  bool has(std::string_view name) const;
 
  private:
   std::string dir_;

@@ -273,7 +273,8 @@ cfg_row "statePathIsManaged is a string" 'not a boolean' "$(vt "[{\"statePath\":
 cfg_row "statePathIsManaged is 1" 'not a boolean' "$(vt "[{\"statePath\":\"$SP/a\",\"statePathIsManaged\":1}]")"
 nine=$(for i in 1 2 3 4 5 6 7 8 9; do printf '{"statePath":"%s/t%s"}' "$SP" "$i"; done | sed 's/}{/},{/g')
 cfg_row "9 entries" 'at most 8' "$(vt "[$nine]")"
-cfg_row "createCerts true (not supported yet)" '"createCerts" is not supported yet' "$(vt "[{\"statePath\":\"$SP/a\",\"createCerts\":true}]")"
+cfg_row "createCerts is a string" '"createCerts" is not a boolean' "$(vt "[{\"statePath\":\"$SP/a\",\"createCerts\":\"yes\"}]")"
+cfg_row "createCerts with TPM 1.2" 'need vtpmVersion' "$(vt "[{\"statePath\":\"$SP/a\",\"createCerts\":true,\"vtpmVersion\":\"1.2\"}]")"
 # Fields the hook is growing (pcrBanks, runAs, encryption*): bad values must be refused early,
 # and good ones must fail only at the missing vtpmx, with nothing left behind.
 cfg_row "pcrBanks unknown bank" 'unknown PCR bank' "$(vt "[{\"statePath\":\"$SP/a\",\"pcrBanks\":\"sha257\"}]")"

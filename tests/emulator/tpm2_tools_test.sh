@@ -61,5 +61,25 @@ out=$(banks "$TMP/pcr" sha1)
 out=$("$HOOK" emulate --state-dir "$TMP/pcr" --pcr-banks sha999 </dev/null 2>&1)
 [[ $? -ne 0 && $out == *"unknown PCR bank"* ]] && ok "unknown bank rejected" || bad "unknown bank" "$out"
 
+# createCerts: EKs at 0x81010001/0x8101000a, certificates in NV that verify against the local CA
+# and carry the public key tpm2_createek derives from the standard templates.
+E=$TMP/ek
+ek="cmd:exec $HOOK --ca-key $E/ca/key.pem --ca-cert $E/ca/cert.pem emulate --state-dir $E/s --create-certs"
+for alg in rsa:0x1c00002 ecc:0x1c0000a; do
+  k=${alg%%:*} idx=${alg#*:}
+  if t tpm2_nvread -T "$ek" "$idx" -C o -o "$TMP/$k.der" >/dev/null 2>&1 &&
+     openssl x509 -inform der -in "$TMP/$k.der" -out "$TMP/$k.pem" &&
+     openssl verify -CAfile "$E/ca/cert.pem" "$TMP/$k.pem" >/dev/null 2>&1; then
+    ok "$k EK certificate verifies against the CA"
+  else bad "$k EK certificate" "$(ls -la "$E" "$E/ca" 2>&1 | tr '\n' ' ')"; fi
+  t tpm2_createek -T "$ek" -c "$TMP/$k.ctx" -G "$k" -u "$TMP/$k.pub.pem" -f pem >/dev/null 2>&1
+  if [ -s "$TMP/$k.pub.pem" ] && cmp -s <(openssl x509 -in "$TMP/$k.pem" -noout -pubkey | openssl pkey -pubin -outform der) \
+       <(openssl pkey -pubin -in "$TMP/$k.pub.pem" -outform der); then
+    ok "$k EK certificate holds the key tpm2_createek derives"
+  else bad "$k EK public key" "certificate key differs from tpm2_createek's"; fi
+done
+out=$(t tpm2_getcap -T "$ek" handles-persistent 2>&1 | tr '\n' ' ')
+[[ $out == *0x81010001*0x8101000A* ]] && ok "EKs persisted" || bad "EKs persisted" "$out"
+
 echo "$pass passed, $fail failed"
 [ "$fail" -eq 0 ]

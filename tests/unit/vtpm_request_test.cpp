@@ -176,10 +176,22 @@ TEST(ResolveVtpms, UnknownFieldIsAnError) {
   EXPECT_NE(msg.find("unknown field \"stateDir\""), std::string::npos) << msg;
 }
 
-TEST(ResolveVtpms, CreateCertsTrueIsNotSupportedYet) {
-  const auto msg = resolve_error(R"([{"createCerts":true}])");
+TEST(ResolveVtpms, CreateCertsNeedsTpm2) {
+  const auto msg = resolve_error(R"([{"createCerts":true,"vtpmVersion":"1.2"}])");
   EXPECT_NE(msg.find("\"createCerts\""), std::string::npos) << msg;
-  EXPECT_NE(msg.find("not supported yet"), std::string::npos) << msg;
+  EXPECT_NE(msg.find("need vtpmVersion \"2\""), std::string::npos) << msg;
+}
+
+TEST(ResolveVtpms, AllProposalFieldsAreRead) {
+  const auto specs = resolve(
+      R"([{"createCerts":true,"pcrBanks":"sha256,sha384","runAs":"tss","statePathIsManaged":true,
+           "encryptionKeyFile":"/etc/keys/../keys/k"}])");
+  ASSERT_EQ(specs.size(), 1u);
+  EXPECT_TRUE(specs[0].create_certs);
+  EXPECT_EQ(specs[0].pcr_banks, (std::vector<std::string>{"sha256", "sha384"}));
+  EXPECT_EQ(specs[0].run_as, "tss");
+  EXPECT_TRUE(specs[0].state_path_managed);
+  EXPECT_EQ(specs[0].key_file, "/etc/keys/k");
 }
 
 TEST(ResolveVtpms, CreateCertsFalseIsAccepted) {
