@@ -75,6 +75,9 @@ int main(int argc, char** argv) {
   setup->alias("createRuntime");
   auto* teardown = app.add_subcommand("teardown", "Stop a container's vTPMs (OCI state on stdin)");
   teardown->alias("poststop");
+  auto* by_status = app.add_subcommand(
+      "hook", "setup or teardown by the state's status (for hooks.d: one args list, all stages)");
+  by_status->add_flag("--no-device-cgroup", no_cgroup, "As for setup");
 
   std::string state_dir;
   std::string tpm_version = "2";
@@ -119,6 +122,9 @@ int main(int argc, char** argv) {
     if (*setup) {
       opts.device_cgroup = !no_cgroup;
       vtpm::run_setup(read_stdin(), opts);
+    } else if (*by_status) {
+      opts.device_cgroup = !no_cgroup;
+      vtpm::run_hook_by_status(read_stdin(), opts);
     } else if (*teardown) {
       vtpm::run_teardown(read_stdin(), opts);
     } else if (*status) {

@@ -34,6 +34,14 @@ bool stop_emulator(const std::string& id, const VtpmRecord& v) {
 
 }  // namespace
 
+void run_hook_by_status(const std::string& state_json, const HookOptions& opts) {
+  const std::string status = parse_oci_state(state_json).status;
+  if (status == "creating" || status == "created") return run_setup(state_json, opts);
+  if (status == "stopped") return run_teardown(state_json, opts);
+  throw Error("OCI state: \"status\" is \"" + status +
+              "\"; the hook runs at creating/created (setup) or stopped (teardown)");
+}
+
 void run_teardown(const std::string& state_json, const HookOptions& opts) {
   const OciState state = parse_oci_state(state_json);
   std::optional<RunRecord> rec;

@@ -18,6 +18,10 @@ struct HookOptions {
 // prestart/createRuntime: everything or nothing. Throws Error.
 void run_setup(const std::string& state_json, const HookOptions& opts);
 
+// For a hooks.d file, whose one args list serves every stage: setup while the container is
+// "creating"/"created", teardown once it is "stopped".
+void run_hook_by_status(const std::string& state_json, const HookOptions& opts);
+
 // poststop: idempotent; an unknown container is a warning, not an error.
 void run_teardown(const std::string& state_json, const HookOptions& opts);
 
