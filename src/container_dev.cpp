@@ -43,9 +43,11 @@ UniqueFd open_root_below(UniqueFd& ns_root, const std::string& root_path) {
   how.resolve = RESOLVE_NO_MAGICLINKS;
   UniqueFd root(static_cast<int>(
       ::syscall(SYS_openat2, ns_root.get(), strip_slashes(root_path).c_str(), &how, sizeof how)));
-  if (root) return root;
-  if (errno == ENOENT) return std::move(ns_root);  // already pivoted: its root is the rootfs
-  throw sys_error("open container root " + root_path);
+  // No fallback to the process's own root when the path is missing: for a process that was
+  // never pivoted, that root is the host's.
+  if (!root)
+    throw sys_error("open container root " + root_path + " in the container's mount namespace");
+  return root;
 }
 
 UniqueFd open_container_root(pid_t pid, const std::string& root_path, const std::string& proc) {

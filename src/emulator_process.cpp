@@ -27,7 +27,7 @@
 namespace vtpm {
 namespace {
 
-constexpr char kReady[] = "ready";
+constexpr char kReady[] = "ready";  // followed by the proxy's tpm number
 
 // Runtimes start hooks with odd signal state (crun blocks SIGTERM): start from a clean slate.
 void reset_signals() {
@@ -67,14 +67,13 @@ void save_and_stop(TpmEngine& engine) {
 }
 
 // The emulator's whole life, in the forked child. Never returns.
-[[noreturn]] void emulator_main(const EmulatorOptions& opts, int server_fd, int ready_fd,
-                                int container_pidfd) {
+[[noreturn]] void emulator_main(const EmulatorOptions& opts, int ready_fd, int container_pidfd) {
   int exit_code = 0;
   // Drop the hook's logger (and its FILE*) before its fds are closed under it.
   spdlog::set_default_logger(std::make_shared<spdlog::logger>("vtpm-emu"));
   reset_signals();
   ::setsid();
-  detach_stdio_and_fds({server_fd, ready_fd, container_pidfd});
+  detach_stdio_and_fds({ready_fd, container_pidfd});
   ::prctl(PR_SET_NAME, "vtpm-emu", 0, 0, 0);
   try {
     init_emulator_logging(opts.log_level, opts.log_file,
@@ -82,22 +81,27 @@ void save_and_stop(TpmEngine& engine) {
     UniqueFd sig = open_stop_signalfd();
     StateStore store(opts.spec.state_path, opts.spec.version, opts.create_state_dir,
                      std::chrono::milliseconds(0), opts.key);
+    const bool fresh = !store.has("permall");
+    TpmEngine engine(store);
+    if (!opts.spec.pcr_banks.empty()) apply_pcr_banks(engine, opts.spec.pcr_banks);
+    if (fresh && opts.spec.create_certs && opts.ca)
+      create_ek_certificates(engine, *opts.ca, "vtpm-hook EK " + opts.container_id);
+    // The kernel times each command it sends while registering the device: have the TPM
+    // started and self-tested before it can ask, so it answers at once even on a busy host.
+    power_on(engine);
+    ProxyDevice dev = create_proxy_device(opts.spec.version, opts.vtpmx);
     if (opts.run_as) {
       // Every later state access goes through the store's directory fd, so only that
       // directory (not its parents) must be the user's.
       hand_over_dir(store.dir_fd(), *opts.run_as);
       become(*opts.run_as);
     }
-    const bool fresh = !store.has("permall");
-    TpmEngine engine(store);
-    if (!opts.spec.pcr_banks.empty()) apply_pcr_banks(engine, opts.spec.pcr_banks);
-    if (fresh && opts.spec.create_certs && opts.ca)
-      create_ek_certificates(engine, *opts.ca, "vtpm-hook EK " + opts.container_id);
     CommandHandler handler(
         engine.version(), [&](std::span<const uint8_t> c) { return engine.process(c); },
         [&](uint8_t l) { engine.set_locality(l); }, /*accept_vendor=*/true);
     enter_emulator_sandbox();
-    send_to_parent(ready_fd, kReady);
+    send_to_parent(ready_fd, std::string(kReady) + " " + std::to_string(dev.tpm_num));
+    const int server_fd = dev.server_fd.get();
     ::close(ready_fd);
     ready_fd = -1;
     spdlog::info("serving TPM {} from {}", to_string(engine.version()), store.dir());
@@ -121,18 +125,17 @@ EmulatorProcess::~EmulatorProcess() {
   ::waitpid(pid_, nullptr, WNOHANG);
 }
 
-EmulatorProcess spawn_emulator(const EmulatorOptions& opts, ProxyDevice&& dev,
-                               int container_pidfd) {
+std::pair<EmulatorProcess, unsigned> spawn_emulator(const EmulatorOptions& opts,
+                                                    int container_pidfd) {
   int pfd[2];
   if (::pipe2(pfd, O_CLOEXEC) != 0) throw sys_error("pipe");
   UniqueFd rd(pfd[0]), wr(pfd[1]);
   spdlog::default_logger()->flush();
   const pid_t pid = ::fork();
   if (pid < 0) throw sys_error("fork emulator");
-  if (pid == 0) emulator_main(opts, dev.server_fd.get(), wr.get(), container_pidfd);
+  if (pid == 0) emulator_main(opts, wr.get(), container_pidfd);
 
   wr.reset();
-  dev.server_fd.reset();  // only the emulator may hold the device open
   EmulatorProcess emu(pid, open_pidfd(pid));
   std::string msg;
   char buf[512];
@@ -142,12 +145,13 @@ EmulatorProcess spawn_emulator(const EmulatorOptions& opts, ProxyDevice&& dev,
     if (r <= 0) break;
     msg.append(buf, static_cast<size_t>(r));
   }
-  if (msg != kReady) {
+  unsigned tpm_num = 0;
+  if (std::sscanf(msg.c_str(), "ready %u", &tpm_num) != 1 || msg.rfind(kReady, 0) != 0) {
     ::waitpid(pid, nullptr, 0);
     emu.release();
     throw Error(msg.empty() ? "the emulator died while starting" : msg);
   }
-  return emu;
+  return {std::move(emu), tpm_num};
 }
 
 HostDevices wait_for_registration(const EmulatorProcess& emu, unsigned tpm_num, TpmVersion v,

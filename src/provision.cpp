@@ -81,6 +81,27 @@ std::vector<Bank> read_banks(TpmEngine& engine) {
 
 }  // namespace
 
+void power_on(TpmEngine& engine) {
+  if (engine.version() == TpmVersion::V2) {
+    ensure_started(engine);
+    std::vector<uint8_t> self_test;
+    proto::put_u16(self_test, proto::kTpm2StNoSessions);
+    proto::put_u32(self_test, 11);
+    proto::put_u32(self_test, 0x143);  // TPM2_SelfTest(fullTest = YES)
+    self_test.push_back(1);
+    check_rc(engine.process(self_test), "TPM2_SelfTest");
+    return;
+  }
+  const auto r = engine.process(proto::startup_command(TpmVersion::V1_2, /*clear=*/true));
+  if (const uint32_t rc = proto::response_code(r); rc != 0 && rc != 0x26)  // 0x26: started
+    check_rc(r, "TPM_Startup");
+  std::vector<uint8_t> cont;
+  proto::put_u16(cont, proto::kTpm12TagRquCommand);
+  proto::put_u32(cont, 10);
+  proto::put_u32(cont, 0x53);  // TPM_ContinueSelfTest
+  check_rc(engine.process(cont), "TPM_ContinueSelfTest");
+}
+
 std::vector<std::string> active_pcr_banks(TpmEngine& engine) {
   ensure_started(engine);
   std::vector<std::string> out;

@@ -127,14 +127,14 @@ void run_setup(const std::string& state_json, const HookOptions& opts) {
       throw Error("statePath " + spec.state_path + " exists and is not a directory");
     }
 
-    ProxyDevice dev = create_proxy_device(spec.version, opts.vtpmx);
-    vr.host_tpm_num = dev.tpm_num;
-    spdlog::debug("vtpm proxy gave tpm{}", dev.tpm_num);
-    EmulatorOptions eo{spec,  state.id,           opts.log_level,   opts.log_file,
-                       false, run_as[spec.index], keys[spec.index], ca ? &*ca : nullptr};
-    emulators.push_back(spawn_emulator(eo, std::move(dev), container_pidfd.get()));
+    EmulatorOptions eo{spec,      state.id,           opts.log_level,   opts.log_file,
+                       false,     run_as[spec.index], keys[spec.index], ca ? &*ca : nullptr,
+                       opts.vtpmx};
+    auto [emu, tpm_num] = spawn_emulator(eo, container_pidfd.get());
+    emulators.push_back(std::move(emu));
+    vr.host_tpm_num = tpm_num;
     vr.emulator_pid = emulators.back().pid();
-    spdlog::debug("emulator {} serves", vr.emulator_pid);
+    spdlog::debug("emulator {} serves tpm{}", vr.emulator_pid, tpm_num);
     const HostDevices host = wait_for_registration(emulators.back(), vr.host_tpm_num, spec.version,
                                                    kRegistrationTimeout);
     vr.host_device = "/dev/tpm" + std::to_string(host.tpm_num);

@@ -26,6 +26,7 @@ struct EmulatorOptions {
   std::optional<Credentials> run_as;  // resolved by the hook, before anything was created
   std::optional<StateKey> key;        // read by the hook, so the emulator needs no access
   const LocalCa* ca = nullptr;        // signs EK certificates (createCerts on a new TPM)
+  std::string vtpmx = "/dev/vtpmx";
 };
 
 // A running emulator. Unless released, the destructor stops it (undo on failed setup).
@@ -46,9 +47,12 @@ class EmulatorProcess {
   UniqueFd pidfd_;
 };
 
-// Takes the proxy's server fd (the parent's copy is closed). Returns once the emulator has
-// loaded its state and serves; throws Error with the child's own message otherwise.
-EmulatorProcess spawn_emulator(const EmulatorOptions& opts, ProxyDevice&& dev, int container_pidfd);
+// Forks the emulator, which loads (or manufactures and provisions) its TPM, starts it, and only
+// then creates the proxy device (so the kernel's first command finds it ready), keeping the
+// server fd to itself. Returns the emulator and the device's tpm number once it serves;
+// throws Error with the child's own message otherwise.
+std::pair<EmulatorProcess, unsigned> spawn_emulator(const EmulatorOptions& opts,
+                                                    int container_pidfd);
 
 // Waits until the kernel registered /dev/tpmN (+ tpmrmN), watching the emulator meanwhile.
 HostDevices wait_for_registration(const EmulatorProcess& emu, unsigned tpm_num, TpmVersion v,

@@ -17,6 +17,10 @@ struct LocalCa;
 // Leaves the TPM reset and waiting for Startup. Throws Error.
 void create_ek_certificates(TpmEngine& engine, const LocalCa& ca, const std::string& subject);
 
+// Startup(CLEAR) and a full self-test (TPM 1.2: TPM_Startup(ST_CLEAR), ContinueSelfTest):
+// what the kernel would otherwise do, under its per-command timeouts, while registering.
+void power_on(TpmEngine& engine);
+
 // Allocates exactly these banks (all 24 PCRs each) when they differ from the active ones.
 // Leaves the TPM reset and waiting for Startup, as after power-on. Throws Error.
 void apply_pcr_banks(TpmEngine& engine, const std::vector<std::string>& banks);
