@@ -142,9 +142,6 @@ void apply_pcr_banks(TpmEngine& engine, const std::vector<std::string>& wanted) 
   engine.reset();
 }
 
-}  // namespace vtpm
-
-namespace vtpm {
 namespace {
 
 constexpr uint32_t kRhOwner = 0x40000001;

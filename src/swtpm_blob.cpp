@@ -11,6 +11,7 @@
 #include <memory>
 #include <optional>
 
+#include "vtpm_hook/tpm_proto.h"
 #include "vtpm_hook/error.h"
 
 // Layout (all integers big-endian), as written by swtpm 0.7.1; docs/state-format.md has details.
@@ -42,23 +43,11 @@ constexpr uint16_t kTagIvecEncryptedData = 6;
 constexpr size_t kAesBlock = 16;
 constexpr size_t kHmacSize = 32;  // HMAC-SHA256
 
-uint16_t get_u16(std::span<const uint8_t> b, size_t off) {
-  return static_cast<uint16_t>((b[off] << 8) | b[off + 1]);
-}
-
-uint32_t get_u32(std::span<const uint8_t> b, size_t off) {
-  return (uint32_t{b[off]} << 24) | (uint32_t{b[off + 1]} << 16) | (uint32_t{b[off + 2]} << 8) |
-         uint32_t{b[off + 3]};
-}
-
-void put_u16(std::vector<uint8_t>& out, uint16_t v) {
-  out.push_back(static_cast<uint8_t>(v >> 8));
-  out.push_back(static_cast<uint8_t>(v));
-}
-
-void put_u32(std::vector<uint8_t>& out, uint32_t v) {
-  for (int shift = 24; shift >= 0; shift -= 8) out.push_back(static_cast<uint8_t>(v >> shift));
-}
+// Same big-endian layout as TPM commands.
+using proto::get_u16;
+using proto::get_u32;
+using proto::put_u16;
+using proto::put_u32;
 
 // The value of the first TLV with `tag`, after checking that the whole sequence is well formed.
 std::optional<std::span<const uint8_t>> find_tlv(std::span<const uint8_t> tlvs, uint16_t tag,
