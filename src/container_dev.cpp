@@ -3,6 +3,7 @@
 #include <fcntl.h>
 #include <linux/openat2.h>
 #include <sched.h>
+#include <sys/fsuid.h>
 #include <sys/mount.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
@@ -124,8 +125,9 @@ void bind_host_node(pid_t pid, const std::string& root_path, const std::string& 
                 std::to_string(dev.minor));
   // The node is the container's alone: its root user owns it, nobody else on the host may use it.
   const std::string node_path = "/proc/self/fd/" + std::to_string(node.get());
-  if (::chown(node_path.c_str(), mapped_root(pid, proc, "uid_map"),
-              mapped_root(pid, proc, "gid_map")) != 0 ||
+  const uid_t root_uid = mapped_root(pid, proc, "uid_map");
+  const gid_t root_gid = mapped_root(pid, proc, "gid_map");
+  if (::chown(node_path.c_str(), root_uid, root_gid) != 0 ||
       ::chmod(node_path.c_str(), 0600) != 0)
     throw sys_error("hand " + host_node + " to the container's root user");
   const std::string ns = proc + "/" + std::to_string(pid) + "/ns/mnt";
@@ -138,6 +140,10 @@ void bind_host_node(pid_t pid, const std::string& root_path, const std::string& 
         UniqueFd top(::open("/", O_PATH | O_DIRECTORY | O_CLOEXEC));
         UniqueFd root = open_root_below(top, root_path);
         UniqueFd dev_dir = open_in_root(root.get(), "dev", "the container's /dev");
+        // The container's /dev belongs to its user namespace, where the host's root has no id:
+        // create the mount point as the container's root (mount itself needs no fs id).
+        ::setfsgid(root_gid);
+        ::setfsuid(root_uid);
         // An empty file to mount over, put in place like a node: rename replaces what was there.
         const std::string tmp = ".vtpm-hook." + name + "." + std::to_string(::getpid());
         ::unlinkat(dev_dir.get(), tmp.c_str(), 0);

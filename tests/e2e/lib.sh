@@ -102,13 +102,17 @@ make_rootfs() {
     ln -sfn usr/sbin "$r/sbin"
 }
 
-# make_bundle RUNTIME NAME VTPMS_JSON SCRIPT
+# make_bundle RUNTIME NAME VTPMS_JSON SCRIPT [EXTRA_JQ]
 #   creates $BUNDLES/NAME (config.json from `RUNTIME spec`, edited with jq).
 #   VTPMS_JSON: "" for no linux.vtpms, else a JSON array.
 #   SCRIPT: /bin/sh script the container runs.
+#   EXTRA_JQ: a jq filter applied last (e.g. $USERNS_JQ).
+# The config is the runtime's STOCK one plus the two hooks and the /usr, /etc,
+# /tmp mounts: no linux.resources.devices rule (the hook grants the device
+# cgroup access itself). DEVICE_RULE=1 adds the old manual rule for the TPMs.
 # Sets BUNDLE and LOG (the hook's log file for this bundle).
 make_bundle() {
-    local rt=$1 name=$2 vtpms=$3 script=$4 major
+    local rt=$1 name=$2 vtpms=$3 script=$4 extra=${5:-.} major
     BUNDLE=$BUNDLES/$name
     LOG=$LOG_DIR/$name.log
     rm -rf "$BUNDLE"; mkdir -p "$BUNDLE"
@@ -123,7 +127,7 @@ make_bundle() {
     major=$TPM_MAJOR
     jq --arg hook "$HOOK" --arg S "$STATE_ROOT" --arg R "$RUN_ROOT" --arg L "$LOG" \
        --arg script "$script" --arg name "$name" --argjson major "$major" \
-       --argjson vtpms "${vtpms:-null}" '
+       --argjson vtpms "${vtpms:-null}" --argjson devrule "${DEVICE_RULE:-0}" '
         .process.terminal = false
       | .process.args = ["/bin/sh", "-c", $script]
       | .process.cwd = "/"
@@ -138,10 +142,11 @@ make_bundle() {
               "--state-root", $S, "--run-root", $R, "--log-file", $L, "--log-level", "debug", "setup"]}],
           "poststop": [{"path": $hook, "timeout": 60, "args": ["vtpm-hook",
               "--state-root", $S, "--run-root", $R, "--log-file", $L, "teardown"]}]}
-      | .linux.resources.devices = ((.linux.resources.devices // []) + [
+      | if $devrule == 1 then .linux.resources.devices = ((.linux.resources.devices // []) + [
           {"allow": true, "type": "c", "major": 10, "minor": 224, "access": "rwm"},
-          {"allow": true, "type": "c", "major": $major, "access": "rwm"}])
+          {"allow": true, "type": "c", "major": $major, "access": "rwm"}]) else . end
       | if $vtpms == null then . else .linux.vtpms = $vtpms end
+      | '"$extra"'
     ' "$BUNDLE/config.json" > "$BUNDLE/config.json.new" ||
         { why "jq edit of config.json failed"; return 1; }
     mv "$BUNDLE/config.json.new" "$BUNDLE/config.json"
@@ -214,6 +219,39 @@ check_tpm2_output() {
     grep -Eq '^ *0 *: *0x[0-9A-Fa-f]{64}$' "$f" || { why "tpm2_pcrread printed no PCR 0 value"; return 1; }
     grep -Eq '^ *7 *: *0x[0-9A-Fa-f]{64}$' "$f" || { why "tpm2_pcrread printed no PCR 7 value"; return 1; }
     grep -q '^TPM-OK' "$f" || { why "the container script did not reach its end"; return 1; }
+}
+
+# jq filter for make_bundle: a user namespace, container root = host uid/gid 100000
+# (works with the stock spec's mounts, /sys and the cgroup mount included, in runc and crun)
+# shellcheck disable=SC2034
+USERNS_JQ='.linux.namespaces += [{"type": "user"}]
+  | .linux.uidMappings = [{"containerID": 0, "hostID": 100000, "size": 65536}]
+  | .linux.gidMappings = [{"containerID": 0, "hostID": 100000, "size": 65536}]'
+
+# host device number "M:m" of /sys/class/tpm/tpmN (tpm) or /sys/class/tpmrm/tpmrmN (tpmrm)
+sysfs_dev() { local v; read -r v < "/sys/class/$1/$1$2/dev" 2>/dev/null && echo "$v"; }
+
+# find_desc PID COMM: pid of the first descendant of PID (or PID itself) named COMM
+find_desc() {
+    local todo=("$1") p comm c kids
+    while [ ${#todo[@]} -gt 0 ]; do
+        p=${todo[0]}; todo=("${todo[@]:1}")
+        { read -r comm < "/proc/$p/comm"; } 2>/dev/null || continue
+        [ "$comm" = "$2" ] && { echo "$p"; return 0; }
+        for c in /proc/"$p"/task/*/children; do
+            kids=()
+            { read -r -a kids < "$c"; } 2>/dev/null     # (no newline at the end: status 1)
+            todo+=("${kids[@]}")
+        done
+    done
+    return 1
+}
+
+# kernel messages about TPMs (for failure diagnostics)
+# (without the normal "self test"/"starting up the TPM manually" lines of every new chip)
+tpm_dmesg() {
+    dmesg 2>/dev/null | grep -iE 'tpm|vtpm' |
+        grep -vE 'occurred attempting the self test|starting up the TPM manually' | tail -n "${1:-20}"
 }
 
 # the in-container script for TPM 2 checks (used by container-tests.sh)

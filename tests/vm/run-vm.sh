@@ -231,10 +231,19 @@ mount -t 9p -o "$P9" job $R/job || fail "cannot mount /job (9p)"
 hostname vtpm-vm
 ip link set lo up 2>/dev/null
 stty -F /dev/ttyS1 raw -echo
-log "running the job at uptime $(cut -d' ' -f1 /proc/uptime)s"
+# Stage 2 runs as PID 1 in the new root. switch_root (not chroot) makes the
+# overlay the root of the mount namespace, so the job's processes are not
+# "chrooted" for the kernel: they can create user namespaces (runc/crun userns).
+S=$R/run/vtpmvm
+mkdir -p $S && cp /bin/busybox $S/busybox || fail "cannot copy busybox into the new root"
+cat > $S/stage2 <<'STAGE2'
+#!/run/vtpmvm/busybox sh
+B=/run/vtpmvm/busybox
+log() { echo "vm-init: $*" > /dev/ttyS0; }
+log "running the job at uptime $($B cut -d' ' -f1 /proc/uptime)s"
 # The job runs in the background so that this shell (PID 1) keeps reaping
 # orphaned processes while waiting for it.
-chroot $R /usr/bin/env -i HOME=/root TERM=dumb LANG=C.UTF-8 \
+$B env -i HOME=/root TERM=dumb LANG=C.UTF-8 \
     PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \
     /bin/bash -c 'cd /root 2>/dev/null || cd /
                   a=(); [ -s /job/args ] && mapfile -d "" -t a < /job/args
@@ -243,9 +252,16 @@ chroot $R /usr/bin/env -i HOME=/root TERM=dumb LANG=C.UTF-8 \
 job=$!
 wait $job
 rc=$?
-echo $rc > $R/job/rc
-log "job finished at uptime $(cut -d' ' -f1 /proc/uptime)s, status $rc"
-sync
-umount $R/job
-poweroff -f
+echo $rc > /job/rc
+log "job finished at uptime $($B cut -d' ' -f1 /proc/uptime)s, status $rc"
+$B sync
+$B umount /job
+$B poweroff -f
+STAGE2
+chmod 755 $S/stage2
+log "switching root"
+# nothing of the initramfs stays mounted under the old root
+umount /sys /proc
+umount /dev 2>/dev/null || umount -l /dev
+exec switch_root $R /run/vtpmvm/stage2
 #### GUEST INIT END
