@@ -1,0 +1,46 @@
+#!/bin/bash
+# bench/run.sh - vtpm-hook vs swtpm 0.7.1, side by side in one boot of the test VM
+# (tests/vm/run-vm.sh: Debian's kernel with tpm_vtpm_proxy under QEMU/TCG), plus the
+# libtpms floor. Builds what is missing, runs everything, writes docs/benchmarks.md.
+#
+#   bench/run.sh [--quick]        --quick: few repetitions (a smoke test, ~3 min)
+#
+# Environment: BUILD_DIR (build), BENCH_BIN (/tmp/bench-bin: the binaries are copied there
+# first, so a rebuild during the run does not change what is measured), VTPM_HOOK (use this
+# binary instead of BUILD_DIR/vtpm-hook), OUT (docs/benchmarks.md), TIMEOUT (VM, 840 s).
+set -euo pipefail
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+BUILD=${BUILD_DIR:-$ROOT/build}
+BIN=${BENCH_BIN:-/tmp/bench-bin}
+OUT=${OUT:-$ROOT/docs/benchmarks.md}
+QUICK=()
+[ "${1:-}" = --quick ] && QUICK=(--quick)
+
+if [ ! -f "$BUILD/CMakeCache.txt" ]; then
+    cmake -S "$ROOT" -B "$BUILD" -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DVTPM_BENCH=ON >/dev/null
+fi
+grep -q '^VTPM_BENCH:BOOL=ON' "$BUILD/CMakeCache.txt" || cmake -S "$ROOT" -B "$BUILD" -DVTPM_BENCH=ON >/dev/null
+targets=(libtpms_floor)
+[ -n "${VTPM_HOOK:-}" ] || targets+=(vtpm-hook)
+cmake --build "$BUILD" --target "${targets[@]}" -- -j"$(nproc)" >&2
+
+mkdir -p "$BIN"
+install -m 755 "${VTPM_HOOK:-$BUILD/vtpm-hook}" "$BIN/vtpm-hook"
+install -m 755 "$BUILD/bench/libtpms_floor" "$BIN/libtpms_floor"
+install -m 644 "$ROOT/bench/vmbench.py" "$BIN/vmbench.py"
+
+log=$BIN/vm-output.txt
+echo "bench: booting the VM (output also in $log)" >&2
+set +e
+TIMEOUT=${TIMEOUT:-840} "$ROOT/tests/vm/run-vm.sh" -f "$ROOT/bench/vm-guest.sh" "$BIN" "${QUICK[@]}" 2>&1 | tee "$log" | grep --line-buffered -v '^BENCH-RESULT ' >&2
+rc=${PIPESTATUS[0]}
+set -e
+grep '^BENCH-RESULT ' "$log" | tail -n 1 | cut -d' ' -f2- > "$BIN/result.json"
+if [ "$rc" != 0 ] || [ ! -s "$BIN/result.json" ]; then
+    echo "bench: the VM run failed (status $rc); nothing written" >&2
+    exit 1
+fi
+cmd="bench/run.sh${QUICK:+ --quick}"
+python3 "$ROOT/bench/report.py" "$BIN/result.json" "$cmd" "$("$BIN/vtpm-hook" --version 2>/dev/null)" > "$OUT.tmp"
+mv "$OUT.tmp" "$OUT"
+echo "bench: wrote $OUT (raw results: $BIN/result.json)" >&2
