@@ -127,9 +127,13 @@ void bind_host_node(pid_t pid, const std::string& root_path, const std::string& 
   const std::string node_path = "/proc/self/fd/" + std::to_string(node.get());
   const uid_t root_uid = mapped_root(pid, proc, "uid_map");
   const gid_t root_gid = mapped_root(pid, proc, "gid_map");
-  if (::chown(node_path.c_str(), root_uid, root_gid) != 0 ||
-      ::chmod(node_path.c_str(), 0600) != 0)
+  if (::chown(node_path.c_str(), root_uid, root_gid) != 0 || ::chmod(node_path.c_str(), 0600) != 0)
     throw sys_error("hand " + host_node + " to the container's root user");
+  // A bind mount cannot take its source from another mount namespace, but a detached copy
+  // of it (open_tree) can be attached in any.
+  UniqueFd tree(static_cast<int>(::syscall(SYS_open_tree, node.get(), "",
+                                           OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC | AT_EMPTY_PATH)));
+  if (!tree) throw sys_error("open_tree " + host_node);
   const std::string ns = proc + "/" + std::to_string(pid) + "/ns/mnt";
   UniqueFd mntns(::open(ns.c_str(), O_RDONLY | O_CLOEXEC));
   if (!mntns) throw sys_error("open " + ns);
@@ -156,13 +160,16 @@ void bind_host_node(pid_t pid, const std::string& root_path, const std::string& 
           ::unlinkat(dev_dir.get(), tmp.c_str(), 0);
           throw sys_error("rename into /dev/" + name + " in the container", err);
         }
-        UniqueFd target(::openat(dev_dir.get(), name.c_str(), O_PATH | O_NOFOLLOW | O_CLOEXEC));
         struct stat ts {};
-        if (!target || ::fstat(target.get(), &ts) != 0 || !S_ISREG(ts.st_mode))
+        if (::fstatat(dev_dir.get(), name.c_str(), &ts, AT_SYMLINK_NOFOLLOW) != 0 ||
+            !S_ISREG(ts.st_mode))
           throw Error("/dev/" + name + " in the container changed under us");
-        const std::string target_path = "/proc/self/fd/" + std::to_string(target.get());
-        if (::mount(node_path.c_str(), target_path.c_str(), nullptr, MS_BIND, nullptr) != 0)
+        if (::syscall(SYS_move_mount, tree.get(), "", dev_dir.get(), name.c_str(),
+                      MOVE_MOUNT_F_EMPTY_PATH) != 0)
           throw sys_error("bind-mount " + host_node + " onto the container's /dev/" + name);
+        if (::fstatat(dev_dir.get(), name.c_str(), &ts, AT_SYMLINK_NOFOLLOW) != 0 ||
+            !S_ISCHR(ts.st_mode) || ts.st_rdev != makedev(dev.major, dev.minor))
+          throw Error("/dev/" + name + " in the container is not the TPM after mounting");
       },
       "put " + host_node + " into the container");
 }
