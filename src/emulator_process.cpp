@@ -90,6 +90,7 @@ void save_and_stop(TpmEngine& engine) {
     // started and self-tested before it can ask, so it answers at once even on a busy host.
     power_on(engine);
     ProxyDevice dev = create_proxy_device(opts.spec.version, opts.vtpmx);
+    confine_to_dir(store.dir_fd());
     if (opts.run_as) {
       // Every later state access goes through the store's directory fd, so only that
       // directory (not its parents) must be the user's.
@@ -200,6 +201,7 @@ int run_stream_emulator(const StreamOptions& opts) {
       /*accept_vendor=*/false);
   // The cmd TCTI ends its child with SIGTERM, not EOF: save on that too.
   const UniqueFd sig = open_stop_signalfd();
+  if (::geteuid() == 0) confine_to_dir(store.dir_fd());  // chroot needs CAP_SYS_CHROOT
   enter_emulator_sandbox();
   try {
     serve_stream(STDIN_FILENO, STDOUT_FILENO, sig.get(), handler);

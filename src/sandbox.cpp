@@ -70,7 +70,10 @@ constexpr const char* kAllowed[] = {"read",
                                     "sysinfo",
                                     "getdents64",
                                     "prlimit64",
-                                    "sched_getaffinity"};
+                                    "sched_getaffinity",
+                                    "access",
+                                    "faccessat",
+                                    "faccessat2"};
 
 // Fatal: an emulator never does these, an exploited one would.
 constexpr const char* kKill[] = {"execve",
@@ -181,6 +184,11 @@ void hand_over_dir(int dir_fd, const Credentials& creds) {
     if (::fchownat(dir_fd, e->d_name, creds.uid, creds.gid, AT_SYMLINK_NOFOLLOW) != 0)
       throw sys_error(std::string("chown state file ") + e->d_name);
   }
+}
+
+void confine_to_dir(int dir_fd) {
+  if (::fchdir(dir_fd) != 0) throw sys_error("fchdir to the state dir");
+  if (::chroot(".") != 0) throw sys_error("chroot to the state dir");
 }
 
 void become(const Credentials& creds) {

@@ -85,6 +85,25 @@ TEST(Sandbox, NoCapabilitiesAndNoNewPrivs) {
   EXPECT_EQ(WEXITSTATUS(status), 0);
 }
 
+TEST(Sandbox, ConfinedToTheStateDir) {
+  if (::geteuid() != 0) GTEST_SKIP() << "chroot needs root";
+  const auto dir =
+      std::filesystem::temp_directory_path() / ("vtpm-confine-" + std::to_string(::getpid()));
+  std::filesystem::create_directories(dir);
+  const int status = in_child([&] {
+    StateStore store(dir.string(), TpmVersion::V2, /*create=*/false);
+    confine_to_dir(store.dir_fd());
+    enter_emulator_sandbox();
+    if (::access("/etc/passwd", F_OK) == 0) return 30;  // the host is out of sight
+    if (::access("/.lock", F_OK) != 0) return 31;       // its own state dir is "/"
+    store.store("permall", std::vector<uint8_t>{0, 1, 2});
+    return store.load("permall") ? 0 : 32;
+  });
+  std::filesystem::remove_all(dir);
+  ASSERT_TRUE(WIFEXITED(status)) << "killed by signal " << WTERMSIG(status);
+  EXPECT_EQ(WEXITSTATUS(status), 0);
+}
+
 TEST(Sandbox, TpmWorkloadRunsUnderTheFilter) {
   const auto dir =
       std::filesystem::temp_directory_path() / ("vtpm-sandbox-" + std::to_string(::getpid()));
@@ -92,6 +111,7 @@ TEST(Sandbox, TpmWorkloadRunsUnderTheFilter) {
   const int status = in_child([&] {
     StateStore store(dir.string(), TpmVersion::V2, /*create=*/true);
     TpmEngine engine(store);
+    confine_to_dir(store.dir_fd());
     enter_emulator_sandbox();
     if (rc_of(engine.process(proto::startup_command(TpmVersion::V2, true))) != 0) return 20;
     const auto get_random = bytes({0x80, 0x01, 0, 0, 0, 0x0c, 0, 0, 0x01, 0x7b, 0, 8});
