@@ -15,8 +15,6 @@ UniqueFd open_pidfd(pid_t pid) {
   return fd;
 }
 
-bool process_alive(pid_t pid) { return pid > 0 && (::kill(pid, 0) == 0 || errno == EPERM); }
-
 bool wait_pidfd(int pidfd, std::chrono::milliseconds timeout) {
   pollfd p{pidfd, POLLIN, 0};
   const auto deadline = std::chrono::steady_clock::now() + timeout;

@@ -25,12 +25,6 @@ const std::map<std::string, uint16_t> kBankAlg = {{"sha1", 0x0004},
                                                   {"sha512", 0x000d},
                                                   {"sm3_256", 0x0012}};
 
-std::string bank_name(uint16_t alg) {
-  for (const auto& [name, id] : kBankAlg)
-    if (id == alg) return name;
-  return "alg-" + std::to_string(alg);
-}
-
 struct Bank {
   uint16_t alg;
   bool active;
@@ -100,14 +94,6 @@ void power_on(TpmEngine& engine) {
   proto::put_u32(cont, 10);
   proto::put_u32(cont, 0x53);  // TPM_ContinueSelfTest
   check_rc(engine.process(cont), "TPM_ContinueSelfTest");
-}
-
-std::vector<std::string> active_pcr_banks(TpmEngine& engine) {
-  ensure_started(engine);
-  std::vector<std::string> out;
-  for (const auto& b : read_banks(engine))
-    if (b.active) out.push_back(bank_name(b.alg));
-  return out;
 }
 
 void apply_pcr_banks(TpmEngine& engine, const std::vector<std::string>& wanted) {

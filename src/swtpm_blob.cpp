@@ -11,8 +11,8 @@
 #include <memory>
 #include <optional>
 
-#include "vtpm_hook/tpm_proto.h"
 #include "vtpm_hook/error.h"
+#include "vtpm_hook/tpm_proto.h"
 
 // Layout (all integers big-endian), as written by swtpm 0.7.1; docs/state-format.md has details.
 //   blob header, 10 bytes: u8 version | u8 min_version | u16 hdrsize | u16 flags | u32 totlen

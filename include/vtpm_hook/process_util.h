@@ -9,7 +9,6 @@
 namespace vtpm {
 
 UniqueFd open_pidfd(pid_t pid);  // throws Error when the process does not exist
-bool process_alive(pid_t pid);
 // True when the process exited within the timeout.
 bool wait_pidfd(int pidfd, std::chrono::milliseconds timeout);
 // SIGTERM, wait, SIGKILL, wait. Returns false only if it still lives.

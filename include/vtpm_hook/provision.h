@@ -7,9 +7,6 @@
 
 namespace vtpm {
 
-// Active PCR banks, by name ("sha1", "sha256", ...). Starts the TPM if needed.
-std::vector<std::string> active_pcr_banks(TpmEngine& engine);
-
 struct LocalCa;
 
 // Persistent EKs from the TCG EK templates (RSA 2048 at 0x81010001, ECC P-256 at 0x8101000a)

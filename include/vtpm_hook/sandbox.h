@@ -18,6 +18,10 @@ Credentials resolve_user(const std::string& spec);
 // Gives the files directly in dir_fd (not subdirectories) and the directory itself to creds.
 void hand_over_dir(int dir_fd, const Credentials& creds);
 
+// Makes dir_fd (the TPM's state directory) the process's root: after its TPM is loaded the
+// emulator needs no other file, and without CAP_SYS_CHROOT it cannot leave. Throws Error.
+void confine_to_dir(int dir_fd);
+
 // Permanently becomes creds: supplementary groups, gid, uid. Throws Error.
 void become(const Credentials& creds);
 

@@ -35,7 +35,7 @@ tpm_major() { local n name; while read -r n name; do [ "$name" = tpm ] && { echo
 live_emulators() {
     local f comm stat rest
     for f in /proc/[0-9]*/comm; do
-        read -r comm < "$f" 2>/dev/null || continue
+        read -r comm 2>/dev/null < "$f" || continue
         [ "$comm" = vtpm-emu ] || continue
         read -r stat < "${f%comm}stat" 2>/dev/null || continue
         rest=${stat##*) }                  # "S ppid ..." after "pid (comm) "

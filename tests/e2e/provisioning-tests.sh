@@ -1,0 +1,450 @@
+#!/bin/bash
+# tests/e2e/provisioning-tests.sh - end-to-end tests of vtpm-hook's provisioning
+# features and of podman (hooks.d + annotation).
+#
+#   provisioning-tests.sh [/abs/path/to/vtpm-hook]     (or env VTPM_HOOK)
+#
+# Runs as root INSIDE the test VM (tests/e2e/run-provisioning.sh boots it):
+# needs /dev/vtpmx, runc, podman, jq, tpm2-tools, openssl. Scenarios:
+#   podman-hooksd-annotation  podman + hooks.d file + --annotation io.vtpm-hook.vtpm=2;
+#                             a podman container without the annotation gets no TPM
+#   create-certs              createCerts: RSA + ECC EK certificates in NV, verified
+#                             against the local CA, public keys = tpm2_createek's
+#   create-certs-5-concurrent five containers at once, fresh CA location: one CA
+#   pcr-banks                 pcrBanks "sha256,sha384": exactly these banks
+#   run-as                    runAs "nobody": the emulator's uid/gid, state file owners
+#   encryption                encryptionKeyFile: NV survives, no plaintext in the
+#                             state file, `emulate` without the key fails
+#   annotations-runc          io.vtpm-hook.vtpm + io.vtpm-hook.pcr-banks in config.json;
+#                             io.vtpm-hook.vtpm=3 fails the start, nothing left behind
+#   status                    `vtpm-hook status` (table and --json) of a running container
+# Prints "PASS: name" / "FAIL: name: why", indented notes and "FIGURE: ..."
+# lines, and finally "N passed, M failed". Exit status: 0 all passed, 1 some
+# failed, 2 the environment is unusable. E2E_ONLY=regex selects scenarios.
+set -u
+HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+export E2E_WORK=${E2E_WORK:-/run/vtpm-prov}
+# shellcheck source=lib.sh
+. "$HERE/lib.sh"
+
+HOOK=${1:-${VTPM_HOOK:-/work/main/build/vtpm-hook}}
+ONLY=${E2E_ONLY:-.}
+T=device:/dev/tpmrm0        # the TCTI inside the containers
+
+# ---------------------------------------------------------------- preflight
+fatal() { echo "ERROR: $*"; echo "0 passed, 0 failed (environment unusable)"; exit 2; }
+case "$HOOK" in /*) ;; *) HOOK=$(cd "$(dirname "$HOOK")" 2>/dev/null && pwd)/$(basename "$HOOK") ;; esac
+[ -x "$HOOK" ] || fatal "vtpm-hook binary not found or not executable: $HOOK"
+[ "$(id -u)" = 0 ] || fatal "must run as root (inside the test VM)"
+[ -c /dev/vtpmx ] || fatal "/dev/vtpmx missing: is tpm_vtpm_proxy loaded? (run me through tests/e2e/run-provisioning.sh)"
+for t in runc podman jq openssl tpm2_getrandom tpm2_nvread tpm2_nvdefine tpm2_createek tpm2_getcap timeout cmp; do
+    command -v "$t" > /dev/null || fatal "'$t' not installed"
+done
+TPM_MAJOR=$(tpm_major)
+[ -n "$TPM_MAJOR" ] || fatal "no 'tpm' line in /proc/devices"
+[ -z "$(tpm_chips)" ] || fatal "a TPM chip exists before any test: $(tpm_chips)"
+
+echo "# kernel $(uname -r), $(stat -fc %T /sys/fs/cgroup | sed 's/cgroup2fs/cgroup v2/;s/tmpfs/cgroup v1/'), tpm major $TPM_MAJOR"
+echo "# $(runc --version | head -n1), $(podman --version), $(openssl version)"
+echo "# hook: $HOOK"
+
+rm -rf "$E2E_WORK"
+mkdir -p "$STATE_ROOT" "$RUN_ROOT" "$LOG_DIR" "$BUNDLES"
+T_START=$(now_ms)
+
+# ---------------------------------------------------------------- helpers
+# banks_selected FILE: the banks of `tpm2_getcap pcrs` output that have PCRs
+# selected, space separated, in output order ("sha256 sha384")
+banks_selected() {
+    sed -n 's/^ *- *\([a-z0-9_]*\): *\[\(.*\)\] *$/\1 \2/p' "$1" |
+        awk 'NF > 1 { printf "%s%s", sep, $1; sep = " " }'
+}
+# banks_listed FILE: every bank `tpm2_getcap pcrs` lists
+banks_listed() { sed -n 's/^ *- *\([a-z0-9_]*\): *\[.*$/\1/p' "$1" | tr '\n' ' ' | sed 's/ $//'; }
+
+fail_run() { why "$1 exited with $RC: $(tail -n 3 "$BUNDLE/err" "$BUNDLE/out" | tr '\n' ' ')"; }
+
+# prestart args with extra global options (before the subcommand): jq filter for make_bundle
+ca_jq() {   # ca_jq KEY CERT MOUNT_DIR
+    printf '.hooks.prestart[0].args |= (.[0:1] + ["--ca-key", "%s", "--ca-cert", "%s"] + .[1:])
+      | .mounts += [{"destination": "/ca", "type": "bind", "source": "%s", "options": ["rbind", "ro"]}]' "$1" "$2" "$3"
+}
+
+# ---------------------------------------------------------------- 1. podman
+PODMAN_W=$E2E_WORK/podman
+podman_cmd() {
+    echo podman --root "$PODMAN_W/store" --runroot "$PODMAN_W/runroot" --storage-driver vfs \
+        --cgroup-manager cgroupfs --events-backend file --hooks-dir "$PODMAN_W/hooks.d"
+}
+# shellcheck disable=SC2046  # (podman_cmd is split into words on purpose)
+t_podman() { t_podman_body; local rc=$?; timeout 60 $(podman_cmd) rm -af > /dev/null 2>&1; return $rc; }
+t_podman_body() {
+    local W=$PODMAN_W L=$LOG_DIR/podman.log P out err rc t0 ms id
+    rm -rf "$W"; mkdir -p "$W/hooks.d"
+    make_rootfs "$W/rootfs"
+    # the shipped hooks.d file, with the binary and our roots + log file
+    sed "s#@VTPM_HOOK_PATH@#$HOOK#" "$HERE/../../examples/hooks.d/vtpm-hook.json.in" |
+        jq --arg S "$STATE_ROOT" --arg R "$RUN_ROOT" --arg L "$L" \
+           '.hook.args = (.hook.args[0:-1] + ["--state-root", $S, "--run-root", $R, "--log-file", $L] + .hook.args[-1:])' \
+        > "$W/hooks.d/vtpm-hook.json" || { why "cannot make the hooks.d file"; return 1; }
+    [ "$(jq -r '.hook.args[-1]' "$W/hooks.d/vtpm-hook.json")" = hook ] ||
+        { why "hooks.d file: last arg is not 'hook': $(jq -c .hook.args "$W/hooks.d/vtpm-hook.json")"; return 1; }
+    P=$(podman_cmd)
+    out=$W/out; err=$W/err
+    DIAG+=("$L" "$out" "$err")
+    local run_args="run --rm --network none --annotation io.vtpm-hook.vtpm=2 -v /usr:/usr:ro -v /etc:/etc:ro --rootfs $W/rootfs"
+    local script='for d in /dev/tpm0 /dev/tpmrm0; do
+  if [ -c $d ]; then echo "DEV $d c $(stat -c %t:%T $d)"; else echo "NODEV $d"; fi; done
+r=$(tpm2_getrandom -T device:/dev/tpmrm0 --hex 8) || { echo "getrandom failed rc=$?"; exit 3; }
+echo "RANDOM $r"'
+    note "FIGURE: podman_cmd: $P $run_args /bin/sh -c '...tpm2_getrandom -T device:/dev/tpmrm0 --hex 8'"
+    t0=$(now_ms)
+    # shellcheck disable=SC2086
+    ( timeout -k 5 "$RUN_TIMEOUT" $P $run_args /bin/sh -c "$script" < /dev/null > "$out" 2> "$err" ) 2> /dev/null
+    rc=$?; ms=$(( $(now_ms) - t0 ))
+    note "FIGURE: podman_run_ms=$ms (with the annotation, until 'podman run --rm' returned)"
+    case $rc in 124|137) why "podman run did not finish within ${RUN_TIMEOUT}s (live vtpm-emu: $(live_emulators | tr '\n' ' '))"; return 1 ;; esac
+    [ "$rc" = 0 ] || { why "podman run (annotated) exited with $rc: $(tail -n 3 "$err" "$out" | tr '\n' ' ')"; return 1; }
+    grep -q '^DEV /dev/tpm0 c' "$out" && grep -q '^DEV /dev/tpmrm0 c' "$out" ||
+        { why "no /dev/tpm0 + /dev/tpmrm0 in the annotated podman container: $(grep DEV "$out" | tr '\n' ' ')"; return 1; }
+    grep -Eq '^RANDOM [0-9a-f]{16}$' "$out" || { why "tpm2_getrandom in podman: $(grep -m1 RANDOM "$out" || echo no output)"; return 1; }
+    note "$(grep '^RANDOM' "$out")"
+    id=$(sed -n 's/^.*container \([0-9a-f]\{64\}\): setup took.*$/\1/p' "$L" | tail -n1)
+    [ -n "$id" ] || { why "no 'setup took' line in the hook log $L"; return 1; }
+    grep -q "container $id: .*torn down" "$L" || { why "the hook log has no teardown of $id (podman's poststop did not run?)"; return 1; }
+    expect_clean "$id" "'podman run --rm' returned" || return 1
+    [ -z "$(ls -A "$RUN_ROOT")" ] || { why "run records left: $(ls -A "$RUN_ROOT" | tr '\n' ' ')"; return 1; }
+    [ -d "$STATE_ROOT/$id" ] || { why "no state dir $STATE_ROOT/$id (podman container id)"; return 1; }
+
+    # without the annotation: hooks.d does not match, no TPM, no hook run
+    mv "$L" "$L.annotated"; DIAG+=("$L.annotated")
+    run_args=${run_args/--annotation io.vtpm-hook.vtpm=2 /}
+    # shellcheck disable=SC2086
+    ( timeout -k 5 "$RUN_TIMEOUT" $P $run_args /bin/sh -c "$script" < /dev/null > "$out" 2> "$err" ) 2> /dev/null
+    rc=$?
+    case $rc in 124|137) why "podman run (no annotation) did not finish within ${RUN_TIMEOUT}s"; return 1 ;; esac
+    grep -q '^NODEV /dev/tpm0' "$out" && grep -q '^NODEV /dev/tpmrm0' "$out" ||
+        { why "podman container without the annotation: $(grep DEV "$out" | tr '\n' ' ') (rc $rc)"; return 1; }
+    [ "$rc" = 3 ] || { why "without a TPM tpm2_getrandom should fail (script exit 3), podman exited with $rc"; return 1; }
+    [ ! -e "$L" ] || { why "the hook ran for a container without the annotation: $(head -n 3 "$L" | tr '\n' ' ')"; return 1; }
+    [ -z "$(ls -A "$RUN_ROOT")" ] || { why "run record for a container without the annotation: $(ls -A "$RUN_ROOT")"; return 1; }
+    expect_clean "" "'podman run --rm' (no annotation) returned" || return 1
+}
+
+# ---------------------------------------------------------------- 2. createCerts
+# in-container script: both EK certificates read from NV, verified against
+# /ca/cert.pem, their public keys compared with tpm2_createek's
+CERTS_SCRIPT='cd /tmp
+for a in rsa:0x1c00002 ecc:0x1c0000a; do
+  g=${a%%:*}; nv=${a#*:}
+  tpm2_nvread -T device:/dev/tpmrm0 -C o $nv -o $g.der > /dev/null || { echo "NVREAD-FAIL $g"; continue; }
+  echo "NVREAD-OK $g $(wc -c < $g.der) bytes"
+  openssl x509 -inform der -in $g.der -out $g.pem || { echo "NOT-DER $g"; continue; }
+  echo "SUBJECT $g $(openssl x509 -in $g.pem -noout -subject -issuer | tr "\n" " ")"
+  v=$(openssl verify -CAfile ${CA_CERT:-/ca/cert.pem} $g.pem 2>&1); echo "VERIFY $g $v" | tr "\n" " "; echo
+  [ -d /out ] && cp $g.der /out/$(hostname)-$g.der
+  [ -n "${NO_CREATEEK:-}" ] && continue
+  t0=$(date +%s%N)
+  tpm2_createek -T device:/dev/tpmrm0 -G $g -u $g-ek.pem -f pem -c $g-ek.ctx > /dev/null || { echo "CREATEEK-FAIL $g"; continue; }
+  echo "CREATEEK-MS $g $(( ($(date +%s%N) - t0) / 1000000 ))"
+  openssl x509 -in $g.pem -noout -pubkey | openssl pkey -pubin -outform der > $g-cert-pub.der
+  openssl pkey -pubin -in $g-ek.pem -outform der > $g-ek-pub.der
+  if [ -s $g-ek-pub.der ] && cmp -s $g-cert-pub.der $g-ek-pub.der; then echo "PUBKEY-MATCH $g"; else echo "PUBKEY-DIFFER $g"; fi
+done
+echo "PERSISTENT $(tpm2_getcap -T device:/dev/tpmrm0 handles-persistent | tr "\n" " ")"
+echo CERTS-DONE'
+
+# check_certs_output FILE [nokeys]: RSA + ECC lines of CERTS_SCRIPT all good
+# (nokeys: the script ran with NO_CREATEEK=1, no public key comparison)
+check_certs_output() {
+    local f=$1 nokeys=${2:-} g
+    for g in rsa ecc; do
+        grep -q "^NVREAD-OK $g" "$f" || { why "$g EK certificate: tpm2_nvread failed ($(grep -m1 "$g" "$f"))"; return 1; }
+        ! grep -q "^NOT-DER $g" "$f" || { why "$g EK certificate in NV is not DER"; return 1; }
+        grep -q "^VERIFY $g [^ ]*: OK" "$f" || { why "$g EK certificate does not verify against the CA: $(grep "^VERIFY $g" "$f")"; return 1; }
+        [ -n "$nokeys" ] || grep -q "^PUBKEY-MATCH $g" "$f" || { why "$g: certificate public key vs tpm2_createek: $(grep -E "^(PUBKEY|CREATEEK)[^ ]* $g" "$f")"; return 1; }
+    done
+    grep -q '^CERTS-DONE' "$f" || { why "the container script did not reach its end"; return 1; }
+}
+
+t_certs() {
+    local id=prov-certs dir=$E2E_WORK/certs-tpm ca=$E2E_WORK/ca vt
+    mkdir -p "$ca"       # the mount point must exist; the CA files in it are the hook's
+    vt=$(jq -nc --arg p "$dir" '[{"statePath": $p, "createCerts": true}]')
+    make_bundle runc "$id" "$vt" "$CERTS_SCRIPT" "$(ca_jq "$ca/key.pem" "$ca/cert.pem" "$ca")" || return 1
+    container_run runc "$id" || return 1
+    [ "$RC" = 0 ] || { fail_run "'runc run' (createCerts)"; return 1; }
+    [ -s "$ca/key.pem" ] && [ -s "$ca/cert.pem" ] || { why "the hook did not create the CA: $(ls -A "$ca" | tr '\n' ' ')"; return 1; }
+    check_certs_output "$BUNDLE/out" || return 1
+    note "$(grep -m1 '^SUBJECT rsa' "$BUNDLE/out" | cut -c1-200)"
+    note "$(grep '^PERSISTENT' "$BUNDLE/out"); tpm2_createek ms: $(sed -n 's/^CREATEEK-MS //p' "$BUNDLE/out" | tr '\n' ' ')"
+    note "CA: $(openssl x509 -in "$ca/cert.pem" -noout -subject) key $(openssl pkey -in "$ca/key.pem" -noout -text 2>/dev/null | head -n1)"
+    grep -q 'EKs and EK certificates created' "$LOG" || note "NOTE: no 'EKs and EK certificates created' line in the hook log"
+    expect_clean "$id" "'runc run' (createCerts) returned" || return 1
+
+    # a second container with the same state: certificates are still there, not re-made
+    make_bundle runc "$id-again" "$vt" "$CERTS_SCRIPT" "$(ca_jq "$ca/key.pem" "$ca/cert.pem" "$ca")
+        | .process.env += [\"NO_CREATEEK=1\"]" || return 1
+    container_run runc "$id-again" || return 1
+    [ "$RC" = 0 ] || { fail_run "'runc run' (createCerts, existing TPM)"; return 1; }
+    check_certs_output "$BUNDLE/out" nokeys || return 1
+    if grep -q 'EKs and EK certificates created' "$LOG"; then
+        why "the certificates were made again for a TPM that already has them"; return 1
+    fi
+    expect_clean "$id-again" "'runc run' (createCerts, existing TPM) returned" || return 1
+}
+
+# five containers at once, createCerts, a CA location that does not exist yet
+t_certs_concurrent() {
+    local ca=$E2E_WORK/ca5 outd=$E2E_WORK/certs5-out i id ids=() pids=() vt bad="" rc f t0 ms n
+    rm -rf "$ca" "$outd"; mkdir -p "$ca" "$outd"
+    for i in 1 2 3 4 5; do
+        id=prov-certs5-$i
+        vt=$(jq -nc --arg p "$E2E_WORK/certs5-tpm-$i" '[{"statePath": $p, "createCerts": true}]')
+        make_bundle runc "$id" "$vt" "$CERTS_SCRIPT" "$(ca_jq "$ca/sub/key.pem" "$ca/sub/cert.pem" "$ca")
+            | .mounts += [{\"destination\": \"/out\", \"type\": \"bind\", \"source\": \"$outd\", \"options\": [\"rbind\", \"rw\"]}]
+            | .process.env += [\"CA_CERT=/ca/sub/cert.pem\", \"NO_CREATEEK=1\"]" || return 1
+        ids+=("$id"); CLEANUP+=("runc $id")
+    done
+    DIAG=()
+    t0=$(now_ms)
+    for id in "${ids[@]}"; do
+        ( timeout -k 5 "$RUN_TIMEOUT" runc run --bundle "$BUNDLES/$id" "$id" \
+            < /dev/null > "$BUNDLES/$id/out" 2> "$BUNDLES/$id/err"; echo $? > "$BUNDLES/$id/rc" ) 2> /dev/null &
+        pids+=($!)
+    done
+    wait "${pids[@]}"
+    ms=$(( $(now_ms) - t0 ))
+    note "FIGURE: certs5_wall_ms=$ms (5 x 'runc run' with createCerts, started together)"
+    for id in "${ids[@]}"; do
+        read -r rc < "$BUNDLES/$id/rc"
+        if [ "$rc" != 0 ] || ! check_certs_output "$BUNDLES/$id/out" nokeys; then
+            bad+="$id(rc $rc${WHY:+: $WHY}) "; WHY=""
+            DIAG+=("$LOG_DIR/$id.log" "$BUNDLES/$id/out" "$BUNDLES/$id/err")
+        fi
+    done
+    [ -z "$bad" ] || { why "$bad"; return 1; }
+    # the CA exists once: one key, one certificate, nothing else but the lock
+    [ "$(ls -A "$ca/sub" | sort | tr '\n' ' ')" = ".ca.lock cert.pem key.pem " ] ||
+        { why "CA directory holds: $(ls -A "$ca/sub" | tr '\n' ' ')"; return 1; }
+    n=$(grep -c 'BEGIN CERTIFICATE' "$ca/sub/cert.pem")
+    [ "$n" = 1 ] || { why "$ca/sub/cert.pem has $n certificates"; return 1; }
+    [ "$(openssl x509 -in "$ca/sub/cert.pem" -noout -pubkey)" = "$(openssl pkey -in "$ca/sub/key.pem" -pubout)" ] ||
+        { why "the CA key does not belong to the CA certificate"; return 1; }
+    # every certificate (read out of each TPM's NV) verifies against the final CA file
+    n=0
+    for f in "$outd"/*.der; do
+        [ -e "$f" ] || continue
+        openssl x509 -inform der -in "$f" -out "$f.pem" 2>/dev/null &&
+            openssl verify -CAfile "$ca/sub/cert.pem" "$f.pem" > /dev/null 2>&1 ||
+            { why "$(basename "$f") does not verify against $ca/sub/cert.pem on the host"; return 1; }
+        n=$((n + 1))
+    done
+    [ "$n" = 10 ] || { why "$n certificates copied out of the containers, wanted 10 (5 RSA + 5 ECC)"; return 1; }
+    n=$(for f in "$outd"/*-rsa.der.pem; do openssl x509 -in "$f" -noout -pubkey | sha256sum; done | sort -u | grep -c .)
+    [ "$n" = 5 ] || { why "the 5 RSA EK certificates have $n distinct public keys"; return 1; }
+    ms=$(for id in "${ids[@]}"; do grep -ho 'setup took [0-9]* ms' "$LOG_DIR/$id.log"; done | awk '{print $3}' | sort -n | tr '\n' ' ')
+    note "FIGURE: certs5_setup_ms=${ms% } (each hook's own time, concurrent)"
+    expect_clean "" "all 5 'runc run' returned" || return 1
+}
+
+# ---------------------------------------------------------------- 3. pcrBanks
+t_pcr_banks() {
+    local id=prov-pcr-banks vt got
+    vt=$(jq -nc --arg p "$E2E_WORK/pcr-banks-tpm" '[{"statePath": $p, "pcrBanks": "sha256,sha384"}]')
+    make_bundle runc "$id" "$vt" 'tpm2_getcap -T device:/dev/tpmrm0 pcrs || exit 3
+tpm2_pcrread -T device:/dev/tpmrm0 sha384:0 > /dev/null && echo PCRREAD-SHA384-OK
+echo BANKS-DONE' || return 1
+    container_run runc "$id" || return 1
+    [ "$RC" = 0 ] && grep -q '^BANKS-DONE' "$BUNDLE/out" || { fail_run "'runc run' (pcrBanks)"; return 1; }
+    got=$(banks_selected "$BUNDLE/out")
+    note "tpm2_getcap pcrs: banks listed '$(banks_listed "$BUNDLE/out")', with PCRs selected '$got'"
+    [ "$got" = "sha256 sha384" ] || { why "banks with PCRs selected: '$got', wanted 'sha256 sha384'"; return 1; }
+    grep -q '^PCRREAD-SHA384-OK' "$BUNDLE/out" || { why "tpm2_pcrread sha384:0 failed"; return 1; }
+    grep -q 'PCR banks allocated' "$LOG" && note "hook: $(grep -m1 'PCR banks allocated' "$LOG" | sed 's/^.*\] //;s/^.*: PCR/PCR/')"
+    expect_clean "$id" "'runc run' (pcrBanks) returned" || return 1
+}
+
+# ---------------------------------------------------------------- 4. runAs
+t_run_as() {
+    local id=prov-run-as dir=$E2E_WORK/run-as-tpm vt emu ids owners
+    vt=$(jq -nc --arg p "$dir" '[{"statePath": $p, "runAs": "nobody"}]')
+    make_bundle runc "$id" "$vt" 'r=$(tpm2_getrandom -T device:/dev/tpmrm0 --hex 8) || exit 3; echo "RANDOM $r"' || return 1
+    CLEANUP+=("runc $id"); DIAG+=("$BUNDLE/out" "$BUNDLE/err" "$BUNDLE/ctl.err")
+    ( timeout -k 5 "$RUN_TIMEOUT" runc create --bundle "$BUNDLE" "$id" < /dev/null > "$BUNDLE/out" 2> "$BUNDLE/err" ) 2> /dev/null ||
+        { why "'runc create' (runAs) failed: $(tail -n 3 "$BUNDLE/err" | tr '\n' ' ')"; return 1; }
+    emu=$(live_emulators)
+    [ "$(echo "$emu" | wc -w)" = 1 ] || { why "wanted one live vtpm-emu after create, found '$emu'"; return 1; }
+    ids="$(awk '/^Uid:/ {print "uid", $2, $3, $4, $5} /^Gid:/ {print "gid", $2, $3, $4, $5}' "/proc/$emu/status" | tr '\n' ' ')"
+    note "emulator $emu: $ids; groups: $(sed -n 's/^Groups:\s*//p' "/proc/$emu/status")"
+    [ "$ids" = "uid 65534 65534 65534 65534 gid 65534 65534 65534 65534 " ] ||
+        { why "emulator $emu runs as $ids, wanted uid/gid 65534 (real, effective, saved, fs)"; return 1; }
+    # supplementary groups: none but nobody's own (initgroups)
+    [ -z "$(sed -n 's/^Groups:\s*//p' "/proc/$emu/status" | tr ' ' '\n' | grep -vx -e 65534 -e '')" ] ||
+        { why "emulator has other supplementary groups: $(grep ^Groups "/proc/$emu/status")"; return 1; }
+    grep -q '^CapEff:\s*0*$' "/proc/$emu/status" || { why "emulator has capabilities: $(grep ^Cap "/proc/$emu/status" | tr '\n' ' ')"; return 1; }
+    timeout 60 runc start "$id" > /dev/null 2> "$BUNDLE/ctl.err" || { why "'runc start' failed: $(tail -n 3 "$BUNDLE/ctl.err" | tr '\n' ' ')"; return 1; }
+    wait_status runc "$id" stopped "$RUN_TIMEOUT" || return 1
+    grep -Eq '^RANDOM [0-9a-f]{16}$' "$BUNDLE/out" || { why "tpm2_getrandom with runAs: $(tail -n 3 "$BUNDLE/out" "$BUNDLE/err" | tr '\n' ' ')"; return 1; }
+    timeout 60 runc delete "$id" > /dev/null 2> "$BUNDLE/ctl.err" || { why "'runc delete' failed: $(tail -n 3 "$BUNDLE/ctl.err" | tr '\n' ' ')"; return 1; }
+    expect_clean "$id" "'runc delete' (runAs) returned" || return 1
+    owners=$(cd "$dir" && stat -c '%u:%g %n' . * .[!.]* 2>/dev/null | tr '\n' ';')
+    note "state dir owners: $owners"
+    [ -e "$dir/tpm2-00.permall" ] || { why "no tpm2-00.permall in $dir: $(ls -A "$dir" | tr '\n' ' ')"; return 1; }
+    [ -z "$(cd "$dir" && stat -c '%u:%g %n' . * .[!.]* 2>/dev/null | grep -v '^65534:65534 ')" ] ||
+        { why "state files not owned by 65534:65534: $owners"; return 1; }
+}
+
+# ---------------------------------------------------------------- 5. encryption
+ENC_DATA='vtpm-prov-SECRET-marker-0123456'    # 31 bytes
+t_encryption() {
+    local dir=$E2E_WORK/enc-tpm key=$E2E_WORK/enc.key vt n out err rc got want
+    head -c 32 /dev/urandom > "$key"; chmod 600 "$key"
+    vt=$(jq -nc --arg p "$dir" --arg k "$key" '[{"statePath": $p, "encryptionKeyFile": $k}]')
+    make_bundle runc prov-enc-1 "$vt" "set -e
+tpm2_nvdefine -T $T 0x1500020 -C o -s 32 -a 'ownerread|ownerwrite' > /dev/null
+printf '%s' '$ENC_DATA' > /tmp/d
+tpm2_nvwrite -T $T 0x1500020 -C o -i /tmp/d
+echo WRITE-OK" || return 1
+    container_run runc prov-enc-1 || return 1
+    [ "$RC" = 0 ] && grep -q '^WRITE-OK' "$BUNDLE/out" || { fail_run "writer (encrypted state)"; return 1; }
+    expect_clean prov-enc-1 "the writer returned" || return 1
+    note "state files: $(ls -A "$dir" | tr '\n' ' ')"
+    [ -s "$dir/tpm2-00.permall" ] || { why "no tpm2-00.permall in $dir"; return 1; }
+    n=$(cat "$dir"/tpm2-00.* | grep -caF "$ENC_DATA")
+    [ "$n" = 0 ] || { why "the NV data is in the state files in plaintext ($n matches)"; return 1; }
+
+    make_bundle runc prov-enc-2 "$vt" "tpm2_nvread -T $T 0x1500020 -C o -s ${#ENC_DATA} -o /tmp/r || exit 5
+echo \"NV \$(cat /tmp/r)\"" || return 1
+    container_run runc prov-enc-2 || return 1
+    [ "$RC" = 0 ] || { fail_run "reader (encrypted state)"; return 1; }
+    got=$(sed -n 's/^NV //p' "$BUNDLE/out")
+    [ "$got" = "$ENC_DATA" ] || { why "NV read back '$got', written '$ENC_DATA'"; return 1; }
+    expect_clean prov-enc-2 "the reader returned" || return 1
+
+    # the state without the key: emulate refuses, naming the key
+    out=$E2E_WORK/enc-emulate.out; err=$E2E_WORK/enc-emulate.err; DIAG+=("$err")
+    ( timeout -k 5 30 "$HOOK" emulate --state-dir "$dir" < /dev/null > "$out" 2> "$err" ) 2> /dev/null
+    rc=$?
+    note "emulate without the key: exit $rc, stderr: $(head -c 300 "$err" | tr '\n' '|')"
+    case $rc in 0) why "'vtpm-hook emulate' without the key exited 0"; return 1 ;;
+                124|137) why "'vtpm-hook emulate' without the key hung"; return 1 ;; esac
+    grep -qi 'key' "$err" || { why "the error of 'emulate' without the key does not mention the key: $(head -c 300 "$err")"; return 1; }
+    # with the key, emulate opens the same state (the NV index is there)
+    got=$(timeout 60 tpm2_nvread -T "cmd:exec $HOOK emulate --state-dir $dir --key-file $key" 0x1500020 -C o -s ${#ENC_DATA} 2> "$err")
+    [ "$got" = "$ENC_DATA" ] || { why "'emulate --key-file' + tpm2_nvread gave '$got': $(head -c 300 "$err")"; return 1; }
+    # control: the same NV write on an unencrypted TPM does show the plaintext
+    local plain=$E2E_WORK/enc-control
+    mkdir -p "$plain"
+    want=$E2E_WORK/enc-control.data; printf '%s' "$ENC_DATA" > "$want"
+    timeout 60 tpm2_nvdefine -T "cmd:exec $HOOK emulate --state-dir $plain" 0x1500020 -C o -s 32 -a 'ownerread|ownerwrite' > /dev/null 2>> "$err" &&
+        timeout 60 tpm2_nvwrite -T "cmd:exec $HOOK emulate --state-dir $plain" 0x1500020 -C o -i "$want" 2>> "$err" ||
+        { note "NOTE: control (unencrypted NV write via emulate) failed: $(tail -n 2 "$err" | tr '\n' ' ')"; return 0; }
+    n=$(cat "$plain"/tpm2-00.* | grep -caF "$ENC_DATA")
+    note "control: the unencrypted state files contain the NV data $n time(s)"
+    [ "$n" -ge 1 ] || { why "control failed: the plaintext is not found even in an unencrypted state, so the check proves nothing"; return 1; }
+}
+
+# ---------------------------------------------------------------- 6. annotations (runc)
+t_annotations() {
+    local id=prov-ann got rc
+    make_bundle runc "$id" "" 'tpm2_getcap -T device:/dev/tpmrm0 pcrs || exit 3
+for d in /dev/tpm0 /dev/tpmrm0 /dev/tpm1; do [ -c $d ] && echo "DEV $d"; done
+echo ANN-DONE' '.annotations = {"io.vtpm-hook.vtpm": "2", "io.vtpm-hook.pcr-banks": "sha256"} | del(.linux.vtpms)' || return 1
+    container_run runc "$id" || return 1
+    [ "$RC" = 0 ] && grep -q '^ANN-DONE' "$BUNDLE/out" || { fail_run "'runc run' (annotations)"; return 1; }
+    [ "$(grep '^DEV' "$BUNDLE/out" | tr '\n' ' ')" = "DEV /dev/tpm0 DEV /dev/tpmrm0 " ] ||
+        { why "devices in the container: $(grep '^DEV' "$BUNDLE/out" | tr '\n' ' ')"; return 1; }
+    got=$(banks_selected "$BUNDLE/out")
+    note "banks listed '$(banks_listed "$BUNDLE/out")', with PCRs selected '$got'"
+    [ "$got" = sha256 ] || { why "banks with PCRs selected: '$got', wanted 'sha256'"; return 1; }
+    [ -d "$STATE_ROOT/$id" ] || { why "default state dir $STATE_ROOT/$id missing"; return 1; }
+    expect_clean "$id" "'runc run' (annotations) returned" || return 1
+
+    # malformed: io.vtpm-hook.vtpm=3 fails the start, one line from the hook
+    id=prov-ann-bad
+    make_bundle runc "$id" "" 'echo SHOULD-NOT-RUN' '.annotations = {"io.vtpm-hook.vtpm": "3"} | del(.linux.vtpms)' || return 1
+    container_run runc "$id" || return 1
+    [ "$RC" != 0 ] || { why "'runc run' with io.vtpm-hook.vtpm=3 exited 0"; return 1; }
+    ! grep -q SHOULD-NOT-RUN "$BUNDLE/out" || { why "the container ran despite the bad annotation"; return 1; }
+    # (runc quotes the hook's stderr: " comes as \")
+    tr -d '\\' < "$BUNDLE/err" | grep -qF 'vtpm-hook: error: annotation io.vtpm-hook.vtpm must be "2" or "1.2", not "3"' ||
+        { why "runc's stderr lacks the hook's error: $(head -c 400 "$BUNDLE/err" | tr '\n' '|')"; return 1; }
+    note "runc exit $RC, stderr: $(head -c 400 "$BUNDLE/err" | tr '\n' '|')"
+    [ "$(grep -o 'stderr: .*' "$BUNDLE/err" | grep -o '\\n' | wc -l)" = 1 ] ||
+        { why "the hook's stderr (as quoted by runc) is not one line"; return 1; }
+    expect_clean "$id" "the failed 'runc run'" || return 1
+    [ ! -e "$STATE_ROOT/$id" ] || { why "state dir $STATE_ROOT/$id left behind"; return 1; }
+    [ -z "$(runtime_status runc "$id")" ] || { why "runc still knows $id: $(runtime_status runc "$id")"; return 1; }
+}
+
+# ---------------------------------------------------------------- 7. status
+t_status() {
+    local id=prov-status out j pid n
+    make_bundle runc "$id" "" 'exec sleep 600' || return 1
+    CLEANUP+=("runc $id"); DIAG+=("$BUNDLE/out" "$BUNDLE/err" "$E2E_WORK/status.out")
+    ( timeout -k 5 "$RUN_TIMEOUT" runc run -d --bundle "$BUNDLE" "$id" < /dev/null > "$BUNDLE/out" 2> "$BUNDLE/err" ) 2> /dev/null ||
+        { why "'runc run -d' failed: $(tail -n 3 "$BUNDLE/err" | tr '\n' ' ')"; return 1; }
+    wait_status runc "$id" running 20 || return 1
+    out=$E2E_WORK/status.out
+    timeout 20 "$HOOK" --run-root "$RUN_ROOT" status > "$out" 2>&1 || { why "'vtpm-hook status' failed: $(head -c 300 "$out")"; return 1; }
+    note "status: $(tail -n +2 "$out" | tr -s ' ')"
+    n=$(tail -n +2 "$out" | grep -c .)
+    [ "$n" = 1 ] || { why "'status' has $n rows, wanted 1: $(cat "$out")"; return 1; }
+    j=$(timeout 20 "$HOOK" --run-root "$RUN_ROOT" status --json) || { why "'vtpm-hook status --json' failed"; return 1; }
+    echo "$j" > "$out.json"; DIAG+=("$out.json")
+    [ "$(jq length <<< "$j")" = 1 ] || { why "'status --json' has $(jq length <<< "$j") rows"; return 1; }
+    pid=$(jq -r '.[0].emulatorPid' <<< "$j")
+    jq -e --arg id "$id" --arg sp "$STATE_ROOT/$id" '.[0] | .containerId == $id and (.hostDevice | test("^/dev/tpm[0-9]+$"))
+        and .containerDevice == "/dev/tpm0" and .alive == true and .vtpmVersion == "2" and .statePath == $sp' <<< "$j" > /dev/null ||
+        { why "'status --json' row: $(jq -c '.[0]' <<< "$j")"; return 1; }
+    [ "$(live_emulators)" = "$pid" ] || { why "emulatorPid $pid is not the live vtpm-emu ($(live_emulators | tr '\n' ' '))"; return 1; }
+    [ -e "/sys/class/tpm/$(jq -r '.[0].hostDevice' <<< "$j" | sed 's,/dev/,,')" ] || { why "hostDevice $(jq -r '.[0].hostDevice' <<< "$j") has no /sys/class/tpm entry"; return 1; }
+    # the table row carries the same facts
+    local row; row=$(tail -n +2 "$out" | tr -s ' ')
+    for w in "$id" "$(jq -r '.[0].hostDevice' <<< "$j")" /dev/tpm0 "$pid" 2 yes "$STATE_ROOT/$id"; do
+        [[ " $row " == *" $w "* ]] || { why "table row lacks '$w': $row"; return 1; }
+    done
+    timeout 60 runc delete -f "$id" > /dev/null 2>&1 || { why "'runc delete -f' failed"; return 1; }
+    expect_clean "$id" "'runc delete -f'" || return 1
+    j=$(timeout 20 "$HOOK" --run-root "$RUN_ROOT" status --json) || { why "'status --json' after delete failed"; return 1; }
+    [ "$(jq length <<< "$j")" = 0 ] || { why "'status --json' after delete: $j"; return 1; }
+    n=$(timeout 20 "$HOOK" --run-root "$RUN_ROOT" status | tail -n +2 | grep -c .)
+    [ "$n" = 0 ] || { why "'status' after delete has $n rows"; return 1; }
+}
+
+# with_dmesg FN ARGS: on failure, show the kernel's TPM messages of the scenario
+with_dmesg() {
+    local n0 f=$E2E_WORK/dmesg-$1.txt
+    n0=$(dmesg 2>/dev/null | wc -l)
+    "$@" && [ -z "$WHY" ] && return 0
+    dmesg 2>/dev/null | tail -n +$((n0 + 1)) | grep -iE 'tpm|vtpm' | tail -n 20 > "$f"
+    DIAG+=("$f")
+    return 1
+}
+run_if() { local n=$1; shift; [[ $n =~ $ONLY ]] && scenario "$n" with_dmesg "$@"; return 0; }
+
+run_if podman-hooksd-annotation  t_podman
+run_if create-certs              t_certs
+run_if create-certs-5-concurrent t_certs_concurrent
+run_if pcr-banks                 t_pcr_banks
+run_if run-as                    t_run_as
+run_if encryption                t_encryption
+run_if annotations-runc          t_annotations
+run_if status                    t_status
+
+# ---------------------------------------------------------------- figures + summary
+# setup time (hook's own "setup took N ms"), with and without createCerts
+med() { sort -n | awk '{a[NR] = $1} END { if (NR) printf "%s (n=%d, min %s, max %s)", a[int((NR + 1) / 2)], NR, a[1], a[NR]; else printf "none" }'; }
+certs_ms=$(for f in "$LOG_DIR"/prov-certs*.log; do
+               [ -e "$f" ] && grep -ho 'setup took [0-9]* ms' "$f" | awk '{print $3}'; done)
+certs1_ms=$( [ -e "$LOG_DIR/prov-certs.log" ] && grep -ho 'setup took [0-9]* ms' "$LOG_DIR/prov-certs.log" | awk '{print $3}')
+plain_ms=$(for f in "$LOG_DIR"/*.log*; do
+               case $f in */prov-certs*) continue ;; esac
+               grep -ho 'setup took [0-9]* ms' "$f" | awk '{print $3}'; done)
+echo "FIGURE: setup_ms_without_createCerts=$(printf '%s\n' $plain_ms | grep . | med)"
+echo "FIGURE: setup_ms_with_createCerts_first=${certs1_ms:-none} (new TPM, CA created)"
+echo "FIGURE: setup_ms_with_createCerts_all=$(printf '%s\n' $certs_ms | grep . | med) (incl. the 5 concurrent and the existing-TPM rerun)"
+echo "FIGURE: guest_test_time_ms=$(( $(now_ms) - T_START ))"
+echo "$PASSED passed, $FAILED failed"
+[ "$FAILED" = 0 ]
