@@ -211,13 +211,13 @@ p("## Where vtpm-hook's setup time goes", "",
 prof = R.get("setup_profile", [])
 
 def phases(e):
-    keys = ("proxy", "emu_serving", "parent_ready", "placed", "end")
+    keys = ("spawn", "powered", "parent_ready", "placed", "end")
     if any(e.get(k) is None for k in keys) or e.get("took") is None:
         return None
     start = e["end"] - e["took"]
-    return {"parse config, checks, state dir, /dev/vtpmx ioctl": e["proxy"] - start,
-            "fork + emulator init (libtpms manufacture/load, sandbox)": e["emu_serving"] - e["proxy"],
-            "emulator ready -> parent notified": e["parent_ready"] - e["emu_serving"],
+    return {"parse config, checks, state dir": e["spawn"] - start,
+            "fork + libtpms load/manufacture + Startup + full self-test": e["powered"] - e["spawn"],
+            "/dev/vtpmx ioctl, chroot, seccomp, ready -> parent": e["parent_ready"] - e["powered"],
             "kernel registration (its commands) + 2 device nodes (setns, mknod)":
                 e["placed"] - e["parent_ready"],
             "device cgroup (off here) + run record": e["end"] - e["placed"],

@@ -329,7 +329,8 @@ def profile_from_log(cids):
             m = re.search(r"setup took (\d+) ms", msg)
             if m:
                 took = int(m.group(1))
-        out.append({"id": cid, "proxy": t(r"vtpm proxy gave"), "emu_serving": t(r"^serving TPM"),
+        out.append({"id": cid, "spawn": t(r"^starting the emulator"),
+                    "powered": t(r"^TPM started and self-tested"),
                     "parent_ready": t(r"^emulator \d+ serves"), "placed": t(r"is the container's"),
                     "took": took, "end": t(r"setup took")})
     return out
@@ -520,13 +521,25 @@ def strace_profile():
     b = bundle("strace", [{"statePath": sd}])
     st = json.dumps({"ociVersion": "1.0.2", "id": "strace", "pid": sl.pid, "bundle": b})
     out = W + "/strace.txt"
-    subprocess.run(["strace", "-f", "-ttt", "-o", out, "-e",
-                    "trace=execve,clone,clone3,fork,vfork,ioctl,setns,mknodat,mknod,bpf,"
-                    "read,write,pidfd_open,exit_group,prctl,wait4,nanosleep,clock_nanosleep",
-                    *hook_cmd("setup", ["--no-device-cgroup"])],
-                   input=st.encode(), capture_output=True, timeout=120)
+    # strace -f follows the emulator too, which lives until its container (the sleeper) ends:
+    # let setup finish, then end the "container" so that strace can return.
+    p = subprocess.Popen(["strace", "-f", "-ttt", "-o", out, "-e",
+                          "trace=execve,clone,clone3,fork,vfork,ioctl,setns,mknodat,mknod,bpf,"
+                          "read,write,pidfd_open,exit_group,prctl,wait4,nanosleep,clock_nanosleep",
+                          *hook_cmd("setup", ["--no-device-cgroup"])],
+                         stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    p.stdin.write(st.encode())
+    p.stdin.close()
+    deadline = now() + 120
+    while now() < deadline and not os.path.exists(RR + "/strace.json"):
+        time.sleep(0.05)
     subprocess.run(hook_cmd("teardown"), input=st.encode(), capture_output=True, timeout=60)
     sl.kill()
+    try:
+        p.wait(timeout=60)
+    except subprocess.TimeoutExpired:
+        p.kill()
+        p.wait()
     RESULT["strace"] = open(out, errors="replace").read()[-60000:]
 
 

@@ -89,6 +89,7 @@ void save_and_stop(TpmEngine& engine) {
     // The kernel times each command it sends while registering the device: have the TPM
     // started and self-tested before it can ask, so it answers at once even on a busy host.
     power_on(engine);
+    spdlog::debug("TPM started and self-tested");
     ProxyDevice dev = create_proxy_device(opts.spec.version, opts.vtpmx);
     confine_to_dir(store.dir_fd());
     if (opts.run_as) {

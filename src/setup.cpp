@@ -130,6 +130,7 @@ void run_setup(const std::string& state_json, const HookOptions& opts) {
     EmulatorOptions eo{spec,      state.id,           opts.log_level,   opts.log_file,
                        false,     run_as[spec.index], keys[spec.index], ca ? &*ca : nullptr,
                        opts.vtpmx};
+    spdlog::debug("starting the emulator for {}", spec.state_path);
     auto [emu, tpm_num] = spawn_emulator(eo, container_pidfd.get());
     emulators.push_back(std::move(emu));
     vr.host_tpm_num = tpm_num;
