@@ -255,7 +255,7 @@ if cp:
     p("", "With createCerts (median of the runs after the first): the emulator init phase "
       "(which now includes creating both EKs and signing their certificates) takes %s ms, "
       "the whole in-process setup %s ms." % (
-          f(statistics.median(x["fork + emulator init (libtpms manufacture/load, sandbox)"]
+          f(statistics.median(x["fork + libtpms load/manufacture + Startup + full self-test"]
                               for x in cp)),
           f(statistics.median(x["setup took (in-process total)"] for x in cp))))
 def strace_timeline(text):
