@@ -5,26 +5,13 @@
 #include <string>
 #include <vector>
 
+#include "error_matchers.h"
 #include "vtpm_hook/error.h"
 
 namespace vtpm {
 namespace {
 
-// The message of the Error that f throws; fails the test when nothing (or something else) is
-// thrown.
-template <typename F>
-std::string error_of(F&& f) {
-  try {
-    f();
-  } catch (const Error& e) {
-    return e.what();
-  } catch (const std::exception& e) {
-    ADD_FAILURE() << "threw a non-vtpm exception: " << e.what();
-    return {};
-  }
-  ADD_FAILURE() << "did not throw";
-  return {};
-}
+using vtpm::testing::error_of;
 
 std::string parse_error(const std::string& json) {
   return error_of([&] { parse_oci_state(json); });

@@ -12,6 +12,7 @@
 #include <string>
 #include <vector>
 
+#include "error_matchers.h"
 #include "vtpm_hook/error.h"
 #include "vtpm_hook/swtpm_blob.h"
 
@@ -59,17 +60,7 @@ class TempDir {
   std::string path_;
 };
 
-// Asserts that f() throws vtpm::Error whose message contains every needle.
-template <typename F>
-void expect_error(F f, const std::vector<std::string>& needles) {
-  try {
-    f();
-    FAIL() << "no error";
-  } catch (const Error& e) {
-    for (const auto& n : needles)
-      EXPECT_NE(std::string(e.what()).find(n), std::string::npos) << e.what() << " / " << n;
-  }
-}
+using vtpm::testing::expect_error;
 
 TEST(StateKey, BinaryKeyFilesOfTheCaptures) {
   const StateKey k128 = load_key_file((kData / "aes128-binkey.key").string(), "binary", 128);

@@ -18,6 +18,7 @@
 #include <string>
 #include <vector>
 
+#include "error_matchers.h"
 #include "vtpm_hook/error.h"
 #include "vtpm_hook/state_key.h"
 #include "vtpm_hook/swtpm_blob.h"
@@ -368,17 +369,7 @@ TEST(StateStore, LockWaitGivesUp) {
 
 const fs::path kData = fs::path(__FILE__).parent_path().parent_path() / "data" / "swtpm";
 
-// Asserts that f() throws vtpm::Error whose message contains every needle.
-template <typename F>
-void expect_error(F f, const std::vector<std::string>& needles) {
-  try {
-    f();
-    FAIL() << "no error";
-  } catch (const Error& e) {
-    for (const auto& n : needles)
-      EXPECT_NE(std::string(e.what()).find(n), std::string::npos) << e.what() << " / " << n;
-  }
-}
+using vtpm::testing::expect_error;
 
 TEST(StateStore, EncryptedRoundTripAndFileOnDisk) {
   TempDir tmp;

@@ -5,6 +5,7 @@
 #include <nlohmann/json.hpp>
 #include <string>
 
+#include "error_matchers.h"
 #include "vtpm_hook/error.h"
 #include "vtpm_hook/oci_config.h"
 #include "vtpm_hook/oci_state.h"
@@ -14,19 +15,7 @@ namespace {
 
 using nlohmann::json;
 
-template <typename F>
-std::string error_of(F&& f) {
-  try {
-    f();
-  } catch (const Error& e) {
-    return e.what();
-  } catch (const std::exception& e) {
-    ADD_FAILURE() << "threw a non-vtpm exception: " << e.what();
-    return {};
-  }
-  ADD_FAILURE() << "did not throw";
-  return {};
-}
+using vtpm::testing::error_of;
 
 // ---- parse_bundle_config ----
 
