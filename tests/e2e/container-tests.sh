@@ -19,17 +19,7 @@ HOOK=${1:-${VTPM_HOOK:-/work/main/build/vtpm-hook}}
 ONLY=${E2E_ONLY:-.}
 
 # ---------------------------------------------------------------- preflight
-fatal() { echo "ERROR: $*"; echo "0 passed, 0 failed (environment unusable)"; exit 2; }
-case "$HOOK" in /*) ;; *) HOOK=$(cd "$(dirname "$HOOK")" 2>/dev/null && pwd)/$(basename "$HOOK") ;; esac
-[ -x "$HOOK" ] || fatal "vtpm-hook binary not found or not executable: $HOOK"
-[ "$(id -u)" = 0 ] || fatal "must run as root (inside the test VM)"
-[ -c /dev/vtpmx ] || fatal "/dev/vtpmx missing: is tpm_vtpm_proxy loaded? (run me through tests/e2e/run.sh)"
-for t in runc crun jq tpm2_getrandom tpm2_pcrread tpm2_nvdefine python3 pgrep unshare timeout; do
-    command -v "$t" > /dev/null || fatal "'$t' not installed"
-done
-TPM_MAJOR=$(tpm_major)
-[ -n "$TPM_MAJOR" ] || fatal "no 'tpm' line in /proc/devices"
-[ -z "$(tpm_chips)" ] || fatal "a TPM chip exists before any test: $(tpm_chips)"
+preflight runc crun jq tpm2_getrandom tpm2_pcrread tpm2_nvdefine python3 pgrep unshare timeout
 
 echo "# kernel $(uname -r), $(stat -fc %T /sys/fs/cgroup | sed 's/cgroup2fs/cgroup v2/;s/tmpfs/cgroup v1/'), tpm major $(tpm_major)"
 echo "# $(runc --version | head -n1), $(crun --version | head -n1)"

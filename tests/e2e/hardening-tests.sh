@@ -41,17 +41,7 @@ LOAD_RUNC_N=${LOAD_RUNC_N:-50}
 # rest of / is the host's read-only tree over 9p: too big to walk under TCG)
 SCAN_DIRS="/tmp /run /var/tmp /home /srv /opt /mnt"
 
-fatal() { echo "ERROR: $*"; echo "0 passed, 0 failed (environment unusable)"; exit 2; }
-case "$HOOK" in /*) ;; *) HOOK=$(cd "$(dirname "$HOOK")" 2>/dev/null && pwd)/$(basename "$HOOK") ;; esac
-[ -x "$HOOK" ] || fatal "vtpm-hook binary not found or not executable: $HOOK"
-[ "$(id -u)" = 0 ] || fatal "must run as root (inside the test VM)"
-[ -c /dev/vtpmx ] || fatal "/dev/vtpmx missing (run me through tests/e2e/run-hardening.sh)"
-for t in runc crun jq python3 unshare nsenter timeout find stat md5sum; do
-    command -v "$t" > /dev/null || fatal "'$t' not installed"
-done
-TPM_MAJOR=$(tpm_major)
-[ -n "$TPM_MAJOR" ] || fatal "no 'tpm' line in /proc/devices"
-[ -z "$(tpm_chips)" ] || fatal "a TPM chip exists before any test: $(tpm_chips)"
+preflight runc crun jq python3 unshare nsenter timeout find stat md5sum
 echo "# kernel $(uname -r), $(runc --version | head -n1), $(crun --version | head -n1), hook $HOOK"
 
 rm -rf "$E2E_WORK"

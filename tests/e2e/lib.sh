@@ -28,6 +28,22 @@ note()   { NOTES+=("$*"); }
 indent() { sed 's/^/    | /'; }
 
 # ---------------------------------------------------------------- environment
+fatal() { echo "ERROR: $*"; echo "0 passed, 0 failed (environment unusable)"; exit 2; }
+
+# preflight TOOL...: this guest can run a test script (root, /dev/vtpmx, the tools, no TPM chip
+# yet). Makes HOOK absolute and sets TPM_MAJOR.
+preflight() {
+    local t
+    case "$HOOK" in /*) ;; *) HOOK=$(cd "$(dirname "$HOOK")" 2>/dev/null && pwd)/$(basename "$HOOK") ;; esac
+    [ -x "$HOOK" ] || fatal "vtpm-hook binary not found or not executable: $HOOK"
+    [ "$(id -u)" = 0 ] || fatal "must run as root (inside the test VM)"
+    [ -c /dev/vtpmx ] || fatal "/dev/vtpmx missing: is tpm_vtpm_proxy loaded? (run the tests through tests/e2e/run*.sh)"
+    for t in "$@"; do command -v "$t" > /dev/null || fatal "'$t' not installed"; done
+    TPM_MAJOR=$(tpm_major)
+    [ -n "$TPM_MAJOR" ] || fatal "no 'tpm' line in /proc/devices"
+    [ -z "$(tpm_chips)" ] || fatal "a TPM chip exists before any test: $(tpm_chips)"
+}
+
 tpm_major() { local n name; while read -r n name; do [ "$name" = tpm ] && { echo "$n"; return; }; done < /proc/devices; }
 
 # emulator pids that are alive (zombies are not counted); a /proc scan in

@@ -32,17 +32,7 @@ ONLY=${E2E_ONLY:-.}
 T=device:/dev/tpmrm0        # the TCTI inside the containers
 
 # ---------------------------------------------------------------- preflight
-fatal() { echo "ERROR: $*"; echo "0 passed, 0 failed (environment unusable)"; exit 2; }
-case "$HOOK" in /*) ;; *) HOOK=$(cd "$(dirname "$HOOK")" 2>/dev/null && pwd)/$(basename "$HOOK") ;; esac
-[ -x "$HOOK" ] || fatal "vtpm-hook binary not found or not executable: $HOOK"
-[ "$(id -u)" = 0 ] || fatal "must run as root (inside the test VM)"
-[ -c /dev/vtpmx ] || fatal "/dev/vtpmx missing: is tpm_vtpm_proxy loaded? (run me through tests/e2e/run-provisioning.sh)"
-for t in runc podman jq openssl tpm2_getrandom tpm2_nvread tpm2_nvdefine tpm2_createek tpm2_getcap timeout cmp; do
-    command -v "$t" > /dev/null || fatal "'$t' not installed"
-done
-TPM_MAJOR=$(tpm_major)
-[ -n "$TPM_MAJOR" ] || fatal "no 'tpm' line in /proc/devices"
-[ -z "$(tpm_chips)" ] || fatal "a TPM chip exists before any test: $(tpm_chips)"
+preflight runc podman jq openssl tpm2_getrandom tpm2_nvread tpm2_nvdefine tpm2_createek tpm2_getcap timeout cmp
 
 echo "# kernel $(uname -r), $(stat -fc %T /sys/fs/cgroup | sed 's/cgroup2fs/cgroup v2/;s/tmpfs/cgroup v1/'), tpm major $TPM_MAJOR"
 echo "# $(runc --version | head -n1), $(podman --version), $(openssl version)"
