@@ -43,14 +43,9 @@ void ensure_started(TpmEngine& engine) {
 
 // TPM2_GetCapability(TPM_CAP_PCRS): every implemented bank, active or not.
 std::vector<Bank> read_banks(TpmEngine& engine) {
-  std::vector<uint8_t> cmd;
-  proto::put_u16(cmd, proto::kTpm2StNoSessions);
-  proto::put_u32(cmd, 22);
-  proto::put_u32(cmd, kCcGetCapability);
-  proto::put_u32(cmd, 5);  // TPM_CAP_PCRS
-  proto::put_u32(cmd, 0);
-  proto::put_u32(cmd, 1);
-  const auto r = engine.process(cmd);
+  std::vector<uint8_t> params;
+  for (uint32_t w : {5u /*TPM_CAP_PCRS*/, 0u, 1u}) proto::put_u32(params, w);
+  const auto r = engine.process(proto::command(proto::kTpm2StNoSessions, kCcGetCapability, params));
   check_rc(r, "TPM2_GetCapability(PCRS)");
   // header, moreData (1), capability (4), TPML_PCR_SELECTION
   size_t off = proto::kHeaderSize + 1 + 4;
@@ -78,22 +73,16 @@ std::vector<Bank> read_banks(TpmEngine& engine) {
 void power_on(TpmEngine& engine) {
   if (engine.version() == TpmVersion::V2) {
     ensure_started(engine);
-    std::vector<uint8_t> self_test;
-    proto::put_u16(self_test, proto::kTpm2StNoSessions);
-    proto::put_u32(self_test, 11);
-    proto::put_u32(self_test, 0x143);  // TPM2_SelfTest(fullTest = YES)
-    self_test.push_back(1);
-    check_rc(engine.process(self_test), "TPM2_SelfTest");
+    const uint8_t full_test[] = {1};
+    check_rc(engine.process(proto::command(proto::kTpm2StNoSessions, 0x143, full_test)),
+             "TPM2_SelfTest");
     return;
   }
   const auto r = engine.process(proto::startup_command(TpmVersion::V1_2, /*clear=*/true));
   if (const uint32_t rc = proto::response_code(r); rc != 0 && rc != 0x26)  // 0x26: started
     check_rc(r, "TPM_Startup");
-  std::vector<uint8_t> cont;
-  proto::put_u16(cont, proto::kTpm12TagRquCommand);
-  proto::put_u32(cont, 10);
-  proto::put_u32(cont, 0x53);  // TPM_ContinueSelfTest
-  check_rc(engine.process(cont), "TPM_ContinueSelfTest");
+  check_rc(engine.process(proto::command(proto::kTpm12TagRquCommand, 0x53, {})),
+           "TPM_ContinueSelfTest");
 }
 
 void apply_pcr_banks(TpmEngine& engine, const std::vector<std::string>& wanted) {
@@ -233,15 +222,6 @@ std::pair<uint32_t, EkPublic> parse_primary(const std::vector<uint8_t>& r) {
   return {handle, ek};
 }
 
-std::vector<uint8_t> plain_command(uint32_t cc, std::initializer_list<uint32_t> words) {
-  std::vector<uint8_t> c;
-  proto::put_u16(c, proto::kTpm2StNoSessions);
-  proto::put_u32(c, static_cast<uint32_t>(proto::kHeaderSize + 4 * words.size()));
-  proto::put_u32(c, cc);
-  for (uint32_t w : words) proto::put_u32(c, w);
-  return c;
-}
-
 void write_certificate(TpmEngine& engine, uint32_t index, const std::vector<uint8_t>& der) {
   std::vector<uint8_t> define;
   proto::put_u16(define, 0);  // no auth value
@@ -289,7 +269,10 @@ void create_ek_certificates(TpmEngine& engine, const LocalCa& ca, const std::str
     check_rc(engine.process(proto::password_session_command(
                  kCcEvictControl, std::array{kRhOwner, handle}, persistent)),
              "TPM2_EvictControl");
-    check_rc(engine.process(plain_command(kCcFlushContext, {handle})), "TPM2_FlushContext");
+    std::vector<uint8_t> flush;
+    proto::put_u32(flush, handle);
+    check_rc(engine.process(proto::command(proto::kTpm2StNoSessions, kCcFlushContext, flush)),
+             "TPM2_FlushContext");
     write_certificate(engine, k.nv_index, make_ek_certificate(pub, ca, subject));
   }
   spdlog::info("EKs and EK certificates created");

@@ -25,7 +25,6 @@ std::optional<Header> parse_header(std::span<const uint8_t> bytes) {
   return Header{get_u16(bytes, 0), get_u32(bytes, 2), get_u32(bytes, 6)};
 }
 
-namespace {
 std::vector<uint8_t> command(uint16_t tag, uint32_t ordinal, std::span<const uint8_t> params) {
   std::vector<uint8_t> out;
   put_u16(out, tag);
@@ -34,7 +33,6 @@ std::vector<uint8_t> command(uint16_t tag, uint32_t ordinal, std::span<const uin
   out.insert(out.end(), params.begin(), params.end());
   return out;
 }
-}  // namespace
 
 std::vector<uint8_t> password_session_command(uint32_t cc, std::span<const uint32_t> handles,
                                               std::span<const uint8_t> params) {

@@ -43,6 +43,9 @@ std::optional<Header> parse_header(std::span<const uint8_t> bytes);
 // A header-only response carrying rc, in the family (1.2 or 2) of the version.
 std::vector<uint8_t> make_response(TpmVersion v, uint32_t rc);
 
+// A command: tag, ordinal and parameters, with the size field filled in.
+std::vector<uint8_t> command(uint16_t tag, uint32_t ordinal, std::span<const uint8_t> params);
+
 // A TPM 2 command with an empty-password session (TPM_RS_PW) authorizing its handles.
 std::vector<uint8_t> password_session_command(uint32_t cc, std::span<const uint32_t> handles,
                                               std::span<const uint8_t> params);
