@@ -16,6 +16,7 @@
 #include <functional>
 
 #include "vtpm_hook/error.h"
+#include "vtpm_hook/process_util.h"
 
 namespace vtpm {
 namespace {
@@ -80,37 +81,6 @@ unsigned mapped_root(pid_t pid, const std::string& proc, const char* map) {
   while (in >> inside >> outside >> count)
     if (inside == 0 && count > 0) return static_cast<unsigned>(outside);
   throw Error("the container's user namespace maps no root user (" + p + ")");
-}
-
-void run_in_child(const std::function<void()>& body, const std::string& what) {
-  int pfd[2];
-  if (::pipe2(pfd, O_CLOEXEC) != 0) throw sys_error("pipe");
-  UniqueFd rd(pfd[0]), wr(pfd[1]);
-  const pid_t pid = ::fork();
-  if (pid < 0) throw sys_error("fork");
-  if (pid == 0) {
-    rd.reset();
-    try {
-      body();
-    } catch (const std::exception& e) {
-      [[maybe_unused]] auto n = ::write(wr.get(), e.what(), std::strlen(e.what()));
-      ::_exit(1);
-    }
-    ::_exit(0);
-  }
-  wr.reset();
-  std::string msg;
-  char buf[512];
-  for (ssize_t r; (r = ::read(rd.get(), buf, sizeof buf)) != 0;) {
-    if (r < 0 && errno == EINTR) continue;
-    if (r < 0) break;
-    msg.append(buf, static_cast<size_t>(r));
-  }
-  int status = 0;
-  while (::waitpid(pid, &status, 0) < 0 && errno == EINTR) {
-  }
-  if (!WIFEXITED(status) || WEXITSTATUS(status) != 0)
-    throw Error(what + ": " + (msg.empty() ? "helper process failed" : msg));
 }
 
 void bind_host_node(pid_t pid, const std::string& root_path, const std::string& name, DevNum dev,

@@ -7,6 +7,7 @@
 #include <unistd.h>
 
 #include <cstddef>
+#include <cstring>
 #include <fstream>
 #include <sstream>
 
@@ -190,6 +191,33 @@ std::string grant_device_access(pid_t pid, std::span<const DevNum> devices,
   const CgroupLocation cg = find_cgroup(pid, paths);
   check_cgroup_path(cg.path);
   return cg.v2 ? grant_v2(cg, devices, paths) : grant_v1(cg, devices, paths);
+}
+
+}  // namespace vtpm
+
+namespace vtpm {
+
+std::optional<CgroupWatch> CgroupWatch::open(pid_t pid, const CgroupPaths& paths) {
+  const CgroupLocation cg = find_cgroup(pid, paths);
+  check_cgroup_path(cg.path);
+  // A process in the hook's own cgroup (by hand, no runtime) or the root has no cgroup that
+  // ends with the container: there is nothing to wait for.
+  if (cg.path == "/" || cg.path == find_cgroup(::getpid(), paths).path) return std::nullopt;
+  const std::string file = cg.v2 ? paths.cgroup_root + cg.path + "/cgroup.events"
+                                 : paths.cgroup_root + "/devices" + cg.path + "/cgroup.procs";
+  UniqueFd fd(::open(file.c_str(), O_RDONLY | O_CLOEXEC));
+  if (!fd) throw sys_error("open " + file);
+  return CgroupWatch(std::move(fd), cg.v2);
+}
+
+bool CgroupWatch::empty() const {
+  char buf[4096];
+  const ssize_t n = ::pread(fd_.get(), buf, sizeof buf - 1, 0);
+  if (n < 0) return true;  // the cgroup was removed: nobody is left in it
+  buf[n] = '\0';
+  if (!v2_) return n == 0;  // cgroup.procs lists one pid per line
+  const char* p = std::strstr(buf, "populated ");
+  return p && p[10] == '0';
 }
 
 }  // namespace vtpm

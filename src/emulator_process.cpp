@@ -7,6 +7,7 @@
 #include <spdlog/spdlog.h>
 #include <sys/prctl.h>
 #include <sys/signalfd.h>
+#include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -15,6 +16,7 @@
 
 #include "vtpm_hook/command_handler.h"
 #include "vtpm_hook/error.h"
+#include "vtpm_hook/io_util.h"
 #include "vtpm_hook/logging.h"
 #include "vtpm_hook/process_util.h"
 #include "vtpm_hook/provision.h"
@@ -27,7 +29,8 @@
 namespace vtpm {
 namespace {
 
-constexpr char kReady[] = "ready";  // followed by the proxy's tpm number
+constexpr char kLoaded[] = "loaded";  // TPM started and self-tested: send the proxy fd
+constexpr char kReady[] = "ready";    // serving the proxy fd
 
 // Runtimes start hooks with odd signal state (crun blocks SIGTERM): start from a clean slate.
 void reset_signals() {
@@ -39,7 +42,8 @@ void reset_signals() {
 
 // runc waits for EOF on the hook's stdout/stderr: the emulator must hold no copy of them.
 void detach_stdio_and_fds(const std::set<int>& keep) {
-  int null_fd = ::open("/dev/null", O_RDWR);
+  const int null_fd = ::open("/dev/null", O_RDWR);
+  if (null_fd < 0) ::_exit(127);  // stdio would stay attached and hang the runtime
   for (int fd = 0; fd <= 2; ++fd) ::dup2(null_fd, fd);
   if (null_fd > 2) ::close(null_fd);
   std::vector<int> to_close;
@@ -54,8 +58,20 @@ void detach_stdio_and_fds(const std::set<int>& keep) {
 }
 
 void send_to_parent(int fd, const std::string& msg) {
+  // the parent reads EOF as failure if this does not arrive
   if (fd >= 0) [[maybe_unused]]
     auto n = ::write(fd, msg.data(), msg.size());
+}
+
+// One message from the other end (SOCK_SEQPACKET keeps message boundaries); "" at EOF.
+std::string receive_message(int fd) {
+  char buf[1024];
+  for (;;) {
+    const ssize_t r = ::read(fd, buf, sizeof buf);
+    if (r < 0 && errno == EINTR) continue;
+    if (r < 0) throw sys_error("read from the emulator");
+    return std::string(buf, static_cast<size_t>(r));
+  }
 }
 
 void save_and_stop(TpmEngine& engine) {
@@ -66,52 +82,73 @@ void save_and_stop(TpmEngine& engine) {
     spdlog::info("TPM shutdown answered rc 0x{:x} (TPM was not started)", hdr->code);
 }
 
+// Before libtpms reads a byte of the (untrusted) state: confined to the state dir, runAs, no
+// capabilities, seccomp.
+void drop_privileges(const StateStore& store, const std::optional<Credentials>& run_as) {
+  confine_to_dir(store.dir_fd());
+  if (run_as) become(*run_as);
+  enter_emulator_sandbox();
+}
+
+// Serves the TPM until the container is gone or told to stop; saves it. Returns why it stopped,
+// with the proxy fd in `server` (the device number stays taken while it is open).
+StopReason run_tpm(const EmulatorOptions& opts, UniqueFd dir_fd, int sock, int container_pidfd,
+                   int sig, UniqueFd& server) {
+  StateStore store(std::move(dir_fd), opts.state_path, opts.version, opts.key);
+  drop_privileges(store, opts.run_as);
+  TpmEngine engine(store);
+  if (!opts.pcr_banks.empty()) apply_pcr_banks(engine, opts.pcr_banks);
+  // The kernel times each command it sends while registering the device: have the TPM
+  // started and self-tested before the device exists, so it answers at once on a busy host.
+  power_on(engine);
+  spdlog::debug("TPM started and self-tested");
+  send_to_parent(sock, kLoaded);
+  server = receive_fd(sock);
+  CommandHandler handler(
+      engine.version(), [&](std::span<const uint8_t> c) { return engine.process(c); },
+      [&](uint8_t l) { engine.set_locality(l); }, /*accept_vendor=*/true);
+  send_to_parent(sock, kReady);
+  spdlog::info("serving TPM {} from {}", to_string(engine.version()), store.dir());
+  const StopReason why = serve_proxy(server.get(), container_pidfd, sig, handler);
+  spdlog::info("stopping: {}", to_string(why));
+  save_and_stop(engine);
+  return why;  // the engine and then the store (its lock) go: the state is free for a restart
+}
+
 // The emulator's whole life, in the forked child. Never returns.
-[[noreturn]] void emulator_main(const EmulatorOptions& opts, int ready_fd, int container_pidfd) {
-  int exit_code = 0;
+[[noreturn]] void emulator_main(const EmulatorOptions& opts, UniqueFd dir_fd, int sock,
+                                int container_pidfd, const CgroupWatch* cgroup) {
   // Drop the hook's logger (and its FILE*) before its fds are closed under it.
   spdlog::set_default_logger(std::make_shared<spdlog::logger>("vtpm-emu"));
   reset_signals();
   ::setsid();
-  detach_stdio_and_fds({ready_fd, container_pidfd});
+  std::set<int> keep = {sock, dir_fd.get(), container_pidfd};
+  if (cgroup) keep.insert(cgroup->fd());
+  detach_stdio_and_fds(keep);
   ::prctl(PR_SET_NAME, "vtpm-emu", 0, 0, 0);
+  int exit_code = 0;
   try {
     init_emulator_logging(opts.log_level, opts.log_file,
-                          "vtpm-emu/" + opts.container_id + "/" + std::to_string(opts.spec.index));
-    UniqueFd sig = open_stop_signalfd();
-    StateStore store(opts.spec.state_path, opts.spec.version, opts.create_state_dir,
-                     std::chrono::milliseconds(0), opts.key);
-    const bool fresh = !store.has("permall");
-    TpmEngine engine(store);
-    if (!opts.spec.pcr_banks.empty()) apply_pcr_banks(engine, opts.spec.pcr_banks);
-    if (fresh && opts.spec.create_certs && opts.ca)
-      create_ek_certificates(engine, *opts.ca, "vtpm-hook EK " + opts.container_id);
-    // The kernel times each command it sends while registering the device: have the TPM
-    // started and self-tested before it can ask, so it answers at once even on a busy host.
-    power_on(engine);
-    spdlog::debug("TPM started and self-tested");
-    ProxyDevice dev = create_proxy_device(opts.spec.version, opts.vtpmx);
-    confine_to_dir(store.dir_fd());
-    if (opts.run_as) {
-      // Every later state access goes through the store's directory fd, so only that
-      // directory (not its parents) must be the user's.
-      hand_over_dir(store.dir_fd(), *opts.run_as);
-      become(*opts.run_as);
+                          "vtpm-emu/" + opts.container_id + "/" + std::to_string(opts.index));
+    const UniqueFd sig = open_stop_signalfd();
+    UniqueFd server;
+    const StopReason why =
+        run_tpm(opts, std::move(dir_fd), sock, container_pidfd, sig.get(), server);
+    ::close(sock);
+    if (cgroup && why != StopReason::Abort && why != StopReason::ClientGone) {
+      // Until no process of the container can open its /dev/tpm node, that number must not
+      // reach another TPM: keep it, failing every command.
+      const TpmVersion v = opts.version;
+      CommandHandler failing(
+          v,
+          [v](std::span<const uint8_t>) { return proto::make_response(v, proto::failure_rc(v)); },
+          [](uint8_t) {}, /*accept_vendor=*/true);
+      spdlog::debug("state saved; holding the device until the container's cgroup is empty");
+      linger(server.get(), sig.get(), *cgroup, failing);
+      spdlog::info("the container's cgroup is empty: releasing the device");
     }
-    CommandHandler handler(
-        engine.version(), [&](std::span<const uint8_t> c) { return engine.process(c); },
-        [&](uint8_t l) { engine.set_locality(l); }, /*accept_vendor=*/true);
-    enter_emulator_sandbox();
-    send_to_parent(ready_fd, std::string(kReady) + " " + std::to_string(dev.tpm_num));
-    const int server_fd = dev.server_fd.get();
-    ::close(ready_fd);
-    ready_fd = -1;
-    spdlog::info("serving TPM {} from {}", to_string(engine.version()), store.dir());
-    const StopReason why = serve_proxy(server_fd, container_pidfd, sig.get(), handler);
-    spdlog::info("stopping: {}", to_string(why));
-    save_and_stop(engine);
   } catch (const std::exception& e) {
-    send_to_parent(ready_fd, e.what());
+    send_to_parent(sock, e.what());
     spdlog::error("{}", e.what());
     exit_code = 1;
   }
@@ -123,37 +160,65 @@ void save_and_stop(TpmEngine& engine) {
 
 EmulatorProcess::~EmulatorProcess() {
   if (pid_ <= 0) return;
-  stop_process(pid_, std::chrono::seconds(10));
-  ::waitpid(pid_, nullptr, WNOHANG);
+  // Undo of a failed setup: SIGINT saves and exits at once (no lingering: the container's
+  // node is being removed and the runtime fails the container).
+  if (::pidfd_send_signal(pidfd_.get(), SIGINT, nullptr, 0) == 0 &&
+      !wait_pidfd(pidfd_.get(), std::chrono::seconds(10))) {
+    ::pidfd_send_signal(pidfd_.get(), SIGKILL, nullptr, 0);
+    wait_pidfd(pidfd_.get(), std::chrono::seconds(5));
+  }
+  ::waitpid(pid_, nullptr, WNOHANG);  // our child: reap it (bounded: it has exited by now)
 }
 
-std::pair<EmulatorProcess, unsigned> spawn_emulator(const EmulatorOptions& opts,
-                                                    int container_pidfd) {
-  int pfd[2];
-  if (::pipe2(pfd, O_CLOEXEC) != 0) throw sys_error("pipe");
-  UniqueFd rd(pfd[0]), wr(pfd[1]);
+std::pair<EmulatorProcess, unsigned> spawn_emulator(const EmulatorOptions& opts, UniqueFd dir_fd,
+                                                    int container_pidfd,
+                                                    const CgroupWatch* cgroup) {
+  int sv[2];
+  if (::socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) != 0)
+    throw sys_error("socketpair");
+  UniqueFd ours(sv[0]), theirs(sv[1]);
   spdlog::default_logger()->flush();
   const pid_t pid = ::fork();
   if (pid < 0) throw sys_error("fork emulator");
-  if (pid == 0) emulator_main(opts, wr.get(), container_pidfd);
-
-  wr.reset();
-  EmulatorProcess emu(pid, open_pidfd(pid));
-  std::string msg;
-  char buf[512];
-  for (;;) {
-    ssize_t r = ::read(rd.get(), buf, sizeof buf);
-    if (r < 0 && errno == EINTR) continue;
-    if (r <= 0) break;
-    msg.append(buf, static_cast<size_t>(r));
+  if (pid == 0) {
+    ours.reset();
+    emulator_main(opts, std::move(dir_fd), theirs.get(), container_pidfd, cgroup);
   }
-  unsigned tpm_num = 0;
-  if (std::sscanf(msg.c_str(), "ready %u", &tpm_num) != 1 || msg.rfind(kReady, 0) != 0) {
+  theirs.reset();
+  dir_fd.reset();
+  EmulatorProcess emu(pid, open_pidfd(pid));
+  auto fail = [&](const std::string& msg) {
     ::waitpid(pid, nullptr, 0);
     emu.release();
-    throw Error(msg.empty() ? "the emulator died while starting" : msg);
+    return Error(msg.empty() ? "the emulator died while starting" : msg);
+  };
+  if (const auto msg = receive_message(ours.get()); msg != kLoaded) throw fail(msg);
+  // The ioctl needs CAP_SYS_ADMIN, which the emulator gave up before it read its state: the
+  // hook creates the device and hands over the server fd, keeping no copy of it.
+  unsigned tpm_num = 0;
+  {
+    ProxyDevice dev = create_proxy_device(opts.version, opts.vtpmx);
+    tpm_num = dev.tpm_num;
+    send_fd(ours.get(), dev.server_fd.get());
   }
+  if (const auto msg = receive_message(ours.get()); msg != kReady) throw fail(msg);
   return {std::move(emu), tpm_num};
+}
+
+bool release_emulator(pid_t pid, const std::string& state_path, std::chrono::milliseconds grace) {
+  UniqueFd fd(::pidfd_open(pid, 0));
+  if (!fd) return true;  // gone
+  if (::pidfd_send_signal(fd.get(), SIGTERM, nullptr, 0) != 0) return errno == ESRCH;
+  // Done once the state is saved and its lock dropped; the process may linger on, holding
+  // only its device number.
+  const auto deadline = std::chrono::steady_clock::now() + grace;
+  while (std::chrono::steady_clock::now() < deadline) {
+    const auto holder = state_lock_holder(state_path);
+    if (!holder || *holder != pid) return true;
+    if (wait_pidfd(fd.get(), std::chrono::milliseconds(20))) return true;
+  }
+  ::pidfd_send_signal(fd.get(), SIGKILL, nullptr, 0);
+  return wait_pidfd(fd.get(), std::chrono::seconds(5));
 }
 
 HostDevices wait_for_registration(const EmulatorProcess& emu, unsigned tpm_num, TpmVersion v,

@@ -10,6 +10,8 @@
 #include "vtpm_hook/emulator_process.h"
 #include "vtpm_hook/error.h"
 #include "vtpm_hook/hooks.h"
+#include "vtpm_hook/io_util.h"
+#include "vtpm_hook/local_ca.h"
 #include "vtpm_hook/logging.h"
 #include "vtpm_hook/status.h"
 #include "vtpm_hook/vtpm_request.h"
@@ -19,29 +21,7 @@ namespace {
 constexpr size_t kMaxStateSize = 1u << 20;
 
 std::string read_stdin() {
-  std::string out;
-  char buf[65536];
-  for (;;) {
-    ssize_t r = ::read(STDIN_FILENO, buf, sizeof buf);
-    if (r < 0 && errno == EINTR) continue;
-    if (r < 0) throw vtpm::sys_error("read OCI state from stdin");
-    if (r == 0) break;
-    out.append(buf, static_cast<size_t>(r));
-    if (out.size() > kMaxStateSize) throw vtpm::Error("OCI state on stdin is larger than 1 MiB");
-  }
-  return out;
-}
-
-// Errors quote untrusted input: keep the one error line one line.
-std::string one_line(std::string_view msg) {
-  std::string out;
-  for (char c : msg) {
-    if (static_cast<unsigned char>(c) >= 0x20 && c != 0x7f)
-      out += c;
-    else
-      out += fmt::format("\\x{:02x}", static_cast<unsigned char>(c));
-  }
-  return out;
+  return vtpm::read_all(STDIN_FILENO, kMaxStateSize, "OCI state on stdin");
 }
 
 }  // namespace
@@ -61,6 +41,10 @@ int main(int argc, char** argv) {
       ->capture_default_str();
   app.add_option("--vtpmx", opts.vtpmx, "The kernel's vTPM proxy control device")
       ->capture_default_str();
+  auto* policy = app.add_option("--policy", opts.policy,
+                                "The administrator's policy file (what annotations may choose, "
+                                "where state may live); missing at the default path: defaults")
+                     ->capture_default_str();
   app.add_option("--ca-key", opts.ca_key,
                  "EK certificate CA key (PEM); created with --ca-cert when both are missing "
                  "[<state-root>/ca/ek-ca-key.pem]");
@@ -109,6 +93,7 @@ int main(int argc, char** argv) {
     return app.exit(e);
   }
 
+  opts.policy_required = policy->count() > 0;
   if (opts.ca_key.empty()) opts.ca_key = opts.state_root + "/ca/ek-ca-key.pem";
   if (opts.ca_cert.empty()) opts.ca_cert = opts.state_root + "/ca/ek-ca-cert.pem";
   ::umask(077);  // state, run records and logs are private; device nodes get explicit modes
@@ -146,7 +131,7 @@ int main(int argc, char** argv) {
       return vtpm::run_stream_emulator(so);
     }
   } catch (const std::exception& e) {
-    spdlog::error("{}", one_line(e.what()));
+    spdlog::error("{}", vtpm::one_line(e.what()));
     return 1;
   }
   return 0;

@@ -1,10 +1,11 @@
 #include "vtpm_hook/oci_config.h"
 
+#include <fcntl.h>
+
 #include <filesystem>
-#include <fstream>
-#include <sstream>
 
 #include "vtpm_hook/error.h"
+#include "vtpm_hook/io_util.h"
 #include "vtpm_hook/json_util.h"
 
 namespace vtpm {
@@ -33,12 +34,9 @@ BundleConfig parse_bundle_config(std::string_view json_text, const std::string& 
 
 BundleConfig load_bundle_config(const std::string& bundle) {
   const std::string path = bundle + "/config.json";
-  std::ifstream in(path, std::ios::binary);
-  if (!in) throw sys_error("cannot read " + path);
-  std::ostringstream ss;
-  ss << in.rdbuf();
-  if (ss.str().size() > (16u << 20)) throw Error(path + " is larger than 16 MiB");
-  return parse_bundle_config(ss.str(), bundle);
+  UniqueFd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK));
+  if (!fd) throw sys_error("cannot read " + path);
+  return parse_bundle_config(read_all(fd.get(), 16u << 20, path), bundle);
 }
 
 }  // namespace vtpm

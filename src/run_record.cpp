@@ -20,6 +20,7 @@ nlohmann::json to_json(const VtpmRecord& v) {
   return {{"index", v.index},
           {"vtpmVersion", to_string(v.version)},
           {"statePath", v.state_path},
+          {"stateRoot", v.state_root},
           {"statePathIsManaged", v.state_path_managed},
           {"statePathCreated", v.state_path_created},
           {"emulatorPid", v.emulator_pid},
@@ -31,8 +32,11 @@ nlohmann::json to_json(const VtpmRecord& v) {
 VtpmRecord vtpm_from_json(const nlohmann::json& j) {
   VtpmRecord v;
   v.index = j.at("index").get<unsigned>();
-  v.version = j.at("vtpmVersion").get<std::string>() == "1.2" ? TpmVersion::V1_2 : TpmVersion::V2;
+  const auto version = j.at("vtpmVersion").get<std::string>();
+  if (version != "1.2" && version != "2") throw Error("unknown vtpmVersion \"" + version + "\"");
+  v.version = version == "1.2" ? TpmVersion::V1_2 : TpmVersion::V2;
   v.state_path = j.at("statePath").get<std::string>();
+  v.state_root = j.value("stateRoot", "");
   v.state_path_managed = j.at("statePathIsManaged").get<bool>();
   v.state_path_created = j.value("statePathCreated", false);
   v.emulator_pid = j.at("emulatorPid").get<pid_t>();
@@ -85,7 +89,7 @@ std::optional<RunRecord> read_run_record(const std::string& run_root, const std:
     rec.started_unix_ms = j.value("startedUnixMs", 0LL);
     for (const auto& v : j.at("vtpms")) rec.vtpms.push_back(vtpm_from_json(v));
     return rec;
-  } catch (const nlohmann::json::exception& e) {
+  } catch (const std::exception& e) {  // nlohmann's or ours
     throw Error("run record " + path + " is corrupt: " + e.what());
   }
 }

@@ -1,6 +1,5 @@
 #include "vtpm_hook/sandbox.h"
 
-#include <dirent.h>
 #include <fcntl.h>
 #include <grp.h>
 #include <linux/capability.h>
@@ -69,7 +68,7 @@ constexpr const char* kAllowed[] = {"read",
                                     "uname",
                                     "sysinfo",
                                     "getdents64",
-                                    "prlimit64",
+                                    "recvmsg",
                                     "sched_getaffinity",
                                     "access",
                                     "faccessat",
@@ -171,21 +170,6 @@ Credentials resolve_user(const std::string& spec) {
   return c;
 }
 
-void hand_over_dir(int dir_fd, const Credentials& creds) {
-  if (::fchown(dir_fd, creds.uid, creds.gid) != 0) throw sys_error("chown state dir");
-  DIR* d = ::fdopendir(::dup(dir_fd));
-  if (!d) throw sys_error("list state dir");
-  std::unique_ptr<DIR, int (*)(DIR*)> guard(d, ::closedir);
-  ::rewinddir(d);
-  while (const dirent* e = ::readdir(d)) {
-    struct stat st {};
-    if (::fstatat(dir_fd, e->d_name, &st, AT_SYMLINK_NOFOLLOW) != 0 || !S_ISREG(st.st_mode))
-      continue;
-    if (::fchownat(dir_fd, e->d_name, creds.uid, creds.gid, AT_SYMLINK_NOFOLLOW) != 0)
-      throw sys_error(std::string("chown state file ") + e->d_name);
-  }
-}
-
 void confine_to_dir(int dir_fd) {
   if (::fchdir(dir_fd) != 0) throw sys_error("fchdir to the state dir");
   if (::chroot(".") != 0) throw sys_error("chroot to the state dir");
@@ -209,6 +193,11 @@ void enter_emulator_sandbox() {
     if (nr != __NR_SCMP_ERROR && seccomp_rule_add(ctx.get(), SCMP_ACT_ALLOW, nr, 0) != 0)
       throw Error(std::string("seccomp: cannot allow ") + name);
   }
+  // Limits of its own process only (glibc's getrlimit/setrlimit pass pid 0): a compromised
+  // emulator must not lower another process's limits, even one of its own uid.
+  if (seccomp_rule_add(ctx.get(), SCMP_ACT_ALLOW, SCMP_SYS(prlimit64), 1,
+                       SCMP_A0(SCMP_CMP_EQ, 0)) != 0)
+    throw Error("seccomp: cannot allow prlimit64 on the process itself");
   for (const char* name : kKill) {
     const int nr = seccomp_syscall_resolve_name(name);
     if (nr != __NR_SCMP_ERROR && seccomp_rule_add(ctx.get(), SCMP_ACT_KILL_PROCESS, nr, 0) != 0)

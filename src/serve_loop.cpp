@@ -9,20 +9,11 @@
 #include <array>
 
 #include "vtpm_hook/error.h"
+#include "vtpm_hook/io_util.h"
 #include "vtpm_hook/tpm_proto.h"
 
 namespace vtpm {
 namespace {
-
-void write_all(int fd, std::span<const uint8_t> data) {
-  size_t off = 0;
-  while (off < data.size()) {
-    ssize_t w = ::write(fd, data.data() + off, data.size() - off);
-    if (w < 0 && errno == EINTR) continue;
-    if (w < 0) throw sys_error("write TPM response");
-    off += static_cast<size_t>(w);
-  }
-}
 
 // False on EOF before the first byte; throws on EOF in the middle.
 bool read_exact(int fd, uint8_t* p, size_t n) {
@@ -40,10 +31,26 @@ bool read_exact(int fd, uint8_t* p, size_t n) {
   return true;
 }
 
-void log_signal(int signal_fd) {
+int log_signal(int signal_fd) {
   signalfd_siginfo si{};
-  if (::read(signal_fd, &si, sizeof si) == sizeof si)
-    spdlog::info("got signal {} from pid {}", si.ssi_signo, si.ssi_pid);
+  if (::read(signal_fd, &si, sizeof si) != sizeof si) return 0;
+  spdlog::info("got signal {} from pid {}", si.ssi_signo, si.ssi_pid);
+  return static_cast<int>(si.ssi_signo);
+}
+
+// The kernel waits for exactly one write() carrying the whole response. EIO means it gave up
+// waiting (its command time-out passed, e.g. while we were stopped): the client already has its
+// error, the TPM's state is whole, so the answer is dropped and serving goes on.
+void answer(int server_fd, std::span<const uint8_t> resp) {
+  const ssize_t w = ::write(server_fd, resp.data(), resp.size());
+  if (w == static_cast<ssize_t>(resp.size())) return;
+  if (w < 0 && errno == EIO) {
+    spdlog::warn("the kernel no longer waits for this response (command timed out); dropped");
+    return;
+  }
+  if (w < 0) throw sys_error("write to vtpm proxy");
+  throw Error("short write to vtpm proxy (" + std::to_string(w) + " of " +
+              std::to_string(resp.size()) + " bytes)");
 }
 
 }  // namespace
@@ -54,6 +61,8 @@ const char* to_string(StopReason r) {
       return "container exited";
     case StopReason::Signal:
       return "signal";
+    case StopReason::Abort:
+      return "setup undone";
     case StopReason::ClientGone:
       return "device closed";
     case StopReason::EndOfInput:
@@ -72,24 +81,52 @@ StopReason serve_proxy(int server_fd, int container_pidfd, int signal_fd, Comman
       if (errno == EINTR) continue;
       throw sys_error("poll");
     }
-    if (fds[1].revents) {
-      log_signal(signal_fd);
-      return StopReason::Signal;
-    }
+    if (fds[1].revents)
+      return log_signal(signal_fd) == SIGINT ? StopReason::Abort : StopReason::Signal;
     if (fds[0].revents & POLLIN) {
       ssize_t r = ::read(server_fd, buf.data(), buf.size());
       if (r < 0 && (errno == EINTR || errno == EAGAIN)) continue;
       if (r < 0) throw sys_error("read from vtpm proxy");
       if (r == 0) return StopReason::ClientGone;
-      // The kernel waits for exactly one write() carrying the whole response.
-      const auto resp =
-          handler.handle(std::span<const uint8_t>(buf.data(), static_cast<size_t>(r)));
-      if (::write(server_fd, resp.data(), resp.size()) != static_cast<ssize_t>(resp.size()))
-        throw sys_error("write to vtpm proxy");
+      answer(server_fd,
+             handler.handle(std::span<const uint8_t>(buf.data(), static_cast<size_t>(r))));
       continue;
     }
     if (fds[0].revents & (POLLHUP | POLLERR | POLLNVAL)) return StopReason::ClientGone;
     if (n == 3 && fds[2].revents) return StopReason::ContainerExited;
+  }
+}
+
+void linger(int server_fd, int signal_fd, const CgroupWatch& cgroup, CommandHandler& handler) {
+  std::array<uint8_t, proto::kMaxCommandSize> buf{};
+  bool device_open = true;
+  while (!cgroup.empty()) {
+    std::array<pollfd, 3> fds{{{signal_fd, POLLIN, 0},
+                               {cgroup.fd(), POLLPRI, 0},
+                               {device_open ? server_fd : -1, POLLIN, 0}}};
+    if (!cgroup.notifies()) fds[1].fd = -1;
+    // v1 cannot notify: look again every second
+    if (::poll(fds.data(), fds.size(), cgroup.notifies() ? -1 : 1000) < 0) {
+      if (errno == EINTR) continue;
+      throw sys_error("poll");
+    }
+    if (fds[0].revents) log_signal(signal_fd);  // already saved: the number stays taken
+    if (fds[2].revents & POLLIN) {
+      const ssize_t r = ::read(server_fd, buf.data(), buf.size());
+      if (r < 0 && (errno == EINTR || errno == EAGAIN)) continue;
+      if (r <= 0) {
+        device_open = false;
+        continue;
+      }
+      try {
+        answer(server_fd,
+               handler.handle(std::span<const uint8_t>(buf.data(), static_cast<size_t>(r))));
+      } catch (const Error& e) {
+        spdlog::warn("{}", e.what());  // a failure answer that got lost changes nothing
+      }
+    } else if (fds[2].revents) {
+      device_open = false;  // hung up: nothing more will come
+    }
   }
 }
 
@@ -121,12 +158,14 @@ StopReason serve_stream(int in_fd, int out_fd, int signal_fd, CommandHandler& ha
     const auto hdr = proto::parse_header(std::span<const uint8_t>(buf.data(), proto::kHeaderSize));
     if (hdr->size < proto::kHeaderSize || hdr->size > buf.size()) {
       // The stream cannot be resynchronised after a bad size: answer once and stop.
-      write_all(out_fd, handler.handle(std::span<const uint8_t>(buf.data(), proto::kHeaderSize)));
+      write_all(out_fd, handler.handle(std::span<const uint8_t>(buf.data(), proto::kHeaderSize)),
+                "TPM response");
       throw Error("TPM command size " + std::to_string(hdr->size) + " is out of range");
     }
     if (!read_exact(in_fd, buf.data() + proto::kHeaderSize, hdr->size - proto::kHeaderSize))
       throw Error("TPM command truncated by end of input");
-    write_all(out_fd, handler.handle(std::span<const uint8_t>(buf.data(), hdr->size)));
+    write_all(out_fd, handler.handle(std::span<const uint8_t>(buf.data(), hdr->size)),
+              "TPM response");
   }
 }
 

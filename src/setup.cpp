@@ -1,3 +1,4 @@
+#include <fcntl.h>
 #include <spdlog/spdlog.h>
 #include <sys/stat.h>
 
@@ -15,10 +16,15 @@
 #include "vtpm_hook/local_ca.h"
 #include "vtpm_hook/oci_config.h"
 #include "vtpm_hook/oci_state.h"
+#include "vtpm_hook/policy.h"
 #include "vtpm_hook/process_util.h"
+#include "vtpm_hook/provision.h"
 #include "vtpm_hook/run_record.h"
 #include "vtpm_hook/sandbox.h"
+#include "vtpm_hook/state_dir.h"
 #include "vtpm_hook/state_store.h"
+#include "vtpm_hook/swtpm_blob.h"
+#include "vtpm_hook/tpm_engine.h"
 #include "vtpm_hook/vtpm_proxy.h"
 #include "vtpm_hook/vtpm_request.h"
 
@@ -53,8 +59,8 @@ long long unix_ms() {
 }
 
 // Leftovers of a runtime that died before teardown: an emulator of an earlier run of this same
-// container is stopped (its state saved) and its record dropped; a state dir held by anything
-// else is an error.
+// container is told to save and release its state, and its record dropped; a state dir held by
+// anything else is an error.
 void recover_leftovers(const HookOptions& opts, const std::string& id,
                        const std::vector<VtpmSpec>& specs) {
   const auto old = read_run_record(opts.run_root, id);
@@ -67,7 +73,7 @@ void recover_leftovers(const HookOptions& opts, const std::string& id,
     if (!ours)
       throw Error("state dir " + s.state_path + " is in use by process " + std::to_string(*holder));
     spdlog::warn("container {}: stopping emulator {} left by an earlier run", id, *holder);
-    if (!stop_process(*holder, std::chrono::seconds(10)))
+    if (!release_emulator(*holder, s.state_path, std::chrono::seconds(10)))
       throw Error("cannot stop emulator " + std::to_string(*holder) + " of an earlier run");
   }
   if (old) {
@@ -78,31 +84,56 @@ void recover_leftovers(const HookOptions& opts, const std::string& id,
 
 std::string dev_name(const char* base, unsigned index) { return base + std::to_string(index); }
 
+// createCerts on a new TPM: manufactured, EKs and certificates made, in a child of its own, so
+// that the CA's private key is never in the hook's memory, and so never in any emulator's.
+void provision_certificates(int dir_fd, const VtpmSpec& spec,
+                            const std::optional<Credentials>& run_as, const HookOptions& opts,
+                            const std::string& id) {
+  if (::faccessat(dir_fd, state_file_name(spec.version, "permall").c_str(), F_OK,
+                  AT_SYMLINK_NOFOLLOW) == 0)
+    return;  // manufactured before: its certificates are in its NV
+  run_in_child(
+      [&] {
+        const LocalCa ca = load_or_create_ca(opts.ca_key, opts.ca_cert);
+        UniqueFd dir(::fcntl(dir_fd, F_DUPFD_CLOEXEC, 3));
+        if (!dir) throw sys_error("dup state dir fd");
+        StateStore store(std::move(dir), spec.state_path, spec.version, load_state_key(spec));
+        confine_to_dir(store.dir_fd());
+        if (run_as) become(*run_as);
+        enter_emulator_sandbox();
+        TpmEngine engine(store);
+        if (!spec.pcr_banks.empty()) apply_pcr_banks(engine, spec.pcr_banks);
+        create_ek_certificates(engine, ca, "vtpm-hook EK " + id);
+      },
+      "createCerts for " + spec.state_path);
+}
+
 }  // namespace
 
 void run_setup(const std::string& state_json, const HookOptions& opts) {
   const auto t0 = std::chrono::steady_clock::now();
   const OciState state = parse_oci_state(state_json);
   const BundleConfig config = load_bundle_config(state.bundle);
-  const auto specs = resolve_vtpms(state, config, RequestDefaults{opts.state_root});
+  RequestDefaults defaults{opts.state_root, load_policy(opts.policy, opts.policy_required), {}};
+  for (const auto& f : {opts.ca_key, opts.ca_cert})
+    defaults.reserved.push_back(
+        normal_path(std::filesystem::path(f).parent_path(), "--ca-key/--ca-cert"));
+  const auto specs = resolve_vtpms(state, config, defaults);
   if (specs.empty()) {
     spdlog::info("container {} asks for no vTPM", state.id);
     return;
   }
   std::vector<std::optional<Credentials>> run_as;
-  std::vector<std::optional<StateKey>> keys;
   for (const auto& s : specs) {
     run_as.push_back(s.run_as ? std::optional(resolve_user(*s.run_as)) : std::nullopt);
-    keys.push_back(load_state_key(s));
+    check_key_files(s);
   }
-  std::optional<LocalCa> ca;
-  if (std::any_of(specs.begin(), specs.end(), [](const VtpmSpec& s) { return s.create_certs; }))
-    ca = load_or_create_ca(opts.ca_key, opts.ca_cert);
   if (!state.pid) throw Error("OCI state: \"pid\" is missing; setup needs the container's process");
   const pid_t pid = *state.pid;
   check_vtpmx_available(opts.vtpmx);
   check_container_process(pid);
   const UniqueFd container_pidfd = open_pidfd(pid);
+  const auto cgroup = CgroupWatch::open(pid);
   recover_leftovers(opts, state.id, specs);
 
   Rollback rollback;
@@ -114,24 +145,23 @@ void run_setup(const std::string& state_json, const HookOptions& opts) {
     vr.index = spec.index;
     vr.version = spec.version;
     vr.state_path = spec.state_path;
+    vr.state_root = spec.state_root;
     vr.state_path_managed = spec.state_path_managed;
-    struct stat st {};
-    vr.state_path_created = ::stat(spec.state_path.c_str(), &st) != 0;
-    if (vr.state_path_created) {
-      std::error_code ec;
-      std::filesystem::create_directories(spec.state_path, ec);
-      if (ec) throw Error("cannot create state dir " + spec.state_path + ": " + ec.message());
-      ::chmod(spec.state_path.c_str(), 0700);
-      rollback.add([p = spec.state_path] { std::filesystem::remove_all(p); });
-    } else if (!S_ISDIR(st.st_mode)) {
-      throw Error("statePath " + spec.state_path + " exists and is not a directory");
-    }
+    StateDir dir =
+        open_state_dir(spec.state_root, spec.state_path, /*create=*/true, run_as[spec.index]);
+    vr.state_path_created = dir.created;
+    if (dir.created)
+      rollback.add([root = spec.state_root, p = spec.state_path] { remove_state_dir(root, p); });
+    if (spec.create_certs)
+      provision_certificates(dir.fd.get(), spec, run_as[spec.index], opts, state.id);
 
-    EmulatorOptions eo{spec,      state.id,           opts.log_level,   opts.log_file,
-                       false,     run_as[spec.index], keys[spec.index], ca ? &*ca : nullptr,
-                       opts.vtpmx};
+    EmulatorOptions eo{
+        spec.index,     spec.version,  spec.state_path,    spec.pcr_banks,       state.id,
+        opts.log_level, opts.log_file, run_as[spec.index], load_state_key(spec), opts.vtpmx};
     spdlog::debug("starting the emulator for {}", spec.state_path);
-    auto [emu, tpm_num] = spawn_emulator(eo, container_pidfd.get());
+    auto [emu, tpm_num] =
+        spawn_emulator(eo, std::move(dir.fd), container_pidfd.get(), cgroup ? &*cgroup : nullptr);
+    eo.key.reset();  // wiped: the next emulator must not inherit this TPM's key
     emulators.push_back(std::move(emu));
     vr.host_tpm_num = tpm_num;
     vr.emulator_pid = emulators.back().pid();

@@ -3,6 +3,7 @@
 #include <fcntl.h>
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <cctype>
@@ -10,7 +11,6 @@
 #include <cstddef>
 
 #include "vtpm_hook/error.h"
-#include "vtpm_hook/unique_fd.h"
 
 namespace vtpm {
 namespace {
@@ -29,8 +29,7 @@ struct SecretBuffer {
 // Reads all of `path` (at most max_size bytes; more is an error).
 void read_secret_file(const std::string& path, const std::string& what, size_t max_size,
                       SecretBuffer& out) {
-  UniqueFd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
-  if (!fd) throw sys_error("cannot open " + what + " " + path);
+  UniqueFd fd = open_secret_file(path, what, max_size);
   out.data.resize(max_size + 1);
   size_t have = 0;
   while (have < out.data.size()) {
@@ -63,13 +62,32 @@ int hex_value(uint8_t c) {
 
 }  // namespace
 
+StateKey::~StateKey() {
+  if (!bytes.empty()) OPENSSL_cleanse(bytes.data(), bytes.size());
+}
+
+UniqueFd open_secret_file(const std::string& path, const std::string& what, size_t max_size) {
+  // O_NONBLOCK: a FIFO must not hang the hook; O_NOFOLLOW: the name is the file.
+  UniqueFd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK | O_NOCTTY));
+  if (!fd) throw sys_error("cannot open " + what + " " + path);
+  struct stat st {};
+  if (::fstat(fd.get(), &st) != 0) throw sys_error("cannot stat " + what + " " + path);
+  if (!S_ISREG(st.st_mode)) throw Error(what + " " + path + " is not a regular file");
+  if (st.st_mode & (S_IWGRP | S_IWOTH))
+    throw Error(what + " " + path + " is writable by group or others");
+  if (static_cast<size_t>(st.st_size) > max_size)
+    throw Error(what + " " + path + " is too large (more than " + std::to_string(max_size) +
+                " bytes)");
+  return fd;
+}
+
 StateKey load_key_file(const std::string& path, const std::string& format, int bits) {
   const size_t want = key_bytes_for(bits);
   const std::string what = "state key file";
   StateKey key;
   if (format == "binary") {
     SecretBuffer buf;
-    read_secret_file(path, what, 4096, buf);
+    read_secret_file(path, what, kMaxKeyFileSize, buf);
     if (buf.data.size() != want)
       throw Error(what + " " + path + " has " + std::to_string(buf.data.size()) +
                   " bytes; a binary AES-" + std::to_string(bits) + " key has exactly " +
@@ -82,7 +100,7 @@ StateKey load_key_file(const std::string& path, const std::string& format, int b
                 " (expected binary or hex)");
 
   SecretBuffer buf;
-  read_secret_file(path, what, 4096, buf);
+  read_secret_file(path, what, kMaxKeyFileSize, buf);
   const std::vector<uint8_t>& d = buf.data;
   size_t i = 0;
   if (d.size() >= 2 && d[0] == '0' && (d[1] == 'x' || d[1] == 'X')) i = 2;
@@ -113,7 +131,7 @@ StateKey derive_key_from_password_file(const std::string& path, int bits, const 
     throw Error("unknown key derivation '" + kdf + "' for password file " + path +
                 " (expected pbkdf2 or sha512)");
   SecretBuffer pwd;
-  read_secret_file(path, "password file", 1u << 20, pwd);
+  read_secret_file(path, "password file", kMaxPasswordFileSize, pwd);
   if (pwd.data.empty()) throw Error("password file " + path + " is empty");
 
   StateKey key;

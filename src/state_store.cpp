@@ -8,22 +8,13 @@
 #include <thread>
 
 #include "vtpm_hook/error.h"
+#include "vtpm_hook/io_util.h"
 #include "vtpm_hook/swtpm_blob.h"
 
 namespace vtpm {
 namespace {
 
 constexpr size_t kMaxBlob = 16u << 20;
-
-void write_all(int fd, const uint8_t* p, size_t n, const std::string& what) {
-  while (n > 0) {
-    ssize_t w = ::write(fd, p, n);
-    if (w < 0 && errno == EINTR) continue;
-    if (w < 0) throw sys_error("write " + what);
-    p += w;
-    n -= static_cast<size_t>(w);
-  }
-}
 
 // mkdir with exactly `mode`: the umask is not applied (tpm2-tools run their cmd TCTI child with
 // umask 0177, which would leave a directory without search permission). Directories that
@@ -63,6 +54,19 @@ StateStore::StateStore(std::string dir, TpmVersion version, bool create,
   }
   dir_fd_.reset(::open(dir_.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
   if (!dir_fd_) throw sys_error("open state dir " + dir_);
+  lock(lock_wait);
+}
+
+StateStore::StateStore(UniqueFd dir_fd, std::string name, TpmVersion version,
+                       std::optional<StateKey> key)
+    : dir_(std::move(name)), version_(version), key_(std::move(key)), dir_fd_(std::move(dir_fd)) {
+  if (key_ && key_->bytes.size() != 16 && key_->bytes.size() != 32)
+    throw Error("state key for " + dir_ + " has " + std::to_string(key_->bytes.size()) +
+                " bytes; AES keys have 16 or 32");
+  lock(std::chrono::milliseconds(0));
+}
+
+void StateStore::lock(std::chrono::milliseconds lock_wait) {
   lock_fd_.reset(::openat(dir_fd_.get(), ".lock", O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600));
   if (!lock_fd_) throw sys_error("open " + dir_ + "/.lock");
   const auto deadline = std::chrono::steady_clock::now() + lock_wait;
@@ -88,16 +92,8 @@ std::optional<std::vector<uint8_t>> StateStore::load(std::string_view name) cons
     if (errno == ENOENT) return std::nullopt;
     throw sys_error("open " + dir_ + "/" + file);
   }
-  std::vector<uint8_t> data;
-  uint8_t buf[65536];
-  for (;;) {
-    ssize_t r = ::read(fd.get(), buf, sizeof buf);
-    if (r < 0 && errno == EINTR) continue;
-    if (r < 0) throw sys_error("read " + dir_ + "/" + file);
-    if (r == 0) break;
-    data.insert(data.end(), buf, buf + r);
-    if (data.size() > kMaxBlob) throw Error(dir_ + "/" + file + " is larger than 16 MiB");
-  }
+  const std::string text = read_all(fd.get(), kMaxBlob, dir_ + "/" + file);
+  const std::vector<uint8_t> data(text.begin(), text.end());
   try {
     return unwrap_state_blob(data, key_ ? &*key_ : nullptr);
   } catch (const Error& e) {
@@ -113,7 +109,7 @@ void StateStore::store(std::string_view name, std::span<const uint8_t> blob) con
     UniqueFd fd(::openat(dir_fd_.get(), tmp.c_str(),
                          O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0600));
     if (!fd) throw sys_error("create " + dir_ + "/" + tmp);
-    write_all(fd.get(), bytes.data(), bytes.size(), dir_ + "/" + tmp);
+    write_all(fd.get(), bytes, dir_ + "/" + tmp);
     if (::fsync(fd.get()) != 0) throw sys_error("fsync " + dir_ + "/" + tmp);
     fd.reset();
     if (::renameat(dir_fd_.get(), tmp.c_str(), dir_fd_.get(), file.c_str()) != 0)
@@ -138,7 +134,8 @@ bool StateStore::has(std::string_view name) const {
 }
 
 std::optional<pid_t> state_lock_holder(const std::string& dir) {
-  UniqueFd fd(::open((dir + "/.lock").c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW));
+  // O_NONBLOCK: whoever owns the directory could have put a FIFO there.
+  UniqueFd fd(::open((dir + "/.lock").c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK));
   if (!fd) return std::nullopt;
   struct flock q = write_lock_query();
   if (::fcntl(fd.get(), F_GETLK, &q) != 0 || q.l_type == F_UNLCK) return std::nullopt;

@@ -5,6 +5,7 @@
 #include <ctime>
 #include <nlohmann/json.hpp>
 
+#include "vtpm_hook/error.h"
 #include "vtpm_hook/run_record.h"
 #include "vtpm_hook/state_store.h"
 
@@ -40,9 +41,12 @@ std::string render_status(const std::string& run_root, bool json) {
                       {"vtpmVersion", to_string(v.version)},
                       {"statePath", v.state_path},
                       {"started", iso_time(rec.started_unix_ms)}});
-      table += fmt::format("{:<24} {:<12} {:<14} {:>8} {:<6} {:<7} {:<20} {}\n", rec.container_id,
-                           v.host_device, v.container_device, v.emulator_pid, to_string(v.version),
-                           alive ? "yes" : "no", iso_time(rec.started_unix_ms), v.state_path);
+      // Records are the hook's, but their strings came from configs: one row stays one row.
+      table +=
+          fmt::format("{:<24} {:<12} {:<14} {:>8} {:<6} {:<7} {:<20} {}\n",
+                      one_line(rec.container_id), one_line(v.host_device),
+                      one_line(v.container_device), v.emulator_pid, to_string(v.version),
+                      alive ? "yes" : "no", iso_time(rec.started_unix_ms), one_line(v.state_path));
     }
   }
   return json ? rows.dump(2) + "\n" : table;

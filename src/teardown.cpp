@@ -3,11 +3,13 @@
 #include <chrono>
 #include <filesystem>
 
+#include "vtpm_hook/emulator_process.h"
 #include "vtpm_hook/error.h"
 #include "vtpm_hook/hooks.h"
 #include "vtpm_hook/oci_state.h"
 #include "vtpm_hook/process_util.h"
 #include "vtpm_hook/run_record.h"
+#include "vtpm_hook/state_dir.h"
 #include "vtpm_hook/state_store.h"
 
 namespace vtpm {
@@ -25,7 +27,7 @@ bool stop_emulator(const std::string& id, const VtpmRecord& v) {
         v.state_path, *holder, v.emulator_pid);
     return false;
   }
-  if (!stop_process(*holder, kStopGrace)) {
+  if (!release_emulator(*holder, v.state_path, kStopGrace)) {
     spdlog::warn("container {}: emulator {} did not stop", id, *holder);
     return false;
   }
@@ -60,9 +62,15 @@ void run_teardown(const std::string& state_json, const HookOptions& opts) {
   for (const auto& v : rec->vtpms) {
     const bool stopped = stop_emulator(state.id, v);
     if (stopped && v.state_path_managed) {
-      std::error_code ec;
-      std::filesystem::remove_all(v.state_path, ec);
-      if (ec) spdlog::warn("cannot remove managed state {}: {}", v.state_path, ec.message());
+      // Only the TPM's own files, reached beneath the root setup checked: never anything else.
+      try {
+        if (v.state_root.empty())
+          spdlog::warn("run record of {} names no state root; keeping {}", state.id, v.state_path);
+        else if (!remove_state_dir(v.state_root, v.state_path))
+          spdlog::warn("managed state {} holds other files; kept them", v.state_path);
+      } catch (const Error& e) {
+        spdlog::warn("cannot remove managed state {}: {}", v.state_path, e.what());
+      }
     }
     spdlog::info("container {}: {} torn down (state {} {})", state.id, v.container_device,
                  v.state_path, v.state_path_managed && stopped ? "removed" : "kept");

@@ -12,9 +12,6 @@ namespace {
 
 constexpr unsigned kMaxVtpms = 8;
 
-const std::set<std::string> kFields = {
-    "statePath", "statePathIsManaged", "vtpmVersion",       "createCerts",
-    "runAs",     "pcrBanks",           "encryptionKeyFile", "encryptionPasswordFile"};
 const std::set<std::string> kBanks = {"sha1", "sha256", "sha384", "sha512", "sm3_256"};
 
 // The single-vTPM annotations and the linux.vtpms field each one sets.
@@ -32,10 +29,62 @@ TpmVersion parse_version(const std::string& s, const std::string& what) {
   throw Error(what + ": \"vtpmVersion\" must be \"2\" or \"1.2\", not \"" + s + "\"");
 }
 
-// Later TPMs nest inside the first one's directory: ids have no '/', so no other container's
-// default can ever name the same directory.
+// Later TPMs sit beside the first one, never inside a directory its runAs user owns. Ids are
+// [A-Za-z0-9_.+-] (validate_container_id), so "<id>@tpm<i>" can be no other container's default.
 std::string default_state_path(const RequestDefaults& d, const std::string& id, unsigned i) {
-  return d.state_root + "/" + id + (i == 0 ? "" : "/tpm" + std::to_string(i));
+  const std::string path = d.state_root + "/" + id + (i == 0 ? "" : "@tpm" + std::to_string(i));
+  for (const auto& r : d.reserved)
+    if (path == r)
+      throw Error("container id \"" + id + "\" names " + r +
+                  ", which the hook keeps for itself; give this container a statePath");
+  return path;
+}
+
+bool is_beneath(const std::string& path, const std::string& root) {
+  return path.size() > root.size() && path.compare(0, root.size(), root) == 0 &&
+         (root == "/" || path[root.size()] == '/');
+}
+
+// Config values end up in logs, status tables and paths: no control characters anywhere.
+void check_printable(const nlohmann::json& e, const std::string& what) {
+  for (const auto& [k, v] : e.items()) {
+    if (!v.is_string()) continue;
+    for (unsigned char c : v.get_ref<const std::string&>())
+      if (c < 0x20 || c == 0x7f) throw Error(what + ": \"" + k + "\" contains a control character");
+  }
+}
+
+// The allowed root a statePath lies strictly beneath. Paths from annotations may only use the
+// administrator's extra roots: the state root holds every container's default state and the CA.
+std::string allowed_root(const std::string& path, const RequestDefaults& d, bool by_annotation,
+                         const std::string& what) {
+  std::vector<std::string> roots;
+  if (!by_annotation) roots.push_back(d.state_root);
+  for (const auto& r : d.policy.state_path_roots) roots.push_back(r);
+  std::string names;
+  for (const auto& r : roots) {
+    if (!is_beneath(path, r)) {
+      names += (names.empty() ? "" : ", ") + r;
+      continue;
+    }
+    for (const auto& k : d.reserved)
+      if (path == k || is_beneath(path, k) || is_beneath(k, path))
+        throw Error(what + ": \"statePath\" " + path + " overlaps " + k +
+                    ", which the hook keeps for itself");
+    return r;
+  }
+  throw Error(what + ": \"statePath\" " + path + " is not under an allowed state root (" +
+              (names.empty() ? "none for annotations; see the policy's statePathRoots" : names) +
+              ")");
+}
+
+}  // namespace
+
+const std::set<std::string>& vtpm_fields() {
+  static const std::set<std::string> fields = {
+      "statePath", "statePathIsManaged", "vtpmVersion",       "createCerts",
+      "runAs",     "pcrBanks",           "encryptionKeyFile", "encryptionPasswordFile"};
+  return fields;
 }
 
 std::string normal_path(const std::string& p, const std::string& what) {
@@ -45,8 +94,6 @@ std::string normal_path(const std::string& p, const std::string& what) {
   if (out == "/") throw Error(what + " may not be /");
   return out;
 }
-
-}  // namespace
 
 std::vector<std::string> parse_pcr_banks(const std::string& list, const std::string& what) {
   std::vector<std::string> out;
@@ -72,17 +119,29 @@ void check_run_as(const std::string& user, const std::string& what) {
 }
 
 VtpmSpec parse_entry(const nlohmann::json& e, unsigned i, const std::string& id,
-                     const RequestDefaults& d, const std::string& what) {
+                     const RequestDefaults& d, bool by_annotation, const std::string& what) {
   if (!e.is_object()) throw Error(what + " is not an object");
-  for (const auto& [k, v] : e.items())
-    if (!kFields.count(k)) throw Error(what + ": unknown field \"" + k + "\"");
+  for (const auto& [k, v] : e.items()) {
+    if (!vtpm_fields().count(k)) throw Error(what + ": unknown field \"" + k + "\"");
+    if (by_annotation && !d.policy.annotation_fields.count(k)) {
+      std::string allowed;
+      for (const auto& f : d.policy.annotation_fields) allowed += (allowed.empty() ? "" : ", ") + f;
+      throw Error(what + ": \"" + k +
+                  "\" may not come from an annotation (policy annotationFields: " +
+                  (allowed.empty() ? "none" : allowed) + ")");
+    }
+  }
+  check_printable(e, what);
   VtpmSpec s;
   s.index = i;
   if (auto v = optional_string(e, "vtpmVersion", what)) s.version = parse_version(*v, what);
-  if (auto p = optional_string(e, "statePath", what))
+  if (auto p = optional_string(e, "statePath", what)) {
     s.state_path = normal_path(*p, what + ": \"statePath\"");
-  else
+    s.state_root = allowed_root(s.state_path, d, by_annotation, what);
+  } else {
     s.state_path = default_state_path(d, id, i);
+    s.state_root = d.state_root;
+  }
   s.state_path_managed = optional_bool(e, "statePathIsManaged", what).value_or(false);
   s.create_certs = optional_bool(e, "createCerts", what).value_or(false);
   if (auto b = optional_string(e, "pcrBanks", what)) s.pcr_banks = parse_pcr_banks(*b, what);
@@ -133,6 +192,12 @@ nlohmann::json entry_from_annotations(const std::map<std::string, std::string>& 
 
 }  // namespace
 
+void check_key_files(const VtpmSpec& spec) {
+  if (spec.key_file) open_secret_file(*spec.key_file, "state key file", kMaxKeyFileSize);
+  if (spec.password_file)
+    open_secret_file(*spec.password_file, "password file", kMaxPasswordFileSize);
+}
+
 std::optional<StateKey> load_state_key(const VtpmSpec& spec) {
   if (spec.key_file) return load_key_file(*spec.key_file, "binary", 256);
   if (spec.password_file) return derive_key_from_password_file(*spec.password_file, 256, "pbkdf2");
@@ -167,6 +232,7 @@ std::vector<VtpmSpec> resolve_vtpms(const OciState& state, const BundleConfig& c
   } else {
     VtpmSpec s;
     s.state_path = default_state_path(defaults, state.id, 0);
+    s.state_root = defaults.state_root;
     return {s};
   }
   if (!arr.is_array()) throw Error(what + " is not an array");
@@ -177,7 +243,7 @@ std::vector<VtpmSpec> resolve_vtpms(const OciState& state, const BundleConfig& c
   std::set<std::string> paths;
   for (unsigned i = 0; i < arr.size(); ++i) {
     const std::string entry = what + "[" + std::to_string(i) + "]";
-    auto s = parse_entry(arr[i], i, state.id, defaults, entry);
+    auto s = parse_entry(arr[i], i, state.id, defaults, !config.vtpms, entry);
     if (!paths.insert(s.state_path).second)
       throw Error(entry + ": \"statePath\" " + s.state_path + " is used twice");
     out.push_back(std::move(s));

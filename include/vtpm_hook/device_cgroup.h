@@ -3,10 +3,12 @@
 #include <linux/bpf.h>
 #include <sys/types.h>
 
+#include <optional>
 #include <span>
 #include <string>
 #include <vector>
 
+#include "vtpm_hook/unique_fd.h"
 #include "vtpm_hook/vtpm_proxy.h"
 
 namespace vtpm {
@@ -26,5 +28,23 @@ std::string grant_device_access(pid_t pid, std::span<const DevNum> devices,
 // The pure part, for tests: `original` with an allow-prefix for the char devices in front.
 std::vector<bpf_insn> prepend_device_allow(std::span<const bpf_insn> original,
                                            std::span<const DevNum> devices);
+
+// Tells when no process is left in a container's cgroup: the only processes the device cgroup
+// lets open what was granted to it. v2 watches cgroup.events ("populated", POLLPRI on change),
+// v1 the devices cgroup's cgroup.procs (no notification: poll it).
+class CgroupWatch {
+ public:
+  // nullopt when the container has no cgroup of its own (it shares this process's, or is in
+  // the root). Throws Error.
+  static std::optional<CgroupWatch> open(pid_t pid, const CgroupPaths& paths = {});
+  int fd() const { return fd_.get(); }
+  bool notifies() const { return v2_; }
+  bool empty() const;  // also when the cgroup is gone
+
+ private:
+  CgroupWatch(UniqueFd fd, bool v2) : fd_(std::move(fd)), v2_(v2) {}
+  UniqueFd fd_;
+  bool v2_;
+};
 
 }  // namespace vtpm

@@ -8,24 +8,28 @@
 #include <utility>
 #include <vector>
 
-#include "vtpm_hook/local_ca.h"
-#include "vtpm_hook/sandbox.h"
+#include "vtpm_hook/credentials.h"
+#include "vtpm_hook/device_cgroup.h"
 #include "vtpm_hook/state_key.h"
+#include "vtpm_hook/tpm_version.h"
 #include "vtpm_hook/unique_fd.h"
 #include "vtpm_hook/vtpm_proxy.h"
-#include "vtpm_hook/vtpm_request.h"
 
 namespace vtpm {
 
+struct LocalCa;
+
+// What one emulator needs to know; nothing of other TPMs.
 struct EmulatorOptions {
-  VtpmSpec spec;
+  unsigned index = 0;  // for log lines
+  TpmVersion version = TpmVersion::V2;
+  std::string state_path;              // for messages: the state is reached through its fd
+  std::vector<std::string> pcr_banks;  // empty keeps the TPM's banks
   std::string container_id;
   std::string log_level;
   std::string log_file;
-  bool create_state_dir = true;
   std::optional<Credentials> run_as;  // resolved by the hook, before anything was created
-  std::optional<StateKey> key;        // read by the hook, so the emulator needs no access
-  const LocalCa* ca = nullptr;        // signs EK certificates (createCerts on a new TPM)
+  std::optional<StateKey> key;        // this TPM's key only, read by the hook
   std::string vtpmx = "/dev/vtpmx";
 };
 
@@ -47,12 +51,20 @@ class EmulatorProcess {
   UniqueFd pidfd_;
 };
 
-// Forks the emulator, which loads (or manufactures and provisions) its TPM, starts it, and only
-// then creates the proxy device (so the kernel's first command finds it ready), keeping the
-// server fd to itself. Returns the emulator and the device's tpm number once it serves;
+// Forks the emulator on the state directory dir_fd. It takes the state's lock, gives up its
+// privileges (chroot to the state dir, runAs, no capabilities, seccomp), and only then lets
+// libtpms load (or manufacture) the TPM, starts and self-tests it. Then the hook creates the
+// proxy device and hands the server fd over, keeping no copy (the kernel's first command finds
+// the TPM ready). The emulator serves until the container's init exits or it is signalled,
+// saves the state and releases it; with a cgroup to watch it then keeps the device number
+// until the cgroup is empty. Returns the emulator and the device's tpm number once it serves;
 // throws Error with the child's own message otherwise.
-std::pair<EmulatorProcess, unsigned> spawn_emulator(const EmulatorOptions& opts,
-                                                    int container_pidfd);
+std::pair<EmulatorProcess, unsigned> spawn_emulator(const EmulatorOptions& opts, UniqueFd dir_fd,
+                                                    int container_pidfd, const CgroupWatch* cgroup);
+
+// Asks the emulator pid to save and release state_path (SIGTERM) and waits until it has (it
+// may linger on holding its device number); SIGKILL after grace. False if it still holds it.
+bool release_emulator(pid_t pid, const std::string& state_path, std::chrono::milliseconds grace);
 
 // Waits until the kernel registered /dev/tpmN (+ tpmrmN), watching the emulator meanwhile.
 HostDevices wait_for_registration(const EmulatorProcess& emu, unsigned tpm_num, TpmVersion v,

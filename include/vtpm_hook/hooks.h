@@ -9,10 +9,11 @@ struct HookOptions {
   std::string log_level = "info";
   std::string log_file;
   std::string vtpmx = "/dev/vtpmx";
-  bool device_cgroup = true;
-  std::string ca_key;   // EK certificate CA; default <state_root>/ca/ek-ca-key.pem
-  std::string ca_cert;  // default <state_root>/ca/ek-ca-cert.pem  // let the container's cgroup
-                        // open its TPM devices
+  bool device_cgroup = true;  // let the container's cgroup open its TPM devices
+  std::string ca_key;         // EK certificate CA; default <state_root>/ca/ek-ca-key.pem
+  std::string ca_cert;        // default <state_root>/ca/ek-ca-cert.pem
+  std::string policy = "/etc/vtpm-hook/policy.json";
+  bool policy_required = false;  // --policy given: the file must exist
 };
 
 // prestart/createRuntime: everything or nothing. Throws Error.

@@ -14,6 +14,7 @@ struct VtpmRecord {
   unsigned index = 0;
   TpmVersion version = TpmVersion::V2;
   std::string state_path;
+  std::string state_root;  // the allowed root state_path lies beneath
   bool state_path_managed = false;
   bool state_path_created = false;  // this setup made the directory
   pid_t emulator_pid = 0;

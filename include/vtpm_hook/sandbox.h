@@ -5,18 +5,12 @@
 
 #include <string>
 
-namespace vtpm {
+#include "vtpm_hook/credentials.h"
 
-struct Credentials {
-  uid_t uid = 0;
-  gid_t gid = 0;
-};
+namespace vtpm {
 
 // "name", "uid" or "uid:gid" (a name's group is its primary group). Throws Error.
 Credentials resolve_user(const std::string& spec);
-
-// Gives the files directly in dir_fd (not subdirectories) and the directory itself to creds.
-void hand_over_dir(int dir_fd, const Credentials& creds);
 
 // Makes dir_fd (the TPM's state directory) the process's root: after its TPM is loaded the
 // emulator needs no other file, and without CAP_SYS_CHROOT it cannot leave. Throws Error.
@@ -26,9 +20,10 @@ void confine_to_dir(int dir_fd);
 void become(const Credentials& creds);
 
 // no_new_privs, every capability dropped, and a seccomp allow-list of what the serve loop and
-// crash-safe state writes need. Calls that only an attacker would make (exec, fork, ptrace,
-// mount, namespaces, sockets, bpf, modules) kill the process; anything else unlisted fails
-// with EPERM. Throws Error when the sandbox cannot be set up.
+// crash-safe state writes need (prlimit only on itself, recvmsg to take the proxy fd). Calls that
+// only an attacker would make (exec, fork, ptrace, mount, namespaces, sockets, bpf, modules) kill
+// the process; anything else unlisted fails with EPERM. Throws Error when the sandbox cannot be set
+// up.
 void enter_emulator_sandbox();
 
 }  // namespace vtpm

@@ -5,13 +5,29 @@
 #include <string>
 #include <vector>
 
+#include "vtpm_hook/unique_fd.h"
+
 namespace vtpm {
 
 // An AES key: 16 bytes (AES-128-CBC) or 32 bytes (AES-256-CBC). The key size is all a state
 // file records about its key (flag 0x08 for 256 bits).
 struct StateKey {
   std::vector<uint8_t> bytes;
+  StateKey() = default;
+  StateKey(std::vector<uint8_t> b) : bytes(std::move(b)) {}  // NOLINT: brace-initialised
+  StateKey(const StateKey&) = default;
+  StateKey(StateKey&&) = default;
+  StateKey& operator=(const StateKey&) = default;
+  StateKey& operator=(StateKey&&) = default;
+  ~StateKey();  // wipes the key: a process keeps no copy of a key it no longer needs
 };
+
+// Opens a key or password file for reading: a regular file (not a link, FIFO or device), not
+// writable by group or others, at most max_size bytes. Throws Error naming the file.
+UniqueFd open_secret_file(const std::string& path, const std::string& what, size_t max_size);
+
+inline constexpr size_t kMaxKeyFileSize = 4096;
+inline constexpr size_t kMaxPasswordFileSize = 1u << 20;
 
 // Reads a key file like swtpm's `--key file=PATH,format=FORMAT,mode=aes-BITS-cbc`:
 //   format "binary": the file holds exactly bits/8 raw bytes;

@@ -26,6 +26,11 @@ class StateStore {
              std::chrono::milliseconds lock_wait = std::chrono::milliseconds(0),
              std::optional<StateKey> key = std::nullopt);
 
+  // The same, on a directory the caller already opened (confined; see state_dir.h); `name`
+  // is for messages.
+  StateStore(UniqueFd dir_fd, std::string name, TpmVersion version,
+             std::optional<StateKey> key = std::nullopt);
+
   const std::string& dir() const { return dir_; }
   int dir_fd() const { return dir_fd_.get(); }
   TpmVersion version() const { return version_; }
@@ -45,6 +50,8 @@ class StateStore {
   std::optional<StateKey> key_;
   UniqueFd dir_fd_;
   UniqueFd lock_fd_;  // closing any fd of .lock drops the lock: this is the only one
+
+  void lock(std::chrono::milliseconds wait);
 };
 
 // The pid holding the lock of a state dir, if any. Never takes the lock.

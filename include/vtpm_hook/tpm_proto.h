@@ -22,7 +22,9 @@ inline constexpr uint32_t kVendorSetLocality = 0x20001000;
 
 inline constexpr uint32_t kTpm2RcSuccess = 0;
 inline constexpr uint32_t kTpm2RcCommandSize = 0x142;
-inline constexpr uint32_t kTpm2RcValue = 0x084;  // TPM_RC_VALUE (parameter unmarked)
+inline constexpr uint32_t kTpm2RcValue = 0x084;    // TPM_RC_VALUE (parameter unmarked)
+inline constexpr uint32_t kTpm2RcFailure = 0x101;  // TPM_RC_FAILURE
+inline constexpr uint32_t kTpm12Fail = 0x09;       // TPM_FAIL
 inline constexpr uint32_t kTpm12BadParamSize = 0x19;
 inline constexpr uint32_t kTpm12BadParameter = 0x03;
 
@@ -42,6 +44,11 @@ std::optional<Header> parse_header(std::span<const uint8_t> bytes);
 
 // A header-only response carrying rc, in the family (1.2 or 2) of the version.
 std::vector<uint8_t> make_response(TpmVersion v, uint32_t rc);
+
+// The "TPM failed" return code of the version's family.
+constexpr uint32_t failure_rc(TpmVersion v) {
+  return v == TpmVersion::V2 ? kTpm2RcFailure : kTpm12Fail;
+}
 
 // A command: tag, ordinal and parameters, with the size field filled in.
 std::vector<uint8_t> command(uint16_t tag, uint32_t ordinal, std::span<const uint8_t> params);

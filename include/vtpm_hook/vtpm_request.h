@@ -1,11 +1,13 @@
 #pragma once
 // What vTPMs a container asked for, resolved and validated before anything is created.
 #include <optional>
+#include <set>
 #include <string>
 #include <vector>
 
 #include "vtpm_hook/oci_config.h"
 #include "vtpm_hook/oci_state.h"
+#include "vtpm_hook/policy.h"
 #include "vtpm_hook/state_key.h"
 #include "vtpm_hook/tpm_version.h"
 
@@ -14,7 +16,8 @@ namespace vtpm {
 struct VtpmSpec {
   unsigned index = 0;  // becomes /dev/tpm<index> (+ /dev/tpmrm<index>) in the container
   TpmVersion version = TpmVersion::V2;
-  std::string state_path;  // absolute
+  std::string state_path;  // absolute, normalised
+  std::string state_root;  // the allowed root state_path lies strictly beneath
   bool state_path_managed = false;
   bool create_certs = false;                 // EK certificates in NV (TPM 2)
   std::vector<std::string> pcr_banks;        // e.g. {"sha256"}; empty keeps the TPM's banks
@@ -29,16 +32,29 @@ inline constexpr const char* kAnnotationVtpms = "io.vtpm-hook.vtpms";
 
 struct RequestDefaults {
   std::string state_root;
+  Policy policy;
+  std::vector<std::string> reserved;  // directories no statePath may touch (the CA's)
 };
 
 // From linux.vtpms, else the io.vtpm-hook.* annotations (of the state and of config.json),
-// else one TPM 2.0 under <state_root>/<id>. Throws Error naming the bad field.
+// else one TPM 2.0 under <state_root>/<id>. Annotations are the workload author's: they may
+// set only the policy's annotationFields, and their statePaths only the policy's extra roots.
+// Every statePath lies strictly beneath an allowed root. Throws Error naming the bad field.
 std::vector<VtpmSpec> resolve_vtpms(const OciState& state, const BundleConfig& config,
                                     const RequestDefaults& defaults);
 
 // The spec's encryption key (key file: 32 raw bytes; password file: PBKDF2 like swtpm's
 // pwdfile), AES-256; nullopt without encryption. Throws Error naming the file.
 std::optional<StateKey> load_state_key(const VtpmSpec& spec);
+
+// Checks that the spec's key or password file can be read safely, without reading it.
+void check_key_files(const VtpmSpec& spec);
+
+// The linux.vtpms field names.
+const std::set<std::string>& vtpm_fields();
+
+// Absolute, lexically normal, no trailing '/', not "/". Throws Error naming `what`.
+std::string normal_path(const std::string& p, const std::string& what);
 
 // "sha256,sha384" -> {"sha256", "sha384"}; unknown or repeated banks are an Error.
 std::vector<std::string> parse_pcr_banks(const std::string& list, const std::string& what);

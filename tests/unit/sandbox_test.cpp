@@ -3,6 +3,7 @@
 
 #include <gtest/gtest.h>
 #include <signal.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -43,6 +44,34 @@ TEST(Sandbox, ForbiddenCallKillsTheProcess) {
   });
   ASSERT_TRUE(WIFSIGNALED(status)) << "status " << status;
   EXPECT_EQ(WTERMSIG(status), SIGSYS);
+}
+
+// A compromised emulator must not lower another process's limits (swtpm's profile blocks this
+// too); its own stay readable and settable, as glibc needs.
+TEST(Sandbox, PrlimitOnlyOnItself) {
+  const pid_t victim = ::fork();
+  if (victim == 0) {
+    ::pause();
+    ::_exit(0);
+  }
+  const int status = in_child([victim] {
+    enter_emulator_sandbox();
+    rlimit lim{};
+    if (::prlimit(0, RLIMIT_NOFILE, nullptr, &lim) != 0) return 10;
+    if (::setrlimit(RLIMIT_NOFILE, &lim) != 0) return 11;
+    const rlimit low{1, 1};
+    if (::prlimit(victim, RLIMIT_NOFILE, &low, nullptr) == 0) return 12;
+    if (errno != EPERM) return 13;
+    if (::prlimit(::getppid(), RLIMIT_NOFILE, nullptr, &lim) == 0) return 14;
+    return 0;
+  });
+  rlimit after{};
+  ASSERT_EQ(::prlimit(victim, RLIMIT_NOFILE, nullptr, &after), 0);
+  ::kill(victim, SIGKILL);
+  ::waitpid(victim, nullptr, 0);
+  ASSERT_TRUE(WIFEXITED(status)) << "status " << status;
+  EXPECT_EQ(WEXITSTATUS(status), 0);
+  EXPECT_GT(after.rlim_cur, 1u);  // the other process's limit is untouched
 }
 
 TEST(Sandbox, ExecKillsTheProcess) {

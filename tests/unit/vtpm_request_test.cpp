@@ -62,7 +62,9 @@ TEST(BundleConfig, ReadsVtpmsAndAnnotations) {
 
 // ---- resolve_vtpms ----
 
-const RequestDefaults kDefaults{"/var/lib/vtpm-hook"};
+// The administrator allows /data and /s besides the state root (the rules themselves are in
+// policy_test.cpp).
+const RequestDefaults kDefaults{"/var/lib/vtpm-hook", Policy{{"/data", "/s"}, {}}, {}};
 
 OciState state_for(const std::string& id) {
   OciState st;
@@ -117,7 +119,7 @@ TEST(ResolveVtpms, TwoEntries) {
   EXPECT_TRUE(specs[0].state_path_managed);
   EXPECT_EQ(specs[1].index, 1u);
   EXPECT_EQ(specs[1].version, TpmVersion::V2);
-  EXPECT_EQ(specs[1].state_path, "/var/lib/vtpm-hook/web/tpm1");
+  EXPECT_EQ(specs[1].state_path, "/var/lib/vtpm-hook/web@tpm1");
   EXPECT_FALSE(specs[1].state_path_managed);
 }
 
@@ -210,7 +212,7 @@ TEST(ResolveVtpms, EightEntriesAreAccepted) {
   const auto specs = resolve("[{},{},{},{},{},{},{},{}]", "x");
   ASSERT_EQ(specs.size(), 8u);
   EXPECT_EQ(specs[7].index, 7u);
-  EXPECT_EQ(specs[7].state_path, "/var/lib/vtpm-hook/x/tpm7");
+  EXPECT_EQ(specs[7].state_path, "/var/lib/vtpm-hook/x@tpm7");
 }
 
 TEST(ResolveVtpms, EmptyArrayMeansNoVtpms) { EXPECT_TRUE(resolve("[]").empty()); }

@@ -1,0 +1,242 @@
+// The trust boundary: what the administrator's policy lets each source choose, and where state
+// may live. Annotations are the workload author's; linux.vtpms is the runtime's.
+#include "vtpm_hook/policy.h"
+
+#include <gtest/gtest.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <filesystem>
+#include <fstream>
+#include <nlohmann/json.hpp>
+
+#include "error_matchers.h"
+#include "vtpm_hook/vtpm_request.h"
+
+namespace vtpm {
+namespace {
+
+using vtpm::testing::error_of;
+using vtpm::testing::expect_error;
+
+const std::string kRoot = "/var/lib/vtpm-hook";
+
+OciState state_with(std::map<std::string, std::string> annotations, const std::string& id = "c1") {
+  OciState st;
+  st.id = id;
+  st.bundle = "/b/" + id;
+  st.pid = 100;
+  st.annotations = std::move(annotations);
+  return st;
+}
+
+BundleConfig config(const std::string& vtpms_json = "") {
+  BundleConfig cfg;
+  cfg.root_path = "/b/rootfs";
+  if (!vtpms_json.empty()) cfg.vtpms = nlohmann::json::parse(vtpms_json);
+  return cfg;
+}
+
+RequestDefaults defaults(Policy p = {}) { return {kRoot, std::move(p), {kRoot + "/ca"}}; }
+
+// ---- the policy document ----
+
+TEST(Policy, DefaultsAllowOnlyHarmlessAnnotationFields) {
+  const Policy p;
+  EXPECT_TRUE(p.state_path_roots.empty());
+  EXPECT_EQ(p.annotation_fields, (std::set<std::string>{"vtpmVersion", "pcrBanks", "createCerts"}));
+  EXPECT_EQ(parse_policy("{}", "p").annotation_fields, p.annotation_fields);
+}
+
+TEST(Policy, ParsesRootsAndFields) {
+  const auto p = parse_policy(
+      R"({"statePathRoots":["/srv/tpms/","/data//x"],"annotationFields":["statePath"]})", "p");
+  EXPECT_EQ(p.state_path_roots, (std::vector<std::string>{"/srv/tpms", "/data/x"}));
+  EXPECT_EQ(p.annotation_fields, (std::set<std::string>{"statePath"}));
+  EXPECT_TRUE(parse_policy(R"({"annotationFields":[]})", "p").annotation_fields.empty());
+}
+
+TEST(Policy, RejectsWhatItDoesNotKnow) {
+  expect_error([] { parse_policy(R"({"stateRoots":[]})", "p"); }, {"unknown key \"stateRoots\""});
+  expect_error([] { parse_policy(R"({"annotationFields":["hostPath"]})", "p"); },
+               {"\"hostPath\"", "not a linux.vtpms field"});
+  expect_error([] { parse_policy(R"({"statePathRoots":["relative/dir"]})", "p"); },
+               {"not an absolute path"});
+  expect_error([] { parse_policy(R"({"statePathRoots":["/"]})", "p"); }, {"may not be /"});
+  expect_error([] { parse_policy(R"({"statePathRoots":"/srv"})", "p"); }, {"not an array"});
+  expect_error([] { parse_policy("[1]", "p"); }, {"not a JSON object"});
+}
+
+class PolicyFile : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    dir_ = std::filesystem::temp_directory_path() /
+           ("vtpm-policy-" + std::to_string(::getpid()) + "-" +
+            ::testing::UnitTest::GetInstance()->current_test_info()->name());
+    std::filesystem::create_directories(dir_);
+    file_ = dir_ / "policy.json";
+    std::ofstream(file_) << R"({"statePathRoots":["/srv/tpms"]})";
+    ::chmod(file_.c_str(), 0644);
+  }
+  void TearDown() override { std::filesystem::remove_all(dir_); }
+  std::filesystem::path dir_, file_;
+};
+
+TEST_F(PolicyFile, LoadsARootOwnedFile) {
+  if (::geteuid() != 0) GTEST_SKIP() << "needs root (the file must be root's)";
+  EXPECT_EQ(load_policy(file_, true).state_path_roots, (std::vector<std::string>{"/srv/tpms"}));
+}
+
+TEST_F(PolicyFile, MissingIsDefaultsUnlessNamed) {
+  EXPECT_TRUE(load_policy(dir_ / "none.json", false).state_path_roots.empty());
+  expect_error([&] { load_policy(dir_ / "none.json", true); }, {"none.json"});
+}
+
+TEST_F(PolicyFile, WritableByOthersIsRefused) {
+  ::chmod(file_.c_str(), 0664);
+  expect_error([&] { load_policy(file_, false); }, {"writable by group or others"});
+}
+
+TEST_F(PolicyFile, NotRootsIsRefused) {
+  if (::geteuid() != 0) GTEST_SKIP() << "needs root to chown";
+  ASSERT_EQ(::chown(file_.c_str(), 1000, 1000), 0);
+  expect_error([&] { load_policy(file_, false); }, {"not owned by root"});
+}
+
+TEST_F(PolicyFile, SymlinkOrFifoIsRefused) {
+  std::filesystem::create_symlink(file_, dir_ / "link.json");
+  expect_error([&] { load_policy(dir_ / "link.json", true); }, {"link.json"});
+  ASSERT_EQ(::mkfifo((dir_ / "fifo.json").c_str(), 0644), 0);
+  expect_error([&] { load_policy(dir_ / "fifo.json", true); }, {"not a regular file"});
+}
+
+// ---- annotations: the workload author's ----
+
+TEST(AnnotationPolicy, HarmlessFieldsAreAllowedByDefault) {
+  const auto specs = resolve_vtpms(state_with({{"io.vtpm-hook.vtpm", "2"},
+                                               {"io.vtpm-hook.pcr-banks", "sha256"},
+                                               {"io.vtpm-hook.create-certs", "true"}}),
+                                   config(), defaults());
+  ASSERT_EQ(specs.size(), 1u);
+  EXPECT_EQ(specs[0].state_path, kRoot + "/c1");
+  EXPECT_TRUE(specs[0].create_certs);
+}
+
+TEST(AnnotationPolicy, HostFieldsAreRefusedByDefault) {
+  for (const auto& [name, value, field] :
+       std::vector<std::tuple<std::string, std::string, std::string>>{
+           {"io.vtpm-hook.state-path", "/etc", "statePath"},
+           {"io.vtpm-hook.state-path-is-managed", "true", "statePathIsManaged"},
+           {"io.vtpm-hook.run-as", "1000", "runAs"}}) {
+    const auto st = state_with({{"io.vtpm-hook.vtpm", "2"}, {name, value}});
+    expect_error([&] { resolve_vtpms(st, config(), defaults()); },
+                 {"\"" + field + "\" may not come from an annotation", "annotationFields"});
+  }
+}
+
+TEST(AnnotationPolicy, VtpmsAnnotationObeysTheSameRules) {
+  for (const char* entry :
+       {R"({"statePath":"/var/lib/vtpm-hook/other"})", R"({"encryptionKeyFile":"/etc/shadow"})",
+        R"({"encryptionPasswordFile":"/dev/zero"})", R"({"runAs":"0"})"}) {
+    const auto st = state_with({{"io.vtpm-hook.vtpms", std::string("[") + entry + "]"}});
+    expect_error([&] { resolve_vtpms(st, config(), defaults()); },
+                 {"may not come from an annotation"});
+  }
+  const auto ok = resolve_vtpms(
+      state_with({{"io.vtpm-hook.vtpms", R"([{"vtpmVersion":"1.2"},{"pcrBanks":"sha1"}])"}}),
+      config(), defaults());
+  EXPECT_EQ(ok.size(), 2u);
+}
+
+TEST(AnnotationPolicy, NarrowedPolicyRefusesEvenTheVersion) {
+  Policy p;
+  p.annotation_fields = {};
+  expect_error(
+      [&] {
+        resolve_vtpms(state_with({{"io.vtpm-hook.vtpm", "2"}}), config(), defaults(p));
+      },
+      {"\"vtpmVersion\" may not come from an annotation", "none"});
+}
+
+TEST(AnnotationPolicy, AllowedStatePathMayOnlyUseTheExtraRoots) {
+  Policy p;
+  p.annotation_fields = {"vtpmVersion", "statePath"};
+  p.state_path_roots = {"/srv/tpms"};
+  const auto specs = resolve_vtpms(
+      state_with({{"io.vtpm-hook.vtpm", "2"}, {"io.vtpm-hook.state-path", "/srv/tpms/a"}}),
+      config(), defaults(p));
+  EXPECT_EQ(specs[0].state_path, "/srv/tpms/a");
+  EXPECT_EQ(specs[0].state_root, "/srv/tpms");
+  // Another tenant's default state, and the state root itself, stay out of reach.
+  for (const std::string& path :
+       std::vector<std::string>{kRoot + "/other", kRoot, "/etc", "/srv/tpms", "/srv/tpms/../x"})
+    expect_error(
+        [&] {
+          resolve_vtpms(state_with({{"io.vtpm-hook.vtpm", "2"}, {"io.vtpm-hook.state-path", path}}),
+                        config(), defaults(p));
+        },
+        {"not under an allowed state root"});
+}
+
+TEST(AnnotationPolicy, ConfigJsonAnnotationsAreTheWorkloadsToo) {
+  BundleConfig cfg = config();
+  cfg.annotations = {{"io.vtpm-hook.vtpm", "2"}, {"io.vtpm-hook.state-path", "/tmp/x"}};
+  expect_error([&] { resolve_vtpms(state_with({}), cfg, defaults()); },
+               {"may not come from an annotation"});
+}
+
+// ---- linux.vtpms: the runtime's, confined to the allowed roots ----
+
+TEST(StatePathPolicy, ConfigMayUseTheStateRootAndTheExtraRoots) {
+  Policy p;
+  p.state_path_roots = {"/srv/tpms"};
+  const auto specs = resolve_vtpms(
+      state_with({}),
+      config(R"([{"statePath":"/srv/tpms/web"},{"statePath":"/var/lib/vtpm-hook/x/y"}])"),
+      defaults(p));
+  EXPECT_EQ(specs[0].state_root, "/srv/tpms");
+  EXPECT_EQ(specs[1].state_root, kRoot);
+}
+
+TEST(StatePathPolicy, OutsideTheRootsIsRefused) {
+  for (const char* path : {"/etc", "/var/lib/vtpm-hook", "/var/lib/vtpm-hook/../../../etc",
+                           "/var/lib/vtpm-hookx/a", "/var/lib"})
+    expect_error(
+        [&] {
+          resolve_vtpms(state_with({}), config(std::string(R"([{"statePath":")") + path + R"("}])"),
+                        defaults());
+        },
+        {"not under an allowed state root"});
+}
+
+TEST(StatePathPolicy, TheCaDirectoryIsNobodysState) {
+  for (const std::string& path : std::vector<std::string>{kRoot + "/ca", kRoot + "/ca/x"})
+    expect_error(
+        [&] {
+          resolve_vtpms(state_with({}), config(R"([{"statePath":")" + path + R"("}])"), defaults());
+        },
+        {"keeps for itself"});
+  expect_error([&] { resolve_vtpms(state_with({}, "ca"), config(), defaults()); },
+               {"container id \"ca\"", "statePath"});
+}
+
+TEST(StatePathPolicy, ControlCharactersAreRefused) {
+  expect_error(
+      [&] {
+        resolve_vtpms(state_with({}), config(R"([{"statePath":"/var/lib/vtpm-hook/a\nb"}])"),
+                      defaults());
+      },
+      {"control character"});
+  expect_error(
+      [&] { resolve_vtpms(state_with({}), config(R"([{"runAs":"a\u001b[31m"}])"), defaults()); },
+      {"control character"});
+}
+
+TEST(StatePathPolicy, LaterEntriesSitBesideTheFirst) {
+  const auto specs = resolve_vtpms(state_with({}), config("[{},{}]"), defaults());
+  EXPECT_EQ(specs[0].state_path, kRoot + "/c1");
+  EXPECT_EQ(specs[1].state_path, kRoot + "/c1@tpm1");
+}
+
+}  // namespace
+}  // namespace vtpm
