@@ -9,6 +9,7 @@
 #include <cstddef>
 #include <cstring>
 #include <fstream>
+#include <functional>
 #include <sstream>
 
 #include "vtpm_hook/error.h"
@@ -207,12 +208,40 @@ std::optional<CgroupWatch> CgroupWatch::open(pid_t pid, const CgroupPaths& paths
                                  : paths.cgroup_root + "/devices" + cg.path + "/cgroup.procs";
   UniqueFd fd(::open(file.c_str(), O_RDONLY | O_CLOEXEC));
   if (!fd) throw sys_error("open " + file);
-  return CgroupWatch(std::move(fd), cg.v2);
+  CgroupWatch w(std::move(fd), cg.v2);
+  if (cg.v2) {
+    w.procs_ = paths.cgroup_root + cg.path + "/cgroup.procs";
+    // Opened now, by root: a cgroup move is checked against the opener's credentials (Linux
+    // 5.16+), so the emulator can still leave after it gave up its privileges.
+    const std::string home = paths.cgroup_root + find_cgroup(::getpid(), paths).path;
+    w.home_.reset(::open((home + "/cgroup.procs").c_str(), O_WRONLY | O_CLOEXEC));
+    w.root_.reset(::open((paths.cgroup_root + "/cgroup.procs").c_str(), O_WRONLY | O_CLOEXEC));
+  }
+  return w;
+}
+
+bool CgroupWatch::charge(pid_t pid) const {
+  if (!v2_) return false;
+  UniqueFd fd(::open(procs_.c_str(), O_WRONLY | O_CLOEXEC));
+  const std::string text = std::to_string(pid);
+  if (fd && ::write(fd.get(), text.data(), text.size()) == static_cast<ssize_t>(text.size()))
+    return true;
+  spdlog::warn("cannot move emulator {} into the container's cgroup ({}): {}", pid, procs_,
+               std::strerror(errno));
+  return false;
+}
+
+bool CgroupWatch::leave() const {
+  for (const auto& fd : {std::cref(home_), std::cref(root_)})
+    if (fd.get() && ::write(fd.get().get(), "0", 1) == 1) return true;  // "0": the writer
+  return false;
 }
 
 bool CgroupWatch::empty() const {
   char buf[4096];
-  const ssize_t n = ::pread(fd_.get(), buf, sizeof buf - 1, 0);
+  // (seq_file: rewind and read, rather than pread)
+  const ssize_t n =
+      ::lseek(fd_.get(), 0, SEEK_SET) == 0 ? ::read(fd_.get(), buf, sizeof buf - 1) : -1;
   if (n < 0) return true;  // the cgroup was removed: nobody is left in it
   buf[n] = '\0';
   if (!v2_) return n == 0;  // cgroup.procs lists one pid per line

@@ -93,7 +93,7 @@ void drop_privileges(const StateStore& store, const std::optional<Credentials>& 
 // Serves the TPM until the container is gone or told to stop; saves it. Returns why it stopped,
 // with the proxy fd in `server` (the device number stays taken while it is open).
 StopReason run_tpm(const EmulatorOptions& opts, UniqueFd dir_fd, int sock, int container_pidfd,
-                   int sig, UniqueFd& server) {
+                   int sig, const CgroupWatch* cgroup, UniqueFd& server) {
   StateStore store(std::move(dir_fd), opts.state_path, opts.version, opts.key);
   drop_privileges(store, opts.run_as);
   TpmEngine engine(store);
@@ -111,6 +111,8 @@ StopReason run_tpm(const EmulatorOptions& opts, UniqueFd dir_fd, int sock, int c
   spdlog::info("serving TPM {} from {}", to_string(engine.version()), store.dir());
   const StopReason why = serve_proxy(server.get(), container_pidfd, sig, handler);
   spdlog::info("stopping: {}", to_string(why));
+  // First out of the container's cgroup (setup charged us to it): the runtime removes it soon.
+  if (cgroup && !cgroup->leave()) spdlog::warn("cannot leave the container's cgroup");
   save_and_stop(engine);
   return why;  // the engine and then the store (its lock) go: the state is free for a restart
 }
@@ -123,7 +125,8 @@ StopReason run_tpm(const EmulatorOptions& opts, UniqueFd dir_fd, int sock, int c
   reset_signals();
   ::setsid();
   std::set<int> keep = {sock, dir_fd.get(), container_pidfd};
-  if (cgroup) keep.insert(cgroup->fd());
+  if (cgroup)
+    for (int fd : cgroup->fds()) keep.insert(fd);
   detach_stdio_and_fds(keep);
   ::prctl(PR_SET_NAME, "vtpm-emu", 0, 0, 0);
   int exit_code = 0;
@@ -133,7 +136,7 @@ StopReason run_tpm(const EmulatorOptions& opts, UniqueFd dir_fd, int sock, int c
     const UniqueFd sig = open_stop_signalfd();
     UniqueFd server;
     const StopReason why =
-        run_tpm(opts, std::move(dir_fd), sock, container_pidfd, sig.get(), server);
+        run_tpm(opts, std::move(dir_fd), sock, container_pidfd, sig.get(), cgroup, server);
     ::close(sock);
     if (cgroup && why != StopReason::Abort && why != StopReason::ClientGone) {
       // Until no process of the container can open its /dev/tpm node, that number must not

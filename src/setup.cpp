@@ -108,6 +108,18 @@ void provision_certificates(int dir_fd, const VtpmSpec& spec,
       "createCerts for " + spec.state_path);
 }
 
+// The container's cgroup, to charge the emulators to and to know when no process of the
+// container is left. Without one the emulators end with the container's init, as they did.
+std::optional<CgroupWatch> watch_cgroup(pid_t pid) {
+  try {
+    return CgroupWatch::open(pid);
+  } catch (const Error& e) {
+    spdlog::warn("the container's cgroup cannot be watched ({}); its vTPMs end with its init",
+                 e.what());
+    return std::nullopt;
+  }
+}
+
 }  // namespace
 
 void run_setup(const std::string& state_json, const HookOptions& opts) {
@@ -133,7 +145,7 @@ void run_setup(const std::string& state_json, const HookOptions& opts) {
   check_vtpmx_available(opts.vtpmx);
   check_container_process(pid);
   const UniqueFd container_pidfd = open_pidfd(pid);
-  const auto cgroup = CgroupWatch::open(pid);
+  const auto cgroup = watch_cgroup(pid);
   recover_leftovers(opts, state.id, specs);
 
   Rollback rollback;
@@ -163,6 +175,8 @@ void run_setup(const std::string& state_json, const HookOptions& opts) {
         spawn_emulator(eo, std::move(dir.fd), container_pidfd.get(), cgroup ? &*cgroup : nullptr);
     eo.key.reset();  // wiped: the next emulator must not inherit this TPM's key
     emulators.push_back(std::move(emu));
+    // Its CPU and memory count against the container's limits from now on.
+    if (cgroup) cgroup->charge(emulators.back().pid());
     vr.host_tpm_num = tpm_num;
     vr.emulator_pid = emulators.back().pid();
     spdlog::debug("emulator {} serves tpm{}", vr.emulator_pid, tpm_num);

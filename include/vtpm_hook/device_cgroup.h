@@ -38,13 +38,24 @@ class CgroupWatch {
   // the root). Throws Error.
   static std::optional<CgroupWatch> open(pid_t pid, const CgroupPaths& paths = {});
   int fd() const { return fd_.get(); }
+  std::vector<int> fds() const { return {fd_.get(), home_.get(), root_.get()}; }
   bool notifies() const { return v2_; }
   bool empty() const;  // also when the cgroup is gone
+
+  // cgroup v2: moves pid (an emulator) into the container's cgroup, so that its CPU and memory
+  // count against the container's limits. False, with a warning, where the cgroup cannot take
+  // it (cgroup v1, or a container cgroup with children of its own); nothing changed then.
+  bool charge(pid_t pid) const;
+  // Moves the calling process out again (to the cgroup the hook ran in, else the root), so the
+  // container's cgroup can empty and be removed. Works after privileges are dropped.
+  bool leave() const;
 
  private:
   CgroupWatch(UniqueFd fd, bool v2) : fd_(std::move(fd)), v2_(v2) {}
   UniqueFd fd_;
   bool v2_;
+  std::string procs_;     // the container's cgroup.procs (v2)
+  UniqueFd home_, root_;  // cgroup.procs of the hook's cgroup and of the root, for writing
 };
 
 }  // namespace vtpm

@@ -3,10 +3,15 @@
 #
 #   tests/badinput/bad_input_table.sh /path/to/vtpm-hook
 #
-# Every setup row runs `vtpm-hook --state-root S --run-root R setup` with a bad OCI state or a
-# bad config.json and asserts: non-zero exit (not a signal, not a timeout), exactly one line on
-# stderr, nothing on stdout, and nothing left behind: the state root, the run root and the
-# statePath area are listed the same before and after, and no new process named vtpm-emu.
+# Every setup row runs `vtpm-hook --state-root S --run-root R --policy P setup` with a bad OCI
+# state, a bad config.json, a bad policy file or a bad key file and asserts: non-zero exit (not a
+# signal, not a timeout), exactly one line on stderr, nothing on stdout, and nothing left behind:
+# the state root, the run root, the statePath area and a directory outside every allowed root
+# are listed the same before and after, and no new process named vtpm-emu.
+# Unless a row gives its own --policy, P allows statePaths under the table's statePath area SP
+# (besides the state root) and keeps the default annotationFields; rows about the defaults give
+# a policy file holding `{}`. No row reads /etc/vtpm-hook/policy.json.
+# Root only: a policy file must be owned by root.
 # Teardown rows: an unknown container exits 0 with one warning line; malformed input exits
 # non-zero with one line. Prints PASS:/FAIL: per row and "N passed, M failed".
 set -u
@@ -15,15 +20,34 @@ if [ $# -ne 1 ] || [ ! -x "$1" ]; then
   echo "usage: $0 /path/to/vtpm-hook" >&2
   exit 2
 fi
+if [ "$(id -u)" -ne 0 ]; then
+  echo "$0: run as root (policy files must be owned by root)" >&2
+  exit 2
+fi
 HOOK=$(realpath "$1")
 ROW_TIMEOUT=${ROW_TIMEOUT:-20}
+# Rows whose input could make a careless hook wait (a FIFO) must finish well within this.
+FAST_TIMEOUT=${FAST_TIMEOUT:-5}
 
 T=$(mktemp -d /tmp/vtpm-badinput.XXXXXX)
 S=$T/state-root   # --state-root
 R=$T/run-root     # --run-root
 SP=$T/sp          # where the table's explicit statePaths point
 IN=$T/in          # input files
-mkdir -p "$S" "$R" "$SP" "$IN"
+POL=$T/policy     # policy files
+KEYS=$T/keys      # key and password files
+OUT=$T/outside    # a directory outside every allowed root
+mkdir -p "$S" "$R" "$SP" "$IN" "$POL" "$KEYS" "$OUT"
+
+# policy NAME TEXT [MODE]: a root-owned policy file (mode 0644 unless given); prints its path.
+policy() {
+  printf '%s' "$2" >"$POL/$1.json"
+  chmod "${3:-644}" "$POL/$1.json"
+  echo "$POL/$1.json"
+}
+P_DEFAULT=$(policy default '{}')
+P_SP=$(policy sp "{\"statePathRoots\":[\"$SP\"]}")
+P_ANN_SP=$(policy ann-sp "{\"statePathRoots\":[\"$SP\"],\"annotationFields\":[\"vtpmVersion\",\"pcrBanks\",\"createCerts\",\"statePath\"]}")
 
 # A live process for the pid of rows that must get past the pid checks; in a mount namespace
 # of its own (as root), since setup refuses a pid that shares the host's.
@@ -48,7 +72,7 @@ failed=0
 failures=()
 
 snapshot() {
-  find "$S" "$R" "$SP" -printf '%p %y %m %s\n' 2>&1 | LC_ALL=C sort
+  find "$S" "$R" "$SP" "$OUT" -printf '%p %y %m %s\n' 2>&1 | LC_ALL=C sort
 }
 emulators() {
   pgrep -x vtpm-emu | LC_ALL=C sort
@@ -79,13 +103,14 @@ input() {
 #   followed by ~REGEX: that line must match REGEX (grep -E), so a row cannot pass by failing
 #   for some other reason.
 # Unless a row gives --vtpmx, it runs with --vtpmx /nonexistent/vtpmx: no row can ever get a
-# real vTPM, even on a host that has /dev/vtpmx.
+# real vTPM, even on a host that has /dev/vtpmx. Unless it gives --policy, it runs with $P_SP.
 row() {
   local name=$1 expect=${2%%~*} want= sub=$3 in=$4
   [[ $2 == *~* ]] && want=${2#*~}
   shift 4
   local opts=("$@")
   [[ " ${opts[*]} " == *" --vtpmx "* ]] || opts+=(--vtpmx /nonexistent/vtpmx)
+  [[ " ${opts[*]} " == *" --policy "* ]] || opts+=(--policy "$P_SP")
   local before after emu_before emu_after rc lines why=()
   before=$(snapshot)
   emu_before=$(emulators)
@@ -208,8 +233,12 @@ big=$T/big-state.json
 } >"$big"
 row "state: larger than 1 MiB" 'fail~larger than 1 MiB' setup "$big"
 # The io.vtpm-hook.* annotations (podman/CRI-O/Kubernetes) in the OCI state.
-ann_row() {  # NAME REGEX ANNOTATIONS_JSON [bundle]
-  row "state: $1" "fail~$2" setup "$(input "$(state '"c1"' "$LIVE_PID" "\"${4:-$B_OK}\"" ",\"annotations\":$3")")"
+ann_row() {  # NAME REGEX ANNOTATIONS_JSON [bundle|-] [global options...]
+  local name=$1 want=$2 ann=$3 b=${4:-$B_OK}
+  [ "$b" = - ] && b=$B_OK
+  shift 3
+  [ $# -gt 0 ] && shift
+  row "state: $name" "fail~$want" setup "$(input "$(state '"c1"' "$LIVE_PID" "\"$b\"" ",\"annotations\":$ann")")" "$@"
 }
 ann_row 'annotation io.vtpm-hook.vtpm "3"' 'must be "2" or "1.2"' '{"io.vtpm-hook.vtpm":"3"}'
 ann_row 'annotation io.vtpm-hook.vtpm with a newline' 'must be "2" or "1.2"' '{"io.vtpm-hook.vtpm":"2\nx"}'
@@ -220,8 +249,8 @@ ann_row 'annotations io.vtpm-hook.vtpm and .vtpms both' 'exclude each other' \
   '{"io.vtpm-hook.vtpm":"2","io.vtpm-hook.vtpms":"[]"}'
 ann_row 'annotation io.vtpm-hook.vtpms not JSON' 'not valid JSON' '{"io.vtpm-hook.vtpms":"[{"}'
 ann_row 'annotation io.vtpm-hook.vtpms not an array' 'not an array' '{"io.vtpm-hook.vtpms":"{}"}'
-ann_row 'annotation io.vtpm-hook.vtpms with a bad statePath' 'not an absolute path' \
-  '{"io.vtpm-hook.vtpms":"[{\"statePath\":\"rel\"}]"}'
+ann_row 'annotation io.vtpm-hook.vtpms with a bad statePath (policy allows statePath)' \
+  'not an absolute path' '{"io.vtpm-hook.vtpms":"[{\"statePath\":\"rel\"}]"}' - --policy "$P_ANN_SP"
 ann_row 'annotation io.vtpm-hook.vtpms nested 100000 deep' 'not an object|nest|deep' \
   "{\"io.vtpm-hook.vtpms\":\"$(printf '[%.0s' $(seq 100000))$(printf ']%.0s' $(seq 100000))\"}"
 ann_row 'annotations and linux.vtpms both' 'use one of them' '{"io.vtpm-hook.vtpm":"2"}' \
@@ -255,12 +284,12 @@ cfg_row "unknown field" 'unknown field "vtpmVerison"' "$(vt "[{\"statePath\":\"$
 cfg_row "unknown field whose name has a newline" 'unknown field' "$(vt '[{"bad\nfield":1}]')"
 cfg_row "vtpmVersion \"3\"" '"vtpmVersion" must be' "$(vt "[{\"statePath\":\"$SP/a\",\"vtpmVersion\":\"3\"}]")"
 cfg_row "vtpmVersion is a number" '"vtpmVersion" is not a string' "$(vt "[{\"statePath\":\"$SP/a\",\"vtpmVersion\":2}]")"
-cfg_row "vtpmVersion with a newline" '"vtpmVersion" must be' "$(vt "[{\"statePath\":\"$SP/a\",\"vtpmVersion\":\"2\\nx\"}]")"
+cfg_row "vtpmVersion with a newline" '"vtpmVersion" contains a control character' "$(vt "[{\"statePath\":\"$SP/a\",\"vtpmVersion\":\"2\\nx\"}]")"
 cfg_row "statePath relative" 'not an absolute path' "$(vt '[{"statePath":"tpms/a"}]')"
 cfg_row "statePath empty" '"statePath" is empty' "$(vt '[{"statePath":""}]')"
 cfg_row "statePath is a number" '"statePath" is not a string' "$(vt '[{"statePath":5}]')"
-cfg_row "statePath with newline" 'newline' "$(vt "[{\"statePath\":\"$SP/a\\nb\"}]")"
-cfg_row "statePath with NUL escape" 'NUL' "$(vt "[{\"statePath\":\"$SP/a\\u0000b\"}]")"
+cfg_row "statePath with newline" '"statePath" contains a control character' "$(vt "[{\"statePath\":\"$SP/a\\nb\"}]")"
+cfg_row "statePath with NUL escape" '"statePath" contains a control character' "$(vt "[{\"statePath\":\"$SP/a\\u0000b\"}]")"
 cfg_row "statePath is /" 'may not be /' "$(vt '[{"statePath":"/"}]')"
 cfg_row "statePath /.. (is /)" 'may not be /' "$(vt '[{"statePath":"/.."}]')"
 cfg_row "statePath longer than 4000" 'longer than 4000' "$(vt "[{\"statePath\":\"$SP/$(printf 'a%.0s' $(seq 4001))\"}]")"
@@ -281,7 +310,7 @@ cfg_row "pcrBanks unknown bank" 'unknown PCR bank' "$(vt "[{\"statePath\":\"$SP/
 cfg_row "pcrBanks is an array" '"pcrBanks" is not a string' \
   "$(vt "[{\"statePath\":\"$SP/a\",\"pcrBanks\":[\"sha256\"]}]")"
 cfg_row "pcrBanks listed twice" 'twice' "$(vt "[{\"statePath\":\"$SP/a\",\"pcrBanks\":\"sha256,sha256\"}]")"
-cfg_row "pcrBanks with a newline" 'PCR bank' "$(vt "[{\"statePath\":\"$SP/a\",\"pcrBanks\":\"sha256,\\nsha1\"}]")"
+cfg_row "pcrBanks with a newline" '"pcrBanks" contains a control character' "$(vt "[{\"statePath\":\"$SP/a\",\"pcrBanks\":\"sha256,\\nsha1\"}]")"
 cfg_row "pcrBanks with vtpmVersion 1.2" 'vtpmVersion' \
   "$(vt "[{\"statePath\":\"$SP/a\",\"vtpmVersion\":\"1.2\",\"pcrBanks\":\"sha256\"}]")"
 cfg_row "pcrBanks valid (fails only at the missing vtpmx)" 'not available' \
@@ -308,6 +337,180 @@ b=$(bundle -)
   printf '"}}'
 } >"$b/config.json"
 row "config: larger than 16 MiB" 'fail~larger than 16 MiB' setup "$(input "$(ok_state "$b")")"
+
+echo "== the policy file (--policy)"
+pol_row() {  # NAME REGEX POLICY_FILE
+  row "policy: $1" "fail~$2" setup "$(input "$(ok_state "$B_OK")")" --policy "$3"
+}
+pol_row "not JSON" 'policy file .*not valid JSON' "$(policy notjson 'statePathRoots: /x')"
+pol_row "JSON array" 'policy file .*not a JSON object' "$(policy array '["/var/lib/tpms"]')"
+pol_row "unknown key" 'unknown key "statePathRoot"' "$(policy unknown-key "{\"statePathRoot\":[\"$SP\"]}")"
+pol_row "unknown annotationFields name" 'annotationFields.*"stateDir".*not a linux\.vtpms field' \
+  "$(policy unknown-field '{"annotationFields":["vtpmVersion","stateDir"]}')"
+pol_row "annotationFields is a string" '"annotationFields" is not an array' \
+  "$(policy fields-string '{"annotationFields":"vtpmVersion"}')"
+pol_row "statePathRoots is a string" '"statePathRoots" is not an array' \
+  "$(policy roots-string "{\"statePathRoots\":\"$SP\"}")"
+pol_row "statePathRoots entry is a number" '"statePathRoots" has a non-string entry' "$(policy roots-number '{"statePathRoots":[1]}')"
+pol_row "relative root" 'statePathRoots.*not an absolute path' "$(policy relative '{"statePathRoots":["var/lib/tpms"]}')"
+pol_row "root /" 'statePathRoots.*may not be /' "$(policy slash '{"statePathRoots":["/"]}')"
+pol_row "root with a control character" 'statePathRoots contains a newline' "$(policy roots-ctl "{\"statePathRoots\":[\"$SP\\n\"]}")"
+pol_row "group-writable file" 'writable by group or others' "$(policy group-writable "{\"statePathRoots\":[\"$SP\"]}" 664)"
+pol_row "other-writable file" 'writable by group or others' "$(policy other-writable '{}' 646)"
+f=$(policy not-root '{}')
+chown 65534:65534 "$f"
+pol_row "file not owned by root" 'not owned by root' "$f"
+ln -s "$P_SP" "$POL/link.json"
+pol_row "file is a symlink" 'cannot open policy file .*symbolic link' "$POL/link.json"
+mkdir "$POL/dir.json"
+pol_row "file is a directory" 'policy file .* is not a regular file' "$POL/dir.json"
+mkfifo "$POL/fifo.json"
+ROW_TIMEOUT=$FAST_TIMEOUT pol_row "file is a FIFO (must not hang)" 'policy file .* is not a regular file' "$POL/fifo.json"
+pol_row "--policy names a missing file" 'policy file .*No such file' "$POL/missing.json"
+pol_row "{} is valid (fails only at the missing vtpmx)" 'not available' "$P_DEFAULT"
+pol_row "statePathRoots valid (fails only at the missing vtpmx)" 'not available' "$P_ANN_SP"
+
+echo "== annotations may not choose host paths or users"
+# Annotations are the workload author's: by default only vtpmVersion, pcrBanks, createCerts.
+not_allowed() { echo "\"$1\" may not come from an annotation"; }
+ann_row 'annotation state-path (refused by default)' "$(not_allowed statePath)" \
+  "{\"io.vtpm-hook.vtpm\":\"2\",\"io.vtpm-hook.state-path\":\"$SP/a\"}" - --policy "$P_DEFAULT"
+ann_row 'annotation state-path /etc + managed (refused by default)' 'may not come from an annotation' \
+  '{"io.vtpm-hook.vtpm":"2","io.vtpm-hook.state-path":"/etc","io.vtpm-hook.state-path-is-managed":"true"}' \
+  - --policy "$P_DEFAULT"
+ann_row 'annotation state-path-is-managed (refused by default)' "$(not_allowed statePathIsManaged)" \
+  '{"io.vtpm-hook.vtpm":"2","io.vtpm-hook.state-path-is-managed":"true"}' - --policy "$P_DEFAULT"
+ann_row 'annotation run-as (refused by default)' "$(not_allowed runAs)" \
+  '{"io.vtpm-hook.vtpm":"2","io.vtpm-hook.run-as":"1000:1000"}' - --policy "$P_DEFAULT"
+ann_row 'annotation io.vtpm-hook.vtpms with statePath (refused by default)' "$(not_allowed statePath)" \
+  "{\"io.vtpm-hook.vtpms\":\"[{\\\"statePath\\\":\\\"$SP/a\\\"}]\"}" - --policy "$P_DEFAULT"
+ann_row 'annotation io.vtpm-hook.vtpms with runAs (refused by default)' "$(not_allowed runAs)" \
+  '{"io.vtpm-hook.vtpms":"[{\"runAs\":\"0\"}]"}' - --policy "$P_DEFAULT"
+ann_row 'annotation io.vtpm-hook.vtpms with encryptionKeyFile (refused by default)' \
+  "$(not_allowed encryptionKeyFile)" '{"io.vtpm-hook.vtpms":"[{\"encryptionKeyFile\":\"/dev/zero\"}]"}' \
+  - --policy "$P_DEFAULT"
+ann_row 'annotation io.vtpm-hook.vtpms with encryptionPasswordFile (refused by default)' \
+  "$(not_allowed encryptionPasswordFile)" '{"io.vtpm-hook.vtpms":"[{\"encryptionPasswordFile\":\"/etc/shadow\"}]"}' \
+  - --policy "$P_DEFAULT"
+ann_row 'annotation io.vtpm-hook.vtpms, second entry with statePath (refused by default)' \
+  "$(not_allowed statePath)" \
+  "{\"io.vtpm-hook.vtpms\":\"[{},{\\\"statePath\\\":\\\"$SP/b\\\"}]\"}" - --policy "$P_DEFAULT"
+# podman and CRI-O copy annotations into config.json: they are the author's there too.
+ann_row 'config.json annotation state-path (refused by default)' "$(not_allowed statePath)" '{}' \
+  "$(bundle "{\"root\":{\"path\":\"rootfs\"},\"annotations\":{\"io.vtpm-hook.vtpm\":\"2\",\"io.vtpm-hook.state-path\":\"$SP/a\"}}")" \
+  --policy "$P_DEFAULT"
+ann_row 'annotation io.vtpm-hook.vtpm with annotationFields []' "$(not_allowed vtpmVersion)" \
+  '{"io.vtpm-hook.vtpm":"2"}' - --policy "$(policy no-fields '{"annotationFields":[]}')"
+ann_row 'annotation pcr-banks with annotationFields [vtpmVersion]' "$(not_allowed pcrBanks)" \
+  '{"io.vtpm-hook.vtpm":"2","io.vtpm-hook.pcr-banks":"sha256"}' - \
+  --policy "$(policy version-only '{"annotationFields":["vtpmVersion"]}')"
+ann_row 'annotation pcr-banks with a control character' '"pcrBanks" contains a control character' \
+  '{"io.vtpm-hook.vtpm":"2","io.vtpm-hook.pcr-banks":"sha256\u001b[2J"}'
+ann_row 'annotation pcr-banks (allowed by default; fails only at the missing vtpmx)' 'not available' \
+  '{"io.vtpm-hook.vtpm":"2","io.vtpm-hook.pcr-banks":"sha256"}' - --policy "$P_DEFAULT"
+ann_row 'annotation create-certs (allowed by default; fails only at the missing vtpmx)' 'not available' \
+  '{"io.vtpm-hook.vtpm":"2","io.vtpm-hook.create-certs":"true"}' - --policy "$P_DEFAULT"
+# The policy allows statePath by annotation: still only under its statePathRoots, never under
+# the state root (every container's default state and the CA live there).
+ann_row 'annotation state-path of another container (policy allows statePath)' 'not under an allowed state root' \
+  "{\"io.vtpm-hook.vtpm\":\"2\",\"io.vtpm-hook.state-path\":\"$S/c2\"}" - --policy "$P_ANN_SP"
+ann_row 'annotation state-path outside the roots (policy allows statePath)' 'not under an allowed state root' \
+  "{\"io.vtpm-hook.vtpm\":\"2\",\"io.vtpm-hook.state-path\":\"$OUT/a\"}" - --policy "$P_ANN_SP"
+ann_row 'annotation state-path escaping with .. (policy allows statePath)' 'not under an allowed state root' \
+  "{\"io.vtpm-hook.vtpm\":\"2\",\"io.vtpm-hook.state-path\":\"$SP/../outside/a\"}" - --policy "$P_ANN_SP"
+ann_row 'annotation state-path under statePathRoots (policy allows it; fails only at the missing vtpmx)' \
+  'not available' "{\"io.vtpm-hook.vtpm\":\"2\",\"io.vtpm-hook.state-path\":\"$SP/a\"}" - --policy "$P_ANN_SP"
+
+echo "== statePath stays beneath an allowed root"
+ROOTS_MSG='not under an allowed state root'
+cfg_row "statePath outside the roots" "$ROOTS_MSG" "$(vt "[{\"statePath\":\"$OUT/a\"}]")"
+cfg_row "statePath under SP without statePathRoots" "$ROOTS_MSG" "$(vt "[{\"statePath\":\"$SP/a\"}]")" \
+  --policy "$P_DEFAULT"
+cfg_row "statePath /etc, managed" "$ROOTS_MSG" "$(vt '[{"statePath":"/etc","statePathIsManaged":true}]')"
+cfg_row "statePath is the state root" "$ROOTS_MSG" "$(vt "[{\"statePath\":\"$S\"}]")"
+cfg_row "statePath is the state root (S/.)" "$ROOTS_MSG" "$(vt "[{\"statePath\":\"$S/.\"}]")"
+cfg_row "statePath is a statePathRoots entry" "$ROOTS_MSG" "$(vt "[{\"statePath\":\"$SP\"}]")"
+cfg_row "statePath is a prefix-sibling of the root (S-x)" "$ROOTS_MSG" "$(vt "[{\"statePath\":\"$S-x/a\"}]")"
+cfg_row "statePath escaping with .." "$ROOTS_MSG" "$(vt "[{\"statePath\":\"$S/../outside/a\"}]")"
+cfg_row "statePath escaping with a/../.." "$ROOTS_MSG" "$(vt "[{\"statePath\":\"$SP/a/../../outside\"}]")"
+cfg_row "statePath is the CA's directory" 'overlaps .*/ca, which the hook keeps for itself' "$(vt "[{\"statePath\":\"$S/ca\"}]")"
+cfg_row "statePath inside the CA's directory" 'overlaps .*/ca, which the hook keeps for itself' "$(vt "[{\"statePath\":\"$S/ca/x\"}]")"
+row "config: container id ca with the default statePath" 'fail~container id "ca" names .*/ca, which the hook keeps for itself' setup \
+  "$(input "$(state '"ca"' "$LIVE_PID" "\"$B_OK\"")")"
+b=$(bundle "$(vt "[{\"statePath\":\"$SP/ca-tpm\"}]")")
+row "config: container id ca with its own statePath (fails only at the missing vtpmx)" 'fail~not available' \
+  setup "$(input "$(state '"ca"' "$LIVE_PID" "\"$b\"")")"
+# Entry i>0 defaults to <state-root>/<id>@tpm<i>, beside entry 0's directory.
+cfg_row "entry 1's default is S/c1@tpm1 (used twice)" 'used twice' \
+  "$(vt "[{\"statePath\":\"$S/c1@tpm1\"},{}]")"
+cfg_row "statePath with a tab" '"statePath" contains a control character' "$(vt "[{\"statePath\":\"$SP/a\\tb\"}]")"
+cfg_row "statePath with ESC" '"statePath" contains a control character' "$(vt "[{\"statePath\":\"$SP/a\\u001b[2Jb\"}]")"
+cfg_row "statePath with DEL" '"statePath" contains a control character' "$(vt "[{\"statePath\":\"$SP/a\\u007fb\"}]")"
+cfg_row "pcrBanks with ESC" '"pcrBanks" contains a control character' "$(vt '[{"pcrBanks":"sha256\u001b[2J"}]')"
+cfg_row "runAs with BEL" '"runAs" contains a control character' "$(vt '[{"runAs":"root\u0007"}]')"
+# Symlinks and foreign directories below a root: the hook walks from the root's fd with
+# openat2(RESOLVE_BENEATH|RESOLVE_NO_SYMLINKS|...). --vtpmx /dev/null gets these rows past the
+# module check to where the state dir is opened; the symlink targets sit in SP, so a hook that
+# followed them would leave something the snapshot sees.
+mkdir "$SP/target"
+ln -s "$SP/target" "$S/link"
+ln -s "$OUT" "$SP/link-out"
+cfg_row "statePath is a symlink below the root" 'has a symbolic link in it' "$(vt "[{\"statePath\":\"$S/link\"}]")" \
+  --vtpmx /dev/null
+cfg_row "statePath through a symlink below the root" 'has a symbolic link in it' "$(vt "[{\"statePath\":\"$S/link/a\"}]")" \
+  --vtpmx /dev/null
+cfg_row "statePath through a symlink below a statePathRoots entry" 'has a symbolic link in it' \
+  "$(vt "[{\"statePath\":\"$SP/link-out/a\"}]")" --vtpmx /dev/null
+ln -s "$SP/target" "$S/c1"
+cfg_row "default statePath S/c1 is a symlink" 'has a symbolic link in it' "$GOOD_CONFIG" --vtpmx /dev/null
+rm "$S/c1"
+# A bind mount below the root (RESOLVE_NO_XDEV), made in a mount namespace of the hook's own
+# so that nothing on the host changes: S/mnt shows OUT there.
+mkdir "$S/mnt"
+if unshare --mount --propagation private true 2>/dev/null; then
+  cat >"$T/hook-with-bind-mount" <<EOF
+#!/bin/bash
+exec unshare --mount --propagation private /bin/bash -c \
+  'mount --bind "\$0" "\$1" || exit 99; shift; exec "\$@"' "$OUT" "$S/mnt" "$HOOK" "\$@"
+EOF
+  chmod +x "$T/hook-with-bind-mount"
+  HOOK=$T/hook-with-bind-mount cfg_row "statePath through a bind mount below the root" \
+    'crosses a mount point' "$(vt "[{\"statePath\":\"$S/mnt/a\"}]")" --vtpmx /dev/null
+else
+  echo "SKIP: statePath through a bind mount below the root (no mount namespaces here)"
+fi
+mkdir "$SP/root-owned"
+cfg_row "runAs with an existing statePath it does not own" 'belongs to uid 0' \
+  "$(vt "[{\"statePath\":\"$SP/root-owned\",\"runAs\":\"1000:1000\"}]")" --vtpmx /dev/null
+
+echo "== key files"
+head -c 32 /dev/urandom >"$KEYS/good.key"
+chmod 600 "$KEYS/good.key"
+mkfifo "$KEYS/fifo.key"
+mkdir "$KEYS/dir.key"
+ln -s "$KEYS/good.key" "$KEYS/link.key"
+install -m 620 "$KEYS/good.key" "$KEYS/group-writable.key"
+install -m 602 "$KEYS/good.key" "$KEYS/other-writable.key"
+head -c 5000 /dev/urandom >"$KEYS/big.key"
+chmod 600 "$KEYS/big.key"
+head -c $((1024 * 1024 + 1)) /dev/zero | tr '\0' 'p' >"$KEYS/big.pwd"
+chmod 600 "$KEYS/big.pwd"
+mkfifo "$KEYS/fifo.pwd"
+key_row() {  # NAME REGEX FIELD PATH
+  cfg_row "$1" "$2" "$(vt "[{\"$3\":\"$4\"}]")"
+}
+ROW_TIMEOUT=$FAST_TIMEOUT key_row "encryptionKeyFile is a FIFO (must not hang)" 'not a regular file' encryptionKeyFile "$KEYS/fifo.key"
+ROW_TIMEOUT=$FAST_TIMEOUT key_row "encryptionPasswordFile is a FIFO (must not hang)" 'not a regular file' encryptionPasswordFile "$KEYS/fifo.pwd"
+key_row "encryptionKeyFile is a directory" 'not a regular file' encryptionKeyFile "$KEYS/dir.key"
+ROW_TIMEOUT=$FAST_TIMEOUT key_row "encryptionKeyFile is /dev/zero" 'not a regular file' encryptionKeyFile /dev/zero
+key_row "encryptionPasswordFile is /dev/urandom" 'not a regular file' encryptionPasswordFile /dev/urandom
+key_row "encryptionKeyFile is a symlink" 'cannot open state key file .*symbolic link' encryptionKeyFile "$KEYS/link.key"
+key_row "encryptionKeyFile is group-writable" 'writable by group or others' encryptionKeyFile "$KEYS/group-writable.key"
+key_row "encryptionKeyFile is other-writable" 'writable by group or others' encryptionKeyFile "$KEYS/other-writable.key"
+key_row "encryptionKeyFile larger than 4 KiB" 'too large' encryptionKeyFile "$KEYS/big.key"
+key_row "encryptionPasswordFile larger than 1 MiB" 'too large' encryptionPasswordFile "$KEYS/big.pwd"
+key_row "encryptionKeyFile missing" 'cannot open state key file' encryptionKeyFile "$KEYS/missing.key"
+key_row "encryptionKeyFile valid (fails only at the missing vtpmx)" 'not available' encryptionKeyFile "$KEYS/good.key"
 
 echo "== the host"
 row "host: /dev/vtpmx missing (--vtpmx /nonexistent/vtpmx)" 'fail~/nonexistent/vtpmx is not available' setup \
