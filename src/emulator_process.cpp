@@ -117,6 +117,41 @@ StopReason run_tpm(const EmulatorOptions& opts, UniqueFd dir_fd, int sock, int c
   return why;  // the engine and then the store (its lock) go: the state is free for a restart
 }
 
+// The keeper's whole life, in the forked child. Never returns.
+[[noreturn]] void keeper_main(std::vector<KeptDevice> devs, const CgroupWatch& cgroup,
+                              const KeeperOptions& opts, int ready_fd) {
+  spdlog::set_default_logger(std::make_shared<spdlog::logger>("vtpm-keep"));
+  reset_signals();
+  ::setsid();
+  std::set<int> keep = {ready_fd};
+  for (const auto& d : devs) keep.insert({d.server_fd, d.emulator_pidfd});
+  for (int fd : cgroup.fds()) keep.insert(fd);
+  detach_stdio_and_fds(keep);
+  ::prctl(PR_SET_NAME, "vtpm-keep", 0, 0, 0);
+  int exit_code = 0;
+  try {
+    init_emulator_logging(opts.log_level, opts.log_file, "vtpm-keep/" + opts.container_id);
+    // Signals are read and ignored: only an empty cgroup ends the keeper.
+    const UniqueFd sig = open_stop_signalfd();
+    UniqueFd empty(::open(opts.empty_dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+    if (!empty) throw sys_error("open " + opts.empty_dir);
+    confine_to_dir(empty.get());  // it opens nothing: an empty root
+    empty.reset();
+    enter_emulator_sandbox();
+    send_to_parent(ready_fd, kReady);
+    ::close(ready_fd);
+    ready_fd = -1;
+    keep_devices(devs, sig.get(), cgroup);
+    spdlog::info("the container's cgroup is empty: its device numbers are free");
+  } catch (const std::exception& e) {
+    send_to_parent(ready_fd, e.what());
+    spdlog::error("{}", e.what());
+    exit_code = 1;
+  }
+  spdlog::shutdown();
+  ::_exit(exit_code);
+}
+
 // The emulator's whole life, in the forked child. Never returns.
 [[noreturn]] void emulator_main(const EmulatorOptions& opts, UniqueFd dir_fd, int sock,
                                 int container_pidfd, const CgroupWatch* cgroup) {
@@ -135,21 +170,8 @@ StopReason run_tpm(const EmulatorOptions& opts, UniqueFd dir_fd, int sock, int c
                           "vtpm-emu/" + opts.container_id + "/" + std::to_string(opts.index));
     const UniqueFd sig = open_stop_signalfd();
     UniqueFd server;
-    const StopReason why =
-        run_tpm(opts, std::move(dir_fd), sock, container_pidfd, sig.get(), cgroup, server);
-    ::close(sock);
-    if (cgroup && why != StopReason::Abort && why != StopReason::ClientGone) {
-      // Until no process of the container can open its /dev/tpm node, that number must not
-      // reach another TPM: keep it, failing every command.
-      const TpmVersion v = opts.version;
-      CommandHandler failing(
-          v,
-          [v](std::span<const uint8_t>) { return proto::make_response(v, proto::failure_rc(v)); },
-          [](uint8_t) {}, /*accept_vendor=*/true);
-      spdlog::debug("state saved; holding the device until the container's cgroup is empty");
-      linger(server.get(), sig.get(), *cgroup, failing);
-      spdlog::info("the container's cgroup is empty: releasing the device");
-    }
+    run_tpm(opts, std::move(dir_fd), sock, container_pidfd, sig.get(), cgroup, server);
+    // The state is saved and released; the container's keeper (if any) holds the device number.
   } catch (const std::exception& e) {
     send_to_parent(sock, e.what());
     spdlog::error("{}", e.what());
@@ -173,9 +195,8 @@ EmulatorProcess::~EmulatorProcess() {
   ::waitpid(pid_, nullptr, WNOHANG);  // our child: reap it (bounded: it has exited by now)
 }
 
-std::pair<EmulatorProcess, unsigned> spawn_emulator(const EmulatorOptions& opts, UniqueFd dir_fd,
-                                                    int container_pidfd,
-                                                    const CgroupWatch* cgroup) {
+SpawnedEmulator spawn_emulator(const EmulatorOptions& opts, UniqueFd dir_fd, int container_pidfd,
+                               const CgroupWatch* cgroup) {
   int sv[2];
   if (::socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) != 0)
     throw sys_error("socketpair");
@@ -197,23 +218,38 @@ std::pair<EmulatorProcess, unsigned> spawn_emulator(const EmulatorOptions& opts,
   };
   if (const auto msg = receive_message(ours.get()); msg != kLoaded) throw fail(msg);
   // The ioctl needs CAP_SYS_ADMIN, which the emulator gave up before it read its state: the
-  // hook creates the device and hands over the server fd, keeping no copy of it.
-  unsigned tpm_num = 0;
-  {
-    ProxyDevice dev = create_proxy_device(opts.version, opts.vtpmx);
-    tpm_num = dev.tpm_num;
-    send_fd(ours.get(), dev.server_fd.get());
-  }
+  // hook creates the device and hands the server fd over. Its own copy goes to the keeper.
+  ProxyDevice dev = create_proxy_device(opts.version, opts.vtpmx);
+  send_fd(ours.get(), dev.server_fd.get());
   if (const auto msg = receive_message(ours.get()); msg != kReady) throw fail(msg);
-  return {std::move(emu), tpm_num};
+  return {std::move(emu), dev.tpm_num, std::move(dev.server_fd)};
+}
+
+void spawn_keeper(std::vector<KeptDevice> devs, const CgroupWatch& cgroup,
+                  const KeeperOptions& opts) {
+  int pfd[2];
+  if (::pipe2(pfd, O_CLOEXEC) != 0) throw sys_error("pipe");
+  UniqueFd rd(pfd[0]), wr(pfd[1]);
+  spdlog::default_logger()->flush();
+  const pid_t pid = ::fork();
+  if (pid < 0) throw sys_error("fork keeper");
+  if (pid == 0) {
+    rd.reset();
+    keeper_main(std::move(devs), cgroup, opts, wr.get());
+  }
+  wr.reset();
+  const std::string msg = read_all(rd.get(), 4096, "the keeper's answer");
+  if (msg != kReady) {
+    ::waitpid(pid, nullptr, 0);
+    throw Error(msg.empty() ? "the keeper died while starting" : msg);
+  }
 }
 
 bool release_emulator(pid_t pid, const std::string& state_path, std::chrono::milliseconds grace) {
   UniqueFd fd(::pidfd_open(pid, 0));
   if (!fd) return true;  // gone
   if (::pidfd_send_signal(fd.get(), SIGTERM, nullptr, 0) != 0) return errno == ESRCH;
-  // Done once the state is saved and its lock dropped; the process may linger on, holding
-  // only its device number.
+  // Done once the state is saved and its lock dropped (the process exits right after).
   const auto deadline = std::chrono::steady_clock::now() + grace;
   while (std::chrono::steady_clock::now() < deadline) {
     const auto holder = state_lock_holder(state_path);

@@ -7,6 +7,7 @@
 #include <unistd.h>
 
 #include <array>
+#include <vector>
 
 #include "vtpm_hook/error.h"
 #include "vtpm_hook/io_util.h"
@@ -97,35 +98,56 @@ StopReason serve_proxy(int server_fd, int container_pidfd, int signal_fd, Comman
   }
 }
 
-void linger(int server_fd, int signal_fd, const CgroupWatch& cgroup, CommandHandler& handler) {
+void keep_devices(std::span<KeptDevice> devs, int signal_fd, const CgroupWatch& cgroup) {
   std::array<uint8_t, proto::kMaxCommandSize> buf{};
-  bool device_open = true;
   while (!cgroup.empty()) {
-    std::array<pollfd, 3> fds{{{signal_fd, POLLIN, 0},
-                               {cgroup.fd(), POLLPRI, 0},
-                               {device_open ? server_fd : -1, POLLIN, 0}}};
-    if (!cgroup.notifies()) fds[1].fd = -1;
+    std::vector<pollfd> fds = {{signal_fd, POLLIN, 0},
+                               {cgroup.notifies() ? cgroup.fd() : -1, POLLPRI, 0}};
+    for (const auto& d : devs) {
+      if (!d.emulator_gone)
+        fds.push_back({d.emulator_pidfd, POLLIN, 0});
+      else
+        fds.push_back({d.device_open ? d.server_fd : -1, POLLIN, 0});
+    }
     // v1 cannot notify: look again every second
     if (::poll(fds.data(), fds.size(), cgroup.notifies() ? -1 : 1000) < 0) {
       if (errno == EINTR) continue;
       throw sys_error("poll");
     }
-    if (fds[0].revents) log_signal(signal_fd);  // already saved: the number stays taken
-    if (fds[2].revents & POLLIN) {
-      const ssize_t r = ::read(server_fd, buf.data(), buf.size());
-      if (r < 0 && (errno == EINTR || errno == EAGAIN)) continue;
-      if (r <= 0) {
-        device_open = false;
+    if (fds[0].revents) log_signal(signal_fd);  // the numbers stay taken all the same
+    for (size_t i = 0; i < devs.size(); ++i) {
+      auto& d = devs[i];
+      const short rev = fds[i + 2].revents;
+      if (!rev) continue;
+      if (!d.emulator_gone) {
+        d.emulator_gone = true;  // crashed, killed or done: its commands are ours to fail now
+        spdlog::info("emulator of device {} is gone; failing its commands", i);
         continue;
       }
+      if (!(rev & POLLIN)) {
+        d.device_open = false;  // hung up: nothing more will come
+        continue;
+      }
+      const ssize_t r = ::read(d.server_fd, buf.data(), buf.size());
+      if (r < 0 && (errno == EINTR || errno == EAGAIN)) continue;
+      if (r <= 0) {
+        d.device_open = false;
+        continue;
+      }
+      // Locality changes must still succeed (an error breaks the host driver); TPM commands
+      // fail as a TPM in failure mode fails them.
+      CommandHandler failing(
+          d.version,
+          [v = d.version](std::span<const uint8_t>) {
+            return proto::make_response(v, proto::failure_rc(v));
+          },
+          [](uint8_t) {}, /*accept_vendor=*/true);
       try {
-        answer(server_fd,
-               handler.handle(std::span<const uint8_t>(buf.data(), static_cast<size_t>(r))));
+        answer(d.server_fd,
+               failing.handle(std::span<const uint8_t>(buf.data(), static_cast<size_t>(r))));
       } catch (const Error& e) {
         spdlog::warn("{}", e.what());  // a failure answer that got lost changes nothing
       }
-    } else if (fds[2].revents) {
-      device_open = false;  // hung up: nothing more will come
     }
   }
 }

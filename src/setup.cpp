@@ -120,6 +120,15 @@ std::optional<CgroupWatch> watch_cgroup(pid_t pid) {
   }
 }
 
+// An empty directory for the keeper's root.
+std::string empty_dir(const std::string& run_root) {
+  const std::string dir = run_root + "/empty";
+  std::error_code ec;
+  std::filesystem::create_directories(run_root, ec);
+  if (::mkdir(dir.c_str(), 0555) != 0 && errno != EEXIST) throw sys_error("create " + dir);
+  return dir;
+}
+
 }  // namespace
 
 void run_setup(const std::string& state_json, const HookOptions& opts) {
@@ -152,6 +161,7 @@ void run_setup(const std::string& state_json, const HookOptions& opts) {
   std::vector<EmulatorProcess> emulators;  // declared after rollback: stopped before it runs
   RunRecord rec{state.id, state.bundle, unix_ms(), {}};
   std::vector<DevNum> granted;
+  std::vector<UniqueFd> server_fds;  // closed (the devices gone) unless the keeper took them
   for (const auto& spec : specs) {
     VtpmRecord vr;
     vr.index = spec.index;
@@ -171,10 +181,11 @@ void run_setup(const std::string& state_json, const HookOptions& opts) {
         spec.index,     spec.version,  spec.state_path,    spec.pcr_banks,       state.id,
         opts.log_level, opts.log_file, run_as[spec.index], load_state_key(spec), opts.vtpmx};
     spdlog::debug("starting the emulator for {}", spec.state_path);
-    auto [emu, tpm_num] =
+    auto [emu, tpm_num, server_fd] =
         spawn_emulator(eo, std::move(dir.fd), container_pidfd.get(), cgroup ? &*cgroup : nullptr);
     eo.key.reset();  // wiped: the next emulator must not inherit this TPM's key
     emulators.push_back(std::move(emu));
+    server_fds.push_back(std::move(server_fd));
     // Its CPU and memory count against the container's limits from now on.
     if (cgroup) cgroup->charge(emulators.back().pid());
     vr.host_tpm_num = tpm_num;
@@ -202,6 +213,14 @@ void run_setup(const std::string& state_json, const HookOptions& opts) {
     rec.vtpms.push_back(vr);
   }
   if (opts.device_cgroup) spdlog::debug("{}", grant_device_access(pid, granted));
+  if (cgroup) {
+    std::vector<KeptDevice> kept;
+    for (size_t i = 0; i < specs.size(); ++i)
+      kept.push_back({server_fds[i].get(), emulators[i].pidfd(), specs[i].version});
+    spawn_keeper(std::move(kept), *cgroup,
+                 {state.id, opts.log_level, opts.log_file, empty_dir(opts.run_root)});
+  }
+  server_fds.clear();  // the emulators and the keeper hold the devices now
   write_run_record(opts.run_root, rec);
   for (auto& e : emulators) e.release();
   rollback.commit();

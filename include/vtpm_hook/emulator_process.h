@@ -10,6 +10,7 @@
 
 #include "vtpm_hook/credentials.h"
 #include "vtpm_hook/device_cgroup.h"
+#include "vtpm_hook/serve_loop.h"
 #include "vtpm_hook/state_key.h"
 #include "vtpm_hook/tpm_version.h"
 #include "vtpm_hook/unique_fd.h"
@@ -44,6 +45,7 @@ class EmulatorProcess {
   ~EmulatorProcess();
 
   pid_t pid() const { return pid_; }
+  int pidfd() const { return pidfd_.get(); }
   void release() { pid_ = 0; }
 
  private:
@@ -54,16 +56,34 @@ class EmulatorProcess {
 // Forks the emulator on the state directory dir_fd. It takes the state's lock, gives up its
 // privileges (chroot to the state dir, runAs, no capabilities, seccomp), and only then lets
 // libtpms load (or manufacture) the TPM, starts and self-tests it. Then the hook creates the
-// proxy device and hands the server fd over, keeping no copy (the kernel's first command finds
-// the TPM ready). The emulator serves until the container's init exits or it is signalled,
-// saves the state and releases it; with a cgroup to watch it then keeps the device number
-// until the cgroup is empty. Returns the emulator and the device's tpm number once it serves;
-// throws Error with the child's own message otherwise.
-std::pair<EmulatorProcess, unsigned> spawn_emulator(const EmulatorOptions& opts, UniqueFd dir_fd,
-                                                    int container_pidfd, const CgroupWatch* cgroup);
+// proxy device and hands the server fd over (the kernel's first command finds the TPM ready).
+// The emulator serves until the container's init exits or it is signalled, then leaves the
+// container's cgroup, saves the state and exits. Returns once it serves; throws Error with the
+// child's own message otherwise.
+struct SpawnedEmulator {
+  EmulatorProcess emulator;
+  unsigned tpm_num = 0;
+  UniqueFd server_fd;  // the hook's copy, for the keeper; the device lives while any is open
+};
+SpawnedEmulator spawn_emulator(const EmulatorOptions& opts, UniqueFd dir_fd, int container_pidfd,
+                               const CgroupWatch* cgroup);
 
-// Asks the emulator pid to save and release state_path (SIGTERM) and waits until it has (it
-// may linger on holding its device number); SIGKILL after grace. False if it still holds it.
+struct KeeperOptions {
+  std::string container_id;
+  std::string log_level;
+  std::string log_file;
+  std::string empty_dir;  // its root: it opens nothing
+};
+
+// Forks the container's keeper, which holds a copy of every server fd (devs) until the
+// container's cgroup is empty (see keep_devices): a device number never reaches another TPM
+// while a process of the container can still open its node, even if the emulator crashed or
+// was killed. Returns once it is sandboxed; throws Error otherwise.
+void spawn_keeper(std::vector<KeptDevice> devs, const CgroupWatch& cgroup,
+                  const KeeperOptions& opts);
+
+// Asks the emulator pid to save and release state_path (SIGTERM) and waits until it has;
+// SIGKILL after grace. False if it still holds it.
 bool release_emulator(pid_t pid, const std::string& state_path, std::chrono::milliseconds grace);
 
 // Waits until the kernel registered /dev/tpmN (+ tpmrmN), watching the emulator meanwhile.

@@ -2,9 +2,11 @@
 // The emulator's loops: one over the kernel proxy fd, one over a byte stream.
 #include <functional>
 #include <optional>
+#include <span>
 
 #include "vtpm_hook/command_handler.h"
 #include "vtpm_hook/device_cgroup.h"
+#include "vtpm_hook/tpm_version.h"
 #include "vtpm_hook/unique_fd.h"
 
 namespace vtpm {
@@ -18,11 +20,20 @@ const char* to_string(StopReason r);
 // (signal_fd readable), or when the device side hangs up.
 StopReason serve_proxy(int server_fd, int container_pidfd, int signal_fd, CommandHandler& handler);
 
-// Once the TPM is saved and its state released: keeps server_fd open, so that the kernel cannot
-// give this device number to another TPM while a process of the container can still open it,
-// answering whatever comes through the handler (which fails every TPM command), until the
-// container's cgroup is empty. Signals are logged and ignored.
-void linger(int server_fd, int signal_fd, const CgroupWatch& cgroup, CommandHandler& handler);
+// One proxy device as the keeper sees it.
+struct KeptDevice {
+  int server_fd = -1;       // a copy: the device and its number live while it is open
+  int emulator_pidfd = -1;  // readable once the emulator has exited
+  TpmVersion version = TpmVersion::V2;
+  bool emulator_gone = false;
+  bool device_open = true;
+};
+
+// The keeper's loop: holds every server fd, so that the kernel cannot give a device number to
+// another TPM while a process of the container can still open its node, until the container's
+// cgroup is empty. Once a device's emulator is gone (done, crashed or killed), answers that
+// device's commands with failures. Signals are logged and ignored.
+void keep_devices(std::span<KeptDevice> devs, int signal_fd, const CgroupWatch& cgroup);
 
 // Stream (stdin/stdout): commands are framed by their header's size field. Stops at end of
 // input or, between commands, when signal_fd (if >= 0) is readable.
