@@ -11,9 +11,9 @@
 #include <string>
 #include <vector>
 
-#include "vtpm_hook/state_store.h"
-#include "vtpm_hook/tpm_engine.h"
-#include "vtpm_hook/tpm_proto.h"
+#include "state/state_store.h"
+#include "tpm/tpm_engine.h"
+#include "tpm/tpm_proto.h"
 
 namespace {
 
@@ -58,9 +58,10 @@ std::vector<uint8_t> create_primary(bool rsa) {
   std::vector<uint8_t> pub;
   proto::put_u16(pub, rsa ? 0x0001 : 0x0023);  // type
   proto::put_u16(pub, 0x000b);                 // nameAlg sha256
-  proto::put_u32(pub, 0x00030072);  // fixedTPM|fixedParent|sensitiveDataOrigin|userWithAuth|restricted|decrypt
-  proto::put_u16(pub, 0);           // authPolicy
-  proto::put_u16(pub, 0x0006);      // AES
+  proto::put_u32(
+      pub, 0x00030072);  // fixedTPM|fixedParent|sensitiveDataOrigin|userWithAuth|restricted|decrypt
+  proto::put_u16(pub, 0);       // authPolicy
+  proto::put_u16(pub, 0x0006);  // AES
   proto::put_u16(pub, 128);
   proto::put_u16(pub, 0x0043);  // CFB
   proto::put_u16(pub, 0x0010);  // scheme NULL
@@ -98,8 +99,11 @@ std::string make_temp_dir() {
 std::vector<uint8_t> must(TpmEngine& e, const std::vector<uint8_t>& cmd, const char* what) {
   auto r = e.process(cmd);
   if (proto::response_code(r) != 0)
-    throw std::runtime_error(std::string(what) + " failed: rc 0x" +
-                             [&] { char b[16]; snprintf(b, sizeof b, "%x", proto::response_code(r)); return std::string(b); }());
+    throw std::runtime_error(std::string(what) + " failed: rc 0x" + [&] {
+      char b[16];
+      snprintf(b, sizeof b, "%x", proto::response_code(r));
+      return std::string(b);
+    }());
   return r;
 }
 

@@ -7,14 +7,14 @@
 #include <cstdio>
 #include <iostream>
 
-#include "vtpm_hook/emulator_process.h"
-#include "vtpm_hook/error.h"
-#include "vtpm_hook/hooks.h"
-#include "vtpm_hook/io_util.h"
-#include "vtpm_hook/local_ca.h"
-#include "vtpm_hook/logging.h"
-#include "vtpm_hook/status.h"
-#include "vtpm_hook/vtpm_request.h"
+#include "common/error.h"
+#include "common/io_util.h"
+#include "common/logging.h"
+#include "emulator/stream_emulator.h"
+#include "hook/hooks.h"
+#include "hook/status.h"
+#include "oci/vtpm_request.h"
+#include "tpm/local_ca.h"
 
 namespace {
 

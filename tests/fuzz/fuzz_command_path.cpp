@@ -25,17 +25,17 @@
 #include <string>
 #include <vector>
 
-#include "vtpm_hook/command_handler.h"
-#include "vtpm_hook/error.h"
-#include "vtpm_hook/serve_loop.h"
-#include "vtpm_hook/state_store.h"
-#include "vtpm_hook/tpm_engine.h"
-#include "vtpm_hook/tpm_proto.h"
+#include "common/error.h"
+#include "emulator/serve_loop.h"
+#include "state/state_store.h"
+#include "tpm/command_handler.h"
+#include "tpm/tpm_engine.h"
+#include "tpm/tpm_proto.h"
 
 namespace {
 
-constexpr size_t kMaxStreamCommands = 4;  // bounds the TPM work (e.g. key generation) per input
-constexpr size_t kMaxStreamBytes = 16384; // well below a pipe's 64 KiB: one write, no thread
+constexpr size_t kMaxStreamCommands = 4;   // bounds the TPM work (e.g. key generation) per input
+constexpr size_t kMaxStreamBytes = 16384;  // well below a pipe's 64 KiB: one write, no thread
 
 vtpm::TpmVersion g_version = vtpm::TpmVersion::V2;
 std::string g_dir;
@@ -76,8 +76,8 @@ void note_rc(std::span<const uint8_t> resp) {
   if (hdr->code == (g_version == vtpm::TpmVersion::V2 ? 0x100u : 0x26u)) g_need_startup = true;
   // TPM_RC_OBJECT_MEMORY, _SESSION_MEMORY, _SESSION_HANDLES: loaded objects and sessions from
   // earlier inputs fill the TPM; flush them so later inputs can load their own.
-  if (g_version == vtpm::TpmVersion::V2 && (hdr->code == 0x902 || hdr->code == 0x903 ||
-                                            hdr->code == 0x905 || hdr->code == 0x908))
+  if (g_version == vtpm::TpmVersion::V2 &&
+      (hdr->code == 0x902 || hdr->code == 0x903 || hdr->code == 0x905 || hdr->code == 0x908))
     g_need_flush = true;
 }
 
@@ -168,8 +168,10 @@ extern "C" int LLVMFuzzerInitialize(int*, char***) {
     g_version = vtpm::TpmVersion::V1_2;
   g_verbose = std::getenv("VTPM_FUZZ_VERBOSE") != nullptr;
   std::string parent = "/tmp";
-  if (const char* p = std::getenv("VTPM_FUZZ_STATE_PARENT")) parent = p;
-  else if (::access("/dev/shm", W_OK) == 0) parent = "/dev/shm";  // fsync-heavy: keep it in RAM
+  if (const char* p = std::getenv("VTPM_FUZZ_STATE_PARENT"))
+    parent = p;
+  else if (::access("/dev/shm", W_OK) == 0)
+    parent = "/dev/shm";  // fsync-heavy: keep it in RAM
   std::string tmpl = parent + "/vtpm-fuzz-XXXXXX";
   if (!::mkdtemp(tmpl.data())) {
     std::perror("mkdtemp");
@@ -194,8 +196,9 @@ extern "C" int LLVMFuzzerInitialize(int*, char***) {
   auto backend = [](std::span<const uint8_t> c) { return g_engine->process(c); };
   g_proxy_handler = std::make_unique<vtpm::CommandHandler>(
       g_version, backend, [](uint8_t l) { g_engine->set_locality(l); }, /*accept_vendor=*/true);
-  g_stream_handler = std::make_unique<vtpm::CommandHandler>(g_version, backend, [](uint8_t) {},
-                                                            /*accept_vendor=*/false);
+  g_stream_handler = std::make_unique<vtpm::CommandHandler>(
+      g_version, backend, [](uint8_t) {},
+      /*accept_vendor=*/false);
   startup();
   return 0;
 }

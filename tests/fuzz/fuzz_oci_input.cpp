@@ -10,10 +10,10 @@
 #include <string>
 #include <string_view>
 
-#include "vtpm_hook/error.h"
-#include "vtpm_hook/oci_config.h"
-#include "vtpm_hook/oci_state.h"
-#include "vtpm_hook/vtpm_request.h"
+#include "common/error.h"
+#include "oci/oci_config.h"
+#include "oci/oci_state.h"
+#include "oci/vtpm_request.h"
 
 namespace {
 
@@ -59,7 +59,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   try {
     const vtpm::BundleConfig cfg = vtpm::parse_bundle_config(config_text, state.bundle);
     check(!cfg.root_path.empty() && cfg.root_path.front() == '/', "root path not absolute");
-    const auto specs = vtpm::resolve_vtpms(state, cfg, vtpm::RequestDefaults{"/var/lib/vtpm-hook", {}, {}});
+    const auto specs =
+        vtpm::resolve_vtpms(state, cfg, vtpm::RequestDefaults{"/var/lib/vtpm-hook", {}, {}});
     check(specs.size() <= 8, "more than 8 vtpms");
     for (size_t i = 0; i < specs.size(); ++i) {
       check(specs[i].index == i, "index");

@@ -1,4 +1,4 @@
-#include "vtpm_hook/command_handler.h"
+#include "tpm/command_handler.h"
 
 #include <gtest/gtest.h>
 #include <stdlib.h>
@@ -9,10 +9,10 @@
 #include <string>
 #include <vector>
 
-#include "vtpm_hook/error.h"
-#include "vtpm_hook/state_store.h"
-#include "vtpm_hook/tpm_engine.h"
-#include "vtpm_hook/tpm_proto.h"
+#include "common/error.h"
+#include "state/state_store.h"
+#include "tpm/tpm_engine.h"
+#include "tpm/tpm_proto.h"
 
 namespace vtpm {
 namespace {

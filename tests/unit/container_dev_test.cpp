@@ -1,4 +1,4 @@
-#include "vtpm_hook/container_dev.h"
+#include "container/container_dev.h"
 
 #include <fcntl.h>
 #include <gtest/gtest.h>
@@ -14,8 +14,8 @@
 #include <string>
 #include <vector>
 
-#include "vtpm_hook/error.h"
-#include "vtpm_hook/unique_fd.h"
+#include "common/error.h"
+#include "common/unique_fd.h"
 
 namespace vtpm {
 namespace {

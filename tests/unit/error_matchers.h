@@ -5,7 +5,7 @@
 #include <string>
 #include <vector>
 
-#include "vtpm_hook/error.h"
+#include "common/error.h"
 
 namespace vtpm::testing {
 

@@ -11,10 +11,10 @@
 #include <fstream>
 #include <thread>
 
-#include "vtpm_hook/device_cgroup.h"
-#include "vtpm_hook/process_util.h"
-#include "vtpm_hook/serve_loop.h"
-#include "vtpm_hook/tpm_proto.h"
+#include "common/process_util.h"
+#include "emulator/serve_loop.h"
+#include "kernel/device_cgroup.h"
+#include "tpm/tpm_proto.h"
 
 namespace vtpm {
 namespace {

@@ -1,12 +1,12 @@
-#include "vtpm_hook/oci_state.h"
+#include "oci/oci_state.h"
 
 #include <gtest/gtest.h>
 
 #include <string>
 #include <vector>
 
+#include "common/error.h"
 #include "error_matchers.h"
-#include "vtpm_hook/error.h"
 
 namespace vtpm {
 namespace {

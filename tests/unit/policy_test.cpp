@@ -1,6 +1,6 @@
 // The trust boundary: what the administrator's policy lets each source choose, and where state
 // may live. Annotations are the workload author's; linux.vtpms is the runtime's.
-#include "vtpm_hook/policy.h"
+#include "oci/policy.h"
 
 #include <gtest/gtest.h>
 #include <sys/stat.h>
@@ -11,7 +11,7 @@
 #include <nlohmann/json.hpp>
 
 #include "error_matchers.h"
-#include "vtpm_hook/vtpm_request.h"
+#include "oci/vtpm_request.h"
 
 namespace vtpm {
 namespace {

@@ -1,5 +1,5 @@
 // The emulator's seccomp sandbox, with real libtpms behind it, in forked children.
-#include "vtpm_hook/sandbox.h"
+#include "emulator/sandbox.h"
 
 #include <gtest/gtest.h>
 #include <signal.h>
@@ -11,9 +11,9 @@
 #include <filesystem>
 #include <functional>
 
-#include "vtpm_hook/state_store.h"
-#include "vtpm_hook/tpm_engine.h"
-#include "vtpm_hook/tpm_proto.h"
+#include "state/state_store.h"
+#include "tpm/tpm_engine.h"
+#include "tpm/tpm_proto.h"
 
 namespace vtpm {
 namespace {

@@ -11,12 +11,12 @@
 #include <string>
 #include <vector>
 
-#include "vtpm_hook/command_handler.h"
-#include "vtpm_hook/error.h"
-#include "vtpm_hook/process_util.h"
-#include "vtpm_hook/serve_loop.h"
-#include "vtpm_hook/tpm_proto.h"
-#include "vtpm_hook/unique_fd.h"
+#include "common/error.h"
+#include "common/process_util.h"
+#include "common/unique_fd.h"
+#include "emulator/serve_loop.h"
+#include "tpm/command_handler.h"
+#include "tpm/tpm_proto.h"
 
 namespace vtpm {
 namespace {

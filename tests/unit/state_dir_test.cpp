@@ -1,6 +1,6 @@
 // State directories beneath an allowed root: nothing inside the root (a symlink, a mount point,
 // a racing setup) sends the hook elsewhere; and key files that cannot hang or fool the hook.
-#include "vtpm_hook/state_dir.h"
+#include "state/state_dir.h"
 
 #include <fcntl.h>
 #include <gtest/gtest.h>
@@ -15,8 +15,8 @@
 #include <fstream>
 
 #include "error_matchers.h"
-#include "vtpm_hook/state_key.h"
-#include "vtpm_hook/vtpm_request.h"
+#include "hook/host_inputs.h"
+#include "state/state_key.h"
 
 namespace vtpm {
 namespace {

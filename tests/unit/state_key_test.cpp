@@ -1,4 +1,4 @@
-#include "vtpm_hook/state_key.h"
+#include "state/state_key.h"
 
 #include <gtest/gtest.h>
 #include <stdlib.h>
@@ -12,9 +12,9 @@
 #include <string>
 #include <vector>
 
+#include "common/error.h"
 #include "error_matchers.h"
-#include "vtpm_hook/error.h"
-#include "vtpm_hook/swtpm_blob.h"
+#include "state/swtpm_blob.h"
 
 namespace vtpm {
 namespace {

@@ -1,4 +1,4 @@
-#include "vtpm_hook/state_store.h"
+#include "state/state_store.h"
 
 #include <fcntl.h>
 #include <gtest/gtest.h>
@@ -18,10 +18,10 @@
 #include <string>
 #include <vector>
 
+#include "common/error.h"
 #include "error_matchers.h"
-#include "vtpm_hook/error.h"
-#include "vtpm_hook/state_key.h"
-#include "vtpm_hook/swtpm_blob.h"
+#include "state/state_key.h"
+#include "state/swtpm_blob.h"
 
 namespace vtpm {
 namespace {

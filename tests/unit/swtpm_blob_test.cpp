@@ -1,4 +1,4 @@
-#include "vtpm_hook/swtpm_blob.h"
+#include "state/swtpm_blob.h"
 
 #include <gtest/gtest.h>
 #include <openssl/evp.h>
@@ -12,9 +12,9 @@
 #include <string>
 #include <vector>
 
-#include "vtpm_hook/error.h"
-#include "vtpm_hook/state_key.h"
-#include "vtpm_hook/tpm_version.h"
+#include "common/error.h"
+#include "common/tpm_version.h"
+#include "state/state_key.h"
 
 namespace vtpm {
 namespace {

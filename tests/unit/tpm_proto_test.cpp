@@ -1,4 +1,4 @@
-#include "vtpm_hook/tpm_proto.h"
+#include "tpm/tpm_proto.h"
 
 #include <gtest/gtest.h>
 

@@ -1,14 +1,14 @@
-#include "vtpm_hook/vtpm_request.h"
+#include "oci/vtpm_request.h"
 
 #include <gtest/gtest.h>
 
 #include <nlohmann/json.hpp>
 #include <string>
 
+#include "common/error.h"
 #include "error_matchers.h"
-#include "vtpm_hook/error.h"
-#include "vtpm_hook/oci_config.h"
-#include "vtpm_hook/oci_state.h"
+#include "oci/oci_config.h"
+#include "oci/oci_state.h"
 
 namespace vtpm {
 namespace {

@@ -1,0 +1,93 @@
+#include "common/io_util.h"
+
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <cstring>
+
+#include "common/error.h"
+
+namespace vtpm {
+
+std::string read_all(int fd, size_t max_size, const std::string& what) {
+  std::string out;
+  char buf[65536];
+  for (;;) {
+    const ssize_t r = ::read(fd, buf, sizeof buf);
+    if (r < 0 && errno == EINTR) continue;
+    if (r < 0) throw sys_error("read " + what);
+    if (r == 0) return out;
+    out.append(buf, static_cast<size_t>(r));
+    if (out.size() > max_size)
+      throw Error(what + " is larger than " +
+                  (max_size % (1u << 20) == 0 ? std::to_string(max_size >> 20) + " MiB"
+                                              : std::to_string(max_size) + " bytes"));
+  }
+}
+
+std::string one_line(std::string_view msg) {
+  static constexpr char kHex[] = "0123456789abcdef";
+  std::string out;
+  for (const char c : msg) {
+    const auto u = static_cast<unsigned char>(c);
+    if (u >= 0x20 && u != 0x7f) {
+      out += c;
+    } else {
+      out += "\\x";
+      out += kHex[u >> 4];
+      out += kHex[u & 0xf];
+    }
+  }
+  return out;
+}
+
+void write_all(int fd, std::span<const uint8_t> data, const std::string& what) {
+  size_t off = 0;
+  while (off < data.size()) {
+    const ssize_t w = ::write(fd, data.data() + off, data.size() - off);
+    if (w < 0 && errno == EINTR) continue;
+    if (w < 0) throw sys_error("write " + what);
+    if (w == 0) throw Error("write " + what + ": no progress");
+    off += static_cast<size_t>(w);
+  }
+}
+
+void send_fd(int sock, int fd) {
+  char byte = 'F';
+  iovec iov{&byte, 1};
+  alignas(cmsghdr) char ctl[CMSG_SPACE(sizeof(int))] = {};
+  msghdr msg{};
+  msg.msg_iov = &iov;
+  msg.msg_iovlen = 1;
+  msg.msg_control = ctl;
+  msg.msg_controllen = sizeof ctl;
+  cmsghdr* c = CMSG_FIRSTHDR(&msg);
+  c->cmsg_level = SOL_SOCKET;
+  c->cmsg_type = SCM_RIGHTS;
+  c->cmsg_len = CMSG_LEN(sizeof(int));
+  std::memcpy(CMSG_DATA(c), &fd, sizeof fd);
+  while (::sendmsg(sock, &msg, MSG_NOSIGNAL) < 0)
+    if (errno != EINTR) throw sys_error("pass a file descriptor");
+}
+
+UniqueFd receive_fd(int sock) {
+  char byte = 0;
+  iovec iov{&byte, 1};
+  alignas(cmsghdr) char ctl[CMSG_SPACE(sizeof(int))] = {};
+  msghdr msg{};
+  msg.msg_iov = &iov;
+  msg.msg_iovlen = 1;
+  msg.msg_control = ctl;
+  msg.msg_controllen = sizeof ctl;
+  ssize_t r;
+  while ((r = ::recvmsg(sock, &msg, MSG_CMSG_CLOEXEC)) < 0)
+    if (errno != EINTR) throw sys_error("receive a file descriptor");
+  const cmsghdr* c = CMSG_FIRSTHDR(&msg);
+  if (r == 0 || !c || c->cmsg_type != SCM_RIGHTS || c->cmsg_len != CMSG_LEN(sizeof(int)))
+    throw Error("no file descriptor came");
+  int fd = -1;
+  std::memcpy(&fd, CMSG_DATA(c), sizeof fd);
+  return UniqueFd(fd);
+}
+
+}  // namespace vtpm

@@ -1,0 +1,80 @@
+#include "common/process_util.h"
+
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cstring>
+
+#include "common/error.h"
+
+namespace vtpm {
+
+UniqueFd open_pidfd(pid_t pid) {
+  UniqueFd fd(::pidfd_open(pid, 0));
+  if (!fd) throw sys_error("pidfd_open(" + std::to_string(pid) + ")");
+  return fd;
+}
+
+bool wait_pidfd(int pidfd, std::chrono::milliseconds timeout) {
+  pollfd p{pidfd, POLLIN, 0};
+  const auto deadline = std::chrono::steady_clock::now() + timeout;
+  for (;;) {
+    const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
+        deadline - std::chrono::steady_clock::now());
+    int r = ::poll(&p, 1, static_cast<int>(std::max<long long>(0, left.count())));
+    if (r > 0) return true;
+    if (r == 0) return false;
+    if (errno != EINTR) throw sys_error("poll pidfd");
+  }
+}
+
+bool stop_pidfd(int pidfd, std::chrono::milliseconds grace) {
+  // Signals go through the pidfd, so a recycled pid can never be hit.
+  if (::pidfd_send_signal(pidfd, SIGTERM, nullptr, 0) != 0 && errno == ESRCH) return true;
+  if (wait_pidfd(pidfd, grace)) return true;
+  ::pidfd_send_signal(pidfd, SIGKILL, nullptr, 0);
+  return wait_pidfd(pidfd, std::chrono::seconds(5));
+}
+
+bool stop_process(pid_t pid, std::chrono::milliseconds grace) {
+  UniqueFd fd(::pidfd_open(pid, 0));
+  if (!fd) return errno == ESRCH;  // already gone
+  return stop_pidfd(fd.get(), grace);
+}
+
+void run_in_child(const std::function<void()>& body, const std::string& what) {
+  int pfd[2];
+  if (::pipe2(pfd, O_CLOEXEC) != 0) throw sys_error("pipe");
+  UniqueFd rd(pfd[0]), wr(pfd[1]);
+  const pid_t pid = ::fork();
+  if (pid < 0) throw sys_error("fork");
+  if (pid == 0) {
+    rd.reset();
+    try {
+      body();
+    } catch (const std::exception& e) {
+      // the parent reports it; nothing more can be done if this write fails
+      [[maybe_unused]] auto n = ::write(wr.get(), e.what(), std::strlen(e.what()));
+      ::_exit(1);
+    }
+    ::_exit(0);
+  }
+  wr.reset();
+  std::string msg;
+  char buf[512];
+  for (ssize_t r; (r = ::read(rd.get(), buf, sizeof buf)) != 0;) {
+    if (r < 0 && errno == EINTR) continue;
+    if (r < 0) break;
+    msg.append(buf, static_cast<size_t>(r));
+  }
+  int status = 0;
+  while (::waitpid(pid, &status, 0) < 0 && errno == EINTR) {
+  }
+  if (!WIFEXITED(status) || WEXITSTATUS(status) != 0)
+    throw Error(what + ": " + (msg.empty() ? "helper process failed" : msg));
+}
+
+}  // namespace vtpm

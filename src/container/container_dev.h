@@ -1,0 +1,30 @@
+#pragma once
+// The only module that touches the container's filesystem: device nodes in its /dev.
+#include <sys/types.h>
+
+#include <string>
+
+#include "common/dev_num.h"
+
+namespace vtpm {
+
+// Makes <root>/dev/<name> the char device major:minor in the container's own mount namespace.
+// Without a user namespace: mknod, reached through /proc/<pid>/root. With one (where nodes on
+// the container's tmpfs cannot be opened): a bind mount of host_node, handed to the container's
+// root user. Never follows a link out of the root; replaces a non-directory already at that
+// name; verifies type and rdev afterwards. Throws Error.
+void place_device_node(pid_t container_pid, const std::string& root_path, const std::string& name,
+                       DevNum dev, const std::string& host_node, const std::string& proc = "/proc");
+
+// Refuses a pid that shares the hook's mount namespace: it is not a container's process, and a
+// device "put into its /dev" would land on the host.
+void check_container_process(pid_t container_pid, const std::string& proc = "/proc");
+
+// Same, with the container root given as an open directory fd (testable without a container).
+void place_device_node_at(int root_fd, const std::string& name, DevNum dev);
+
+// Best effort removal (undo on failed setup).
+void remove_device_node(pid_t container_pid, const std::string& root_path, const std::string& name,
+                        const std::string& proc = "/proc");
+
+}  // namespace vtpm

@@ -1,0 +1,273 @@
+#include "emulator/emulator_process.h"
+
+#include <dirent.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <spdlog/spdlog.h>
+#include <sys/prctl.h>
+#include <sys/signalfd.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <set>
+#include <thread>
+
+#include "common/error.h"
+#include "common/io_util.h"
+#include "common/logging.h"
+#include "common/process_util.h"
+#include "emulator/sandbox.h"
+#include "emulator/serve_loop.h"
+#include "state/state_store.h"
+#include "tpm/command_handler.h"
+#include "tpm/provision.h"
+#include "tpm/tpm_engine.h"
+#include "tpm/tpm_proto.h"
+
+namespace vtpm {
+namespace {
+
+constexpr char kLoaded[] = "loaded";  // TPM started and self-tested: send the proxy fd
+constexpr char kReady[] = "ready";    // serving the proxy fd
+
+// Runtimes start hooks with odd signal state (crun blocks SIGTERM): start from a clean slate.
+void reset_signals() {
+  for (int s = 1; s < NSIG; ++s) ::signal(s, SIG_DFL);
+  sigset_t none;
+  sigemptyset(&none);
+  ::sigprocmask(SIG_SETMASK, &none, nullptr);
+}
+
+// runc waits for EOF on the hook's stdout/stderr: the emulator must hold no copy of them.
+void detach_stdio_and_fds(const std::set<int>& keep) {
+  const int null_fd = ::open("/dev/null", O_RDWR);
+  if (null_fd < 0) ::_exit(127);  // stdio would stay attached and hang the runtime
+  for (int fd = 0; fd <= 2; ++fd) ::dup2(null_fd, fd);
+  if (null_fd > 2) ::close(null_fd);
+  std::vector<int> to_close;
+  if (DIR* d = ::opendir("/proc/self/fd")) {
+    while (dirent* e = ::readdir(d)) {
+      const int fd = std::atoi(e->d_name);
+      if (fd > 2 && fd != ::dirfd(d) && !keep.count(fd)) to_close.push_back(fd);
+    }
+    ::closedir(d);
+  }
+  for (int fd : to_close) ::close(fd);
+}
+
+void send_to_parent(int fd, const std::string& msg) {
+  // the parent reads EOF as failure if this does not arrive
+  if (fd >= 0) [[maybe_unused]]
+    auto n = ::write(fd, msg.data(), msg.size());
+}
+
+// One message from the other end (SOCK_SEQPACKET keeps message boundaries); "" at EOF.
+std::string receive_message(int fd) {
+  char buf[1024];
+  for (;;) {
+    const ssize_t r = ::read(fd, buf, sizeof buf);
+    if (r < 0 && errno == EINTR) continue;
+    if (r < 0) throw sys_error("read from the emulator");
+    return std::string(buf, static_cast<size_t>(r));
+  }
+}
+
+// Before libtpms reads a byte of the (untrusted) state: confined to the state dir, runAs, no
+// capabilities, seccomp.
+void drop_privileges(const StateStore& store, const std::optional<Credentials>& run_as) {
+  confine_to_dir(store.dir_fd());
+  if (run_as) become(*run_as);
+  enter_emulator_sandbox();
+}
+
+// Serves the TPM until the container is gone or told to stop; saves it. Returns why it stopped,
+// with the proxy fd in `server` (the device number stays taken while it is open).
+StopReason run_tpm(const EmulatorOptions& opts, UniqueFd dir_fd, int sock, int container_pidfd,
+                   int sig, const CgroupWatch* cgroup, UniqueFd& server) {
+  StateStore store(std::move(dir_fd), opts.state_path, opts.version, opts.key);
+  drop_privileges(store, opts.run_as);
+  TpmEngine engine(store);
+  if (!opts.pcr_banks.empty()) apply_pcr_banks(engine, opts.pcr_banks);
+  // The kernel times each command it sends while registering the device: have the TPM
+  // started and self-tested before the device exists, so it answers at once on a busy host.
+  power_on(engine);
+  spdlog::debug("TPM started and self-tested");
+  send_to_parent(sock, kLoaded);
+  server = receive_fd(sock);
+  CommandHandler handler(
+      engine.version(), [&](std::span<const uint8_t> c) { return engine.process(c); },
+      [&](uint8_t l) { engine.set_locality(l); }, /*accept_vendor=*/true);
+  send_to_parent(sock, kReady);
+  spdlog::info("serving TPM {} from {}", to_string(engine.version()), store.dir());
+  const StopReason why = serve_proxy(server.get(), container_pidfd, sig, handler);
+  spdlog::info("stopping: {}", to_string(why));
+  // First out of the container's cgroup (setup charged us to it): the runtime removes it soon.
+  if (cgroup && !cgroup->leave()) spdlog::warn("cannot leave the container's cgroup");
+  save_state(engine);
+  return why;  // the engine and then the store (its lock) go: the state is free for a restart
+}
+
+// The keeper's whole life, in the forked child. Never returns.
+[[noreturn]] void keeper_main(std::vector<KeptDevice> devs, const CgroupWatch& cgroup,
+                              const KeeperOptions& opts, int ready_fd) {
+  spdlog::set_default_logger(std::make_shared<spdlog::logger>("vtpm-keep"));
+  reset_signals();
+  ::setsid();
+  std::set<int> keep = {ready_fd};
+  for (const auto& d : devs) keep.insert({d.server_fd, d.emulator_pidfd});
+  for (int fd : cgroup.fds()) keep.insert(fd);
+  detach_stdio_and_fds(keep);
+  ::prctl(PR_SET_NAME, "vtpm-keep", 0, 0, 0);
+  int exit_code = 0;
+  try {
+    init_emulator_logging(opts.log_level, opts.log_file, "vtpm-keep/" + opts.container_id);
+    // Signals are read and ignored: only an empty cgroup ends the keeper.
+    const UniqueFd sig = open_stop_signalfd();
+    UniqueFd empty(::open(opts.empty_dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+    if (!empty) throw sys_error("open " + opts.empty_dir);
+    confine_to_dir(empty.get());  // it opens nothing: an empty root
+    empty.reset();
+    enter_emulator_sandbox();
+    send_to_parent(ready_fd, kReady);
+    ::close(ready_fd);
+    ready_fd = -1;
+    keep_devices(devs, sig.get(), cgroup);
+    spdlog::info("the container's cgroup is empty: its device numbers are free");
+  } catch (const std::exception& e) {
+    send_to_parent(ready_fd, e.what());
+    spdlog::error("{}", e.what());
+    exit_code = 1;
+  }
+  spdlog::shutdown();
+  ::_exit(exit_code);
+}
+
+// The emulator's whole life, in the forked child. Never returns.
+[[noreturn]] void emulator_main(const EmulatorOptions& opts, UniqueFd dir_fd, int sock,
+                                int container_pidfd, const CgroupWatch* cgroup) {
+  // Drop the hook's logger (and its FILE*) before its fds are closed under it.
+  spdlog::set_default_logger(std::make_shared<spdlog::logger>("vtpm-emu"));
+  reset_signals();
+  ::setsid();
+  std::set<int> keep = {sock, dir_fd.get(), container_pidfd};
+  if (cgroup)
+    for (int fd : cgroup->fds()) keep.insert(fd);
+  detach_stdio_and_fds(keep);
+  ::prctl(PR_SET_NAME, "vtpm-emu", 0, 0, 0);
+  int exit_code = 0;
+  try {
+    init_emulator_logging(opts.log_level, opts.log_file,
+                          "vtpm-emu/" + opts.container_id + "/" + std::to_string(opts.index));
+    const UniqueFd sig = open_stop_signalfd();
+    UniqueFd server;
+    run_tpm(opts, std::move(dir_fd), sock, container_pidfd, sig.get(), cgroup, server);
+    // The state is saved and released; the container's keeper (if any) holds the device number.
+  } catch (const std::exception& e) {
+    send_to_parent(sock, e.what());
+    spdlog::error("{}", e.what());
+    exit_code = 1;
+  }
+  spdlog::shutdown();
+  ::_exit(exit_code);
+}
+
+}  // namespace
+
+EmulatorProcess::~EmulatorProcess() {
+  if (pid_ <= 0) return;
+  // Undo of a failed setup: SIGINT saves and exits at once (no lingering: the container's
+  // node is being removed and the runtime fails the container).
+  if (::pidfd_send_signal(pidfd_.get(), SIGINT, nullptr, 0) == 0 &&
+      !wait_pidfd(pidfd_.get(), std::chrono::seconds(10))) {
+    ::pidfd_send_signal(pidfd_.get(), SIGKILL, nullptr, 0);
+    wait_pidfd(pidfd_.get(), std::chrono::seconds(5));
+  }
+  ::waitpid(pid_, nullptr, WNOHANG);  // our child: reap it (bounded: it has exited by now)
+}
+
+SpawnedEmulator spawn_emulator(const EmulatorOptions& opts, UniqueFd dir_fd, int container_pidfd,
+                               const CgroupWatch* cgroup) {
+  int sv[2];
+  if (::socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) != 0)
+    throw sys_error("socketpair");
+  UniqueFd ours(sv[0]), theirs(sv[1]);
+  spdlog::default_logger()->flush();
+  const pid_t pid = ::fork();
+  if (pid < 0) throw sys_error("fork emulator");
+  if (pid == 0) {
+    ours.reset();
+    emulator_main(opts, std::move(dir_fd), theirs.get(), container_pidfd, cgroup);
+  }
+  theirs.reset();
+  dir_fd.reset();
+  EmulatorProcess emu(pid, open_pidfd(pid));
+  auto fail = [&](const std::string& msg) {
+    ::waitpid(pid, nullptr, 0);
+    emu.release();
+    return Error(msg.empty() ? "the emulator died while starting" : msg);
+  };
+  if (const auto msg = receive_message(ours.get()); msg != kLoaded) throw fail(msg);
+  // The ioctl needs CAP_SYS_ADMIN, which the emulator gave up before it read its state: the
+  // hook creates the device and hands the server fd over. Its own copy goes to the keeper.
+  ProxyDevice dev = create_proxy_device(opts.version, opts.vtpmx);
+  send_fd(ours.get(), dev.server_fd.get());
+  if (const auto msg = receive_message(ours.get()); msg != kReady) throw fail(msg);
+  return {std::move(emu), dev.tpm_num, std::move(dev.server_fd)};
+}
+
+void spawn_keeper(std::vector<KeptDevice> devs, const CgroupWatch& cgroup,
+                  const KeeperOptions& opts) {
+  int pfd[2];
+  if (::pipe2(pfd, O_CLOEXEC) != 0) throw sys_error("pipe");
+  UniqueFd rd(pfd[0]), wr(pfd[1]);
+  spdlog::default_logger()->flush();
+  const pid_t pid = ::fork();
+  if (pid < 0) throw sys_error("fork keeper");
+  if (pid == 0) {
+    rd.reset();
+    keeper_main(std::move(devs), cgroup, opts, wr.get());
+  }
+  wr.reset();
+  const std::string msg = read_all(rd.get(), 4096, "the keeper's answer");
+  if (msg != kReady) {
+    ::waitpid(pid, nullptr, 0);
+    throw Error(msg.empty() ? "the keeper died while starting" : msg);
+  }
+}
+
+bool release_emulator(pid_t pid, const std::string& state_path, std::chrono::milliseconds grace) {
+  UniqueFd fd(::pidfd_open(pid, 0));
+  if (!fd) return true;  // gone
+  if (::pidfd_send_signal(fd.get(), SIGTERM, nullptr, 0) != 0) return errno == ESRCH;
+  // Done once the state is saved and its lock dropped (the process exits right after).
+  const auto deadline = std::chrono::steady_clock::now() + grace;
+  while (std::chrono::steady_clock::now() < deadline) {
+    const auto holder = state_lock_holder(state_path);
+    if (!holder || *holder != pid) return true;
+    if (wait_pidfd(fd.get(), std::chrono::milliseconds(20))) return true;
+  }
+  ::pidfd_send_signal(fd.get(), SIGKILL, nullptr, 0);
+  return wait_pidfd(fd.get(), std::chrono::seconds(5));
+}
+
+HostDevices wait_for_registration(const EmulatorProcess& emu, unsigned tpm_num, TpmVersion v,
+                                  std::chrono::milliseconds timeout) {
+  const auto deadline = std::chrono::steady_clock::now() + timeout;
+  auto pause = std::chrono::microseconds(200);
+  for (;;) {
+    if (auto dev = read_host_devices(tpm_num, v)) return *dev;
+    int status = 0;
+    if (::waitpid(emu.pid(), &status, WNOHANG) == emu.pid())
+      throw Error("the kernel did not register /dev/tpm" + std::to_string(tpm_num) +
+                  ": the emulator exited");
+    if (std::chrono::steady_clock::now() > deadline)
+      throw Error("the kernel did not register /dev/tpm" + std::to_string(tpm_num) + " within " +
+                  std::to_string(timeout.count()) + " ms");
+    std::this_thread::sleep_for(pause);
+    pause = std::min(pause * 2, std::chrono::microseconds(5000));
+  }
+}
+
+}  // namespace vtpm

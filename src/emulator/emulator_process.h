@@ -1,0 +1,91 @@
+#pragma once
+// Forks the detached emulator that serves one proxy device, and waits for it to be ready.
+#include <sys/types.h>
+
+#include <chrono>
+#include <optional>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "common/credentials.h"
+#include "common/tpm_version.h"
+#include "common/unique_fd.h"
+#include "emulator/serve_loop.h"
+#include "kernel/device_cgroup.h"
+#include "kernel/vtpm_proxy.h"
+#include "state/state_key.h"
+
+namespace vtpm {
+
+// What one emulator needs to know; nothing of other TPMs.
+struct EmulatorOptions {
+  unsigned index = 0;  // for log lines
+  TpmVersion version = TpmVersion::V2;
+  std::string state_path;              // for messages: the state is reached through its fd
+  std::vector<std::string> pcr_banks;  // empty keeps the TPM's banks
+  std::string container_id;
+  std::string log_level;
+  std::string log_file;
+  std::optional<Credentials> run_as;  // resolved by the hook, before anything was created
+  std::optional<StateKey> key;        // this TPM's key only, read by the hook
+  std::string vtpmx = "/dev/vtpmx";
+};
+
+// A running emulator. Unless released, the destructor stops it (undo on failed setup).
+class EmulatorProcess {
+ public:
+  EmulatorProcess() = default;
+  EmulatorProcess(pid_t pid, UniqueFd pidfd) : pid_(pid), pidfd_(std::move(pidfd)) {}
+  EmulatorProcess(EmulatorProcess&& o) noexcept
+      : pid_(std::exchange(o.pid_, 0)), pidfd_(std::move(o.pidfd_)) {}
+  EmulatorProcess& operator=(EmulatorProcess&&) = delete;
+  ~EmulatorProcess();
+
+  pid_t pid() const { return pid_; }
+  int pidfd() const { return pidfd_.get(); }
+  void release() { pid_ = 0; }
+
+ private:
+  pid_t pid_ = 0;
+  UniqueFd pidfd_;
+};
+
+// Forks the emulator on the state directory dir_fd. It takes the state's lock, gives up its
+// privileges (chroot to the state dir, runAs, no capabilities, seccomp), and only then lets
+// libtpms load (or manufacture) the TPM, starts and self-tests it. Then the hook creates the
+// proxy device and hands the server fd over (the kernel's first command finds the TPM ready).
+// The emulator serves until the container's init exits or it is signalled, then leaves the
+// container's cgroup, saves the state and exits. Returns once it serves; throws Error with the
+// child's own message otherwise.
+struct SpawnedEmulator {
+  EmulatorProcess emulator;
+  unsigned tpm_num = 0;
+  UniqueFd server_fd;  // the hook's copy, for the keeper; the device lives while any is open
+};
+SpawnedEmulator spawn_emulator(const EmulatorOptions& opts, UniqueFd dir_fd, int container_pidfd,
+                               const CgroupWatch* cgroup);
+
+struct KeeperOptions {
+  std::string container_id;
+  std::string log_level;
+  std::string log_file;
+  std::string empty_dir;  // its root: it opens nothing
+};
+
+// Forks the container's keeper, which holds a copy of every server fd (devs) until the
+// container's cgroup is empty (see keep_devices): a device number never reaches another TPM
+// while a process of the container can still open its node, even if the emulator crashed or
+// was killed. Returns once it is sandboxed; throws Error otherwise.
+void spawn_keeper(std::vector<KeptDevice> devs, const CgroupWatch& cgroup,
+                  const KeeperOptions& opts);
+
+// Asks the emulator pid to save and release state_path (SIGTERM) and waits until it has;
+// SIGKILL after grace. False if it still holds it.
+bool release_emulator(pid_t pid, const std::string& state_path, std::chrono::milliseconds grace);
+
+// Waits until the kernel registered /dev/tpmN (+ tpmrmN), watching the emulator meanwhile.
+HostDevices wait_for_registration(const EmulatorProcess& emu, unsigned tpm_num, TpmVersion v,
+                                  std::chrono::milliseconds timeout);
+
+}  // namespace vtpm

@@ -1,0 +1,45 @@
+#pragma once
+// The emulator's loops: one over the kernel proxy fd, one over a byte stream.
+#include <functional>
+#include <optional>
+#include <span>
+
+#include "common/tpm_version.h"
+#include "common/unique_fd.h"
+#include "kernel/device_cgroup.h"
+#include "tpm/command_handler.h"
+
+namespace vtpm {
+
+// Abort: SIGINT, the hook undoing a failed setup (save and exit, nothing to keep).
+enum class StopReason { ContainerExited, Signal, Abort, ClientGone, EndOfInput };
+const char* to_string(StopReason r);
+
+// Proxy fd: one read() is one command, one write() is one response.
+// Returns when the container's init exits (pidfd readable), on SIGTERM/SIGINT/SIGHUP
+// (signal_fd readable), or when the device side hangs up.
+StopReason serve_proxy(int server_fd, int container_pidfd, int signal_fd, CommandHandler& handler);
+
+// One proxy device as the keeper sees it.
+struct KeptDevice {
+  int server_fd = -1;       // a copy: the device and its number live while it is open
+  int emulator_pidfd = -1;  // readable once the emulator has exited
+  TpmVersion version = TpmVersion::V2;
+  bool emulator_gone = false;
+  bool device_open = true;
+};
+
+// The keeper's loop: holds every server fd, so that the kernel cannot give a device number to
+// another TPM while a process of the container can still open its node, until the container's
+// cgroup is empty. Once a device's emulator is gone (done, crashed or killed), answers that
+// device's commands with failures. Signals are logged and ignored.
+void keep_devices(std::span<KeptDevice> devs, int signal_fd, const CgroupWatch& cgroup);
+
+// Stream (stdin/stdout): commands are framed by their header's size field. Stops at end of
+// input or, between commands, when signal_fd (if >= 0) is readable.
+StopReason serve_stream(int in_fd, int out_fd, int signal_fd, CommandHandler& handler);
+
+// Blocks SIGTERM, SIGINT and SIGHUP and returns a signalfd for them.
+UniqueFd open_stop_signalfd();
+
+}  // namespace vtpm

@@ -1,0 +1,59 @@
+#include "emulator/stream_emulator.h"
+
+#include <spdlog/spdlog.h>
+#include <unistd.h>
+
+#include <chrono>
+
+#include "common/error.h"
+#include "emulator/sandbox.h"
+#include "emulator/serve_loop.h"
+#include "state/state_store.h"
+#include "tpm/command_handler.h"
+#include "tpm/provision.h"
+#include "tpm/tpm_engine.h"
+#include "tpm/tpm_proto.h"
+
+namespace vtpm {
+
+int run_stream_emulator(const StreamOptions& opts) {
+  const TpmVersion v = opts.version;
+  // A client may start the next emulator before the last one has saved and exited: wait for it.
+  StateStore store(opts.state_dir, v, /*create=*/true, std::chrono::seconds(10), opts.key);
+  const bool resume = v == TpmVersion::V2 || store.has("savestate");
+  const bool fresh = !store.has("permall");
+  TpmEngine engine(store);
+  if (!opts.pcr_banks.empty()) apply_pcr_banks(engine, opts.pcr_banks);
+  if (fresh && opts.ca) create_ek_certificates(engine, *opts.ca, "vtpm-hook EK " + opts.state_dir);
+  if (opts.startup) {
+    // Each client process is a power cycle: resume the state the last one saved when there is
+    // one, so PCRs and sessions carry over like a suspend, else start clear.
+    bool ok = false;
+    if (resume) {
+      const auto r = engine.process(proto::startup_command(v, /*clear=*/false));
+      ok = proto::parse_header(r)->code == 0;
+    }
+    if (!ok) {
+      const auto r = engine.process(proto::startup_command(v, /*clear=*/true));
+      if (const auto rc = proto::parse_header(r)->code; rc != 0)
+        throw Error(fmt::format("TPM Startup failed with rc 0x{:x}", rc));
+    }
+  }
+  CommandHandler handler(
+      v, [&](std::span<const uint8_t> c) { return engine.process(c); }, [](uint8_t) {},
+      /*accept_vendor=*/false);
+  // The cmd TCTI ends its child with SIGTERM, not EOF: save on that too.
+  const UniqueFd sig = open_stop_signalfd();
+  if (::geteuid() == 0) confine_to_dir(store.dir_fd());  // chroot needs CAP_SYS_CHROOT
+  enter_emulator_sandbox();
+  try {
+    serve_stream(STDIN_FILENO, STDOUT_FILENO, sig.get(), handler);
+  } catch (const Error&) {
+    save_state(engine);  // a broken client must not cost the TPM its state
+    throw;
+  }
+  save_state(engine);
+  return 0;
+}
+
+}  // namespace vtpm

@@ -1,0 +1,119 @@
+#include "hook/run_record.h"
+
+#include <fcntl.h>
+#include <spdlog/spdlog.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <filesystem>
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <sstream>
+
+#include "common/error.h"
+
+namespace vtpm {
+namespace {
+
+nlohmann::json to_json(const VtpmRecord& v) {
+  return {{"index", v.index},
+          {"vtpmVersion", to_string(v.version)},
+          {"statePath", v.state_path},
+          {"stateRoot", v.state_root},
+          {"statePathIsManaged", v.state_path_managed},
+          {"statePathCreated", v.state_path_created},
+          {"emulatorPid", v.emulator_pid},
+          {"hostTpmNum", v.host_tpm_num},
+          {"hostDevice", v.host_device},
+          {"containerDevice", v.container_device}};
+}
+
+VtpmRecord vtpm_from_json(const nlohmann::json& j) {
+  VtpmRecord v;
+  v.index = j.at("index").get<unsigned>();
+  const auto version = j.at("vtpmVersion").get<std::string>();
+  if (version != "1.2" && version != "2") throw Error("unknown vtpmVersion \"" + version + "\"");
+  v.version = version == "1.2" ? TpmVersion::V1_2 : TpmVersion::V2;
+  v.state_path = j.at("statePath").get<std::string>();
+  v.state_root = j.value("stateRoot", "");
+  v.state_path_managed = j.at("statePathIsManaged").get<bool>();
+  v.state_path_created = j.value("statePathCreated", false);
+  v.emulator_pid = j.at("emulatorPid").get<pid_t>();
+  v.host_tpm_num = j.at("hostTpmNum").get<unsigned>();
+  v.host_device = j.at("hostDevice").get<std::string>();
+  v.container_device = j.at("containerDevice").get<std::string>();
+  return v;
+}
+
+}  // namespace
+
+std::string run_record_path(const std::string& run_root, const std::string& id) {
+  return run_root + "/" + id + ".json";
+}
+
+void write_run_record(const std::string& run_root, const RunRecord& rec) {
+  std::error_code ec;
+  std::filesystem::create_directories(run_root, ec);
+  if (ec) throw Error("cannot create run root " + run_root + ": " + ec.message());
+  nlohmann::json j = {{"containerId", rec.container_id},
+                      {"bundle", rec.bundle},
+                      {"startedUnixMs", rec.started_unix_ms},
+                      {"vtpms", nlohmann::json::array()}};
+  for (const auto& v : rec.vtpms) j["vtpms"].push_back(to_json(v));
+  const std::string path = run_record_path(run_root, rec.container_id);
+  const std::string tmp = path + ".tmp";
+  const std::string text = j.dump(2) + "\n";
+  {
+    std::ofstream out(tmp, std::ios::binary | std::ios::trunc);
+    if (!(out << text) || !out.flush()) throw sys_error("write " + tmp);
+  }
+  if (::rename(tmp.c_str(), path.c_str()) != 0) {
+    const int err = errno;
+    ::unlink(tmp.c_str());
+    throw sys_error("rename " + tmp, err);
+  }
+}
+
+std::optional<RunRecord> read_run_record(const std::string& run_root, const std::string& id) {
+  const std::string path = run_record_path(run_root, id);
+  std::ifstream in(path, std::ios::binary);
+  if (!in) return std::nullopt;
+  std::ostringstream ss;
+  ss << in.rdbuf();
+  try {
+    const auto j = nlohmann::json::parse(ss.str());
+    RunRecord rec;
+    rec.container_id = j.at("containerId").get<std::string>();
+    rec.bundle = j.value("bundle", "");
+    rec.started_unix_ms = j.value("startedUnixMs", 0LL);
+    for (const auto& v : j.at("vtpms")) rec.vtpms.push_back(vtpm_from_json(v));
+    return rec;
+  } catch (const std::exception& e) {  // nlohmann's or ours
+    throw Error("run record " + path + " is corrupt: " + e.what());
+  }
+}
+
+std::vector<RunRecord> list_run_records(const std::string& run_root) {
+  std::vector<RunRecord> out;
+  std::error_code ec;
+  for (const auto& e : std::filesystem::directory_iterator(run_root, ec)) {
+    const auto name = e.path().filename().string();
+    if (!name.ends_with(".json")) continue;
+    try {
+      if (auto r = read_run_record(run_root, name.substr(0, name.size() - 5))) out.push_back(*r);
+    } catch (const Error& err) {
+      spdlog::warn("{}", err.what());
+    }
+  }
+  std::sort(out.begin(), out.end(),
+            [](const RunRecord& a, const RunRecord& b) { return a.container_id < b.container_id; });
+  return out;
+}
+
+void remove_run_record(const std::string& run_root, const std::string& id) {
+  const std::string path = run_record_path(run_root, id);
+  if (::unlink(path.c_str()) != 0 && errno != ENOENT) throw sys_error("remove " + path);
+}
+
+}  // namespace vtpm

@@ -1,0 +1,234 @@
+#include <fcntl.h>
+#include <spdlog/spdlog.h>
+#include <sys/stat.h>
+
+#include <algorithm>
+#include <chrono>
+#include <filesystem>
+#include <functional>
+#include <vector>
+
+#include "common/error.h"
+#include "common/process_util.h"
+#include "container/container_dev.h"
+#include "emulator/emulator_process.h"
+#include "emulator/sandbox.h"
+#include "hook/hooks.h"
+#include "hook/host_inputs.h"
+#include "hook/run_record.h"
+#include "kernel/device_cgroup.h"
+#include "kernel/vtpm_proxy.h"
+#include "oci/oci_config.h"
+#include "oci/oci_state.h"
+#include "oci/policy.h"
+#include "oci/vtpm_request.h"
+#include "state/state_dir.h"
+#include "state/state_store.h"
+#include "state/swtpm_blob.h"
+#include "tpm/local_ca.h"
+#include "tpm/provision.h"
+#include "tpm/tpm_engine.h"
+
+namespace vtpm {
+namespace {
+
+constexpr auto kRegistrationTimeout = std::chrono::seconds(30);
+
+// Undo actions for a setup that fails half-way, run newest first.
+class Rollback {
+ public:
+  ~Rollback() {
+    for (auto it = undo_.rbegin(); it != undo_.rend(); ++it) {
+      try {
+        (*it)();
+      } catch (const std::exception& e) {
+        spdlog::warn("rollback: {}", e.what());
+      }
+    }
+  }
+  void add(std::function<void()> f) { undo_.push_back(std::move(f)); }
+  void commit() { undo_.clear(); }
+
+ private:
+  std::vector<std::function<void()>> undo_;
+};
+
+long long unix_ms() {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(
+             std::chrono::system_clock::now().time_since_epoch())
+      .count();
+}
+
+// Leftovers of a runtime that died before teardown: an emulator of an earlier run of this same
+// container is told to save and release its state, and its record dropped; a state dir held by
+// anything else is an error.
+void recover_leftovers(const HookOptions& opts, const std::string& id,
+                       const std::vector<VtpmSpec>& specs) {
+  const auto old = read_run_record(opts.run_root, id);
+  for (const auto& s : specs) {
+    const auto holder = state_lock_holder(s.state_path);
+    if (!holder) continue;
+    const bool ours =
+        old && std::any_of(old->vtpms.begin(), old->vtpms.end(),
+                           [&](const VtpmRecord& v) { return v.emulator_pid == *holder; });
+    if (!ours)
+      throw Error("state dir " + s.state_path + " is in use by process " + std::to_string(*holder));
+    spdlog::warn("container {}: stopping emulator {} left by an earlier run", id, *holder);
+    if (!release_emulator(*holder, s.state_path, std::chrono::seconds(10)))
+      throw Error("cannot stop emulator " + std::to_string(*holder) + " of an earlier run");
+  }
+  if (old) {
+    spdlog::warn("container {}: removing the run record of an earlier run", id);
+    remove_run_record(opts.run_root, id);
+  }
+}
+
+std::string dev_name(const char* base, unsigned index) { return base + std::to_string(index); }
+
+// createCerts on a new TPM: manufactured, EKs and certificates made, in a child of its own, so
+// that the CA's private key is never in the hook's memory, and so never in any emulator's.
+void provision_certificates(int dir_fd, const VtpmSpec& spec,
+                            const std::optional<Credentials>& run_as, const HookOptions& opts,
+                            const std::string& id) {
+  if (::faccessat(dir_fd, state_file_name(spec.version, "permall").c_str(), F_OK,
+                  AT_SYMLINK_NOFOLLOW) == 0)
+    return;  // manufactured before: its certificates are in its NV
+  run_in_child(
+      [&] {
+        const LocalCa ca = load_or_create_ca(opts.ca_key, opts.ca_cert);
+        UniqueFd dir(::fcntl(dir_fd, F_DUPFD_CLOEXEC, 3));
+        if (!dir) throw sys_error("dup state dir fd");
+        StateStore store(std::move(dir), spec.state_path, spec.version, load_state_key(spec));
+        confine_to_dir(store.dir_fd());
+        if (run_as) become(*run_as);
+        enter_emulator_sandbox();
+        TpmEngine engine(store);
+        if (!spec.pcr_banks.empty()) apply_pcr_banks(engine, spec.pcr_banks);
+        create_ek_certificates(engine, ca, "vtpm-hook EK " + id);
+      },
+      "createCerts for " + spec.state_path);
+}
+
+// The container's cgroup, to charge the emulators to and to know when no process of the
+// container is left. Without one the emulators end with the container's init, as they did.
+std::optional<CgroupWatch> watch_cgroup(pid_t pid) {
+  try {
+    return CgroupWatch::open(pid);
+  } catch (const Error& e) {
+    spdlog::warn("the container's cgroup cannot be watched ({}); its vTPMs end with its init",
+                 e.what());
+    return std::nullopt;
+  }
+}
+
+// An empty directory for the keeper's root.
+std::string empty_dir(const std::string& run_root) {
+  const std::string dir = run_root + "/empty";
+  std::error_code ec;
+  std::filesystem::create_directories(run_root, ec);
+  if (::mkdir(dir.c_str(), 0555) != 0 && errno != EEXIST) throw sys_error("create " + dir);
+  return dir;
+}
+
+}  // namespace
+
+void run_setup(const std::string& state_json, const HookOptions& opts) {
+  const auto t0 = std::chrono::steady_clock::now();
+  const OciState state = parse_oci_state(state_json);
+  const BundleConfig config = load_bundle_config(state.bundle);
+  RequestDefaults defaults{opts.state_root, load_policy(opts.policy, opts.policy_required), {}};
+  for (const auto& f : {opts.ca_key, opts.ca_cert})
+    defaults.reserved.push_back(
+        normal_path(std::filesystem::path(f).parent_path(), "--ca-key/--ca-cert"));
+  const auto specs = resolve_vtpms(state, config, defaults);
+  if (specs.empty()) {
+    spdlog::info("container {} asks for no vTPM", state.id);
+    return;
+  }
+  std::vector<std::optional<Credentials>> run_as;
+  for (const auto& s : specs) {
+    run_as.push_back(s.run_as ? std::optional(resolve_user(*s.run_as)) : std::nullopt);
+    check_key_files(s);
+  }
+  if (!state.pid) throw Error("OCI state: \"pid\" is missing; setup needs the container's process");
+  const pid_t pid = *state.pid;
+  check_vtpmx_available(opts.vtpmx);
+  check_container_process(pid);
+  const UniqueFd container_pidfd = open_pidfd(pid);
+  const auto cgroup = watch_cgroup(pid);
+  recover_leftovers(opts, state.id, specs);
+
+  Rollback rollback;
+  std::vector<EmulatorProcess> emulators;  // declared after rollback: stopped before it runs
+  RunRecord rec{state.id, state.bundle, unix_ms(), {}};
+  std::vector<DevNum> granted;
+  std::vector<UniqueFd> server_fds;  // closed (the devices gone) unless the keeper took them
+  for (const auto& spec : specs) {
+    VtpmRecord vr;
+    vr.index = spec.index;
+    vr.version = spec.version;
+    vr.state_path = spec.state_path;
+    vr.state_root = spec.state_root;
+    vr.state_path_managed = spec.state_path_managed;
+    StateDir dir =
+        open_state_dir(spec.state_root, spec.state_path, /*create=*/true, run_as[spec.index]);
+    vr.state_path_created = dir.created;
+    if (dir.created)
+      rollback.add([root = spec.state_root, p = spec.state_path] { remove_state_dir(root, p); });
+    if (spec.create_certs)
+      provision_certificates(dir.fd.get(), spec, run_as[spec.index], opts, state.id);
+
+    EmulatorOptions eo{
+        spec.index,     spec.version,  spec.state_path,    spec.pcr_banks,       state.id,
+        opts.log_level, opts.log_file, run_as[spec.index], load_state_key(spec), opts.vtpmx};
+    spdlog::debug("starting the emulator for {}", spec.state_path);
+    auto [emu, tpm_num, server_fd] =
+        spawn_emulator(eo, std::move(dir.fd), container_pidfd.get(), cgroup ? &*cgroup : nullptr);
+    eo.key.reset();  // wiped: the next emulator must not inherit this TPM's key
+    emulators.push_back(std::move(emu));
+    server_fds.push_back(std::move(server_fd));
+    // Its CPU and memory count against the container's limits from now on.
+    if (cgroup) cgroup->charge(emulators.back().pid());
+    vr.host_tpm_num = tpm_num;
+    vr.emulator_pid = emulators.back().pid();
+    spdlog::debug("emulator {} serves tpm{}", vr.emulator_pid, tpm_num);
+    const HostDevices host = wait_for_registration(emulators.back(), vr.host_tpm_num, spec.version,
+                                                   kRegistrationTimeout);
+    vr.host_device = "/dev/tpm" + std::to_string(host.tpm_num);
+
+    const std::string tpm = dev_name("tpm", spec.index);
+    place_device_node(pid, config.root_path, tpm, host.tpm, vr.host_device);
+    rollback.add([=, root = config.root_path] { remove_device_node(pid, root, tpm); });
+    if (host.tpmrm) {
+      const std::string tpmrm = dev_name("tpmrm", spec.index);
+      place_device_node(pid, config.root_path, tpmrm, *host.tpmrm,
+                        "/dev/tpmrm" + std::to_string(host.tpm_num));
+      rollback.add([=, root = config.root_path] { remove_device_node(pid, root, tpmrm); });
+    }
+    vr.container_device = "/dev/" + tpm;
+    granted.push_back(host.tpm);
+    if (host.tpmrm) granted.push_back(*host.tpmrm);
+    spdlog::info("container {}: {} ({}:{}) is the container's {} (TPM {}, state {}, emulator {})",
+                 state.id, vr.host_device, host.tpm.major, host.tpm.minor, vr.container_device,
+                 to_string(spec.version), spec.state_path, vr.emulator_pid);
+    rec.vtpms.push_back(vr);
+  }
+  if (opts.device_cgroup) spdlog::debug("{}", grant_device_access(pid, granted));
+  if (cgroup) {
+    std::vector<KeptDevice> kept;
+    for (size_t i = 0; i < specs.size(); ++i)
+      kept.push_back({server_fds[i].get(), emulators[i].pidfd(), specs[i].version});
+    spawn_keeper(std::move(kept), *cgroup,
+                 {state.id, opts.log_level, opts.log_file, empty_dir(opts.run_root)});
+  }
+  server_fds.clear();  // the emulators and the keeper hold the devices now
+  write_run_record(opts.run_root, rec);
+  for (auto& e : emulators) e.release();
+  rollback.commit();
+  const auto ms =
+      std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - t0)
+          .count();
+  spdlog::info("container {}: setup took {} ms", state.id, ms);
+}
+
+}  // namespace vtpm

@@ -1,0 +1,55 @@
+#include "hook/status.h"
+
+#include <spdlog/fmt/fmt.h>
+
+#include <ctime>
+#include <nlohmann/json.hpp>
+
+#include "common/error.h"
+#include "hook/run_record.h"
+#include "state/state_store.h"
+
+namespace vtpm {
+namespace {
+
+std::string iso_time(long long unix_ms) {
+  const std::time_t t = static_cast<std::time_t>(unix_ms / 1000);
+  std::tm tm{};
+  ::gmtime_r(&t, &tm);
+  char buf[32];
+  std::strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%SZ", &tm);
+  return buf;
+}
+
+}  // namespace
+
+std::string render_status(const std::string& run_root, bool json) {
+  nlohmann::json rows = nlohmann::json::array();
+  std::string table =
+      fmt::format("{:<24} {:<12} {:<14} {:>8} {:<6} {:<7} {:<20} {}\n", "CONTAINER", "HOST DEVICE",
+                  "IN CONTAINER", "PID", "TPM", "ALIVE", "STARTED", "STATE");
+  for (const auto& rec : list_run_records(run_root)) {
+    for (const auto& v : rec.vtpms) {
+      // The emulator holds its state dir's lock for as long as it lives.
+      const auto holder = state_lock_holder(v.state_path);
+      const bool alive = holder && *holder == v.emulator_pid;
+      rows.push_back({{"containerId", rec.container_id},
+                      {"hostDevice", v.host_device},
+                      {"containerDevice", v.container_device},
+                      {"emulatorPid", v.emulator_pid},
+                      {"alive", alive},
+                      {"vtpmVersion", to_string(v.version)},
+                      {"statePath", v.state_path},
+                      {"started", iso_time(rec.started_unix_ms)}});
+      // Records are the hook's, but their strings came from configs: one row stays one row.
+      table +=
+          fmt::format("{:<24} {:<12} {:<14} {:>8} {:<6} {:<7} {:<20} {}\n",
+                      one_line(rec.container_id), one_line(v.host_device),
+                      one_line(v.container_device), v.emulator_pid, to_string(v.version),
+                      alive ? "yes" : "no", iso_time(rec.started_unix_ms), one_line(v.state_path));
+    }
+  }
+  return json ? rows.dump(2) + "\n" : table;
+}
+
+}  // namespace vtpm

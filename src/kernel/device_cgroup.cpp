@@ -1,0 +1,252 @@
+#include "kernel/device_cgroup.h"
+
+#include <fcntl.h>
+#include <spdlog/spdlog.h>
+#include <sys/resource.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include <cstddef>
+#include <cstring>
+#include <fstream>
+#include <functional>
+#include <sstream>
+
+#include "common/error.h"
+#include "common/unique_fd.h"
+
+namespace vtpm {
+namespace {
+
+bpf_insn insn(uint8_t code, uint8_t dst, uint8_t src, int16_t off, int32_t imm) {
+  bpf_insn i{};
+  i.code = code;
+  i.dst_reg = dst & 0xf;
+  i.src_reg = src & 0xf;
+  i.off = off;
+  i.imm = imm;
+  return i;
+}
+
+long bpf(int cmd, bpf_attr& attr) { return ::syscall(SYS_bpf, cmd, &attr, sizeof attr); }
+
+struct CgroupLocation {
+  bool v2 = false;
+  std::string path;  // relative to the hierarchy's root
+};
+
+CgroupLocation find_cgroup(pid_t pid, const CgroupPaths& paths) {
+  const std::string file = paths.proc + "/" + std::to_string(pid) + "/cgroup";
+  std::ifstream in(file);
+  if (!in) throw sys_error("read " + file);
+  std::string line;
+  std::optional<std::string> unified, devices;
+  while (std::getline(in, line)) {
+    const auto a = line.find(':'), b = line.find(':', a + 1);
+    if (a == std::string::npos || b == std::string::npos) continue;
+    const std::string controllers = line.substr(a + 1, b - a - 1), path = line.substr(b + 1);
+    if (line.compare(0, a, "0") == 0 && controllers.empty()) unified = path;
+    std::stringstream ss(controllers);
+    for (std::string c; std::getline(ss, c, ',');)
+      if (c == "devices") devices = path;
+  }
+  if (devices) return {false, *devices};
+  if (unified) return {true, *unified};
+  throw Error("cannot find the cgroup of process " + std::to_string(pid) + " in " + file);
+}
+
+void check_cgroup_path(const std::string& p) {
+  if (p.find("/../") != std::string::npos || p.ends_with("/..") ||
+      p.find('\n') != std::string::npos)
+    throw Error("refusing odd cgroup path " + p);
+}
+
+std::string grant_v1(const CgroupLocation& cg, std::span<const DevNum> devices,
+                     const CgroupPaths& paths) {
+  const std::string file = paths.cgroup_root + "/devices" + cg.path + "/devices.allow";
+  for (const auto& d : devices) {
+    std::ofstream out(file);
+    out << "c " << d.major << ":" << d.minor << " rwm\n";
+    out.flush();
+    if (!out) throw sys_error("write " + file);
+  }
+  return "cgroup v1 devices.allow";
+}
+
+std::vector<bpf_insn> read_program(int prog_fd) {
+  bpf_prog_info info{};
+  bpf_attr attr{};
+  attr.info.bpf_fd = static_cast<uint32_t>(prog_fd);
+  attr.info.info_len = sizeof info;
+  attr.info.info = reinterpret_cast<uint64_t>(&info);
+  if (bpf(BPF_OBJ_GET_INFO_BY_FD, attr) != 0) throw sys_error("BPF_OBJ_GET_INFO_BY_FD");
+  std::vector<bpf_insn> insns(info.xlated_prog_len / sizeof(bpf_insn));
+  if (insns.empty()) throw Error("the kernel did not show the container's device program");
+  info = {};
+  info.xlated_prog_len = static_cast<uint32_t>(insns.size() * sizeof(bpf_insn));
+  info.xlated_prog_insns = reinterpret_cast<uint64_t>(insns.data());
+  attr = {};
+  attr.info.bpf_fd = static_cast<uint32_t>(prog_fd);
+  attr.info.info_len = sizeof info;
+  attr.info.info = reinterpret_cast<uint64_t>(&info);
+  if (bpf(BPF_OBJ_GET_INFO_BY_FD, attr) != 0) throw sys_error("BPF_OBJ_GET_INFO_BY_FD");
+  // A program with helper calls or map references cannot be reloaded from its xlated form.
+  for (const auto& i : insns)
+    if ((i.code == (BPF_JMP | BPF_CALL)) ||
+        (i.code == (BPF_LD | BPF_DW | BPF_IMM) && i.src_reg != 0))
+      throw Error(
+          "the container's device program uses maps or helpers; add a "
+          "linux.resources.devices rule for the TPM instead");
+  return insns;
+}
+
+UniqueFd load_program(const std::vector<bpf_insn>& insns) {
+  static char license[] = "GPL";
+  std::vector<char> log(65536);
+  bpf_attr attr{};
+  attr.prog_type = BPF_PROG_TYPE_CGROUP_DEVICE;
+  attr.insns = reinterpret_cast<uint64_t>(insns.data());
+  attr.insn_cnt = static_cast<uint32_t>(insns.size());
+  attr.license = reinterpret_cast<uint64_t>(license);
+  attr.log_buf = reinterpret_cast<uint64_t>(log.data());
+  attr.log_size = static_cast<uint32_t>(log.size());
+  attr.log_level = 1;
+  UniqueFd fd(static_cast<int>(bpf(BPF_PROG_LOAD, attr)));
+  if (!fd) {
+    const int err = errno;
+    spdlog::debug("verifier: {}", log.data());
+    throw sys_error("load the patched device program", err);
+  }
+  return fd;
+}
+
+std::string grant_v2(const CgroupLocation& cg, std::span<const DevNum> devices,
+                     const CgroupPaths& paths) {
+  const std::string dir = paths.cgroup_root + cg.path;
+  UniqueFd cg_fd(::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+  if (!cg_fd) throw sys_error("open cgroup " + dir);
+  // Kernels before 5.11 charge BPF programs to RLIMIT_MEMLOCK.
+  rlimit unlimited{RLIM_INFINITY, RLIM_INFINITY};
+  ::setrlimit(RLIMIT_MEMLOCK, &unlimited);
+
+  std::vector<uint32_t> ids(64);
+  bpf_attr q{};
+  q.query.target_fd = static_cast<uint32_t>(cg_fd.get());
+  q.query.attach_type = BPF_CGROUP_DEVICE;
+  q.query.prog_ids = reinterpret_cast<uint64_t>(ids.data());
+  q.query.prog_cnt = static_cast<uint32_t>(ids.size());
+  if (bpf(BPF_PROG_QUERY, q) != 0) throw sys_error("BPF_PROG_QUERY on " + dir);
+  ids.resize(q.query.prog_cnt);
+  const uint32_t mode = q.query.attach_flags;
+  if (ids.empty()) return "cgroup v2: no device program on " + dir + ", nothing to do";
+
+  for (uint32_t id : ids) {
+    bpf_attr g{};
+    g.prog_id = id;
+    UniqueFd old_fd(static_cast<int>(bpf(BPF_PROG_GET_FD_BY_ID, g)));
+    if (!old_fd) throw sys_error("BPF_PROG_GET_FD_BY_ID " + std::to_string(id));
+    UniqueFd new_fd = load_program(prepend_device_allow(read_program(old_fd.get()), devices));
+    bpf_attr a{};
+    a.target_fd = static_cast<uint32_t>(cg_fd.get());
+    a.attach_bpf_fd = static_cast<uint32_t>(new_fd.get());
+    a.attach_type = BPF_CGROUP_DEVICE;
+    if (mode & BPF_F_ALLOW_MULTI) {
+      a.attach_flags = BPF_F_ALLOW_MULTI | BPF_F_REPLACE;
+      a.replace_bpf_fd = static_cast<uint32_t>(old_fd.get());
+    } else {
+      a.attach_flags = mode;  // a single program: attaching again replaces it
+    }
+    if (bpf(BPF_PROG_ATTACH, a) != 0)
+      throw sys_error("attach the patched device program to " + dir);
+  }
+  return "cgroup v2: patched " + std::to_string(ids.size()) + " device program(s) on " + dir;
+}
+
+}  // namespace
+
+std::vector<bpf_insn> prepend_device_allow(std::span<const bpf_insn> original,
+                                           std::span<const DevNum> devices) {
+  constexpr uint8_t R0 = 0, R1 = 1, R2 = 2, R3 = 3, R4 = 4;
+  std::vector<bpf_insn> p;
+  // r2 = ctx->access_type & 0xffff (the device type); r3 = ctx->major; r4 = ctx->minor
+  p.push_back(
+      insn(BPF_LDX | BPF_W | BPF_MEM, R2, R1, offsetof(bpf_cgroup_dev_ctx, access_type), 0));
+  p.push_back(insn(BPF_ALU | BPF_AND | BPF_K, R2, 0, 0, 0xffff));
+  p.push_back(insn(BPF_LDX | BPF_W | BPF_MEM, R3, R1, offsetof(bpf_cgroup_dev_ctx, major), 0));
+  p.push_back(insn(BPF_LDX | BPF_W | BPF_MEM, R4, R1, offsetof(bpf_cgroup_dev_ctx, minor), 0));
+  // Each rule is 4 instructions; a non-char device skips them all.
+  const auto rules = static_cast<int16_t>(devices.size() * 4);
+  p.push_back(insn(BPF_JMP | BPF_JNE | BPF_K, R2, 0, rules, BPF_DEVCG_DEV_CHAR));
+  for (const auto& d : devices) {
+    p.push_back(insn(BPF_JMP | BPF_JNE | BPF_K, R3, 0, 3, static_cast<int32_t>(d.major)));
+    p.push_back(insn(BPF_JMP | BPF_JNE | BPF_K, R4, 0, 2, static_cast<int32_t>(d.minor)));
+    p.push_back(insn(BPF_ALU64 | BPF_MOV | BPF_K, R0, 0, 0, 1));
+    p.push_back(insn(BPF_JMP | BPF_EXIT, 0, 0, 0, 0));
+  }
+  p.insert(p.end(), original.begin(), original.end());
+  return p;
+}
+
+std::string grant_device_access(pid_t pid, std::span<const DevNum> devices,
+                                const CgroupPaths& paths) {
+  const CgroupLocation cg = find_cgroup(pid, paths);
+  check_cgroup_path(cg.path);
+  return cg.v2 ? grant_v2(cg, devices, paths) : grant_v1(cg, devices, paths);
+}
+
+}  // namespace vtpm
+
+namespace vtpm {
+
+std::optional<CgroupWatch> CgroupWatch::open(pid_t pid, const CgroupPaths& paths) {
+  const CgroupLocation cg = find_cgroup(pid, paths);
+  check_cgroup_path(cg.path);
+  // A process in the hook's own cgroup (by hand, no runtime) or the root has no cgroup that
+  // ends with the container: there is nothing to wait for.
+  if (cg.path == "/" || cg.path == find_cgroup(::getpid(), paths).path) return std::nullopt;
+  const std::string file = cg.v2 ? paths.cgroup_root + cg.path + "/cgroup.events"
+                                 : paths.cgroup_root + "/devices" + cg.path + "/cgroup.procs";
+  UniqueFd fd(::open(file.c_str(), O_RDONLY | O_CLOEXEC));
+  if (!fd) throw sys_error("open " + file);
+  CgroupWatch w(std::move(fd), cg.v2);
+  if (cg.v2) {
+    w.procs_ = paths.cgroup_root + cg.path + "/cgroup.procs";
+    // Opened now, by root: a cgroup move is checked against the opener's credentials (Linux
+    // 5.16+), so the emulator can still leave after it gave up its privileges.
+    const std::string home = paths.cgroup_root + find_cgroup(::getpid(), paths).path;
+    w.home_.reset(::open((home + "/cgroup.procs").c_str(), O_WRONLY | O_CLOEXEC));
+    w.root_.reset(::open((paths.cgroup_root + "/cgroup.procs").c_str(), O_WRONLY | O_CLOEXEC));
+  }
+  return w;
+}
+
+bool CgroupWatch::charge(pid_t pid) const {
+  if (!v2_) return false;
+  UniqueFd fd(::open(procs_.c_str(), O_WRONLY | O_CLOEXEC));
+  const std::string text = std::to_string(pid);
+  if (fd && ::write(fd.get(), text.data(), text.size()) == static_cast<ssize_t>(text.size()))
+    return true;
+  spdlog::warn("cannot move emulator {} into the container's cgroup ({}): {}", pid, procs_,
+               std::strerror(errno));
+  return false;
+}
+
+bool CgroupWatch::leave() const {
+  for (const auto& fd : {std::cref(home_), std::cref(root_)})
+    if (fd.get() && ::write(fd.get().get(), "0", 1) == 1) return true;  // "0": the writer
+  return false;
+}
+
+bool CgroupWatch::empty() const {
+  char buf[4096];
+  // (seq_file: rewind and read, rather than pread)
+  const ssize_t n =
+      ::lseek(fd_.get(), 0, SEEK_SET) == 0 ? ::read(fd_.get(), buf, sizeof buf - 1) : -1;
+  if (n < 0) return true;  // the cgroup was removed: nobody is left in it
+  buf[n] = '\0';
+  if (!v2_) return n == 0;  // cgroup.procs lists one pid per line
+  const char* p = std::strstr(buf, "populated ");
+  return p && p[10] == '0';
+}
+
+}  // namespace vtpm

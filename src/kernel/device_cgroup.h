@@ -1,0 +1,61 @@
+#pragma once
+// Lets a container's cgroup open exactly the given character devices (cgroup v2 and v1).
+#include <linux/bpf.h>
+#include <sys/types.h>
+
+#include <optional>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "common/dev_num.h"
+#include "common/unique_fd.h"
+
+namespace vtpm {
+
+struct CgroupPaths {
+  std::string proc = "/proc";
+  std::string cgroup_root = "/sys/fs/cgroup";
+};
+
+// cgroup v2: every BPF_CGROUP_DEVICE program attached to the container's cgroup must allow an
+// access, so each one is replaced by a copy that allows these devices first and then runs the
+// original. cgroup v1: "c M:m rwm" goes to the container's devices.allow. Returns a short
+// description of what was done. Throws Error.
+std::string grant_device_access(pid_t pid, std::span<const DevNum> devices,
+                                const CgroupPaths& paths = {});
+
+// The pure part, for tests: `original` with an allow-prefix for the char devices in front.
+std::vector<bpf_insn> prepend_device_allow(std::span<const bpf_insn> original,
+                                           std::span<const DevNum> devices);
+
+// Tells when no process is left in a container's cgroup: the only processes the device cgroup
+// lets open what was granted to it. v2 watches cgroup.events ("populated", POLLPRI on change),
+// v1 the devices cgroup's cgroup.procs (no notification: poll it).
+class CgroupWatch {
+ public:
+  // nullopt when the container has no cgroup of its own (it shares this process's, or is in
+  // the root). Throws Error.
+  static std::optional<CgroupWatch> open(pid_t pid, const CgroupPaths& paths = {});
+  int fd() const { return fd_.get(); }
+  std::vector<int> fds() const { return {fd_.get(), home_.get(), root_.get()}; }
+  bool notifies() const { return v2_; }
+  bool empty() const;  // also when the cgroup is gone
+
+  // cgroup v2: moves pid (an emulator) into the container's cgroup, so that its CPU and memory
+  // count against the container's limits. False, with a warning, where the cgroup cannot take
+  // it (cgroup v1, or a container cgroup with children of its own); nothing changed then.
+  bool charge(pid_t pid) const;
+  // Moves the calling process out again (to the cgroup the hook ran in, else the root), so the
+  // container's cgroup can empty and be removed. Works after privileges are dropped.
+  bool leave() const;
+
+ private:
+  CgroupWatch(UniqueFd fd, bool v2) : fd_(std::move(fd)), v2_(v2) {}
+  UniqueFd fd_;
+  bool v2_;
+  std::string procs_;     // the container's cgroup.procs (v2)
+  UniqueFd home_, root_;  // cgroup.procs of the hook's cgroup and of the root, for writing
+};
+
+}  // namespace vtpm

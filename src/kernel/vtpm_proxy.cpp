@@ -1,0 +1,59 @@
+#include "kernel/vtpm_proxy.h"
+
+#include <fcntl.h>
+#include <linux/vtpm_proxy.h>
+#include <sys/ioctl.h>
+#include <sys/stat.h>
+
+#include <fstream>
+
+#include "common/error.h"
+
+namespace vtpm {
+namespace {
+
+std::optional<DevNum> read_dev_attr(const std::string& path) {
+  std::ifstream in(path);
+  unsigned maj = 0, min = 0;
+  char colon = 0;
+  if (!(in >> maj >> colon >> min) || colon != ':') return std::nullopt;
+  return DevNum{maj, min};
+}
+
+}  // namespace
+
+void check_vtpmx_available(const std::string& vtpmx) {
+  struct stat st {};
+  if (::stat(vtpmx.c_str(), &st) != 0)
+    throw sys_error(vtpmx + " is not available (load the kernel module: modprobe tpm_vtpm_proxy)");
+  if (!S_ISCHR(st.st_mode)) throw Error(vtpmx + " is not a character device");
+}
+
+ProxyDevice create_proxy_device(TpmVersion v, const std::string& vtpmx) {
+  check_vtpmx_available(vtpmx);
+  UniqueFd ctl(::open(vtpmx.c_str(), O_RDWR | O_CLOEXEC));
+  if (!ctl) throw sys_error("open " + vtpmx);
+  struct vtpm_proxy_new_dev req {};
+  req.flags = v == TpmVersion::V2 ? VTPM_PROXY_FLAG_TPM2 : 0;
+  if (::ioctl(ctl.get(), VTPM_PROXY_IOC_NEW_DEV, &req) != 0)
+    throw sys_error("VTPM_PROXY_IOC_NEW_DEV on " + vtpmx);
+  // The kernel hands the fd out without close-on-exec; nothing we exec may keep the device alive.
+  ProxyDevice dev{UniqueFd(static_cast<int>(req.fd)), req.tpm_num};
+  if (::fcntl(dev.server_fd.get(), F_SETFD, FD_CLOEXEC) != 0) throw sys_error("fcntl FD_CLOEXEC");
+  return dev;
+}
+
+std::optional<HostDevices> read_host_devices(unsigned tpm_num, TpmVersion v,
+                                             const std::string& sysfs) {
+  const std::string n = std::to_string(tpm_num);
+  auto tpm = read_dev_attr(sysfs + "/tpm/tpm" + n + "/dev");
+  if (!tpm) return std::nullopt;
+  HostDevices out{tpm_num, *tpm, std::nullopt};
+  if (v == TpmVersion::V2) {
+    out.tpmrm = read_dev_attr(sysfs + "/tpmrm/tpmrm" + n + "/dev");
+    if (!out.tpmrm) return std::nullopt;
+  }
+  return out;
+}
+
+}  // namespace vtpm

@@ -1,0 +1,57 @@
+#include "oci/policy.h"
+
+#include <fcntl.h>
+#include <sys/stat.h>
+
+#include <filesystem>
+
+#include "common/error.h"
+#include "common/io_util.h"
+#include "common/unique_fd.h"
+#include "oci/json_util.h"
+#include "oci/vtpm_request.h"
+
+namespace vtpm {
+
+Policy parse_policy(std::string_view json_text, const std::string& what) {
+  const auto doc = parse_json_object(json_text, what);
+  Policy p;
+  for (const auto& [k, v] : doc.items()) {
+    if (k == "statePathRoots") {
+      if (!v.is_array()) throw Error(what + ": \"statePathRoots\" is not an array");
+      for (const auto& r : v) {
+        if (!r.is_string()) throw Error(what + ": \"statePathRoots\" has a non-string entry");
+        p.state_path_roots.push_back(normal_path(r.get<std::string>(), what + ": statePathRoots"));
+      }
+    } else if (k == "annotationFields") {
+      if (!v.is_array()) throw Error(what + ": \"annotationFields\" is not an array");
+      p.annotation_fields.clear();
+      for (const auto& f : v) {
+        if (!f.is_string() || !vtpm_fields().count(f.get<std::string>()))
+          throw Error(what + ": \"annotationFields\" has " + f.dump() +
+                      ", which is not a linux.vtpms field");
+        p.annotation_fields.insert(f.get<std::string>());
+      }
+    } else {
+      throw Error(what + ": unknown key \"" + k + "\"");
+    }
+  }
+  return p;
+}
+
+Policy load_policy(const std::string& path, bool required) {
+  const std::string what = "policy file " + path;
+  UniqueFd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK));
+  if (!fd) {
+    if (errno == ENOENT && !required) return Policy{};
+    throw sys_error("cannot open " + what);
+  }
+  struct stat st {};
+  if (::fstat(fd.get(), &st) != 0) throw sys_error("stat " + what);
+  if (!S_ISREG(st.st_mode)) throw Error(what + " is not a regular file");
+  if (st.st_uid != 0) throw Error(what + " is not owned by root");
+  if (st.st_mode & (S_IWGRP | S_IWOTH)) throw Error(what + " is writable by group or others");
+  return parse_policy(read_all(fd.get(), 1u << 20, what), what);
+}
+
+}  // namespace vtpm

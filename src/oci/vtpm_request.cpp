@@ -1,0 +1,242 @@
+#include "oci/vtpm_request.h"
+
+#include <filesystem>
+#include <set>
+#include <sstream>
+
+#include "common/error.h"
+#include "oci/json_util.h"
+
+namespace vtpm {
+namespace {
+
+constexpr unsigned kMaxVtpms = 8;
+
+const std::set<std::string> kBanks = {"sha1", "sha256", "sha384", "sha512", "sm3_256"};
+
+// The single-vTPM annotations and the linux.vtpms field each one sets.
+const std::pair<const char*, const char*> kFieldAnnotations[] = {
+    {"io.vtpm-hook.state-path", "statePath"},
+    {"io.vtpm-hook.create-certs", "createCerts"},
+    {"io.vtpm-hook.pcr-banks", "pcrBanks"},
+    {"io.vtpm-hook.run-as", "runAs"},
+    {"io.vtpm-hook.state-path-is-managed", "statePathIsManaged"},
+};
+
+TpmVersion parse_version(const std::string& s, const std::string& what) {
+  if (s == "2" || s == "2.0") return TpmVersion::V2;
+  if (s == "1.2") return TpmVersion::V1_2;
+  throw Error(what + ": \"vtpmVersion\" must be \"2\" or \"1.2\", not \"" + s + "\"");
+}
+
+// Later TPMs sit beside the first one, never inside a directory its runAs user owns. Ids are
+// [A-Za-z0-9_.+-] (validate_container_id), so "<id>@tpm<i>" can be no other container's default.
+std::string default_state_path(const RequestDefaults& d, const std::string& id, unsigned i) {
+  const std::string path = d.state_root + "/" + id + (i == 0 ? "" : "@tpm" + std::to_string(i));
+  for (const auto& r : d.reserved)
+    if (path == r)
+      throw Error("container id \"" + id + "\" names " + r +
+                  ", which the hook keeps for itself; give this container a statePath");
+  return path;
+}
+
+bool is_beneath(const std::string& path, const std::string& root) {
+  return path.size() > root.size() && path.compare(0, root.size(), root) == 0 &&
+         (root == "/" || path[root.size()] == '/');
+}
+
+// Config values end up in logs, status tables and paths: no control characters anywhere.
+void check_printable(const nlohmann::json& e, const std::string& what) {
+  for (const auto& [k, v] : e.items()) {
+    if (!v.is_string()) continue;
+    for (unsigned char c : v.get_ref<const std::string&>())
+      if (c < 0x20 || c == 0x7f) throw Error(what + ": \"" + k + "\" contains a control character");
+  }
+}
+
+// The allowed root a statePath lies strictly beneath. Paths from annotations may only use the
+// administrator's extra roots: the state root holds every container's default state and the CA.
+std::string allowed_root(const std::string& path, const RequestDefaults& d, bool by_annotation,
+                         const std::string& what) {
+  std::vector<std::string> roots;
+  if (!by_annotation) roots.push_back(d.state_root);
+  for (const auto& r : d.policy.state_path_roots) roots.push_back(r);
+  std::string names;
+  for (const auto& r : roots) {
+    if (!is_beneath(path, r)) {
+      names += (names.empty() ? "" : ", ") + r;
+      continue;
+    }
+    for (const auto& k : d.reserved)
+      if (path == k || is_beneath(path, k) || is_beneath(k, path))
+        throw Error(what + ": \"statePath\" " + path + " overlaps " + k +
+                    ", which the hook keeps for itself");
+    return r;
+  }
+  throw Error(what + ": \"statePath\" " + path + " is not under an allowed state root (" +
+              (names.empty() ? "none for annotations; see the policy's statePathRoots" : names) +
+              ")");
+}
+
+}  // namespace
+
+const std::set<std::string>& vtpm_fields() {
+  static const std::set<std::string> fields = {
+      "statePath", "statePathIsManaged", "vtpmVersion",       "createCerts",
+      "runAs",     "pcrBanks",           "encryptionKeyFile", "encryptionPasswordFile"};
+  return fields;
+}
+
+std::string normal_path(const std::string& p, const std::string& what) {
+  check_absolute_path(p, what);
+  std::string out = std::filesystem::path(p).lexically_normal().string();
+  while (out.size() > 1 && out.back() == '/') out.pop_back();
+  if (out == "/") throw Error(what + " may not be /");
+  return out;
+}
+
+std::vector<std::string> parse_pcr_banks(const std::string& list, const std::string& what) {
+  std::vector<std::string> out;
+  std::stringstream ss(list);
+  for (std::string b; std::getline(ss, b, ',');) {
+    if (!kBanks.count(b))
+      throw Error(what + ": unknown PCR bank \"" + b +
+                  "\" (sha1, sha256, sha384, sha512, sm3_256)");
+    for (const auto& seen : out)
+      if (seen == b) throw Error(what + ": PCR bank \"" + b + "\" is listed twice");
+    out.push_back(b);
+  }
+  if (out.empty()) throw Error(what + ": \"pcrBanks\" is empty");
+  return out;
+}
+
+namespace {
+
+void check_run_as(const std::string& user, const std::string& what) {
+  if (user.empty() || user.size() > 64 ||
+      user.find_first_of(std::string_view(" \n\t/\0", 5)) != std::string::npos)
+    throw Error(what + ": \"runAs\" is not a user name or uid[:gid]");
+}
+
+VtpmSpec parse_entry(const nlohmann::json& e, unsigned i, const std::string& id,
+                     const RequestDefaults& d, bool by_annotation, const std::string& what) {
+  if (!e.is_object()) throw Error(what + " is not an object");
+  for (const auto& [k, v] : e.items()) {
+    if (!vtpm_fields().count(k)) throw Error(what + ": unknown field \"" + k + "\"");
+    if (by_annotation && !d.policy.annotation_fields.count(k)) {
+      std::string allowed;
+      for (const auto& f : d.policy.annotation_fields) allowed += (allowed.empty() ? "" : ", ") + f;
+      throw Error(what + ": \"" + k +
+                  "\" may not come from an annotation (policy annotationFields: " +
+                  (allowed.empty() ? "none" : allowed) + ")");
+    }
+  }
+  check_printable(e, what);
+  VtpmSpec s;
+  s.index = i;
+  if (auto v = optional_string(e, "vtpmVersion", what)) s.version = parse_version(*v, what);
+  if (auto p = optional_string(e, "statePath", what)) {
+    s.state_path = normal_path(*p, what + ": \"statePath\"");
+    s.state_root = allowed_root(s.state_path, d, by_annotation, what);
+  } else {
+    s.state_path = default_state_path(d, id, i);
+    s.state_root = d.state_root;
+  }
+  s.state_path_managed = optional_bool(e, "statePathIsManaged", what).value_or(false);
+  s.create_certs = optional_bool(e, "createCerts", what).value_or(false);
+  if (auto b = optional_string(e, "pcrBanks", what)) s.pcr_banks = parse_pcr_banks(*b, what);
+  if (auto u = optional_string(e, "runAs", what)) {
+    check_run_as(*u, what);
+    s.run_as = *u;
+  }
+  if (auto k = optional_string(e, "encryptionKeyFile", what))
+    s.key_file = normal_path(*k, what + ": \"encryptionKeyFile\"");
+  if (auto k = optional_string(e, "encryptionPasswordFile", what))
+    s.password_file = normal_path(*k, what + ": \"encryptionPasswordFile\"");
+  if (s.key_file && s.password_file)
+    throw Error(what + ": give \"encryptionKeyFile\" or \"encryptionPasswordFile\", not both");
+  if (s.version == TpmVersion::V1_2 && (s.create_certs || !s.pcr_banks.empty()))
+    throw Error(what + ": \"createCerts\" and \"pcrBanks\" need vtpmVersion \"2\"");
+  return s;
+}
+
+// Runtime annotations win over config.json's (runc copies the latter into the former anyway).
+std::map<std::string, std::string> merged_annotations(const OciState& state,
+                                                      const BundleConfig& config) {
+  auto out = config.annotations;
+  for (const auto& [k, v] : state.annotations) out[k] = v;
+  return out;
+}
+
+// io.vtpm-hook.vtpm and its field annotations as one linux.vtpms entry.
+nlohmann::json entry_from_annotations(const std::map<std::string, std::string>& ann) {
+  nlohmann::json e = nlohmann::json::object();
+  const auto version = ann.find(kAnnotationVtpm);
+  if (version->second != "2" && version->second != "1.2")
+    throw Error(std::string("annotation ") + kAnnotationVtpm + " must be \"2\" or \"1.2\", not \"" +
+                version->second + "\"");
+  e["vtpmVersion"] = version->second;
+  for (const auto& [name, field] : kFieldAnnotations) {
+    auto it = ann.find(name);
+    if (it == ann.end()) continue;
+    if (std::string(field) == "createCerts" || std::string(field) == "statePathIsManaged") {
+      if (it->second != "true" && it->second != "false")
+        throw Error(std::string("annotation ") + name + " must be \"true\" or \"false\"");
+      e[field] = it->second == "true";
+    } else {
+      e[field] = it->second;
+    }
+  }
+  return e;
+}
+
+}  // namespace
+
+std::vector<VtpmSpec> resolve_vtpms(const OciState& state, const BundleConfig& config,
+                                    const RequestDefaults& defaults) {
+  const auto ann = merged_annotations(state, config);
+  const bool single = ann.count(kAnnotationVtpm) > 0, many = ann.count(kAnnotationVtpms) > 0;
+  bool field_annotations = false;
+  for (const auto& [name, field] : kFieldAnnotations) field_annotations |= ann.count(name) > 0;
+  if (single && many)
+    throw Error(std::string("annotations ") + kAnnotationVtpm + " and " + kAnnotationVtpms +
+                " exclude each other");
+  if (field_annotations && !single)
+    throw Error(std::string("io.vtpm-hook.* field annotations need ") + kAnnotationVtpm);
+  if (config.vtpms && (single || many))
+    throw Error("config.json has linux.vtpms and io.vtpm-hook annotations: use one of them");
+
+  nlohmann::json arr;
+  std::string what = "linux.vtpms";
+  if (config.vtpms) {
+    arr = *config.vtpms;
+  } else if (many) {
+    what = std::string("annotation ") + kAnnotationVtpms;
+    const std::string wrapped = "{\"vtpms\":" + ann.at(kAnnotationVtpms) + "}";
+    arr = std::move(parse_json_object(wrapped, what)["vtpms"]);
+  } else if (single) {
+    what = std::string("annotations ") + kAnnotationVtpm + "*";
+    arr = nlohmann::json::array({entry_from_annotations(ann)});
+  } else {
+    VtpmSpec s;
+    s.state_path = default_state_path(defaults, state.id, 0);
+    s.state_root = defaults.state_root;
+    return {s};
+  }
+  if (!arr.is_array()) throw Error(what + " is not an array");
+  if (arr.size() > kMaxVtpms)
+    throw Error(what + " has " + std::to_string(arr.size()) + " entries; at most " +
+                std::to_string(kMaxVtpms) + " are supported");
+  std::vector<VtpmSpec> out;
+  std::set<std::string> paths;
+  for (unsigned i = 0; i < arr.size(); ++i) {
+    const std::string entry = what + "[" + std::to_string(i) + "]";
+    auto s = parse_entry(arr[i], i, state.id, defaults, !config.vtpms, entry);
+    if (!paths.insert(s.state_path).second)
+      throw Error(entry + ": \"statePath\" " + s.state_path + " is used twice");
+    out.push_back(std::move(s));
+  }
+  return out;
+}
+
+}  // namespace vtpm

@@ -1,0 +1,54 @@
+#pragma once
+// What vTPMs a container asked for, resolved and validated before anything is created.
+#include <optional>
+#include <set>
+#include <string>
+#include <vector>
+
+#include "common/tpm_version.h"
+#include "oci/oci_config.h"
+#include "oci/oci_state.h"
+#include "oci/policy.h"
+
+namespace vtpm {
+
+struct VtpmSpec {
+  unsigned index = 0;  // becomes /dev/tpm<index> (+ /dev/tpmrm<index>) in the container
+  TpmVersion version = TpmVersion::V2;
+  std::string state_path;  // absolute, normalised
+  std::string state_root;  // the allowed root state_path lies strictly beneath
+  bool state_path_managed = false;
+  bool create_certs = false;                 // EK certificates in NV (TPM 2)
+  std::vector<std::string> pcr_banks;        // e.g. {"sha256"}; empty keeps the TPM's banks
+  std::optional<std::string> run_as;         // "user", "uid" or "uid:gid" for the emulator
+  std::optional<std::string> key_file;       // AES-256 key (32 raw bytes) for the state
+  std::optional<std::string> password_file;  // or a password, PBKDF2 like swtpm's pwdfile
+};
+
+// Annotations that podman, CRI-O and Kubernetes can set where config.json has no linux.vtpms.
+inline constexpr const char* kAnnotationVtpm = "io.vtpm-hook.vtpm";
+inline constexpr const char* kAnnotationVtpms = "io.vtpm-hook.vtpms";
+
+struct RequestDefaults {
+  std::string state_root;
+  Policy policy;
+  std::vector<std::string> reserved;  // directories no statePath may touch (the CA's)
+};
+
+// From linux.vtpms, else the io.vtpm-hook.* annotations (of the state and of config.json),
+// else one TPM 2.0 under <state_root>/<id>. Annotations are the workload author's: they may
+// set only the policy's annotationFields, and their statePaths only the policy's extra roots.
+// Every statePath lies strictly beneath an allowed root. Throws Error naming the bad field.
+std::vector<VtpmSpec> resolve_vtpms(const OciState& state, const BundleConfig& config,
+                                    const RequestDefaults& defaults);
+
+// The linux.vtpms field names.
+const std::set<std::string>& vtpm_fields();
+
+// Absolute, lexically normal, no trailing '/', not "/". Throws Error naming `what`.
+std::string normal_path(const std::string& p, const std::string& what);
+
+// "sha256,sha384" -> {"sha256", "sha384"}; unknown or repeated banks are an Error.
+std::vector<std::string> parse_pcr_banks(const std::string& list, const std::string& what);
+
+}  // namespace vtpm

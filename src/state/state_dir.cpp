@@ -1,0 +1,141 @@
+#include "state/state_dir.h"
+
+#include <fcntl.h>
+#include <linux/openat2.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include <filesystem>
+
+#include "common/error.h"
+#include "common/tpm_version.h"
+#include "state/swtpm_blob.h"
+
+namespace vtpm {
+namespace {
+
+// RESOLVE_NO_SYMLINKS also covers the last component (ELOOP), as O_NOFOLLOW would.
+constexpr uint64_t kResolve =
+    RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS | RESOLVE_NO_XDEV;
+
+// glibc 2.36 has no openat2 wrapper.
+int openat2_beneath(int dir_fd, const char* name, uint64_t flags) {
+  open_how how{};
+  how.flags = flags | O_CLOEXEC;
+  how.resolve = kResolve;
+  for (;;) {
+    const long fd = ::syscall(SYS_openat2, dir_fd, name, &how, sizeof how);
+    if (fd >= 0 || errno != EAGAIN) return static_cast<int>(fd);  // EAGAIN: a rename raced
+  }
+}
+
+std::string relative_to(const std::string& root, const std::string& path) {
+  if (path.size() <= root.size() + 1 || path.compare(0, root.size(), root) != 0 ||
+      (root != "/" && path[root.size()] != '/'))
+    throw Error("statePath " + path + " is not beneath " + root);
+  return path.substr(root == "/" ? 1 : root.size() + 1);
+}
+
+UniqueFd open_root(const std::string& root, bool create) {
+  if (create) {
+    std::error_code ec;
+    std::filesystem::create_directories(root, ec);  // the administrator's path
+    if (ec) throw Error("cannot create state root " + root + ": " + ec.message());
+  }
+  UniqueFd fd(::open(root.c_str(), O_PATH | O_DIRECTORY | O_CLOEXEC));
+  if (!fd) throw sys_error("open state root " + root);
+  return fd;
+}
+
+std::string refused(const std::string& path, int err) {
+  if (err == ELOOP) return "statePath " + path + " has a symbolic link in it";
+  if (err == EXDEV) return "statePath " + path + " crosses a mount point or leaves its root";
+  if (err == ENOTDIR) return "statePath " + path + " has a component that is not a directory";
+  return "open statePath " + path;
+}
+
+// The TPM's own files: state blobs of either TPM family, their temp files, the lock.
+std::vector<std::string> tpm_file_names() {
+  std::vector<std::string> out = {".lock"};
+  for (auto v : {TpmVersion::V2, TpmVersion::V1_2})
+    for (const char* n : {"permall", "volatilestate", "savestate"}) {
+      out.push_back(state_file_name(v, n));
+      out.push_back(state_file_name(v, n) + ".tmp");
+    }
+  return out;
+}
+
+}  // namespace
+
+StateDir open_state_dir(const std::string& root, const std::string& path, bool create,
+                        const std::optional<Credentials>& owner) {
+  const std::filesystem::path rel = relative_to(root, path);
+  UniqueFd cur = open_root(root, create);
+  StateDir out;
+  auto it = rel.begin();
+  for (; it != rel.end(); ++it) {
+    const std::string name = it->string();
+    const bool last = std::next(it) == rel.end();
+    if (name.empty() || name == "." || name == "..")
+      throw Error("statePath " + path + " is not a normal path");
+    UniqueFd next(openat2_beneath(cur.get(), name.c_str(), O_RDONLY | O_DIRECTORY));
+    if (!next && errno == ENOENT && create) {
+      if (::mkdirat(cur.get(), name.c_str(), last ? 0700 : 0755) == 0) {
+        out.created = last;
+        // exactly these modes, whatever the umask (tpm2-tools' cmd TCTI runs with 0177)
+        next.reset(openat2_beneath(cur.get(), name.c_str(), O_RDONLY | O_DIRECTORY));
+        if (next && ::fchmod(next.get(), last ? 0700 : 0755) != 0) throw sys_error("chmod " + path);
+      } else if (errno == EEXIST) {  // another setup made it first: it is not ours
+        next.reset(openat2_beneath(cur.get(), name.c_str(), O_RDONLY | O_DIRECTORY));
+      } else {
+        throw sys_error("create " + path);
+      }
+    }
+    if (!next) throw sys_error(refused(path, errno));
+    cur = std::move(next);
+  }
+  struct stat st {};
+  if (::fstat(cur.get(), &st) != 0) throw sys_error("stat " + path);
+  if (owner) {
+    if (out.created) {
+      if (::fchown(cur.get(), owner->uid, owner->gid) != 0) throw sys_error("chown " + path);
+    } else if (st.st_uid != owner->uid) {
+      throw Error("statePath " + path + " belongs to uid " + std::to_string(st.st_uid) +
+                  ", not to the runAs uid " + std::to_string(owner->uid) +
+                  " (the hook does not chown what it did not create)");
+    }
+  }
+  out.fd = std::move(cur);
+  return out;
+}
+
+bool remove_state_dir(const std::string& root, const std::string& path) {
+  StateDir dir;
+  try {
+    dir = open_state_dir(root, path, /*create=*/false);
+  } catch (const SysError& e) {
+    if (e.err == ENOENT) return true;  // already gone
+    throw;
+  }
+  for (const auto& name : tpm_file_names()) {
+    struct stat st {};
+    if (::fstatat(dir.fd.get(), name.c_str(), &st, AT_SYMLINK_NOFOLLOW) != 0) continue;
+    if (!S_ISREG(st.st_mode)) continue;  // not something the TPM wrote: leave it
+    if (::unlinkat(dir.fd.get(), name.c_str(), 0) != 0 && errno != ENOENT)
+      throw sys_error("remove " + path + "/" + name);
+  }
+  // The parent is reached the same way, so the rmdir hits the directory that was emptied.
+  const auto slash = path.rfind('/');
+  const std::string parent = path.substr(0, slash), leaf = path.substr(slash + 1);
+  UniqueFd parent_fd = parent == root || parent.empty()
+                           ? open_root(root.empty() ? "/" : root, false)
+                           : std::move(open_state_dir(root, parent, false).fd);
+  if (::unlinkat(parent_fd.get(), leaf.c_str(), AT_REMOVEDIR) != 0) {
+    if (errno == ENOTEMPTY || errno == EEXIST) return false;
+    if (errno != ENOENT) throw sys_error("remove " + path);
+  }
+  return true;
+}
+
+}  // namespace vtpm

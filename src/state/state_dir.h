@@ -1,0 +1,30 @@
+#pragma once
+// Finding a TPM's state directory beneath an allowed root without letting anything inside the
+// root (a symlink, a mount point, a racing setup) send the hook elsewhere.
+#include <optional>
+#include <string>
+
+#include "common/credentials.h"
+#include "common/unique_fd.h"
+
+namespace vtpm {
+
+struct StateDir {
+  UniqueFd fd;           // O_DIRECTORY, read-only
+  bool created = false;  // this call made the directory itself (mkdir won, O_EXCL-like)
+};
+
+// Opens `path`, strictly beneath `root` (both absolute and normalised), walking from root's fd
+// with openat2(RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS | RESOLVE_NO_XDEV).
+// With create, the root (0755) and missing directories are made: intermediate ones 0755, the
+// state dir 0700 and, when this call made it, owned by `owner`. An existing state dir must
+// already belong to owner's uid. Throws Error.
+StateDir open_state_dir(const std::string& root, const std::string& path, bool create,
+                        const std::optional<Credentials>& owner = std::nullopt);
+
+// Removes what a TPM keeps in its state dir (swtpm's file names for TPM 1.2 and 2, their temp
+// files, the lock) and then the dir if that left it empty. Never recurses, never follows a
+// link. Returns false (nothing else touched) when the dir holds other files. Throws Error.
+bool remove_state_dir(const std::string& root, const std::string& path);
+
+}  // namespace vtpm

@@ -1,0 +1,292 @@
+#include "tpm/provision.h"
+
+#include <spdlog/fmt/ranges.h>
+#include <spdlog/spdlog.h>
+
+#include <algorithm>
+#include <array>
+#include <map>
+
+#include "common/error.h"
+#include "tpm/local_ca.h"
+#include "tpm/tpm_proto.h"
+
+namespace vtpm {
+namespace {
+
+constexpr uint32_t kRcInitialize = 0x100;
+constexpr uint32_t kRhPlatform = 0x4000000C;
+constexpr uint32_t kCcPcrAllocate = 0x12B;
+constexpr uint32_t kCcGetCapability = 0x17A;
+
+const std::map<std::string, uint16_t> kBankAlg = {{"sha1", 0x0004},
+                                                  {"sha256", 0x000b},
+                                                  {"sha384", 0x000c},
+                                                  {"sha512", 0x000d},
+                                                  {"sm3_256", 0x0012}};
+
+struct Bank {
+  uint16_t alg;
+  bool active;
+};
+
+void check_rc(const std::vector<uint8_t>& resp, const std::string& what) {
+  if (const uint32_t rc = proto::response_code(resp); rc != 0)
+    throw Error(fmt::format("{} failed with TPM rc 0x{:x}", what, rc));
+}
+
+void ensure_started(TpmEngine& engine) {
+  const auto r = engine.process(proto::startup_command(TpmVersion::V2, /*clear=*/true));
+  const uint32_t rc = proto::response_code(r);
+  if (rc != 0 && rc != kRcInitialize) check_rc(r, "TPM2_Startup");  // INITIALIZE: already up
+}
+
+// TPM2_GetCapability(TPM_CAP_PCRS): every implemented bank, active or not.
+std::vector<Bank> read_banks(TpmEngine& engine) {
+  std::vector<uint8_t> params;
+  for (uint32_t w : {5u /*TPM_CAP_PCRS*/, 0u, 1u}) proto::put_u32(params, w);
+  const auto r = engine.process(proto::command(proto::kTpm2StNoSessions, kCcGetCapability, params));
+  check_rc(r, "TPM2_GetCapability(PCRS)");
+  // header, moreData (1), capability (4), TPML_PCR_SELECTION
+  size_t off = proto::kHeaderSize + 1 + 4;
+  const std::span<const uint8_t> b(r);
+  if (b.size() < off + 4) throw Error("short TPM2_GetCapability(PCRS) response");
+  const uint32_t count = proto::get_u32(b, off);
+  off += 4;
+  std::vector<Bank> banks;
+  for (uint32_t i = 0; i < count; ++i) {
+    if (b.size() < off + 3) throw Error("short TPM2_GetCapability(PCRS) response");
+    const uint16_t alg = proto::get_u16(b, off);
+    const uint8_t n = b[off + 2];
+    off += 3;
+    if (b.size() < off + n) throw Error("short TPM2_GetCapability(PCRS) response");
+    const bool active =
+        std::any_of(b.begin() + off, b.begin() + off + n, [](uint8_t x) { return x; });
+    off += n;
+    banks.push_back({alg, active});
+  }
+  return banks;
+}
+
+}  // namespace
+
+void power_on(TpmEngine& engine) {
+  if (engine.version() == TpmVersion::V2) {
+    ensure_started(engine);
+    const uint8_t full_test[] = {1};
+    check_rc(engine.process(proto::command(proto::kTpm2StNoSessions, 0x143, full_test)),
+             "TPM2_SelfTest");
+    return;
+  }
+  const auto r = engine.process(proto::startup_command(TpmVersion::V1_2, /*clear=*/true));
+  if (const uint32_t rc = proto::response_code(r); rc != 0 && rc != 0x26)  // 0x26: started
+    check_rc(r, "TPM_Startup");
+  check_rc(engine.process(proto::command(proto::kTpm12TagRquCommand, 0x53, {})),
+           "TPM_ContinueSelfTest");
+}
+
+void apply_pcr_banks(TpmEngine& engine, const std::vector<std::string>& wanted) {
+  ensure_started(engine);
+  const auto banks = read_banks(engine);
+  bool same = true;
+  for (const auto& name : wanted) {
+    const auto alg = kBankAlg.at(name);
+    if (std::none_of(banks.begin(), banks.end(), [&](const Bank& b) { return b.alg == alg; }))
+      throw Error("this TPM does not implement PCR bank " + name);
+  }
+  std::vector<uint8_t> sel;
+  proto::put_u32(sel, static_cast<uint32_t>(banks.size()));
+  for (const auto& b : banks) {
+    const bool want = std::any_of(wanted.begin(), wanted.end(),
+                                  [&](const std::string& n) { return kBankAlg.at(n) == b.alg; });
+    same &= want == b.active;
+    proto::put_u16(sel, b.alg);
+    sel.push_back(3);  // 24 PCRs
+    for (int i = 0; i < 3; ++i) sel.push_back(want ? 0xff : 0x00);
+  }
+  if (!same) {
+    check_rc(engine.process(
+                 proto::password_session_command(kCcPcrAllocate, std::array{kRhPlatform}, sel)),
+             "TPM2_PCR_Allocate");
+    spdlog::info("PCR banks allocated: {}", fmt::join(wanted, ","));
+  }
+  // A new allocation takes effect at the next TPM reset: power-cycle now, so the first Startup
+  // (the kernel's or ours) sees it.
+  check_rc(engine.process(proto::shutdown_command(TpmVersion::V2, /*clear=*/true)),
+           "TPM2_Shutdown");
+  engine.reset();
+}
+
+namespace {
+
+constexpr uint32_t kRhOwner = 0x40000001;
+constexpr uint32_t kRhEndorsement = 0x4000000B;
+constexpr uint32_t kCcCreatePrimary = 0x131;
+constexpr uint32_t kCcEvictControl = 0x120;
+constexpr uint32_t kCcFlushContext = 0x165;
+constexpr uint32_t kCcNvDefineSpace = 0x12A;
+constexpr uint32_t kCcNvWrite = 0x137;
+// PPWRITE | WRITEDEFINE | PPREAD | OWNERREAD | AUTHREAD | NO_DA | PLATFORMCREATE, as swtpm_setup.
+constexpr uint32_t kEkCertNvAttributes = 0x42072001;
+constexpr size_t kNvChunk = 768;
+
+// TCG EK Credential Profile: PolicySecret(TPM_RH_ENDORSEMENT), the EK templates' authPolicy.
+constexpr uint8_t kEkPolicy[32] = {0x83, 0x71, 0x97, 0x67, 0x44, 0x84, 0xB3, 0xF8, 0x1A, 0x90, 0xCC,
+                                   0x8D, 0x46, 0xA5, 0xD7, 0x24, 0xFD, 0x52, 0xD7, 0x6E, 0x06, 0x52,
+                                   0x0B, 0x64, 0xF2, 0xA1, 0xDA, 0x1B, 0x33, 0x14, 0x69, 0xAA};
+
+// Template L-1 (RSA 2048) or L-2 (ECC NIST P-256): a TPMT_PUBLIC.
+std::vector<uint8_t> ek_template(bool rsa) {
+  std::vector<uint8_t> t;
+  proto::put_u16(t, rsa ? 0x0001 : 0x0023);  // TPM_ALG_RSA / TPM_ALG_ECC
+  proto::put_u16(t, 0x000b);                 // nameAlg SHA256
+  proto::put_u32(t, 0x000300b2);  // fixedTPM fixedParent sensitiveDataOrigin adminWithPolicy
+                                  // restricted decrypt
+  proto::put_u16(t, sizeof kEkPolicy);
+  t.insert(t.end(), std::begin(kEkPolicy), std::end(kEkPolicy));
+  for (uint16_t v : {0x0006, 0x0080, 0x0043, 0x0010})
+    proto::put_u16(t, v);  // AES-128-CFB, no scheme
+  if (rsa) {
+    proto::put_u16(t, 2048);
+    proto::put_u32(t, 0);  // default exponent
+    proto::put_u16(t, 256);
+    t.insert(t.end(), 256, 0);
+  } else {
+    proto::put_u16(t, 0x0003);  // NIST P-256
+    proto::put_u16(t, 0x0010);  // no KDF
+    for (int i = 0; i < 2; ++i) {
+      proto::put_u16(t, 32);
+      t.insert(t.end(), 32, 0);
+    }
+  }
+  return t;
+}
+
+class Reader {
+ public:
+  Reader(std::span<const uint8_t> b, size_t off) : b_(b), off_(off) {}
+  uint16_t u16() {
+    need(2);
+    off_ += 2;
+    return proto::get_u16(b_, off_ - 2);
+  }
+  uint32_t u32() {
+    need(4);
+    off_ += 4;
+    return proto::get_u32(b_, off_ - 4);
+  }
+  std::vector<uint8_t> tpm2b() {
+    const uint16_t n = u16();
+    need(n);
+    off_ += n;
+    return {b_.begin() + off_ - n, b_.begin() + off_};
+  }
+  void skip_alg_with_detail() {  // a scheme or KDF: an algorithm, and a hash unless TPM_ALG_NULL
+    if (u16() != 0x0010) u16();
+  }
+
+ private:
+  void need(size_t n) {
+    if (off_ + n > b_.size()) throw Error("short TPM2_CreatePrimary response");
+  }
+  std::span<const uint8_t> b_;
+  size_t off_;
+};
+
+// TPM2_CreatePrimary response -> transient handle and the key's public part.
+std::pair<uint32_t, EkPublic> parse_primary(const std::vector<uint8_t>& r) {
+  Reader rd(r, proto::kHeaderSize);
+  const uint32_t handle = rd.u32();
+  rd.u32();  // parameterSize
+  rd.u16();  // TPM2B_PUBLIC size
+  EkPublic ek;
+  ek.rsa = rd.u16() == 0x0001;
+  rd.u16();                  // nameAlg
+  rd.u32();                  // attributes
+  rd.tpm2b();                // authPolicy
+  if (rd.u16() != 0x0010) {  // symmetric: keyBits, mode
+    rd.u16();
+    rd.u16();
+  }
+  rd.skip_alg_with_detail();  // scheme
+  if (ek.rsa) {
+    rd.u16();  // keyBits
+    rd.u32();  // exponent
+    ek.modulus = rd.tpm2b();
+  } else {
+    rd.u16();                   // curve
+    rd.skip_alg_with_detail();  // kdf
+    ek.x = rd.tpm2b();
+    ek.y = rd.tpm2b();
+  }
+  return {handle, ek};
+}
+
+void write_certificate(TpmEngine& engine, uint32_t index, const std::vector<uint8_t>& der) {
+  std::vector<uint8_t> define;
+  proto::put_u16(define, 0);  // no auth value
+  proto::put_u16(define, 14);
+  proto::put_u32(define, index);
+  proto::put_u16(define, 0x000b);
+  proto::put_u32(define, kEkCertNvAttributes);
+  proto::put_u16(define, 0);
+  proto::put_u16(define, static_cast<uint16_t>(der.size()));
+  check_rc(engine.process(
+               proto::password_session_command(kCcNvDefineSpace, std::array{kRhPlatform}, define)),
+           "TPM2_NV_DefineSpace");
+  for (size_t off = 0; off < der.size(); off += kNvChunk) {
+    const size_t n = std::min(kNvChunk, der.size() - off);
+    std::vector<uint8_t> data;
+    proto::put_u16(data, static_cast<uint16_t>(n));
+    data.insert(data.end(), der.begin() + off, der.begin() + off + n);
+    proto::put_u16(data, static_cast<uint16_t>(off));
+    check_rc(engine.process(
+                 proto::password_session_command(kCcNvWrite, std::array{kRhPlatform, index}, data)),
+             "TPM2_NV_Write");
+  }
+}
+
+}  // namespace
+
+void create_ek_certificates(TpmEngine& engine, const LocalCa& ca, const std::string& subject) {
+  ensure_started(engine);
+  struct Ek {
+    bool rsa;
+    uint32_t persistent, nv_index;
+  };
+  for (const Ek& k : {Ek{true, 0x81010001, 0x01c00002}, Ek{false, 0x8101000a, 0x01c0000a}}) {
+    const auto tmpl = ek_template(k.rsa);
+    std::vector<uint8_t> params = {0, 4, 0, 0, 0, 0};  // inSensitive: no auth, no data
+    proto::put_u16(params, static_cast<uint16_t>(tmpl.size()));
+    params.insert(params.end(), tmpl.begin(), tmpl.end());
+    params.insert(params.end(), {0, 0, 0, 0, 0, 0});  // outsideInfo, creationPCR
+    const auto r = engine.process(
+        proto::password_session_command(kCcCreatePrimary, std::array{kRhEndorsement}, params));
+    check_rc(r, k.rsa ? "TPM2_CreatePrimary(RSA EK)" : "TPM2_CreatePrimary(ECC EK)");
+    const auto [handle, pub] = parse_primary(r);
+    std::vector<uint8_t> persistent;
+    proto::put_u32(persistent, k.persistent);
+    check_rc(engine.process(proto::password_session_command(
+                 kCcEvictControl, std::array{kRhOwner, handle}, persistent)),
+             "TPM2_EvictControl");
+    std::vector<uint8_t> flush;
+    proto::put_u32(flush, handle);
+    check_rc(engine.process(proto::command(proto::kTpm2StNoSessions, kCcFlushContext, flush)),
+             "TPM2_FlushContext");
+    write_certificate(engine, k.nv_index, make_ek_certificate(pub, ca, subject));
+  }
+  spdlog::info("EKs and EK certificates created");
+  check_rc(engine.process(proto::shutdown_command(TpmVersion::V2, /*clear=*/true)),
+           "TPM2_Shutdown");
+  engine.reset();
+}
+
+void save_state(TpmEngine& engine) {
+  // Shutdown(STATE) keeps volatile state and spares the dictionary-attack counter.
+  const auto resp = engine.process(proto::shutdown_state_command(engine.version()));
+  const auto hdr = proto::parse_header(resp);
+  if (hdr && hdr->code != 0)
+    spdlog::info("TPM shutdown answered rc 0x{:x} (TPM was not started)", hdr->code);
+}
+
+}  // namespace vtpm

@@ -1,0 +1,30 @@
+#pragma once
+// The only module that talks to libtpms. libtpms is global state: one engine per process.
+#include <cstdint>
+#include <span>
+#include <vector>
+
+#include "common/tpm_version.h"
+#include "state/state_store.h"
+
+namespace vtpm {
+
+class TpmEngine {
+ public:
+  // Loads state from the store (or manufactures a new TPM). Throws Error.
+  explicit TpmEngine(const StateStore& store);
+  ~TpmEngine();
+  TpmEngine(const TpmEngine&) = delete;
+  TpmEngine& operator=(const TpmEngine&) = delete;
+
+  TpmVersion version() const { return version_; }
+  std::vector<uint8_t> process(std::span<const uint8_t> command);
+  void set_locality(uint8_t locality);
+  // _TPM_Init: a power cycle. The TPM reloads its state and waits for Startup.
+  void reset();
+
+ private:
+  TpmVersion version_;
+};
+
+}  // namespace vtpm

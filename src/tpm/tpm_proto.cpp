@@ -1,0 +1,64 @@
+#include "tpm/tpm_proto.h"
+
+namespace vtpm::proto {
+
+std::optional<Header> parse_header(std::span<const uint8_t> bytes) {
+  if (bytes.size() < kHeaderSize) return std::nullopt;
+  return Header{get_u16(bytes, 0), get_u32(bytes, 2), get_u32(bytes, 6)};
+}
+
+std::vector<uint8_t> command(uint16_t tag, uint32_t ordinal, std::span<const uint8_t> params) {
+  std::vector<uint8_t> out;
+  put_u16(out, tag);
+  put_u32(out, static_cast<uint32_t>(kHeaderSize + params.size()));
+  put_u32(out, ordinal);
+  out.insert(out.end(), params.begin(), params.end());
+  return out;
+}
+
+std::vector<uint8_t> password_session_command(uint32_t cc, std::span<const uint32_t> handles,
+                                              std::span<const uint8_t> params) {
+  std::vector<uint8_t> body;
+  for (uint32_t h : handles) put_u32(body, h);
+  put_u32(body, 9);           // authorization area size
+  put_u32(body, 0x40000009);  // TPM_RS_PW
+  put_u16(body, 0);           // nonce
+  body.push_back(0);          // session attributes
+  put_u16(body, 0);           // empty password
+  body.insert(body.end(), params.begin(), params.end());
+  return command(kTpm2StSessions, cc, body);
+}
+
+uint32_t response_code(std::span<const uint8_t> response) {
+  const auto h = parse_header(response);
+  return h ? h->code : 0x101;
+}
+
+std::vector<uint8_t> make_response(TpmVersion v, uint32_t rc) {
+  std::vector<uint8_t> out;
+  put_u16(out, v == TpmVersion::V2 ? kTpm2StNoSessions : kTpm12TagRspCommand);
+  put_u32(out, kHeaderSize);
+  put_u32(out, rc);
+  return out;
+}
+
+std::vector<uint8_t> startup_command(TpmVersion v, bool clear) {
+  if (v == TpmVersion::V2) {
+    const uint8_t su[] = {0x00, static_cast<uint8_t>(clear ? 0x00 : 0x01)};  // TPM_SU_CLEAR/STATE
+    return command(kTpm2StNoSessions, 0x144, su);
+  }
+  const uint8_t st[] = {0x00, static_cast<uint8_t>(clear ? 0x01 : 0x02)};  // TPM_ST_CLEAR/STATE
+  return command(kTpm12TagRquCommand, 0x99, st);
+}
+
+std::vector<uint8_t> shutdown_command(TpmVersion, bool clear) {
+  const uint8_t su[] = {0x00, static_cast<uint8_t>(clear ? 0x00 : 0x01)};  // TPM_SU_CLEAR/STATE
+  return command(kTpm2StNoSessions, 0x145, su);
+}
+
+std::vector<uint8_t> shutdown_state_command(TpmVersion v) {
+  if (v == TpmVersion::V2) return shutdown_command(v, /*clear=*/false);
+  return command(kTpm12TagRquCommand, 0x98, {});  // TPM_SaveState
+}
+
+}  // namespace vtpm::proto

@@ -1,0 +1,64 @@
+#pragma once
+// TPM wire format: headers, the vtpm proxy's locality command, and the few commands we send.
+#include <cstdint>
+#include <optional>
+#include <span>
+#include <vector>
+
+#include "common/big_endian.h"
+#include "common/tpm_version.h"
+
+namespace vtpm::proto {
+
+inline constexpr size_t kHeaderSize = 10;
+inline constexpr size_t kMaxCommandSize = 4096;  // the kernel's TPM_BUFSIZE
+
+inline constexpr uint16_t kTpm2StNoSessions = 0x8001;
+inline constexpr uint16_t kTpm2StSessions = 0x8002;
+inline constexpr uint16_t kTpm12TagRquCommand = 0x00C1;
+inline constexpr uint16_t kTpm12TagRspCommand = 0x00C4;
+
+// Sent by tpm_vtpm_proxy itself (never by a client): one byte, the locality.
+inline constexpr uint32_t kVendorSetLocality = 0x20001000;
+
+inline constexpr uint32_t kTpm2RcSuccess = 0;
+inline constexpr uint32_t kTpm2RcCommandSize = 0x142;
+inline constexpr uint32_t kTpm2RcValue = 0x084;    // TPM_RC_VALUE (parameter unmarked)
+inline constexpr uint32_t kTpm2RcFailure = 0x101;  // TPM_RC_FAILURE
+inline constexpr uint32_t kTpm12Fail = 0x09;       // TPM_FAIL
+inline constexpr uint32_t kTpm12BadParamSize = 0x19;
+inline constexpr uint32_t kTpm12BadParameter = 0x03;
+
+struct Header {
+  uint16_t tag;
+  uint32_t size;
+  uint32_t code;  // ordinal for a command, return code for a response
+};
+
+// nullopt when fewer than kHeaderSize bytes.
+std::optional<Header> parse_header(std::span<const uint8_t> bytes);
+
+// A header-only response carrying rc, in the family (1.2 or 2) of the version.
+std::vector<uint8_t> make_response(TpmVersion v, uint32_t rc);
+
+// The "TPM failed" return code of the version's family.
+constexpr uint32_t failure_rc(TpmVersion v) {
+  return v == TpmVersion::V2 ? kTpm2RcFailure : kTpm12Fail;
+}
+
+// A command: tag, ordinal and parameters, with the size field filled in.
+std::vector<uint8_t> command(uint16_t tag, uint32_t ordinal, std::span<const uint8_t> params);
+
+// A TPM 2 command with an empty-password session (TPM_RS_PW) authorizing its handles.
+std::vector<uint8_t> password_session_command(uint32_t cc, std::span<const uint32_t> handles,
+                                              std::span<const uint8_t> params);
+
+// The response code of a response (TPM_RC_FAILURE/TPM_FAIL-like 0x101 when malformed).
+uint32_t response_code(std::span<const uint8_t> response);
+
+// Commands the emulator itself sends.
+std::vector<uint8_t> startup_command(TpmVersion v, bool clear);   // TPM2_Startup / TPM_Startup
+std::vector<uint8_t> shutdown_state_command(TpmVersion v);        // Shutdown(STATE) / SaveState
+std::vector<uint8_t> shutdown_command(TpmVersion v, bool clear);  // TPM 2 only
+
+}  // namespace vtpm::proto
