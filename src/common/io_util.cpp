@@ -1,5 +1,6 @@
 #include "common/io_util.h"
 
+#include <fcntl.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -50,6 +51,35 @@ void write_all(int fd, std::span<const uint8_t> data, const std::string& what) {
     if (w == 0) throw Error("write " + what + ": no progress");
     off += static_cast<size_t>(w);
   }
+}
+
+void write_file_atomic(int dir_fd, const std::string& name, std::span<const uint8_t> data,
+                       const std::string& what) {
+  const std::string tmp = name + ".tmp";
+  try {
+    UniqueFd fd(
+        ::openat(dir_fd, tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0600));
+    if (!fd) throw sys_error("create " + what + ".tmp");
+    write_all(fd.get(), data, what + ".tmp");
+    if (::fsync(fd.get()) != 0) throw sys_error("fsync " + what + ".tmp");
+    fd.reset();
+    if (::renameat(dir_fd, tmp.c_str(), dir_fd, name.c_str()) != 0)
+      throw sys_error("rename " + what + ".tmp");
+  } catch (const Error&) {
+    ::unlinkat(dir_fd, tmp.c_str(), 0);  // the old file stays whole; the error says why
+    throw;
+  }
+  if (::fsync(dir_fd) != 0) throw sys_error("fsync the directory of " + what);
+}
+
+void write_file_atomic(const std::string& path, std::span<const uint8_t> data) {
+  const auto slash = path.rfind('/');
+  const std::string dir = slash == std::string::npos ? "."
+                          : slash == 0               ? "/"
+                                                     : path.substr(0, slash);
+  UniqueFd dir_fd(::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+  if (!dir_fd) throw sys_error("open " + dir);
+  write_file_atomic(dir_fd.get(), path.substr(slash + 1), data, path);
 }
 
 void send_fd(int sock, int fd) {

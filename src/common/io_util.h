@@ -14,6 +14,14 @@ std::string read_all(int fd, size_t max_size, const std::string& what);
 // All of data, or an Error naming `what` (with errno).
 void write_all(int fd, std::span<const uint8_t> data, const std::string& what);
 
+// Replaces dir_fd/name with data, crash-safe: a temp file (mode 0600), fsync, rename, fsync of
+// the directory. A reader sees the old or the new content, never a mix. Never follows a link.
+// `what` names the file in errors.
+void write_file_atomic(int dir_fd, const std::string& name, std::span<const uint8_t> data,
+                       const std::string& what);
+// Same, for an absolute or relative path.
+void write_file_atomic(const std::string& path, std::span<const uint8_t> data);
+
 // Passes one file descriptor over a unix socket (SCM_RIGHTS), and takes one (close-on-exec).
 void send_fd(int sock, int fd);
 UniqueFd receive_fd(int sock);

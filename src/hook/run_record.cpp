@@ -12,6 +12,7 @@
 #include <sstream>
 
 #include "common/error.h"
+#include "common/io_util.h"
 
 namespace vtpm {
 namespace {
@@ -62,17 +63,8 @@ void write_run_record(const std::string& run_root, const RunRecord& rec) {
                       {"vtpms", nlohmann::json::array()}};
   for (const auto& v : rec.vtpms) j["vtpms"].push_back(to_json(v));
   const std::string path = run_record_path(run_root, rec.container_id);
-  const std::string tmp = path + ".tmp";
   const std::string text = j.dump(2) + "\n";
-  {
-    std::ofstream out(tmp, std::ios::binary | std::ios::trunc);
-    if (!(out << text) || !out.flush()) throw sys_error("write " + tmp);
-  }
-  if (::rename(tmp.c_str(), path.c_str()) != 0) {
-    const int err = errno;
-    ::unlink(tmp.c_str());
-    throw sys_error("rename " + tmp, err);
-  }
+  write_file_atomic(path, std::span(reinterpret_cast<const uint8_t*>(text.data()), text.size()));
 }
 
 std::optional<RunRecord> read_run_record(const std::string& run_root, const std::string& id) {

@@ -103,22 +103,8 @@ std::optional<std::vector<uint8_t>> StateStore::load(std::string_view name) cons
 
 void StateStore::store(std::string_view name, std::span<const uint8_t> blob) const {
   const std::string file = state_file_name(version_, name);
-  const std::string tmp = file + ".tmp";
-  const auto bytes = wrap_state_blob(blob, key_ ? &*key_ : nullptr);
-  try {
-    UniqueFd fd(::openat(dir_fd_.get(), tmp.c_str(),
-                         O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0600));
-    if (!fd) throw sys_error("create " + dir_ + "/" + tmp);
-    write_all(fd.get(), bytes, dir_ + "/" + tmp);
-    if (::fsync(fd.get()) != 0) throw sys_error("fsync " + dir_ + "/" + tmp);
-    fd.reset();
-    if (::renameat(dir_fd_.get(), tmp.c_str(), dir_fd_.get(), file.c_str()) != 0)
-      throw sys_error("rename " + dir_ + "/" + tmp);
-  } catch (const Error&) {
-    ::unlinkat(dir_fd_.get(), tmp.c_str(), 0);  // the old blob stays whole
-    throw;
-  }
-  if (::fsync(dir_fd_.get()) != 0) throw sys_error("fsync " + dir_);
+  write_file_atomic(dir_fd_.get(), file, wrap_state_blob(blob, key_ ? &*key_ : nullptr),
+                    dir_ + "/" + file);
 }
 
 void StateStore::remove(std::string_view name) const {

@@ -17,6 +17,7 @@
 #include <functional>
 
 #include "common/error.h"
+#include "common/io_util.h"
 #include "common/unique_fd.h"
 
 namespace vtpm {
@@ -55,16 +56,16 @@ void set_serial_and_validity(X509* cert, long days) {
   X509_gmtime_adj(X509_getm_notAfter(cert), 60L * 60 * 24 * days);
 }
 
-void write_pem_atomically(const std::string& path, const std::function<bool(FILE*)>& write) {
-  const std::string tmp = path + ".tmp";
-  FILE* f = std::fopen(tmp.c_str(), "w");
-  if (!f) throw sys_error("create " + tmp);
-  const bool ok = write(f) && std::fflush(f) == 0 && ::fsync(::fileno(f)) == 0;
-  std::fclose(f);
-  if (!ok || std::rename(tmp.c_str(), path.c_str()) != 0) {
-    std::remove(tmp.c_str());
-    throw sys_error("write " + path);
-  }
+// PEM written into memory first, then to the file crash-safely; the copy in memory is wiped.
+void write_pem_atomically(const std::string& path, const std::function<bool(BIO*)>& write) {
+  std::unique_ptr<BIO, decltype(&BIO_free)> bio(BIO_new(BIO_s_mem()), BIO_free);
+  if (!bio || !write(bio.get())) throw ssl_error("PEM for " + path);
+  char* data = nullptr;
+  const long len = BIO_get_mem_data(bio.get(), &data);
+  if (len <= 0) throw ssl_error("PEM for " + path);
+  write_file_atomic(path,
+                    std::span(reinterpret_cast<const uint8_t*>(data), static_cast<size_t>(len)));
+  OPENSSL_cleanse(data, static_cast<size_t>(len));
 }
 
 // subjectAltName directoryName with the TCG TPM attributes (manufacturer, model, version).
@@ -173,10 +174,11 @@ LocalCa load_or_create_ca(const std::string& key_file, const std::string& cert_f
   if (::stat(key_file.c_str(), &st) == 0 && ::stat(cert_file.c_str(), &st) == 0)
     return read_ca(key_file, cert_file);
   LocalCa ca = create_ca();
-  write_pem_atomically(key_file, [&](FILE* f) {
-    return PEM_write_PrivateKey(f, ca.key.get(), nullptr, nullptr, 0, nullptr, nullptr) == 1;
+  write_pem_atomically(key_file, [&](BIO* b) {
+    return PEM_write_bio_PrivateKey(b, ca.key.get(), nullptr, nullptr, 0, nullptr, nullptr) == 1;
   });
-  write_pem_atomically(cert_file, [&](FILE* f) { return PEM_write_X509(f, ca.cert.get()) == 1; });
+  write_pem_atomically(cert_file,
+                       [&](BIO* b) { return PEM_write_bio_X509(b, ca.cert.get()) == 1; });
   return ca;
 }
 
@@ -202,9 +204,10 @@ std::vector<uint8_t> make_ek_certificate(const EkPublic& ek, const LocalCa& ca,
   add_ext(c, ca.cert.get(), NID_ext_key_usage, "2.23.133.8.1");
   if (!X509_sign(c, ca.key.get(), EVP_sha256())) throw ssl_error("sign the EK certificate");
   const int len = i2d_X509(c, nullptr);
+  if (len <= 0) throw ssl_error("encode the EK certificate");
   std::vector<uint8_t> der(static_cast<size_t>(len));
   unsigned char* p = der.data();
-  i2d_X509(c, &p);
+  if (i2d_X509(c, &p) != len) throw ssl_error("encode the EK certificate");
   return der;
 }
 
