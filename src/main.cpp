@@ -75,9 +75,12 @@ int main(int argc, char** argv) {
       ->check(CLI::IsMember({"2", "1.2"}))
       ->capture_default_str();
   emulate->add_flag("--no-startup", no_startup, "Do not send TPM Startup before serving");
-  emulate->add_option("--key-file", key_file, "Encrypt the state with this 32-byte AES-256 key");
-  emulate->add_option("--password-file", password_file,
-                      "Encrypt the state with a key derived from this file (PBKDF2, as swtpm)");
+  auto* key_opt = emulate->add_option("--key-file", key_file,
+                                      "Encrypt the state with this 32-byte AES-256 key");
+  emulate
+      ->add_option("--password-file", password_file,
+                   "Encrypt the state with a key derived from this file (PBKDF2, as swtpm)")
+      ->excludes(key_opt);
   emulate->add_flag("--create-certs", create_certs,
                     "On a new TPM: EKs and EK certificates signed by --ca-key/--ca-cert");
   emulate->add_option("--pcr-banks", pcr_banks,
@@ -117,7 +120,9 @@ int main(int argc, char** argv) {
     } else if (*emulate) {
       vtpm::StreamOptions so;
       so.state_dir = state_dir;
-      so.version = tpm_version == "1.2" ? vtpm::TpmVersion::V1_2 : vtpm::TpmVersion::V2;
+      so.version = *vtpm::parse_tpm_version(tpm_version);  // CLI11 checked it
+      if (so.version != vtpm::TpmVersion::V2 && (create_certs || !pcr_banks.empty()))
+        throw vtpm::Error("--create-certs and --pcr-banks need --tpm-version 2");
       so.startup = !no_startup;
       if (!key_file.empty()) so.key = vtpm::load_key_file(key_file, "binary", 256);
       if (!password_file.empty())

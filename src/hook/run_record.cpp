@@ -33,9 +33,9 @@ nlohmann::json to_json(const VtpmRecord& v) {
 VtpmRecord vtpm_from_json(const nlohmann::json& j) {
   VtpmRecord v;
   v.index = j.at("index").get<unsigned>();
-  const auto version = j.at("vtpmVersion").get<std::string>();
-  if (version != "1.2" && version != "2") throw Error("unknown vtpmVersion \"" + version + "\"");
-  v.version = version == "1.2" ? TpmVersion::V1_2 : TpmVersion::V2;
+  const auto version = parse_tpm_version(j.at("vtpmVersion").get<std::string>());
+  if (!version) throw Error("unknown vtpmVersion " + j.at("vtpmVersion").dump());
+  v.version = *version;
   v.state_path = j.at("statePath").get<std::string>();
   v.state_root = j.value("stateRoot", "");
   v.state_path_managed = j.at("statePathIsManaged").get<bool>();

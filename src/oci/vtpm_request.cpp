@@ -5,14 +5,13 @@
 #include <sstream>
 
 #include "common/error.h"
+#include "common/pcr_banks.h"
 #include "oci/json_util.h"
 
 namespace vtpm {
 namespace {
 
 constexpr unsigned kMaxVtpms = 8;
-
-const std::set<std::string> kBanks = {"sha1", "sha256", "sha384", "sha512", "sm3_256"};
 
 // The single-vTPM annotations and the linux.vtpms field each one sets.
 const std::pair<const char*, const char*> kFieldAnnotations[] = {
@@ -24,8 +23,7 @@ const std::pair<const char*, const char*> kFieldAnnotations[] = {
 };
 
 TpmVersion parse_version(const std::string& s, const std::string& what) {
-  if (s == "2" || s == "2.0") return TpmVersion::V2;
-  if (s == "1.2") return TpmVersion::V1_2;
+  if (const auto v = parse_tpm_version(s)) return *v;
   throw Error(what + ": \"vtpmVersion\" must be \"2\" or \"1.2\", not \"" + s + "\"");
 }
 
@@ -99,7 +97,7 @@ std::vector<std::string> parse_pcr_banks(const std::string& list, const std::str
   std::vector<std::string> out;
   std::stringstream ss(list);
   for (std::string b; std::getline(ss, b, ',');) {
-    if (!kBanks.count(b))
+    if (!pcr_bank_alg(b))
       throw Error(what + ": unknown PCR bank \"" + b +
                   "\" (sha1, sha256, sha384, sha512, sm3_256)");
     for (const auto& seen : out)
@@ -172,7 +170,7 @@ std::map<std::string, std::string> merged_annotations(const OciState& state,
 nlohmann::json entry_from_annotations(const std::map<std::string, std::string>& ann) {
   nlohmann::json e = nlohmann::json::object();
   const auto version = ann.find(kAnnotationVtpm);
-  if (version->second != "2" && version->second != "1.2")
+  if (!parse_tpm_version(version->second))
     throw Error(std::string("annotation ") + kAnnotationVtpm + " must be \"2\" or \"1.2\", not \"" +
                 version->second + "\"");
   e["vtpmVersion"] = version->second;

@@ -8,6 +8,7 @@
 #include <map>
 
 #include "common/error.h"
+#include "common/pcr_banks.h"
 #include "tpm/local_ca.h"
 #include "tpm/tpm_proto.h"
 
@@ -18,12 +19,6 @@ constexpr uint32_t kRcInitialize = 0x100;
 constexpr uint32_t kRhPlatform = 0x4000000C;
 constexpr uint32_t kCcPcrAllocate = 0x12B;
 constexpr uint32_t kCcGetCapability = 0x17A;
-
-const std::map<std::string, uint16_t> kBankAlg = {{"sha1", 0x0004},
-                                                  {"sha256", 0x000b},
-                                                  {"sha384", 0x000c},
-                                                  {"sha512", 0x000d},
-                                                  {"sm3_256", 0x0012}};
 
 struct Bank {
   uint16_t alg;
@@ -90,7 +85,7 @@ void apply_pcr_banks(TpmEngine& engine, const std::vector<std::string>& wanted) 
   const auto banks = read_banks(engine);
   bool same = true;
   for (const auto& name : wanted) {
-    const auto alg = kBankAlg.at(name);
+    const auto alg = *pcr_bank_alg(name);
     if (std::none_of(banks.begin(), banks.end(), [&](const Bank& b) { return b.alg == alg; }))
       throw Error("this TPM does not implement PCR bank " + name);
   }
@@ -98,7 +93,7 @@ void apply_pcr_banks(TpmEngine& engine, const std::vector<std::string>& wanted) 
   proto::put_u32(sel, static_cast<uint32_t>(banks.size()));
   for (const auto& b : banks) {
     const bool want = std::any_of(wanted.begin(), wanted.end(),
-                                  [&](const std::string& n) { return kBankAlg.at(n) == b.alg; });
+                                  [&](const std::string& n) { return *pcr_bank_alg(n) == b.alg; });
     same &= want == b.active;
     proto::put_u16(sel, b.alg);
     sel.push_back(3);  // 24 PCRs

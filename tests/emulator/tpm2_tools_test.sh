@@ -81,5 +81,16 @@ done
 out=$(t tpm2_getcap -T "$ek" handles-persistent 2>&1 | tr '\n' ' ')
 [[ $out == *0x81010001*0x8101000A* ]] && ok "EKs persisted" || bad "EKs persisted" "$out"
 
+# Options that cannot go together are refused, not silently resolved (setup refuses them too).
+head -c 32 /dev/urandom > "$TMP/key"; echo pw > "$TMP/pw"; chmod 600 "$TMP/key" "$TMP/pw"
+for args in "--key-file $TMP/key --password-file $TMP/pw" "--tpm-version 1.2 --create-certs" \
+            "--tpm-version 1.2 --pcr-banks sha1"; do
+  # shellcheck disable=SC2086  # the words are the options
+  if out=$(t "$HOOK" emulate --state-dir "$TMP/conflict" $args < /dev/null 2>&1); then
+    bad "emulate $args" "accepted"
+  elif [ -e "$TMP/conflict" ]; then bad "emulate $args" "left $TMP/conflict behind"
+  else ok "emulate $args refused: ${out%%$'\n'*}"; fi
+done
+
 echo "$pass passed, $fail failed"
 [ "$fail" -eq 0 ]
