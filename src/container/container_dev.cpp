@@ -101,9 +101,13 @@ void bind_host_node(pid_t pid, const std::string& root_path, const std::string& 
     throw sys_error("hand " + host_node + " to the container's root user");
   // A bind mount cannot take its source from another mount namespace, but a detached copy
   // of it (open_tree) can be attached in any.
-  UniqueFd tree(static_cast<int>(::syscall(SYS_open_tree, node.get(), "",
-                                           OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC | AT_EMPTY_PATH)));
+  UniqueFd tree(::open_tree(node.get(), "", OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC | AT_EMPTY_PATH));
   if (!tree) throw sys_error("open_tree " + host_node);
+  // nosuid, noexec, like the runtimes' own device mounts
+  mount_attr attr{};
+  attr.attr_set = MOUNT_ATTR_NOSUID | MOUNT_ATTR_NOEXEC;
+  if (::mount_setattr(tree.get(), "", AT_EMPTY_PATH, &attr, sizeof attr) != 0)
+    throw sys_error("make the mount of " + host_node + " nosuid,noexec");
   const std::string ns = proc + "/" + std::to_string(pid) + "/ns/mnt";
   UniqueFd mntns(::open(ns.c_str(), O_RDONLY | O_CLOEXEC));
   if (!mntns) throw sys_error("open " + ns);
@@ -134,8 +138,7 @@ void bind_host_node(pid_t pid, const std::string& root_path, const std::string& 
         if (::fstatat(dev_dir.get(), name.c_str(), &ts, AT_SYMLINK_NOFOLLOW) != 0 ||
             !S_ISREG(ts.st_mode))
           throw Error("/dev/" + name + " in the container changed under us");
-        if (::syscall(SYS_move_mount, tree.get(), "", dev_dir.get(), name.c_str(),
-                      MOVE_MOUNT_F_EMPTY_PATH) != 0)
+        if (::move_mount(tree.get(), "", dev_dir.get(), name.c_str(), MOVE_MOUNT_F_EMPTY_PATH) != 0)
           throw sys_error("bind-mount " + host_node + " onto the container's /dev/" + name);
         if (::fstatat(dev_dir.get(), name.c_str(), &ts, AT_SYMLINK_NOFOLLOW) != 0 ||
             !S_ISCHR(ts.st_mode) || ts.st_rdev != makedev(dev.major, dev.minor))
