@@ -1,3 +1,4 @@
+#!/bin/bash
 # bench/vm-guest.sh - the VM side of bench/run.sh (run by tests/vm/run-vm.sh -f, as root).
 #   vm-guest.sh BIN_DIR [--quick]    BIN_DIR holds vtpm-hook, libtpms_floor, vmbench.py
 set -u

@@ -105,7 +105,7 @@ input() {
 # Unless a row gives --vtpmx, it runs with --vtpmx /nonexistent/vtpmx: no row can ever get a
 # real vTPM, even on a host that has /dev/vtpmx. Unless it gives --policy, it runs with $P_SP.
 row() {
-  local name=$1 expect=${2%%~*} want= sub=$3 in=$4
+  local name=$1 expect=${2%%~*} want="" sub=$3 in=$4
   [[ $2 == *~* ]] && want=${2#*~}
   shift 4
   local opts=("$@")

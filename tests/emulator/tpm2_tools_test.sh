@@ -20,7 +20,7 @@ out2=$(t tpm2_getrandom -T "$(tcti "$D")" --hex 8 2>&1)
 [ -f "$D/tpm2-00.permall" ] && ok "state file tpm2-00.permall" || bad "state file" "$(ls -la "$D")"
 
 # PCR 16 is resettable; use 10 (not reset by a resume) and compare with a locally computed value.
-t tpm2_pcrextend -T "$(tcti "$D")" 10:sha256=$(printf '%064x' 1) >/dev/null 2>&1
+t tpm2_pcrextend -T "$(tcti "$D")" "10:sha256=$(printf '%064x' 1)" >/dev/null 2>&1
 out=$(t tpm2_pcrread -T "$(tcti "$D")" sha256:10 2>&1)
 want=$(python3 -c 'import hashlib;print(hashlib.sha256(bytes(32)+bytes.fromhex("%064x"%1)).hexdigest().upper())')
 [[ $out == *"0x$want"* ]] && ok "pcrextend then pcrread" || bad "pcrextend then pcrread" "want $want, got: $out"

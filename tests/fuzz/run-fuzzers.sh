@@ -36,7 +36,8 @@ CC=clang CXX=clang++ cmake -S "$repo" -B "$build" -G Ninja -DVTPM_FUZZ=ON \
 grep -q "^CMAKE_CXX_COMPILER:.*clang" "$build/CMakeCache.txt" ||
   die "$build was configured with another compiler; remove it"
 echo "== building $(printf "%s\n" "${binaries[@]}" | sort -u | tr "\n" " ")"
-cmake --build "$build" --target $(printf '%s\n' "${binaries[@]}" | sort -u) || die "build failed"
+mapfile -t targets < <(printf '%s\n' "${binaries[@]}" | sort -u)
+cmake --build "$build" --target "${targets[@]}" || die "build failed"
 
 work=$(mktemp -d /tmp/vtpm-fuzz-run.XXXXXX)
 trap 'rm -rf "$work"' EXIT
