@@ -28,6 +28,7 @@ mkdir -p "$BIN"
 install -m 755 "${VTPM_HOOK:-$BUILD/vtpm-hook}" "$BIN/vtpm-hook"
 install -m 755 "$BUILD/bench/libtpms_floor" "$BIN/libtpms_floor"
 install -m 644 "$ROOT/bench/vmbench.py" "$BIN/vmbench.py"
+install -m 644 "$ROOT/tests/lib/tpm2cmd.py" "$BIN/tpm2cmd.py"
 
 log=$BIN/vm-output.txt
 echo "bench: booting the VM (output also in $log)" >&2

@@ -20,6 +20,8 @@ import subprocess
 import sys
 import time
 
+from tpm2cmd import cmd, create_primary, get_random, pcr_extend, rc_of  # tests/lib, copied beside
+
 HOOK, FLOOR = sys.argv[1], sys.argv[2]
 QUICK = "--quick" in sys.argv
 W = "/run/vtpm-bench"
@@ -226,37 +228,10 @@ def stop_all(objs):
 
 
 # ------------------------------------------------------------------ raw TPM 2 commands
-def u16(v): return v.to_bytes(2, "big")
-def u32(v): return v.to_bytes(4, "big")
-
-
-def cmd(tag, cc, body):
-    return u16(tag) + u32(10 + len(body)) + u32(cc) + body
-
-
-def pw_cmd(cc, handles, params):
-    auth = u32(0x40000009) + u16(0) + b"\0" + u16(0)
-    return cmd(0x8002, cc, b"".join(u32(h) for h in handles) + u32(len(auth)) + auth + params)
-
-
-GET_RANDOM = cmd(0x8001, 0x17B, u16(8))
-PCR_EXTEND = pw_cmd(0x182, [16], u32(1) + u16(0x000B) + bytes(range(32)))
-
-
-def create_primary(rsa):
-    pub = u16(1 if rsa else 0x23) + u16(0xB) + u32(0x00030072) + u16(0)
-    pub += u16(6) + u16(128) + u16(0x43) + u16(0x10)        # AES-128-CFB, scheme NULL
-    pub += (u16(2048) + u32(0) + u16(0)) if rsa else (u16(3) + u16(0x10) + u16(0) + u16(0))
-    params = u16(4) + u16(0) + u16(0) + u16(len(pub)) + pub + u16(0) + u32(0)
-    return pw_cmd(0x131, [0x40000001], params)
-
-
+GET_RANDOM = get_random(8)
+PCR_EXTEND = pcr_extend(16, bytes(range(32)))
 CP = {"CreatePrimary RSA 2048": create_primary(True),
       "CreatePrimary ECC P-256": create_primary(False)}
-
-
-def rc_of(r):
-    return int.from_bytes(r[6:10], "big")
 
 
 def round_trips(dev, name, n):

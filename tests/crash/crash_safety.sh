@@ -36,8 +36,9 @@ export CRASH_ROUNDS=${CRASH_ROUNDS:-30}
 export CRASH_SEED=${CRASH_SEED:-$(od -An -N4 -tu4 /dev/urandom | tr -d ' ')}
 export CRASH_MAX_DELAY_MS=${CRASH_MAX_DELAY_MS:-300}
 
-"$PY" - "$HOOK" "$WORK" <<'PY'
+PYTHONPATH="$(cd "$(dirname "$0")/../lib" && pwd)" "$PY" - "$HOOK" "$WORK" <<'PY'
 import os, random, signal, struct, subprocess, sys, threading, time
+import tpm2cmd
 
 HOOK, WORK = sys.argv[1], sys.argv[2]
 ROUNDS = int(os.environ["CRASH_ROUNDS"])
@@ -45,32 +46,19 @@ SEED = int(os.environ["CRASH_SEED"])
 MAX_DELAY = int(os.environ["CRASH_MAX_DELAY_MS"]) / 1000.0
 STATE = os.path.join(WORK, "state")
 NV_INDEX = 0x01500020
-TPM_RH_OWNER = 0x40000001
-TPM_RS_PW = 0x40000009
-TPM_ST_SESSIONS = 0x8002
 rng = random.Random(SEED)
 print("# vtpm-hook %s, %d rounds, seed %d, kill moment in [0, %d] ms"
       % (HOOK, ROUNDS, SEED, MAX_DELAY * 1000), flush=True)
 
-# password session, empty auth: handle, nonce(0), attributes (continueSession), hmac(0)
-PW_AUTH = struct.pack(">IHBH", TPM_RS_PW, 0, 1, 0)
-
-def command(cc, handles, params):
-    body = b"".join(struct.pack(">I", h) for h in handles)
-    body += struct.pack(">I", len(PW_AUTH)) + PW_AUTH + params
-    return struct.pack(">HII", TPM_ST_SESSIONS, 10 + len(body), cc) + body
-
+# (tests/lib/tpm2cmd.py) sessions with continueSession, as before
 def nv_define(size):
-    attrs = 0x00000002 | 0x00020000 | 0x02000000   # OWNERWRITE | OWNERREAD | NO_DA
-    pub = struct.pack(">IHIHH", NV_INDEX, 0x000B, attrs, 0, size)  # sha256, no policy
-    return command(0x12A, [TPM_RH_OWNER], struct.pack(">H", 0) + struct.pack(">H", len(pub)) + pub)
+    return tpm2cmd.nv_define(NV_INDEX, size, session_attrs=1)
 
 def nv_write(value):
-    data = struct.pack(">Q", value)
-    return command(0x137, [TPM_RH_OWNER, NV_INDEX], struct.pack(">H", len(data)) + data + struct.pack(">H", 0))
+    return tpm2cmd.nv_write(NV_INDEX, struct.pack(">Q", value), session_attrs=1)
 
 def nv_read():
-    return command(0x14E, [TPM_RH_OWNER, NV_INDEX], struct.pack(">HH", 8, 0))
+    return tpm2cmd.nv_read(NV_INDEX, 8, session_attrs=1)
 
 class Emulator:
     def __init__(self, tag):
