@@ -64,13 +64,16 @@ void check_name(const std::string& name) {
     throw Error("bad device name \"" + name + "\"");
 }
 
-bool in_own_user_namespace(pid_t pid, const std::string& proc) {
+// Whether pid is in this process's namespace of that kind ("mnt", "user"). Throws SysError
+// (ESRCH-like ENOENT when the process is gone).
+bool shares_namespace(pid_t pid, const char* kind, const std::string& proc) {
   struct stat mine {
   }, theirs{};
-  const std::string p = proc + "/" + std::to_string(pid) + "/ns/user";
-  if (::stat("/proc/self/ns/user", &mine) != 0 || ::stat(p.c_str(), &theirs) != 0)
-    throw sys_error("stat " + p);
-  return mine.st_ino != theirs.st_ino || mine.st_dev != theirs.st_dev;
+  const std::string p = proc + "/" + std::to_string(pid) + "/ns/" + kind;
+  if (::stat(p.c_str(), &theirs) != 0) throw sys_error("stat " + p);
+  if (::stat((std::string("/proc/self/ns/") + kind).c_str(), &mine) != 0)
+    throw sys_error(std::string("stat /proc/self/ns/") + kind);
+  return mine.st_ino == theirs.st_ino && mine.st_dev == theirs.st_dev;
 }
 
 // The host id that the container's root (id 0 inside) maps to.
@@ -150,12 +153,13 @@ void bind_host_node(pid_t pid, const std::string& root_path, const std::string& 
 }  // namespace
 
 void check_container_process(pid_t pid, const std::string& proc) {
-  struct stat mine {
-  }, theirs{};
-  const std::string p = proc + "/" + std::to_string(pid) + "/ns/mnt";
-  if (::stat(p.c_str(), &theirs) != 0) throw sys_error("OCI state: \"pid\" " + std::to_string(pid));
-  if (::stat("/proc/self/ns/mnt", &mine) != 0) throw sys_error("stat /proc/self/ns/mnt");
-  if (mine.st_ino == theirs.st_ino && mine.st_dev == theirs.st_dev)
+  bool shared = false;
+  try {
+    shared = shares_namespace(pid, "mnt", proc);
+  } catch (const SysError& e) {
+    throw SysError("OCI state: \"pid\" " + std::to_string(pid), e.err);
+  }
+  if (shared)
     throw Error("OCI state: \"pid\" " + std::to_string(pid) +
                 " is not a container's process (it shares the host's mount namespace)");
 }
@@ -189,7 +193,7 @@ void place_device_node_at(int root_fd, const std::string& name, DevNum dev) {
 
 void place_device_node(pid_t container_pid, const std::string& root_path, const std::string& name,
                        DevNum dev, const std::string& host_node, const std::string& proc) {
-  if (in_own_user_namespace(container_pid, proc)) {
+  if (!shares_namespace(container_pid, "user", proc)) {
     bind_host_node(container_pid, root_path, name, dev, host_node, proc);
     return;
   }
