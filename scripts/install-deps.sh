@@ -2,7 +2,7 @@
 # Installs everything vtpm-hook needs to build, test and run its VM tests on Debian 12.
 set -euo pipefail
 PKGS=(build-essential cmake ninja-build pkg-config clang-format
-      libtpms-dev nlohmann-json3-dev libcli11-dev libspdlog-dev libfmt-dev libgtest-dev
+      libtpms-dev libtss2-dev nlohmann-json3-dev libcli11-dev libspdlog-dev libfmt-dev libgtest-dev
       libssl-dev libseccomp-dev libbenchmark-dev
       tpm2-tools jq python3 swtpm swtpm-tools shellcheck
       runc crun podman

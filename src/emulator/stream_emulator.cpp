@@ -1,5 +1,6 @@
 #include "emulator/stream_emulator.h"
 
+#include <libtpms/tpm_nvfilename.h>
 #include <spdlog/spdlog.h>
 #include <unistd.h>
 
@@ -20,8 +21,8 @@ int run_stream_emulator(const StreamOptions& opts) {
   const TpmVersion v = opts.version;
   // A client may start the next emulator before the last one has saved and exited: wait for it.
   StateStore store(opts.state_dir, v, /*create=*/true, std::chrono::seconds(10), opts.key);
-  const bool resume = v == TpmVersion::V2 || store.has("savestate");
-  const bool fresh = !store.has("permall");
+  const bool resume = v == TpmVersion::V2 || store.has(TPM_SAVESTATE_NAME);
+  const bool fresh = !store.has(TPM_PERMANENT_ALL_NAME);
   TpmEngine engine(store);
   if (!opts.pcr_banks.empty()) apply_pcr_banks(engine, opts.pcr_banks);
   if (fresh && opts.ca) create_ek_certificates(engine, *opts.ca, "vtpm-hook EK " + opts.state_dir);

@@ -1,4 +1,5 @@
 #include <fcntl.h>
+#include <libtpms/tpm_nvfilename.h>
 #include <spdlog/spdlog.h>
 #include <sys/stat.h>
 
@@ -90,7 +91,7 @@ std::string dev_name(const char* base, unsigned index) { return base + std::to_s
 void provision_certificates(int dir_fd, const VtpmSpec& spec,
                             const std::optional<Credentials>& run_as, const HookOptions& opts,
                             const std::string& id) {
-  if (::faccessat(dir_fd, state_file_name(spec.version, "permall").c_str(), F_OK,
+  if (::faccessat(dir_fd, state_file_name(spec.version, TPM_PERMANENT_ALL_NAME).c_str(), F_OK,
                   AT_SYMLINK_NOFOLLOW) == 0)
     return;  // manufactured before: its certificates are in its NV
   run_in_child(

@@ -1,6 +1,7 @@
 #include "state/state_dir.h"
 
 #include <fcntl.h>
+#include <libtpms/tpm_nvfilename.h>
 #include <linux/openat2.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
@@ -59,7 +60,7 @@ std::string refused(const std::string& path, int err) {
 std::vector<std::string> tpm_file_names() {
   std::vector<std::string> out = {".lock"};
   for (auto v : {TpmVersion::V2, TpmVersion::V1_2})
-    for (const char* n : {"permall", "volatilestate", "savestate"}) {
+    for (const char* n : {TPM_PERMANENT_ALL_NAME, TPM_VOLATILESTATE_NAME, TPM_SAVESTATE_NAME}) {
       out.push_back(state_file_name(v, n));
       out.push_back(state_file_name(v, n) + ".tmp");
     }

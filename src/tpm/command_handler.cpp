@@ -32,7 +32,7 @@ std::vector<uint8_t> CommandHandler::handle(std::span<const uint8_t> cmd) {
   }
   auto resp = backend_(cmd);
   if (resp.size() < proto::kHeaderSize)  // libtpms always answers; guard the framing anyway
-    return proto::make_response(version_, v2 ? 0x101 /*TPM_RC_FAILURE*/ : 0x09 /*TPM_FAIL*/);
+    return proto::make_response(version_, proto::failure_rc(version_));
   return resp;
 }
 

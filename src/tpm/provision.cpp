@@ -15,11 +15,6 @@
 namespace vtpm {
 namespace {
 
-constexpr uint32_t kRcInitialize = 0x100;
-constexpr uint32_t kRhPlatform = 0x4000000C;
-constexpr uint32_t kCcPcrAllocate = 0x12B;
-constexpr uint32_t kCcGetCapability = 0x17A;
-
 struct Bank {
   uint16_t alg;
   bool active;
@@ -33,14 +28,15 @@ void check_rc(const std::vector<uint8_t>& resp, const std::string& what) {
 void ensure_started(TpmEngine& engine) {
   const auto r = engine.process(proto::startup_command(TpmVersion::V2, /*clear=*/true));
   const uint32_t rc = proto::response_code(r);
-  if (rc != 0 && rc != kRcInitialize) check_rc(r, "TPM2_Startup");  // INITIALIZE: already up
+  if (rc != 0 && rc != TPM2_RC_INITIALIZE) check_rc(r, "TPM2_Startup");  // INITIALIZE: already up
 }
 
 // TPM2_GetCapability(TPM_CAP_PCRS): every implemented bank, active or not.
 std::vector<Bank> read_banks(TpmEngine& engine) {
   std::vector<uint8_t> params;
   for (uint32_t w : {5u /*TPM_CAP_PCRS*/, 0u, 1u}) proto::put_u32(params, w);
-  const auto r = engine.process(proto::command(proto::kTpm2StNoSessions, kCcGetCapability, params));
+  const auto r =
+      engine.process(proto::command(proto::kTpm2StNoSessions, TPM2_CC_GetCapability, params));
   check_rc(r, "TPM2_GetCapability(PCRS)");
   // header, moreData (1), capability (4), TPML_PCR_SELECTION
   size_t off = proto::kHeaderSize + 1 + 4;
@@ -69,7 +65,7 @@ void power_on(TpmEngine& engine) {
   if (engine.version() == TpmVersion::V2) {
     ensure_started(engine);
     const uint8_t full_test[] = {1};
-    check_rc(engine.process(proto::command(proto::kTpm2StNoSessions, 0x143, full_test)),
+    check_rc(engine.process(proto::command(proto::kTpm2StNoSessions, TPM2_CC_SelfTest, full_test)),
              "TPM2_SelfTest");
     return;
   }
@@ -100,8 +96,8 @@ void apply_pcr_banks(TpmEngine& engine, const std::vector<std::string>& wanted) 
     for (int i = 0; i < 3; ++i) sel.push_back(want ? 0xff : 0x00);
   }
   if (!same) {
-    check_rc(engine.process(
-                 proto::password_session_command(kCcPcrAllocate, std::array{kRhPlatform}, sel)),
+    check_rc(engine.process(proto::password_session_command(TPM2_CC_PCR_Allocate,
+                                                            std::array{TPM2_RH_PLATFORM}, sel)),
              "TPM2_PCR_Allocate");
     spdlog::info("PCR banks allocated: {}", fmt::join(wanted, ","));
   }
@@ -114,13 +110,6 @@ void apply_pcr_banks(TpmEngine& engine, const std::vector<std::string>& wanted) 
 
 namespace {
 
-constexpr uint32_t kRhOwner = 0x40000001;
-constexpr uint32_t kRhEndorsement = 0x4000000B;
-constexpr uint32_t kCcCreatePrimary = 0x131;
-constexpr uint32_t kCcEvictControl = 0x120;
-constexpr uint32_t kCcFlushContext = 0x165;
-constexpr uint32_t kCcNvDefineSpace = 0x12A;
-constexpr uint32_t kCcNvWrite = 0x137;
 // PPWRITE | WRITEDEFINE | PPREAD | OWNERREAD | AUTHREAD | NO_DA | PLATFORMCREATE, as swtpm_setup.
 constexpr uint32_t kEkCertNvAttributes = 0x42072001;
 constexpr size_t kNvChunk = 768;
@@ -133,13 +122,14 @@ constexpr uint8_t kEkPolicy[32] = {0x83, 0x71, 0x97, 0x67, 0x44, 0x84, 0xB3, 0xF
 // Template L-1 (RSA 2048) or L-2 (ECC NIST P-256): a TPMT_PUBLIC.
 std::vector<uint8_t> ek_template(bool rsa) {
   std::vector<uint8_t> t;
-  proto::put_u16(t, rsa ? 0x0001 : 0x0023);  // TPM_ALG_RSA / TPM_ALG_ECC
-  proto::put_u16(t, 0x000b);                 // nameAlg SHA256
-  proto::put_u32(t, 0x000300b2);  // fixedTPM fixedParent sensitiveDataOrigin adminWithPolicy
-                                  // restricted decrypt
+  proto::put_u16(t, rsa ? TPM2_ALG_RSA : TPM2_ALG_ECC);
+  proto::put_u16(t, TPM2_ALG_SHA256);  // nameAlg
+  proto::put_u32(t, TPMA_OBJECT_FIXEDTPM | TPMA_OBJECT_FIXEDPARENT |
+                        TPMA_OBJECT_SENSITIVEDATAORIGIN | TPMA_OBJECT_ADMINWITHPOLICY |
+                        TPMA_OBJECT_RESTRICTED | TPMA_OBJECT_DECRYPT);
   proto::put_u16(t, sizeof kEkPolicy);
   t.insert(t.end(), std::begin(kEkPolicy), std::end(kEkPolicy));
-  for (uint16_t v : {0x0006, 0x0080, 0x0043, 0x0010})
+  for (uint16_t v : {TPM2_ALG_AES, uint16_t{128}, TPM2_ALG_CFB, TPM2_ALG_NULL})
     proto::put_u16(t, v);  // AES-128-CFB, no scheme
   if (rsa) {
     proto::put_u16(t, 2048);
@@ -147,8 +137,8 @@ std::vector<uint8_t> ek_template(bool rsa) {
     proto::put_u16(t, 256);
     t.insert(t.end(), 256, 0);
   } else {
-    proto::put_u16(t, 0x0003);  // NIST P-256
-    proto::put_u16(t, 0x0010);  // no KDF
+    proto::put_u16(t, TPM2_ECC_NIST_P256);
+    proto::put_u16(t, TPM2_ALG_NULL);  // no KDF
     for (int i = 0; i < 2; ++i) {
       proto::put_u16(t, 32);
       t.insert(t.end(), 32, 0);
@@ -177,7 +167,7 @@ class Reader {
     return {b_.begin() + off_ - n, b_.begin() + off_};
   }
   void skip_alg_with_detail() {  // a scheme or KDF: an algorithm, and a hash unless TPM_ALG_NULL
-    if (u16() != 0x0010) u16();
+    if (u16() != TPM2_ALG_NULL) u16();
   }
 
  private:
@@ -195,11 +185,11 @@ std::pair<uint32_t, EkPublic> parse_primary(const std::vector<uint8_t>& r) {
   rd.u32();  // parameterSize
   rd.u16();  // TPM2B_PUBLIC size
   EkPublic ek;
-  ek.rsa = rd.u16() == 0x0001;
-  rd.u16();                  // nameAlg
-  rd.u32();                  // attributes
-  rd.tpm2b();                // authPolicy
-  if (rd.u16() != 0x0010) {  // symmetric: keyBits, mode
+  ek.rsa = rd.u16() == TPM2_ALG_RSA;
+  rd.u16();                         // nameAlg
+  rd.u32();                         // attributes
+  rd.tpm2b();                       // authPolicy
+  if (rd.u16() != TPM2_ALG_NULL) {  // symmetric: keyBits, mode
     rd.u16();
     rd.u16();
   }
@@ -222,12 +212,12 @@ void write_certificate(TpmEngine& engine, uint32_t index, const std::vector<uint
   proto::put_u16(define, 0);  // no auth value
   proto::put_u16(define, 14);
   proto::put_u32(define, index);
-  proto::put_u16(define, 0x000b);
+  proto::put_u16(define, TPM2_ALG_SHA256);
   proto::put_u32(define, kEkCertNvAttributes);
   proto::put_u16(define, 0);
   proto::put_u16(define, static_cast<uint16_t>(der.size()));
-  check_rc(engine.process(
-               proto::password_session_command(kCcNvDefineSpace, std::array{kRhPlatform}, define)),
+  check_rc(engine.process(proto::password_session_command(TPM2_CC_NV_DefineSpace,
+                                                          std::array{TPM2_RH_PLATFORM}, define)),
            "TPM2_NV_DefineSpace");
   for (size_t off = 0; off < der.size(); off += kNvChunk) {
     const size_t n = std::min(kNvChunk, der.size() - off);
@@ -235,8 +225,8 @@ void write_certificate(TpmEngine& engine, uint32_t index, const std::vector<uint
     proto::put_u16(data, static_cast<uint16_t>(n));
     data.insert(data.end(), der.begin() + off, der.begin() + off + n);
     proto::put_u16(data, static_cast<uint16_t>(off));
-    check_rc(engine.process(
-                 proto::password_session_command(kCcNvWrite, std::array{kRhPlatform, index}, data)),
+    check_rc(engine.process(proto::password_session_command(
+                 TPM2_CC_NV_Write, std::array{TPM2_RH_PLATFORM, index}, data)),
              "TPM2_NV_Write");
   }
 }
@@ -255,18 +245,18 @@ void create_ek_certificates(TpmEngine& engine, const LocalCa& ca, const std::str
     proto::put_u16(params, static_cast<uint16_t>(tmpl.size()));
     params.insert(params.end(), tmpl.begin(), tmpl.end());
     params.insert(params.end(), {0, 0, 0, 0, 0, 0});  // outsideInfo, creationPCR
-    const auto r = engine.process(
-        proto::password_session_command(kCcCreatePrimary, std::array{kRhEndorsement}, params));
+    const auto r = engine.process(proto::password_session_command(
+        TPM2_CC_CreatePrimary, std::array{TPM2_RH_ENDORSEMENT}, params));
     check_rc(r, k.rsa ? "TPM2_CreatePrimary(RSA EK)" : "TPM2_CreatePrimary(ECC EK)");
     const auto [handle, pub] = parse_primary(r);
     std::vector<uint8_t> persistent;
     proto::put_u32(persistent, k.persistent);
     check_rc(engine.process(proto::password_session_command(
-                 kCcEvictControl, std::array{kRhOwner, handle}, persistent)),
+                 TPM2_CC_EvictControl, std::array{TPM2_RH_OWNER, handle}, persistent)),
              "TPM2_EvictControl");
     std::vector<uint8_t> flush;
     proto::put_u32(flush, handle);
-    check_rc(engine.process(proto::command(proto::kTpm2StNoSessions, kCcFlushContext, flush)),
+    check_rc(engine.process(proto::command(proto::kTpm2StNoSessions, TPM2_CC_FlushContext, flush)),
              "TPM2_FlushContext");
     write_certificate(engine, k.nv_index, make_ek_certificate(pub, ca, subject));
   }

@@ -112,8 +112,7 @@ std::vector<uint8_t> TpmEngine::process(std::span<const uint8_t> command) {
   if (rc == TPM_SUCCESS && resp && resp_len >= proto::kHeaderSize)
     out.assign(resp, resp + resp_len);
   TPM_Free(resp);
-  if (out.empty())
-    out = proto::make_response(version_, version_ == TpmVersion::V2 ? 0x101 : TPM_FAIL);
+  if (out.empty()) out = proto::make_response(version_, proto::failure_rc(version_));
   return out;
 }
 

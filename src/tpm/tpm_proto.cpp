@@ -20,18 +20,18 @@ std::vector<uint8_t> password_session_command(uint32_t cc, std::span<const uint3
                                               std::span<const uint8_t> params) {
   std::vector<uint8_t> body;
   for (uint32_t h : handles) put_u32(body, h);
-  put_u32(body, 9);           // authorization area size
-  put_u32(body, 0x40000009);  // TPM_RS_PW
-  put_u16(body, 0);           // nonce
-  body.push_back(0);          // session attributes
-  put_u16(body, 0);           // empty password
+  put_u32(body, 9);  // authorization area size
+  put_u32(body, TPM2_RS_PW);
+  put_u16(body, 0);   // nonce
+  body.push_back(0);  // session attributes
+  put_u16(body, 0);   // empty password
   body.insert(body.end(), params.begin(), params.end());
   return command(kTpm2StSessions, cc, body);
 }
 
 uint32_t response_code(std::span<const uint8_t> response) {
   const auto h = parse_header(response);
-  return h ? h->code : 0x101;
+  return h ? h->code : kTpm2RcFailure;
 }
 
 std::vector<uint8_t> make_response(TpmVersion v, uint32_t rc) {
@@ -45,7 +45,7 @@ std::vector<uint8_t> make_response(TpmVersion v, uint32_t rc) {
 std::vector<uint8_t> startup_command(TpmVersion v, bool clear) {
   if (v == TpmVersion::V2) {
     const uint8_t su[] = {0x00, static_cast<uint8_t>(clear ? 0x00 : 0x01)};  // TPM_SU_CLEAR/STATE
-    return command(kTpm2StNoSessions, 0x144, su);
+    return command(kTpm2StNoSessions, TPM2_CC_Startup, su);
   }
   const uint8_t st[] = {0x00, static_cast<uint8_t>(clear ? 0x01 : 0x02)};  // TPM_ST_CLEAR/STATE
   return command(kTpm12TagRquCommand, 0x99, st);
@@ -53,7 +53,7 @@ std::vector<uint8_t> startup_command(TpmVersion v, bool clear) {
 
 std::vector<uint8_t> shutdown_command(TpmVersion, bool clear) {
   const uint8_t su[] = {0x00, static_cast<uint8_t>(clear ? 0x00 : 0x01)};  // TPM_SU_CLEAR/STATE
-  return command(kTpm2StNoSessions, 0x145, su);
+  return command(kTpm2StNoSessions, TPM2_CC_Shutdown, su);
 }
 
 std::vector<uint8_t> shutdown_state_command(TpmVersion v) {

@@ -1,5 +1,8 @@
 #pragma once
 // TPM wire format: headers, the vtpm proxy's locality command, and the few commands we send.
+#include <libtpms/tpm_error.h>
+#include <tss2/tss2_tpm2_types.h>
+
 #include <cstdint>
 #include <optional>
 #include <span>
@@ -13,21 +16,22 @@ namespace vtpm::proto {
 inline constexpr size_t kHeaderSize = 10;
 inline constexpr size_t kMaxCommandSize = 4096;  // the kernel's TPM_BUFSIZE
 
-inline constexpr uint16_t kTpm2StNoSessions = 0x8001;
-inline constexpr uint16_t kTpm2StSessions = 0x8002;
-inline constexpr uint16_t kTpm12TagRquCommand = 0x00C1;
-inline constexpr uint16_t kTpm12TagRspCommand = 0x00C4;
+// TPM 2 numbers come from tss2_tpm2_types.h, TPM 1.2 return codes from libtpms' tpm_error.h.
+inline constexpr uint16_t kTpm2StNoSessions = TPM2_ST_NO_SESSIONS;
+inline constexpr uint16_t kTpm2StSessions = TPM2_ST_SESSIONS;
+inline constexpr uint16_t kTpm12TagRquCommand = 0x00C1;  // TPM_TAG_RQU_COMMAND (no libtpms header)
+inline constexpr uint16_t kTpm12TagRspCommand = 0x00C4;  // TPM_TAG_RSP_COMMAND
 
 // Sent by tpm_vtpm_proxy itself (never by a client): one byte, the locality.
 inline constexpr uint32_t kVendorSetLocality = 0x20001000;
 
-inline constexpr uint32_t kTpm2RcSuccess = 0;
-inline constexpr uint32_t kTpm2RcCommandSize = 0x142;
-inline constexpr uint32_t kTpm2RcValue = 0x084;    // TPM_RC_VALUE (parameter unmarked)
-inline constexpr uint32_t kTpm2RcFailure = 0x101;  // TPM_RC_FAILURE
-inline constexpr uint32_t kTpm12Fail = 0x09;       // TPM_FAIL
-inline constexpr uint32_t kTpm12BadParamSize = 0x19;
-inline constexpr uint32_t kTpm12BadParameter = 0x03;
+inline constexpr uint32_t kTpm2RcSuccess = TPM2_RC_SUCCESS;
+inline constexpr uint32_t kTpm2RcCommandSize = TPM2_RC_COMMAND_SIZE;
+inline constexpr uint32_t kTpm2RcValue = TPM2_RC_VALUE;  // parameter unmarked
+inline constexpr uint32_t kTpm2RcFailure = TPM2_RC_FAILURE;
+inline constexpr uint32_t kTpm12Fail = TPM_FAIL;
+inline constexpr uint32_t kTpm12BadParamSize = TPM_BAD_PARAM_SIZE;
+inline constexpr uint32_t kTpm12BadParameter = TPM_BAD_PARAMETER;
 
 struct Header {
   uint16_t tag;
