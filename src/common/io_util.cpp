@@ -1,7 +1,9 @@
 #include "common/io_util.h"
 
 #include <fcntl.h>
+#include <linux/openat2.h>
 #include <sys/socket.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 #include <cstring>
@@ -50,6 +52,16 @@ void write_all(int fd, std::span<const uint8_t> data, const std::string& what) {
     if (w < 0) throw sys_error("write " + what);
     if (w == 0) throw Error("write " + what + ": no progress");
     off += static_cast<size_t>(w);
+  }
+}
+
+UniqueFd open_resolved(int dir_fd, const std::string& path, uint64_t flags, uint64_t resolve) {
+  open_how how{};
+  how.flags = flags | O_CLOEXEC;
+  how.resolve = resolve;
+  for (;;) {
+    const long fd = ::syscall(SYS_openat2, dir_fd, path.c_str(), &how, sizeof how);
+    if (fd >= 0 || errno != EAGAIN) return UniqueFd(static_cast<int>(fd));
   }
 }
 

@@ -22,6 +22,10 @@ void write_file_atomic(int dir_fd, const std::string& name, std::span<const uint
 // Same, for an absolute or relative path.
 void write_file_atomic(const std::string& path, std::span<const uint8_t> data);
 
+// openat2(2) (glibc 2.36 has no wrapper), close-on-exec, retried while a rename races (EAGAIN).
+// An empty UniqueFd with errno set on failure.
+UniqueFd open_resolved(int dir_fd, const std::string& path, uint64_t flags, uint64_t resolve);
+
 // Passes one file descriptor over a unix socket (SCM_RIGHTS), and takes one (close-on-exec).
 void send_fd(int sock, int fd);
 UniqueFd receive_fd(int sock);

@@ -16,6 +16,7 @@
 #include <functional>
 
 #include "common/error.h"
+#include "common/io_util.h"
 #include "common/process_util.h"
 
 namespace vtpm {
@@ -24,10 +25,8 @@ namespace {
 // The rootfs is untrusted: every lookup below it treats "/" and ".." as the root itself and
 // refuses /proc magic links, so no symlink can lead out of it.
 UniqueFd open_in_root(int root_fd, const std::string& rel, const std::string& what) {
-  struct open_how how {};
-  how.flags = O_PATH | O_DIRECTORY | O_CLOEXEC;
-  how.resolve = RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS;
-  UniqueFd fd(static_cast<int>(::syscall(SYS_openat2, root_fd, rel.c_str(), &how, sizeof how)));
+  UniqueFd fd =
+      open_resolved(root_fd, rel, O_PATH | O_DIRECTORY, RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS);
   if (!fd) throw sys_error("open " + what);
   return fd;
 }
@@ -40,11 +39,8 @@ std::string strip_slashes(const std::string& p) {
 // Before pivot_root (runc, crun) the rootfs sits at its host path inside the container's mount
 // namespace; the path itself comes from the trusted config.json.
 UniqueFd open_root_below(UniqueFd& ns_root, const std::string& root_path) {
-  struct open_how how {};
-  how.flags = O_PATH | O_DIRECTORY | O_CLOEXEC;
-  how.resolve = RESOLVE_NO_MAGICLINKS;
-  UniqueFd root(static_cast<int>(
-      ::syscall(SYS_openat2, ns_root.get(), strip_slashes(root_path).c_str(), &how, sizeof how)));
+  UniqueFd root = open_resolved(ns_root.get(), strip_slashes(root_path), O_PATH | O_DIRECTORY,
+                                RESOLVE_NO_MAGICLINKS);
   // No fallback to the process's own root when the path is missing: for a process that was
   // never pivoted, that root is the host's.
   if (!root)

@@ -10,6 +10,7 @@
 #include <filesystem>
 
 #include "common/error.h"
+#include "common/io_util.h"
 #include "common/tpm_version.h"
 #include "state/swtpm_blob.h"
 
@@ -20,15 +21,8 @@ namespace {
 constexpr uint64_t kResolve =
     RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS | RESOLVE_NO_XDEV;
 
-// glibc 2.36 has no openat2 wrapper.
-int openat2_beneath(int dir_fd, const char* name, uint64_t flags) {
-  open_how how{};
-  how.flags = flags | O_CLOEXEC;
-  how.resolve = kResolve;
-  for (;;) {
-    const long fd = ::syscall(SYS_openat2, dir_fd, name, &how, sizeof how);
-    if (fd >= 0 || errno != EAGAIN) return static_cast<int>(fd);  // EAGAIN: a rename raced
-  }
+UniqueFd open_beneath(int dir_fd, const std::string& name) {
+  return open_resolved(dir_fd, name, O_RDONLY | O_DIRECTORY, kResolve);
 }
 
 std::string relative_to(const std::string& root, const std::string& path) {
@@ -80,15 +74,15 @@ StateDir open_state_dir(const std::string& root, const std::string& path, bool c
     const bool last = std::next(it) == rel.end();
     if (name.empty() || name == "." || name == "..")
       throw Error("statePath " + path + " is not a normal path");
-    UniqueFd next(openat2_beneath(cur.get(), name.c_str(), O_RDONLY | O_DIRECTORY));
+    UniqueFd next = open_beneath(cur.get(), name);
     if (!next && errno == ENOENT && create) {
       if (::mkdirat(cur.get(), name.c_str(), last ? 0700 : 0755) == 0) {
         out.created = last;
         // exactly these modes, whatever the umask (tpm2-tools' cmd TCTI runs with 0177)
-        next.reset(openat2_beneath(cur.get(), name.c_str(), O_RDONLY | O_DIRECTORY));
+        next = open_beneath(cur.get(), name);
         if (next && ::fchmod(next.get(), last ? 0700 : 0755) != 0) throw sys_error("chmod " + path);
       } else if (errno == EEXIST) {  // another setup made it first: it is not ours
-        next.reset(openat2_beneath(cur.get(), name.c_str(), O_RDONLY | O_DIRECTORY));
+        next = open_beneath(cur.get(), name);
       } else {
         throw sys_error("create " + path);
       }
