@@ -94,15 +94,29 @@ void write_file_atomic(const std::string& path, std::span<const uint8_t> data) {
   write_file_atomic(dir_fd.get(), path.substr(slash + 1), data, path);
 }
 
-void send_fd(int sock, int fd) {
+namespace {
+
+// One byte of data and room for one SCM_RIGHTS fd.
+struct FdMessage {
   char byte = 'F';
   iovec iov{&byte, 1};
   alignas(cmsghdr) char ctl[CMSG_SPACE(sizeof(int))] = {};
   msghdr msg{};
-  msg.msg_iov = &iov;
-  msg.msg_iovlen = 1;
-  msg.msg_control = ctl;
-  msg.msg_controllen = sizeof ctl;
+  FdMessage() {
+    msg.msg_iov = &iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = ctl;
+    msg.msg_controllen = sizeof ctl;
+  }
+  FdMessage(const FdMessage&) = delete;
+  FdMessage& operator=(const FdMessage&) = delete;
+};
+
+}  // namespace
+
+void send_fd(int sock, int fd) {
+  FdMessage m;
+  msghdr& msg = m.msg;
   cmsghdr* c = CMSG_FIRSTHDR(&msg);
   c->cmsg_level = SOL_SOCKET;
   c->cmsg_type = SCM_RIGHTS;
@@ -113,14 +127,8 @@ void send_fd(int sock, int fd) {
 }
 
 UniqueFd receive_fd(int sock) {
-  char byte = 0;
-  iovec iov{&byte, 1};
-  alignas(cmsghdr) char ctl[CMSG_SPACE(sizeof(int))] = {};
-  msghdr msg{};
-  msg.msg_iov = &iov;
-  msg.msg_iovlen = 1;
-  msg.msg_control = ctl;
-  msg.msg_controllen = sizeof ctl;
+  FdMessage m;
+  msghdr& msg = m.msg;
   ssize_t r;
   while ((r = ::recvmsg(sock, &msg, MSG_CMSG_CLOEXEC)) < 0)
     if (errno != EINTR) throw sys_error("receive a file descriptor");

@@ -109,18 +109,35 @@ StopReason run_tpm(const EmulatorOptions& opts, UniqueFd dir_fd, int sock, int c
   return why;  // the engine and then the store (its lock) go: the state is free for a restart
 }
 
+// A forked child's first steps: the hook's logger dropped (before its fds are closed under it),
+// a clean signal state, a session of its own, only the fds in `keep`, a name for ps.
+void detach_from_hook(const char* name, const std::set<int>& keep) {
+  spdlog::set_default_logger(std::make_shared<spdlog::logger>(name));
+  reset_signals();
+  ::setsid();
+  detach_stdio_and_fds(keep);
+  ::prctl(PR_SET_NAME, name, 0, 0, 0);
+}
+
+// The child's last steps: the error (if any) to the parent and the log, then exit.
+[[noreturn]] void finish_child(int parent_fd, const std::exception* error) {
+  int code = 0;
+  if (error) {
+    send_to_parent(parent_fd, error->what());
+    spdlog::error("{}", error->what());
+    code = 1;
+  }
+  spdlog::shutdown();
+  ::_exit(code);
+}
+
 // The keeper's whole life, in the forked child. Never returns.
 [[noreturn]] void keeper_main(std::vector<KeptDevice> devs, const CgroupWatch& cgroup,
                               const KeeperOptions& opts, int ready_fd) {
-  spdlog::set_default_logger(std::make_shared<spdlog::logger>("vtpm-keep"));
-  reset_signals();
-  ::setsid();
   std::set<int> keep = {ready_fd};
   for (const auto& d : devs) keep.insert({d.server_fd, d.emulator_pidfd});
   for (int fd : cgroup.fds()) keep.insert(fd);
-  detach_stdio_and_fds(keep);
-  ::prctl(PR_SET_NAME, "vtpm-keep", 0, 0, 0);
-  int exit_code = 0;
+  detach_from_hook("vtpm-keep", keep);
   try {
     init_emulator_logging(opts.log_level, opts.log_file, "vtpm-keep/" + opts.container_id);
     // Signals are read and ignored: only an empty cgroup ends the keeper.
@@ -136,27 +153,18 @@ StopReason run_tpm(const EmulatorOptions& opts, UniqueFd dir_fd, int sock, int c
     keep_devices(devs, sig.get(), cgroup);
     spdlog::info("the container's cgroup is empty: its device numbers are free");
   } catch (const std::exception& e) {
-    send_to_parent(ready_fd, e.what());
-    spdlog::error("{}", e.what());
-    exit_code = 1;
+    finish_child(ready_fd, &e);
   }
-  spdlog::shutdown();
-  ::_exit(exit_code);
+  finish_child(ready_fd, nullptr);
 }
 
 // The emulator's whole life, in the forked child. Never returns.
 [[noreturn]] void emulator_main(const EmulatorOptions& opts, UniqueFd dir_fd, int sock,
                                 int container_pidfd, const CgroupWatch* cgroup) {
-  // Drop the hook's logger (and its FILE*) before its fds are closed under it.
-  spdlog::set_default_logger(std::make_shared<spdlog::logger>("vtpm-emu"));
-  reset_signals();
-  ::setsid();
   std::set<int> keep = {sock, dir_fd.get(), container_pidfd};
   if (cgroup)
     for (int fd : cgroup->fds()) keep.insert(fd);
-  detach_stdio_and_fds(keep);
-  ::prctl(PR_SET_NAME, "vtpm-emu", 0, 0, 0);
-  int exit_code = 0;
+  detach_from_hook("vtpm-emu", keep);
   try {
     init_emulator_logging(opts.log_level, opts.log_file,
                           "vtpm-emu/" + opts.container_id + "/" + std::to_string(opts.index));
@@ -165,12 +173,9 @@ StopReason run_tpm(const EmulatorOptions& opts, UniqueFd dir_fd, int sock, int c
     run_tpm(opts, std::move(dir_fd), sock, container_pidfd, sig.get(), cgroup, server);
     // The state is saved and released; the container's keeper (if any) holds the device number.
   } catch (const std::exception& e) {
-    send_to_parent(sock, e.what());
-    spdlog::error("{}", e.what());
-    exit_code = 1;
+    finish_child(sock, &e);
   }
-  spdlog::shutdown();
-  ::_exit(exit_code);
+  finish_child(sock, nullptr);
 }
 
 }  // namespace
