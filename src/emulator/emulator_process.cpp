@@ -74,20 +74,12 @@ std::string receive_message(int fd) {
   }
 }
 
-// Before libtpms reads a byte of the (untrusted) state: confined to the state dir, runAs, no
-// capabilities, seccomp.
-void drop_privileges(const StateStore& store, const std::optional<Credentials>& run_as) {
-  confine_to_dir(store.dir_fd());
-  if (run_as) become(*run_as);
-  enter_emulator_sandbox();
-}
-
 // Serves the TPM until the container is gone or told to stop; saves it. Returns why it stopped,
 // with the proxy fd in `server` (the device number stays taken while it is open).
 StopReason run_tpm(const EmulatorOptions& opts, UniqueFd dir_fd, int sock, int container_pidfd,
                    int sig, const CgroupWatch* cgroup, UniqueFd& server) {
-  StateStore store(std::move(dir_fd), opts.state_path, opts.version, opts.key);
-  drop_privileges(store, opts.run_as);
+  const StateStore store =
+      open_confined_state(std::move(dir_fd), opts.state_path, opts.version, opts.key, opts.run_as);
   TpmEngine engine(store);
   if (!opts.pcr_banks.empty()) apply_pcr_banks(engine, opts.pcr_banks);
   // The kernel times each command it sends while registering the device: have the TPM
@@ -179,6 +171,17 @@ void detach_from_hook(const char* name, const std::set<int>& keep) {
 }
 
 }  // namespace
+
+StateStore open_confined_state(UniqueFd dir_fd, const std::string& name, TpmVersion version,
+                               std::optional<StateKey> key,
+                               const std::optional<Credentials>& run_as) {
+  confine_to_dir(dir_fd.get());
+  if (run_as) become(*run_as);
+  // The lock (and every file after it) is created as the state's owner.
+  StateStore store(std::move(dir_fd), name, version, std::move(key));
+  enter_emulator_sandbox();
+  return store;
+}
 
 EmulatorProcess::~EmulatorProcess() {
   if (pid_ <= 0) return;

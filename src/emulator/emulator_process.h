@@ -15,6 +15,7 @@
 #include "kernel/device_cgroup.h"
 #include "kernel/vtpm_proxy.h"
 #include "state/state_key.h"
+#include "state/state_store.h"
 
 namespace vtpm {
 
@@ -31,6 +32,13 @@ struct EmulatorOptions {
   std::optional<StateKey> key;        // this TPM's key only, read by the hook
   std::string vtpmx = "/dev/vtpmx";
 };
+
+// What an emulator (or the provisioning child) does before libtpms reads a byte of the
+// untrusted state: chroot into the state dir, become runAs, take the state's lock as that
+// user, drop every capability, enter seccomp. Throws Error.
+StateStore open_confined_state(UniqueFd dir_fd, const std::string& name, TpmVersion version,
+                               std::optional<StateKey> key,
+                               const std::optional<Credentials>& run_as);
 
 // A running emulator. Unless released, the destructor stops it (undo on failed setup).
 class EmulatorProcess {

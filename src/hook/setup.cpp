@@ -99,10 +99,8 @@ void provision_certificates(int dir_fd, const VtpmSpec& spec,
         const LocalCa ca = load_or_create_ca(opts.ca_key, opts.ca_cert);
         UniqueFd dir(::fcntl(dir_fd, F_DUPFD_CLOEXEC, 3));
         if (!dir) throw sys_error("dup state dir fd");
-        StateStore store(std::move(dir), spec.state_path, spec.version, load_state_key(spec));
-        confine_to_dir(store.dir_fd());
-        if (run_as) become(*run_as);
-        enter_emulator_sandbox();
+        const StateStore store = open_confined_state(std::move(dir), spec.state_path, spec.version,
+                                                     load_state_key(spec), run_as);
         TpmEngine engine(store);
         if (!spec.pcr_banks.empty()) apply_pcr_banks(engine, spec.pcr_banks);
         create_ek_certificates(engine, ca, "vtpm-hook EK " + id);
