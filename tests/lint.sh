@@ -1,7 +1,7 @@
 #!/bin/bash
 # tests/lint.sh clang-format|shellcheck - the style checks CI asks for, over every tracked file.
-#   clang-format: `clang-format --dry-run -Werror` on the C++ sources (.clang-format)
-#   shellcheck:   `shellcheck -S warning` on the shell scripts (.shellcheckrc)
+#   clang-format -> clang-format --dry-run -Werror on the C++ sources (.clang-format)
+#   shell scripts -> shellcheck -S warning (.shellcheckrc)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 case "${1:-}" in

@@ -15,7 +15,7 @@ HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 # shellcheck source=lib.sh
 . "$HERE/lib.sh"
 
-HOOK=${1:-${VTPM_HOOK:-/work/main/build/vtpm-hook}}
+HOOK=${1:-${VTPM_HOOK:-$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)/build/vtpm-hook}}
 ONLY=${E2E_ONLY:-.}
 
 # ---------------------------------------------------------------- preflight
@@ -26,7 +26,12 @@ echo "# $(runc --version | head -n1), $(crun --version | head -n1)"
 echo "# hook: $HOOK"
 
 rm -rf "$E2E_WORK"
-mkdir -p "$STATE_ROOT" "$RUN_ROOT" "$LOG_DIR" "$BUNDLES"
+mkdir -p "$STATE_ROOT" "$RUN_ROOT" "$LOG_DIR" "$BUNDLES" "$E2E_WORK/tpms"
+# explicit statePaths live under $TPMS: the administrator's policy allows that root besides
+# --state-root (make_bundle passes --policy to both hooks)
+TPMS=$E2E_WORK/tpms
+POLICY=$E2E_WORK/policy.json
+write_policy "$POLICY" "{\"statePathRoots\": [\"$TPMS\"]}" || fatal "cannot write $POLICY"
 
 # A process in a private mount namespace, for the OCI state's pid in the
 # by-hand (bad input) runs: if a hook went too far it would touch only that.
@@ -77,7 +82,7 @@ t_detached() {
 # TPM state survives: NV index written in one container, read in a later one
 NV_DATA='vtpm-hook e2e persistence check'   # 31 bytes
 t_persist() {
-    local dir=$E2E_WORK/persist-tpm vt want got
+    local dir=$TPMS/persist-tpm vt want got
     vt=$(jq -nc --arg p "$dir" '[{"statePath": $p, "vtpmVersion": "2", "statePathIsManaged": false}]')
     make_bundle runc e2e-persist-1 "$vt" "set -e
 tpm2_nvdefine -T device:/dev/tpmrm0 0x1500016 -C o -s 32 -a 'ownerread|ownerwrite|authread|authwrite'
@@ -104,7 +109,7 @@ echo NVHEX \$(od -An -tx1 /tmp/r | tr -d ' \n')" || return 1
 # TPM 1.2: raw TPM_GetCapability(TPM_CAP_VERSION_VAL) on /dev/tpm0, no /dev/tpmrm0
 t_tpm12() {
     local id=e2e-tpm12 vt
-    vt=$(jq -nc --arg p "$E2E_WORK/tpm12-state" '[{"statePath": $p, "vtpmVersion": "1.2", "statePathIsManaged": false}]')
+    vt=$(jq -nc --arg p "$TPMS/tpm12-state" '[{"statePath": $p, "vtpmVersion": "1.2", "statePathIsManaged": false}]')
     make_bundle runc "$id" "$vt" 'if [ -e /dev/tpmrm0 ]; then echo HAS-TPMRM0; else echo NO-TPMRM0; fi
 echo "SYSFS-VERSION $(cat /sys/class/tpm/tpm*/tpm_version_major 2>/dev/null | tr "\n" " ")"
 python3 /root/tpm12.py' || return 1
@@ -254,7 +259,7 @@ ls -ln /dev/tpm0 /dev/tpmrm0
 # ---------------------------------------------------------------- two vTPMs
 t_multi() {
     local rt=$1 id=e2e-$1-multi vt d0 d1 r0 r1
-    d0=$E2E_WORK/multi-$rt-a; d1=$E2E_WORK/multi-$rt-b
+    d0=$TPMS/multi-$rt-a; d1=$TPMS/multi-$rt-b
     vt=$(jq -nc --arg a "$d0" --arg b "$d1" '[{"statePath": $a, "vtpmVersion": "2"}, {"statePath": $b, "vtpmVersion": "2"}]')
     make_bundle "$rt" "$id" "$vt" 'for d in /dev/tpm0 /dev/tpmrm0 /dev/tpm1 /dev/tpmrm1; do
   if [ -c $d ]; then echo "DEV $d c $(stat -c %t:%T $d)"; else echo "NODEV $d"; fi; done
@@ -335,7 +340,7 @@ t_many() {
     [ "$n" = "$MANY" ] || { why "$n TPM chips in /sys/class/tpm after $MANY creates"; return 1; }
     n=$(live_emulators | wc -l)
     [ "$n" = "$MANY" ] || { why "$n live vtpm-emu processes after $MANY creates"; return 1; }
-    n=$(ls "$RUN_ROOT" | wc -l)
+    n=$(run_records | grep -c .)
     [ "$n" = "$MANY" ] || { why "$n run records after $MANY creates"; return 1; }
     # start them all, wait for all to stop
     t0=$(now_ms); pids=()
@@ -367,7 +372,7 @@ t_many() {
     wait "${pids[@]}"
     note "FIGURE: many_delete_wall_ms=$(( $(now_ms) - t0 ))"
     SETTLE_TIMEOUT=20 expect_clean "" "deleting all $MANY" || return 1
-    [ -z "$(ls -A "$RUN_ROOT")" ] || { why "run records left: $(ls -A "$RUN_ROOT" | tr '\n' ' ')"; return 1; }
+    [ -z "$(run_records)" ] || { why "run records left: $(run_records | tr '\n' ' ')"; return 1; }
     ms=$(for id in "${ids[@]}"; do grep -ho 'setup took [0-9]* ms' "$LOG_DIR/$id.log"; done | awk '{print $3}' | sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)], a[NR]}')
     note "FIGURE: many_setup_ms median/max ${ms% *}/${ms#* } (hook's own time per container, under contention)"
 }
@@ -379,7 +384,7 @@ t_many() {
 # the NV index the first run wrote.
 CRASH_DATA=crash-test-data
 t_crash() {
-    local rt=$1 id=e2e-$1-crash dir=$E2E_WORK/crash-$1-tpm vt tpid rpid emu t0 rc got want
+    local rt=$1 id=e2e-$1-crash dir=$TPMS/crash-$1-tpm vt tpid rpid emu t0 rc got want
     vt=$(jq -nc --arg p "$dir" '[{"statePath": $p, "vtpmVersion": "2"}]')
     make_bundle "$rt" "$id-1" "$vt" "set -e
 tpm2_nvdefine -T device:/dev/tpmrm0 0x150001a -C o -s 16 -a 'ownerread|ownerwrite' > /dev/null

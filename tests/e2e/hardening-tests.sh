@@ -32,7 +32,7 @@ E2E_WORK=/run/vtpm-hard
 # shellcheck source=lib.sh
 . "$HERE/lib.sh"
 
-HOOK=${1:-${VTPM_HOOK:-/work/main/build/vtpm-hook}}
+HOOK=${1:-${VTPM_HOOK:-$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)/build/vtpm-hook}}
 ONLY=${HARD_ONLY:-.}
 LOAD_N=${LOAD_N:-50}
 LOAD_ROUNDS=${LOAD_ROUNDS:-3}
@@ -83,7 +83,7 @@ check_host_fixtures() {   # check_host_fixtures [runtime]: with a runtime, only 
     [ -d "$H" ] && [ "$(stat -c %i "$H")" = "$H_INO" ] || { why "host dir $H replaced or gone"; return 1; }
     if [ -n "${1:-}" ] && [ -n "$(ls -A "$H")" ]; then
         note "RUNTIME ESCAPE: $1 itself wrote into the host dir $H (the rootfs's /dev symlink): $(ls -A "$H" | tr '\n' ' ')"
-        [ -z "$(ls -A "$H" | grep '^tpm')" ] || { why "TPM nodes in the host dir $H: $(ls -lA "$H" | grep ' tpm' | tr '\n' ';')"; return 1; }
+        ! compgen -G "$H/tpm*" > /dev/null || { why "TPM nodes in the host dir $H: $(stat -c '%A %t:%T %n' "$H"/tpm* | tr '\n' ';')"; return 1; }
     else
         [ -z "$(ls -A "$H")" ] || { why "host dir $H is not empty: $(ls -lA "$H" | tail -n +2 | tr '\n' ';')"; return 1; }
     fi
@@ -98,7 +98,7 @@ check_dev_snapshot() {   # check_dev_snapshot BEFORE-FILE ALLOWED...
 }
 settle() {   # wait (bounded) until no emulator and no chip is left
     local t0; t0=$(now_ms)
-    while [ -n "$(live_emulators)$(tpm_chips)" ] && [ $(( $(now_ms) - t0 )) -lt 10000 ]; do sleep 0.1; done
+    while [ -n "$(live_emulators)$(live_keepers)$(tpm_chips)" ] && [ $(( $(now_ms) - t0 )) -lt 10000 ]; do sleep 0.1; done
 }
 
 # ---------------------------------------------------------------- hostile layouts
@@ -283,8 +283,9 @@ t_runtime() {
 leak_report() {   # prints what is leaked ("" when nothing)
     local out="" e c st locks ino f
     e=$(live_emulators | wc -l); [ "$e" = 0 ] || out+="$e vtpm-emu alive; "
+    e=$(live_keepers | wc -l); [ "$e" = 0 ] || out+="$e vtpm-keep alive; "
     c=$(tpm_chips); [ -z "$c" ] || out+="chips: $(echo "$c" | wc -w); "
-    [ -z "$(ls -A "$RUN_ROOT")" ] || out+="run records: $(ls -A "$RUN_ROOT" | wc -l); "
+    [ -z "$(run_records)" ] || out+="run records: $(run_records | head -n 3 | tr '\n' ' ')($(run_records | wc -l)); "
     st=$("$HOOK" --run-root "$RUN_ROOT" status 2>&1 | tail -n +2)
     [ -z "$st" ] || out+="status lists: $(echo "$st" | head -c 200 | tr '\n' ';'); "
     # POSIX locks on any state dir's .lock (matched by inode)

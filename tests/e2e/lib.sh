@@ -46,18 +46,21 @@ preflight() {
 
 tpm_major() { local n name; while read -r n name; do [ "$name" = tpm ] && { echo "$n"; return; }; done < /proc/devices; }
 
-# emulator pids that are alive (zombies are not counted); a /proc scan in
-# bash, like `pgrep -x vtpm-emu` but without starting a process
-live_emulators() {
+# pids of live processes named NAME (zombies are not counted); a /proc scan in
+# bash, like `pgrep -x NAME` but without starting a process
+live_named() {
     local f comm stat rest
     for f in /proc/[0-9]*/comm; do
         read -r comm 2>/dev/null < "$f" || continue
-        [ "$comm" = vtpm-emu ] || continue
+        [ "$comm" = "$1" ] || continue
         read -r stat < "${f%comm}stat" 2>/dev/null || continue
         rest=${stat##*) }                  # "S ppid ..." after "pid (comm) "
         [ "${rest%% *}" = Z ] || echo "${f//[^0-9]/}"
     done
 }
+live_emulators() { live_named vtpm-emu; }
+# keepers: one per container, holding its device numbers until its cgroup is empty
+live_keepers() { live_named vtpm-keep; }
 
 tpm_chips() {
     local c out=""
@@ -65,11 +68,27 @@ tpm_chips() {
     printf '%s' "${out% }"
 }
 
+# run_records: what is in the run root, one name a line, except the keepers' empty chroot
+# directory `empty` (reported with its contents if it is not empty)
+run_records() {
+    local f
+    for f in "$RUN_ROOT"/* "$RUN_ROOT"/.[!.]*; do
+        [ -e "$f" ] || [ -L "$f" ] || continue
+        if [ "${f##*/}" = empty ] && [ -d "$f" ] && [ ! -L "$f" ]; then
+            [ -z "$(ls -A "$f")" ] || ls -A "$f" | sed 's,^,empty/,'
+        else
+            echo "${f##*/}"
+        fi
+    done
+}
+
 # leftovers "$id": prints what is left behind (empty when clean)
 leftovers() {
     local id=$1 out="" e c
     e=$(live_emulators | tr '\n' ' ')
     [ -n "$e" ] && out+="vtpm-emu process(es) alive: ${e% }; "
+    e=$(live_keepers | tr '\n' ' ')
+    [ -n "$e" ] && out+="vtpm-keep process(es) alive: ${e% }; "
     c=$(tpm_chips)
     [ -n "$c" ] && out+="/sys/class/tpm has: $c; "
     [ -n "$id" ] && [ -e "$RUN_ROOT/$id.json" ] && out+="run record $RUN_ROOT/$id.json exists; "
@@ -96,11 +115,11 @@ expect_clean() {
 # force everything back to a clean slate (used between and after scenarios)
 force_clean() {
     local p t0
-    [ -z "$(live_emulators)$(tpm_chips)" ] || {
+    [ -z "$(live_emulators)$(live_keepers)$(tpm_chips)" ] || {
         for p in $(live_emulators); do kill -TERM "$p" 2>/dev/null; done
         t0=$(now_ms)
         while [ -n "$(live_emulators)" ] && [ $(( $(now_ms) - t0 )) -lt 5000 ]; do sleep 0.1; done
-        for p in $(live_emulators); do kill -KILL "$p" 2>/dev/null; done
+        for p in $(live_emulators) $(live_keepers); do kill -KILL "$p" 2>/dev/null; done
         while [ -n "$(tpm_chips)" ] && [ $(( $(now_ms) - t0 )) -lt 10000 ]; do sleep 0.1; done
     }
     rm -f "$RUN_ROOT"/*.json
@@ -126,6 +145,8 @@ make_rootfs() {
 # The config is the runtime's STOCK one plus the two hooks and the /usr, /etc,
 # /tmp mounts: no linux.resources.devices rule (the hook grants the device
 # cgroup access itself). DEVICE_RULE=1 adds the old manual rule for the TPMs.
+# POLICY=FILE adds `--policy FILE` to both hooks' options (the administrator's policy:
+# statePathRoots, annotationFields; write it with write_policy).
 # Sets BUNDLE and LOG (the hook's log file for this bundle).
 make_bundle() {
     local rt=$1 name=$2 vtpms=$3 script=$4 extra=${5:-.} major
@@ -142,7 +163,7 @@ make_bundle() {
     cp "$E2E_WORK/spec-$rt/config.json" "$BUNDLE/config.json"
     major=$TPM_MAJOR
     jq --arg hook "$HOOK" --arg S "$STATE_ROOT" --arg R "$RUN_ROOT" --arg L "$LOG" \
-       --arg script "$script" --arg name "$name" --argjson major "$major" \
+       --arg script "$script" --arg name "$name" --argjson major "$major" --arg P "${POLICY:-}" \
        --argjson vtpms "${vtpms:-null}" --argjson devrule "${DEVICE_RULE:-0}" '
         .process.terminal = false
       | .process.args = ["/bin/sh", "-c", $script]
@@ -153,11 +174,12 @@ make_bundle() {
           {"destination": "/usr", "type": "bind", "source": "/usr", "options": ["rbind", "ro", "nosuid", "nodev"]},
           {"destination": "/etc", "type": "bind", "source": "/etc", "options": ["rbind", "ro", "nosuid", "nodev"]},
           {"destination": "/tmp", "type": "tmpfs", "source": "tmpfs", "options": ["nosuid", "nodev", "mode=1777"]}]
+      | (if $P == "" then [] else ["--policy", $P] end) as $pol
       | .hooks = {
-          "prestart": [{"path": $hook, "timeout": 60, "args": ["vtpm-hook",
-              "--state-root", $S, "--run-root", $R, "--log-file", $L, "--log-level", "debug", "setup"]}],
-          "poststop": [{"path": $hook, "timeout": 60, "args": ["vtpm-hook",
-              "--state-root", $S, "--run-root", $R, "--log-file", $L, "teardown"]}]}
+          "prestart": [{"path": $hook, "timeout": 60, "args": (["vtpm-hook"] + $pol +
+              ["--state-root", $S, "--run-root", $R, "--log-file", $L, "--log-level", "debug", "setup"])}],
+          "poststop": [{"path": $hook, "timeout": 60, "args": (["vtpm-hook"] + $pol +
+              ["--state-root", $S, "--run-root", $R, "--log-file", $L, "teardown"])}]}
       | if $devrule == 1 then .linux.resources.devices = ((.linux.resources.devices // []) + [
           {"allow": true, "type": "c", "major": 10, "minor": 224, "access": "rwm"},
           {"allow": true, "type": "c", "major": $major, "access": "rwm"}]) else . end
@@ -167,6 +189,12 @@ make_bundle() {
         { why "jq edit of config.json failed"; return 1; }
     mv "$BUNDLE/config.json.new" "$BUNDLE/config.json"
     DIAG+=("$LOG")
+}
+
+# write_policy FILE JSON: a policy file as the hook accepts it (regular, root's, mode 0644)
+write_policy() {
+    printf '%s\n' "$2" > "$1" && chown 0:0 "$1" && chmod 0644 "$1" ||
+        { why "cannot write the policy file $1"; return 1; }
 }
 
 # ---------------------------------------------------------------- running containers

@@ -27,7 +27,7 @@ export E2E_WORK=${E2E_WORK:-/run/vtpm-prov}
 # shellcheck source=lib.sh
 . "$HERE/lib.sh"
 
-HOOK=${1:-${VTPM_HOOK:-/work/main/build/vtpm-hook}}
+HOOK=${1:-${VTPM_HOOK:-$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)/build/vtpm-hook}}
 ONLY=${E2E_ONLY:-.}
 T=device:/dev/tpmrm0        # the TCTI inside the containers
 
@@ -39,7 +39,12 @@ echo "# $(runc --version | head -n1), $(podman --version), $(openssl version)"
 echo "# hook: $HOOK"
 
 rm -rf "$E2E_WORK"
-mkdir -p "$STATE_ROOT" "$RUN_ROOT" "$LOG_DIR" "$BUNDLES"
+mkdir -p "$STATE_ROOT" "$RUN_ROOT" "$LOG_DIR" "$BUNDLES" "$E2E_WORK/tpms"
+# explicit statePaths live under $TPMS: the administrator's policy allows that root besides
+# --state-root (make_bundle passes --policy to both hooks)
+TPMS=$E2E_WORK/tpms
+POLICY=$E2E_WORK/policy.json
+write_policy "$POLICY" "{\"statePathRoots\": [\"$TPMS\"]}" || fatal "cannot write $POLICY"
 T_START=$(now_ms)
 
 # ---------------------------------------------------------------- helpers
@@ -103,7 +108,7 @@ echo "RANDOM $r"'
     [ -n "$id" ] || { why "no 'setup took' line in the hook log $L"; return 1; }
     grep -q "container $id: .*torn down" "$L" || { why "the hook log has no teardown of $id (podman's poststop did not run?)"; return 1; }
     expect_clean "$id" "'podman run --rm' returned" || return 1
-    [ -z "$(ls -A "$RUN_ROOT")" ] || { why "run records left: $(ls -A "$RUN_ROOT" | tr '\n' ' ')"; return 1; }
+    [ -z "$(run_records)" ] || { why "run records left: $(run_records | tr '\n' ' ')"; return 1; }
     [ -d "$STATE_ROOT/$id" ] || { why "no state dir $STATE_ROOT/$id (podman container id)"; return 1; }
 
     # without the annotation: hooks.d does not match, no TPM, no hook run
@@ -117,7 +122,7 @@ echo "RANDOM $r"'
         { why "podman container without the annotation: $(grep DEV "$out" | tr '\n' ' ') (rc $rc)"; return 1; }
     [ "$rc" = 3 ] || { why "without a TPM tpm2_getrandom should fail (script exit 3), podman exited with $rc"; return 1; }
     [ ! -e "$L" ] || { why "the hook ran for a container without the annotation: $(head -n 3 "$L" | tr '\n' ' ')"; return 1; }
-    [ -z "$(ls -A "$RUN_ROOT")" ] || { why "run record for a container without the annotation: $(ls -A "$RUN_ROOT")"; return 1; }
+    [ -z "$(run_records)" ] || { why "run record for a container without the annotation: $(run_records | tr '\n' ' ')"; return 1; }
     expect_clean "" "'podman run --rm' (no annotation) returned" || return 1
 }
 
@@ -158,7 +163,7 @@ check_certs_output() {
 }
 
 t_certs() {
-    local id=prov-certs dir=$E2E_WORK/certs-tpm ca=$E2E_WORK/ca vt
+    local id=prov-certs dir=$TPMS/certs-tpm ca=$E2E_WORK/ca vt
     mkdir -p "$ca"       # the mount point must exist; the CA files in it are the hook's
     vt=$(jq -nc --arg p "$dir" '[{"statePath": $p, "createCerts": true}]')
     make_bundle runc "$id" "$vt" "$CERTS_SCRIPT" "$(ca_jq "$ca/key.pem" "$ca/cert.pem" "$ca")" || return 1
@@ -190,7 +195,7 @@ t_certs_concurrent() {
     rm -rf "$ca" "$outd"; mkdir -p "$ca" "$outd"
     for i in 1 2 3 4 5; do
         id=prov-certs5-$i
-        vt=$(jq -nc --arg p "$E2E_WORK/certs5-tpm-$i" '[{"statePath": $p, "createCerts": true}]')
+        vt=$(jq -nc --arg p "$TPMS/certs5-tpm-$i" '[{"statePath": $p, "createCerts": true}]')
         make_bundle runc "$id" "$vt" "$CERTS_SCRIPT" "$(ca_jq "$ca/sub/key.pem" "$ca/sub/cert.pem" "$ca")
             | .mounts += [{\"destination\": \"/out\", \"type\": \"bind\", \"source\": \"$outd\", \"options\": [\"rbind\", \"rw\"]}]
             | .process.env += [\"CA_CERT=/ca/sub/cert.pem\", \"NO_CREATEEK=1\"]" || return 1
@@ -241,7 +246,7 @@ t_certs_concurrent() {
 # ---------------------------------------------------------------- 3. pcrBanks
 t_pcr_banks() {
     local id=prov-pcr-banks vt got
-    vt=$(jq -nc --arg p "$E2E_WORK/pcr-banks-tpm" '[{"statePath": $p, "pcrBanks": "sha256,sha384"}]')
+    vt=$(jq -nc --arg p "$TPMS/pcr-banks-tpm" '[{"statePath": $p, "pcrBanks": "sha256,sha384"}]')
     make_bundle runc "$id" "$vt" 'tpm2_getcap -T device:/dev/tpmrm0 pcrs || exit 3
 tpm2_pcrread -T device:/dev/tpmrm0 sha384:0 > /dev/null && echo PCRREAD-SHA384-OK
 echo BANKS-DONE' || return 1
@@ -257,7 +262,7 @@ echo BANKS-DONE' || return 1
 
 # ---------------------------------------------------------------- 4. runAs
 t_run_as() {
-    local id=prov-run-as dir=$E2E_WORK/run-as-tpm vt emu ids owners
+    local id=prov-run-as dir=$TPMS/run-as-tpm vt emu ids owners
     vt=$(jq -nc --arg p "$dir" '[{"statePath": $p, "runAs": "nobody"}]')
     make_bundle runc "$id" "$vt" 'r=$(tpm2_getrandom -T device:/dev/tpmrm0 --hex 8) || exit 3; echo "RANDOM $r"' || return 1
     CLEANUP+=("runc $id"); DIAG+=("$BUNDLE/out" "$BUNDLE/err" "$BUNDLE/ctl.err")
@@ -281,14 +286,15 @@ t_run_as() {
     owners=$(cd "$dir" && stat -c '%u:%g %n' . * .[!.]* 2>/dev/null | tr '\n' ';')
     note "state dir owners: $owners"
     [ -e "$dir/tpm2-00.permall" ] || { why "no tpm2-00.permall in $dir: $(ls -A "$dir" | tr '\n' ' ')"; return 1; }
+    # the directory (created by this setup) and every file the emulator wrote, .lock included
     [ -z "$(cd "$dir" && stat -c '%u:%g %n' . * .[!.]* 2>/dev/null | grep -v '^65534:65534 ')" ] ||
-        { why "state files not owned by 65534:65534: $owners"; return 1; }
+        { why "state dir or files not owned by 65534:65534: $owners"; return 1; }
 }
 
 # ---------------------------------------------------------------- 5. encryption
 ENC_DATA='vtpm-prov-SECRET-marker-0123456'    # 31 bytes
 t_encryption() {
-    local dir=$E2E_WORK/enc-tpm key=$E2E_WORK/enc.key vt n out err rc got want
+    local dir=$TPMS/enc-tpm key=$E2E_WORK/enc.key vt n out err rc got want
     head -c 32 /dev/urandom > "$key"; chmod 600 "$key"
     vt=$(jq -nc --arg p "$dir" --arg k "$key" '[{"statePath": $p, "encryptionKeyFile": $k}]')
     make_bundle runc prov-enc-1 "$vt" "set -e
