@@ -247,11 +247,15 @@ t_userns() {
     local rt=$1 id=e2e-$1-userns
     make_bundle "$rt" "$id" "" 'echo "UIDMAP $(cat /proc/self/uid_map)"
 ls -ln /dev/tpm0 /dev/tpmrm0
+grep -E " /dev/tpm(rm)?0 " /proc/self/mountinfo | sed "s/^/MOUNT /"
 '"$TPM2_SCRIPT" "$USERNS_JQ" || return 1
     container_run "$rt" "$id" || return 1
     [ "$RC" = 0 ] || { why "'$rt run' (user namespace) exited with $RC: $(tail -n 3 "$BUNDLE/err" "$BUNDLE/out" | tr '\n' ' ')"; return 1; }
     grep -Eq '^UIDMAP +0 +100000 +65536' "$BUNDLE/out" || { why "the container did not run in the user namespace: $(grep -m1 UIDMAP "$BUNDLE/out")"; return 1; }
     check_tpm2_output "$BUNDLE/out" || return 1
+    # the bind-mounted nodes are nosuid,noexec like the runtime's own device mounts
+    [ "$(grep -c '^MOUNT .*nosuid.*noexec\|^MOUNT .*noexec.*nosuid' "$BUNDLE/out")" = 2 ] ||
+        { why "the TPM mounts are not nosuid,noexec: $(grep '^MOUNT' "$BUNDLE/out" | tr '\n' ';')"; return 1; }
     note "$(grep -m1 '^RANDOM' "$BUNDLE/out"); $(grep 'tpm' "$BUNDLE/out" | grep -m2 '^c' | awk '{print $1, $3":"$4, $5 $6, $NF}' | tr '\n' ';')"
     expect_clean "$id" "'$rt run' (user namespace) returned" || return 1
 }
