@@ -74,10 +74,10 @@ std::string receive_message(int fd) {
   }
 }
 
-// Serves the TPM until the container is gone or told to stop; saves it. Returns why it stopped,
-// with the proxy fd in `server` (the device number stays taken while it is open).
-StopReason run_tpm(const EmulatorOptions& opts, UniqueFd dir_fd, int sock, int container_pidfd,
-                   int sig, const CgroupWatch* cgroup, UniqueFd& server) {
+// Serves the TPM until the container is gone or told to stop, then saves it. The proxy fd ends
+// up in `server` (the device number stays taken while it is open).
+void run_tpm(const EmulatorOptions& opts, UniqueFd dir_fd, int sock, int container_pidfd, int sig,
+             const CgroupWatch* cgroup, UniqueFd& server) {
   const StateStore store =
       open_confined_state(std::move(dir_fd), opts.state_path, opts.version, opts.key, opts.run_as);
   TpmEngine engine(store);
@@ -98,8 +98,7 @@ StopReason run_tpm(const EmulatorOptions& opts, UniqueFd dir_fd, int sock, int c
   // First out of the container's cgroup (setup charged us to it): the runtime removes it soon.
   if (cgroup && !cgroup->leave()) spdlog::warn("cannot leave the container's cgroup");
   save_state(engine);
-  return why;  // the engine and then the store (its lock) go: the state is free for a restart
-}
+}  // the engine and then the store (its lock) go: the state is free for a restart
 
 // A forked child's first steps: the hook's logger dropped (before its fds are closed under it),
 // a clean signal state, a session of its own, only the fds in `keep`, a name for ps.
@@ -185,13 +184,8 @@ StateStore open_confined_state(UniqueFd dir_fd, const std::string& name, TpmVers
 
 EmulatorProcess::~EmulatorProcess() {
   if (pid_ <= 0) return;
-  // Undo of a failed setup: SIGINT saves and exits at once (no lingering: the container's
-  // node is being removed and the runtime fails the container).
-  if (::pidfd_send_signal(pidfd_.get(), SIGINT, nullptr, 0) == 0 &&
-      !wait_pidfd(pidfd_.get(), std::chrono::seconds(10))) {
-    ::pidfd_send_signal(pidfd_.get(), SIGKILL, nullptr, 0);
-    wait_pidfd(pidfd_.get(), std::chrono::seconds(5));
-  }
+  // Undo of a failed setup: it saves and exits (no keeper holds its device yet).
+  stop_pidfd(pidfd_.get(), std::chrono::seconds(10));
   ::waitpid(pid_, nullptr, WNOHANG);  // our child: reap it (bounded: it has exited by now)
 }
 

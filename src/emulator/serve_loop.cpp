@@ -32,11 +32,10 @@ bool read_exact(int fd, uint8_t* p, size_t n) {
   return true;
 }
 
-int log_signal(int signal_fd) {
+void log_signal(int signal_fd) {
   signalfd_siginfo si{};
-  if (::read(signal_fd, &si, sizeof si) != sizeof si) return 0;
-  spdlog::info("got signal {} from pid {}", si.ssi_signo, si.ssi_pid);
-  return static_cast<int>(si.ssi_signo);
+  if (::read(signal_fd, &si, sizeof si) == sizeof si)
+    spdlog::info("got signal {} from pid {}", si.ssi_signo, si.ssi_pid);
 }
 
 // The kernel waits for exactly one write() carrying the whole response. EIO means it gave up
@@ -62,8 +61,6 @@ const char* to_string(StopReason r) {
       return "container exited";
     case StopReason::Signal:
       return "signal";
-    case StopReason::Abort:
-      return "setup undone";
     case StopReason::ClientGone:
       return "device closed";
     case StopReason::EndOfInput:
@@ -82,8 +79,10 @@ StopReason serve_proxy(int server_fd, int container_pidfd, int signal_fd, Comman
       if (errno == EINTR) continue;
       throw sys_error("poll");
     }
-    if (fds[1].revents)
-      return log_signal(signal_fd) == SIGINT ? StopReason::Abort : StopReason::Signal;
+    if (fds[1].revents) {
+      log_signal(signal_fd);
+      return StopReason::Signal;
+    }
     if (fds[0].revents & POLLIN) {
       ssize_t r = ::read(server_fd, buf.data(), buf.size());
       if (r < 0 && (errno == EINTR || errno == EAGAIN)) continue;

@@ -11,8 +11,7 @@
 
 namespace vtpm {
 
-// Abort: SIGINT, the hook undoing a failed setup (save and exit, nothing to keep).
-enum class StopReason { ContainerExited, Signal, Abort, ClientGone, EndOfInput };
+enum class StopReason { ContainerExited, Signal, ClientGone, EndOfInput };
 const char* to_string(StopReason r);
 
 // Proxy fd: one read() is one command, one write() is one response.
