@@ -24,12 +24,13 @@
 #   VMLAB_CACHE=/var/tmp/vtpm-hook-vm   cache of the kernel image + initramfs
 #   ACCEL=tcg|kvm (tcg; KVM is not usable on the project's machines)
 #   KVER       kernel version to boot (default: newest /boot/vmlinuz-*)
+#   VM_LOCK_WAIT=5400 (s) how long to wait for another VM on this host to end
 # Needs (Debian): qemu-system-x86 linux-image-amd64 busybox-static cpio xz-utils
 set -uo pipefail
 
 PROG=${0##*/}
 die() { echo "$PROG: $*" >&2; exit 255; }   # infrastructure failure
-usage() { sed -n '2,27p' "$0" | sed 's/^# \{0,1\}//'; exit 2; }
+usage() { sed -n '2,28p' "$0" | sed 's/^# \{0,1\}//'; exit 2; }
 
 [ $# -ge 1 ] || usage
 case "$1" in -h|--help) usage ;; esac
@@ -135,6 +136,11 @@ if [ ! -s "$INITRD" ]; then
     done
 fi
 exec 9>&-
+
+# One VM at a time on this host: two TCG guests on 2 cores starve each other
+# into soft lock-ups and time-outs. Wait for the other one instead.
+exec 8>"$CACHE/.run-lock"
+flock -w "${VM_LOCK_WAIT:-5400}" 8 || die "another VM has held $CACHE/.run-lock for too long"
 
 # ---- job directory, shared read-write with the guest as /job
 JOB=$(mktemp -d "$CACHE/jobs/job.XXXXXX") || die "mktemp failed"
