@@ -11,6 +11,7 @@
 #include "common/io_util.h"
 #include "common/logging.h"
 #include "emulator/stream_emulator.h"
+#include "hook/ek_export.h"
 #include "hook/hooks.h"
 #include "hook/status.h"
 #include "oci/vtpm_request.h"
@@ -86,9 +87,24 @@ int main(int argc, char** argv) {
   emulate->add_option("--pcr-banks", pcr_banks,
                       "Allocate exactly these PCR banks, e.g. sha256,sha384");
 
+  bool close_platform = false;
+  emulate->add_flag("--close-platform", close_platform,
+                    "After Startup, disable the platform hierarchy as the hook's emulators do");
+
   bool status_json = false;
   auto* status = app.add_subcommand("status", "List the live vTPMs recorded under --run-root");
   status->add_flag("--json", status_json, "One JSON array instead of a table");
+
+  std::string ek_id;
+  unsigned ek_index = 0;
+  bool ek_json = false;
+  auto* ek = app.add_subcommand(
+      "ek", "Print a container's EK public keys and EK certificates (PEM) for a verifier");
+  ek->add_option("--id", ek_id, "The container's id")->required();
+  ek->add_option("--index", ek_index, "Which of its vTPMs (its /dev/tpm<index>)")
+      ->capture_default_str();
+  ek->add_flag("--json", ek_json, "One JSON object instead of PEM");
+  auto* ca_cmd = app.add_subcommand("ca", "Print the local CA's certificate (PEM)");
 
   try {
     app.parse(argc, argv);
@@ -117,6 +133,11 @@ int main(int argc, char** argv) {
       vtpm::run_teardown(read_stdin(), opts);
     } else if (*status) {
       std::fputs(vtpm::render_status(opts.run_root, status_json).c_str(), stdout);
+    } else if (*ek) {
+      const auto found = vtpm::find_ek_certificates(opts, ek_id, ek_index);
+      std::fputs(vtpm::render_ek(found, ek_json).c_str(), stdout);
+    } else if (*ca_cmd) {
+      std::fputs(vtpm::render_ca(opts).c_str(), stdout);
     } else if (*emulate) {
       vtpm::StreamOptions so;
       so.state_dir = state_dir;
@@ -124,6 +145,9 @@ int main(int argc, char** argv) {
       if (so.version != vtpm::TpmVersion::V2 && (create_certs || !pcr_banks.empty()))
         throw vtpm::Error("--create-certs and --pcr-banks need --tpm-version 2");
       so.startup = !no_startup;
+      if (close_platform && (no_startup || so.version != vtpm::TpmVersion::V2))
+        throw vtpm::Error("--close-platform needs --tpm-version 2 and Startup");
+      so.close_platform = close_platform;
       if (!key_file.empty()) so.key = vtpm::load_key_file(key_file, "binary", 256);
       if (!password_file.empty())
         so.key = vtpm::derive_key_from_password_file(password_file, 256, "pbkdf2");

@@ -84,7 +84,7 @@ void run_tpm(const EmulatorOptions& opts, UniqueFd dir_fd, int sock, int contain
   if (!opts.pcr_banks.empty()) apply_pcr_banks(engine, opts.pcr_banks);
   // The kernel times each command it sends while registering the device: have the TPM
   // started and self-tested before the device exists, so it answers at once on a busy host.
-  power_on(engine);
+  power_on(engine, opts.close_platform);
   spdlog::debug("TPM started and self-tested");
   send_to_parent(sock, kLoaded);
   server = receive_fd(sock);

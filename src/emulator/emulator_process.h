@@ -25,6 +25,7 @@ struct EmulatorOptions {
   TpmVersion version = TpmVersion::V2;
   std::string state_path;              // for messages: the state is reached through its fd
   std::vector<std::string> pcr_banks;  // empty keeps the TPM's banks
+  bool close_platform = true;          // TPM 2: disable the platform hierarchy at power-on
   std::string container_id;
   std::string log_level;
   std::string log_file;

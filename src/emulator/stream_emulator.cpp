@@ -25,7 +25,8 @@ int run_stream_emulator(const StreamOptions& opts) {
   const bool fresh = !store.has(TPM_PERMANENT_ALL_NAME);
   TpmEngine engine(store);
   if (!opts.pcr_banks.empty()) apply_pcr_banks(engine, opts.pcr_banks);
-  if (fresh && opts.ca) create_ek_certificates(engine, *opts.ca, "vtpm-hook EK " + opts.state_dir);
+  if (fresh && opts.ca)
+    create_ek_certificates(engine, *opts.ca, "vtpm-hook EK " + opts.state_dir, store);
   if (opts.startup) {
     // Each client process is a power cycle: resume the state the last one saved when there is
     // one, so PCRs and sessions carry over like a suspend, else start clear.
@@ -39,6 +40,7 @@ int run_stream_emulator(const StreamOptions& opts) {
       if (const auto rc = proto::parse_header(r)->code; rc != 0)
         throw Error(fmt::format("TPM Startup failed with rc 0x{:x}", rc));
     }
+    if (opts.close_platform) close_platform_hierarchy(engine);
   }
   CommandHandler handler(
       v, [&](std::span<const uint8_t> c) { return engine.process(c); }, [](uint8_t) {},

@@ -16,6 +16,7 @@ struct StreamOptions {
   std::string state_dir;
   TpmVersion version = TpmVersion::V2;
   bool startup = true;
+  bool close_platform = false;  // after Startup, as the hook's emulators do (TPM 2)
   std::vector<std::string> pcr_banks;
   std::optional<StateKey> key;
   const LocalCa* ca = nullptr;  // create EKs and certificates on a new TPM

@@ -103,7 +103,7 @@ void provision_certificates(int dir_fd, const VtpmSpec& spec,
                                                      load_state_key(spec), run_as);
         TpmEngine engine(store);
         if (!spec.pcr_banks.empty()) apply_pcr_banks(engine, spec.pcr_banks);
-        create_ek_certificates(engine, ca, "vtpm-hook EK " + id);
+        create_ek_certificates(engine, ca, "vtpm-hook EK " + id, store);
       },
       "createCerts for " + spec.state_path);
 }
@@ -177,9 +177,10 @@ void run_setup(const std::string& state_json, const HookOptions& opts) {
     if (spec.create_certs)
       provision_certificates(dir.fd.get(), spec, run_as[spec.index], opts, state.id);
 
-    EmulatorOptions eo{
-        spec.index,     spec.version,  spec.state_path,    spec.pcr_banks,       state.id,
-        opts.log_level, opts.log_file, run_as[spec.index], load_state_key(spec), opts.vtpmx};
+    EmulatorOptions eo{spec.index,           spec.version,        spec.state_path,
+                       spec.pcr_banks,       !spec.open_platform, state.id,
+                       opts.log_level,       opts.log_file,       run_as[spec.index],
+                       load_state_key(spec), opts.vtpmx};
     spdlog::debug("starting the emulator for {}", spec.state_path);
     auto [emu, tpm_num, server_fd] =
         spawn_emulator(eo, std::move(dir.fd), container_pidfd.get(), cgroup ? &*cgroup : nullptr);

@@ -1,11 +1,13 @@
 #include "hook/status.h"
 
 #include <spdlog/fmt/fmt.h>
+#include <spdlog/spdlog.h>
 
 #include <ctime>
 #include <nlohmann/json.hpp>
 
 #include "common/error.h"
+#include "hook/ek_export.h"
 #include "hook/run_record.h"
 #include "state/state_store.h"
 
@@ -33,6 +35,14 @@ std::string render_status(const std::string& run_root, bool json) {
       // The emulator holds its state dir's lock for as long as it lives.
       const auto holder = state_lock_holder(v.state_path);
       const bool alive = holder && *holder == v.emulator_pid;
+      nlohmann::json eks = nlohmann::json::array();
+      try {
+        for (const auto& c : read_ek_certificates(v.state_root, v.state_path))
+          eks.push_back(
+              {{"type", c.rsa ? "rsa" : "ecc"}, {"publicKeySha256", c.public_key_sha256}});
+      } catch (const Error& e) {  // a status row is still worth printing without it
+        spdlog::warn("EK certificates of {}: {}", v.state_path, e.what());
+      }
       rows.push_back({{"containerId", rec.container_id},
                       {"hostDevice", v.host_device},
                       {"containerDevice", v.container_device},
@@ -40,7 +50,8 @@ std::string render_status(const std::string& run_root, bool json) {
                       {"alive", alive},
                       {"vtpmVersion", to_string(v.version)},
                       {"statePath", v.state_path},
-                      {"started", iso_time(rec.started_unix_ms)}});
+                      {"started", iso_time(rec.started_unix_ms)},
+                      {"ek", eks}});
       // Records are the hook's, but their strings came from configs: one row stays one row.
       table +=
           fmt::format("{:<24} {:<12} {:<14} {:>8} {:<6} {:<7} {:<20} {}\n",

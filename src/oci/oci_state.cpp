@@ -7,14 +7,14 @@
 
 namespace vtpm {
 
-void validate_container_id(const std::string& id) {
-  if (id.empty()) throw Error("OCI state: \"id\" is empty");
-  if (id.size() > 1024) throw Error("OCI state: \"id\" is longer than 1024 characters");
-  if (id == "." || id == "..") throw Error("OCI state: \"id\" may not be \".\" or \"..\"");
+void validate_container_id(const std::string& id, const std::string& what) {
+  if (id.empty()) throw Error(what + " is empty");
+  if (id.size() > 1024) throw Error(what + " is longer than 1024 characters");
+  if (id == "." || id == "..") throw Error(what + " may not be \".\" or \"..\"");
   for (char c : id) {
     bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
               c == '_' || c == '-' || c == '.' || c == '+';
-    if (!ok) throw Error("OCI state: \"id\" has a character that is not [A-Za-z0-9_.+-]");
+    if (!ok) throw Error(what + " has a character that is not [A-Za-z0-9_.+-]");
   }
 }
 

@@ -21,6 +21,7 @@ struct OciState {
 OciState parse_oci_state(std::string_view json_text);
 
 // Container ids become file names: allow what runc allows, nothing that walks paths.
-void validate_container_id(const std::string& id);
+// `what` names the id in errors.
+void validate_container_id(const std::string& id, const std::string& what = "OCI state: \"id\"");
 
 }  // namespace vtpm

@@ -30,6 +30,9 @@ Policy parse_policy(std::string_view json_text, const std::string& what) {
         if (!f.is_string() || !vtpm_fields().count(f.get<std::string>()))
           throw Error(what + ": \"annotationFields\" has " + f.dump() +
                       ", which is not a linux.vtpms field");
+        if (f == kOpenPlatformField)
+          throw Error(what + ": \"annotationFields\" may not have \"" + kOpenPlatformField +
+                      "\": a workload may not open its TPM's platform hierarchy");
         p.annotation_fields.insert(f.get<std::string>());
       }
     } else {

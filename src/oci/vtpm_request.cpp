@@ -80,8 +80,9 @@ std::string allowed_root(const std::string& path, const RequestDefaults& d, bool
 
 const std::set<std::string>& vtpm_fields() {
   static const std::set<std::string> fields = {
-      "statePath", "statePathIsManaged", "vtpmVersion",       "createCerts",
-      "runAs",     "pcrBanks",           "encryptionKeyFile", "encryptionPasswordFile"};
+      "statePath",       "statePathIsManaged", "vtpmVersion",       "createCerts",
+      "runAs",           "pcrBanks",           "encryptionKeyFile", "encryptionPasswordFile",
+      kOpenPlatformField};
   return fields;
 }
 
@@ -142,6 +143,7 @@ VtpmSpec parse_entry(const nlohmann::json& e, unsigned i, const std::string& id,
   }
   s.state_path_managed = optional_bool(e, "statePathIsManaged", what).value_or(false);
   s.create_certs = optional_bool(e, "createCerts", what).value_or(false);
+  s.open_platform = optional_bool(e, kOpenPlatformField, what).value_or(false);
   if (auto b = optional_string(e, "pcrBanks", what)) s.pcr_banks = parse_pcr_banks(*b, what);
   if (auto u = optional_string(e, "runAs", what)) {
     check_run_as(*u, what);
@@ -153,8 +155,9 @@ VtpmSpec parse_entry(const nlohmann::json& e, unsigned i, const std::string& id,
     s.password_file = normal_path(*k, what + ": \"encryptionPasswordFile\"");
   if (s.key_file && s.password_file)
     throw Error(what + ": give \"encryptionKeyFile\" or \"encryptionPasswordFile\", not both");
-  if (s.version == TpmVersion::V1_2 && (s.create_certs || !s.pcr_banks.empty()))
-    throw Error(what + ": \"createCerts\" and \"pcrBanks\" need vtpmVersion \"2\"");
+  if (s.version == TpmVersion::V1_2 && (s.create_certs || !s.pcr_banks.empty() || s.open_platform))
+    throw Error(what + ": \"createCerts\", \"pcrBanks\" and \"" + kOpenPlatformField +
+                "\" need vtpmVersion \"2\"");
   return s;
 }
 

@@ -19,6 +19,7 @@ struct VtpmSpec {
   std::string state_root;  // the allowed root state_path lies strictly beneath
   bool state_path_managed = false;
   bool create_certs = false;                 // EK certificates in NV (TPM 2)
+  bool open_platform = false;                // leave the platform hierarchy enabled (TPM 2)
   std::vector<std::string> pcr_banks;        // e.g. {"sha256"}; empty keeps the TPM's banks
   std::optional<std::string> run_as;         // "user", "uid" or "uid:gid" for the emulator
   std::optional<std::string> key_file;       // AES-256 key (32 raw bytes) for the state
@@ -41,6 +42,10 @@ struct RequestDefaults {
 // Every statePath lies strictly beneath an allowed root. Throws Error naming the bad field.
 std::vector<VtpmSpec> resolve_vtpms(const OciState& state, const BundleConfig& config,
                                     const RequestDefaults& defaults);
+
+// The administrator's way to keep the platform hierarchy open: never an annotation's, whatever
+// the policy says (it reallocates PCRs, clears the TPM, rewrites the platform's NV).
+inline constexpr const char* kOpenPlatformField = "openPlatformHierarchy";
 
 // The linux.vtpms field names.
 const std::set<std::string>& vtpm_fields();

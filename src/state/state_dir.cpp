@@ -12,6 +12,7 @@
 #include "common/error.h"
 #include "common/io_util.h"
 #include "common/tpm_version.h"
+#include "state/state_store.h"
 #include "state/swtpm_blob.h"
 
 namespace vtpm {
@@ -50,9 +51,11 @@ std::string refused(const std::string& path, int err) {
   return "open statePath " + path;
 }
 
-// The TPM's own files: state blobs of either TPM family, their temp files, the lock.
+// The TPM's own files: state blobs of either TPM family, their temp files, the lock, the
+// EK certificates.
 std::vector<std::string> tpm_file_names() {
-  std::vector<std::string> out = {".lock"};
+  std::vector<std::string> out = {".lock", kEkCertificatesFile,
+                                  std::string(kEkCertificatesFile) + ".tmp"};
   for (auto v : {TpmVersion::V2, TpmVersion::V1_2})
     for (const char* n : {TPM_PERMANENT_ALL_NAME, TPM_VOLATILESTATE_NAME, TPM_SAVESTATE_NAME}) {
       out.push_back(state_file_name(v, n));

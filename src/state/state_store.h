@@ -16,6 +16,10 @@
 
 namespace vtpm {
 
+// Beside the TPM's blobs: its EK certificates (PEM), written once when they are made, for the
+// host's verifiers. Public data.
+inline constexpr char kEkCertificatesFile[] = "ek-certificates.pem";
+
 class StateStore {
  public:
   // Opens (creating when asked) the directory and takes the fcntl lock on <dir>/.lock.

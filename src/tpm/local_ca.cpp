@@ -8,6 +8,7 @@
 #include <openssl/pem.h>
 #include <openssl/rand.h>
 #include <openssl/x509v3.h>
+#include <spdlog/fmt/fmt.h>
 #include <sys/file.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -209,6 +210,67 @@ std::vector<uint8_t> make_ek_certificate(const EkPublic& ek, const LocalCa& ca,
   unsigned char* p = der.data();
   if (i2d_X509(c, &p) != len) throw ssl_error("encode the EK certificate");
   return der;
+}
+
+namespace {
+
+using BioPtr = std::unique_ptr<BIO, Deleter<BIO, BIO_free_all>>;
+
+std::string bio_string(BIO* bio) {
+  char* data = nullptr;
+  const long len = BIO_get_mem_data(bio, &data);
+  return len > 0 ? std::string(data, static_cast<size_t>(len)) : std::string();
+}
+
+}  // namespace
+
+std::string certificates_pem(std::span<const std::vector<uint8_t>> ders) {
+  BioPtr bio(BIO_new(BIO_s_mem()));
+  if (!bio) throw ssl_error("PEM buffer");
+  for (const auto& der : ders) {
+    const unsigned char* p = der.data();
+    X509Ptr cert(d2i_X509(nullptr, &p, static_cast<long>(der.size())), X509_free);
+    if (!cert || !PEM_write_bio_X509(bio.get(), cert.get())) throw ssl_error("certificate PEM");
+  }
+  return bio_string(bio.get());
+}
+
+std::vector<CertificateInfo> parse_certificates(const std::string& pem, const std::string& what) {
+  BioPtr in(BIO_new_mem_buf(pem.data(), static_cast<int>(pem.size())));
+  if (!in) throw ssl_error(what);
+  std::vector<CertificateInfo> out;
+  while (X509* raw = PEM_read_bio_X509(in.get(), nullptr, nullptr, nullptr)) {
+    const X509Ptr cert(raw, X509_free);
+    EVP_PKEY* key = X509_get0_pubkey(cert.get());  // owned by cert
+    if (!key) throw ssl_error(what + ": public key");
+    CertificateInfo info;
+    info.rsa = EVP_PKEY_get_base_id(key) == EVP_PKEY_RSA;
+    info.bits = EVP_PKEY_get_bits(key);
+    BioPtr cert_pem(BIO_new(BIO_s_mem())), key_pem(BIO_new(BIO_s_mem()));
+    if (!cert_pem || !key_pem || !PEM_write_bio_X509(cert_pem.get(), cert.get()) ||
+        !PEM_write_bio_PUBKEY(key_pem.get(), key))
+      throw ssl_error(what + ": PEM");
+    info.certificate_pem = bio_string(cert_pem.get());
+    info.public_key_pem = bio_string(key_pem.get());
+    // SHA-256 of the DER SubjectPublicKeyInfo: what `openssl pkey -pubin -outform der | sha256sum`
+    // prints, a name for the key that survives re-issued certificates.
+    unsigned char* spki = nullptr;
+    const int n = i2d_PUBKEY(key, &spki);
+    if (n <= 0) throw ssl_error(what + ": public key DER");
+    unsigned char md[EVP_MAX_MD_SIZE];
+    unsigned int md_len = 0;
+    const bool ok = EVP_Digest(spki, static_cast<size_t>(n), md, &md_len, EVP_sha256(), nullptr);
+    OPENSSL_free(spki);
+    if (!ok) throw ssl_error(what + ": SHA-256");
+    for (unsigned int i = 0; i < md_len; ++i)
+      info.public_key_sha256 += fmt::format("{:02x}", md[i]);
+    out.push_back(std::move(info));
+  }
+  // The loop ends at the first non-certificate: only "no more PEM" is a clean end.
+  if (const unsigned long e = ERR_peek_last_error(); e && ERR_GET_REASON(e) != PEM_R_NO_START_LINE)
+    throw ssl_error(what);
+  ERR_clear_error();
+  return out;
 }
 
 }  // namespace vtpm

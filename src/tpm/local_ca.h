@@ -34,4 +34,18 @@ struct EkPublic {
 std::vector<uint8_t> make_ek_certificate(const EkPublic& ek, const LocalCa& ca,
                                          const std::string& subject_id);
 
+// DER certificates as one PEM bundle.
+std::string certificates_pem(std::span<const std::vector<uint8_t>> ders);
+
+struct CertificateInfo {
+  bool rsa = false;  // else ECC
+  int bits = 0;
+  std::string certificate_pem;
+  std::string public_key_pem;     // SubjectPublicKeyInfo
+  std::string public_key_sha256;  // hex, of the DER SubjectPublicKeyInfo
+};
+
+// Every certificate of a PEM bundle. Throws Error naming `what` on anything else in it.
+std::vector<CertificateInfo> parse_certificates(const std::string& pem, const std::string& what);
+
 }  // namespace vtpm

@@ -8,6 +8,7 @@
 #include <map>
 
 #include "common/error.h"
+#include "common/io_util.h"
 #include "common/pcr_banks.h"
 #include "tpm/local_ca.h"
 #include "tpm/tpm_proto.h"
@@ -61,12 +62,25 @@ std::vector<Bank> read_banks(TpmEngine& engine) {
 
 }  // namespace
 
-void power_on(TpmEngine& engine) {
+void close_platform_hierarchy(TpmEngine& engine) {
+  // Disabled rather than given a random platformAuth: no secret to keep, and GetCapability
+  // shows the workload that it is closed. phEnable is volatile (every Startup sets it again),
+  // and only this process can power-cycle the TPM.
+  std::vector<uint8_t> params;
+  proto::put_u32(params, TPM2_RH_PLATFORM);  // enable: phEnable
+  params.push_back(TPM2_NO);                 // state
+  check_rc(engine.process(proto::password_session_command(TPM2_CC_HierarchyControl,
+                                                          std::array{TPM2_RH_PLATFORM}, params)),
+           "TPM2_HierarchyControl(platform, NO)");
+}
+
+void power_on(TpmEngine& engine, bool close_platform) {
   if (engine.version() == TpmVersion::V2) {
     ensure_started(engine);
     const uint8_t full_test[] = {1};
     check_rc(engine.process(proto::command(proto::kTpm2StNoSessions, TPM2_CC_SelfTest, full_test)),
              "TPM2_SelfTest");
+    if (close_platform) close_platform_hierarchy(engine);
     return;
   }
   const auto r = engine.process(proto::startup_command(TpmVersion::V1_2, /*clear=*/true));
@@ -110,8 +124,12 @@ void apply_pcr_banks(TpmEngine& engine, const std::vector<std::string>& wanted) 
 
 namespace {
 
-// PPWRITE | WRITEDEFINE | PPREAD | OWNERREAD | AUTHREAD | NO_DA | PLATFORMCREATE, as swtpm_setup.
-constexpr uint32_t kEkCertNvAttributes = 0x42072001;
+// As swtpm_setup defines them: written by the platform only, readable by owner and platform,
+// lockable for good (WRITEDEFINE).
+constexpr uint32_t kEkCertNvAttributes = TPMA_NV_PPWRITE | TPMA_NV_WRITEDEFINE | TPMA_NV_PPREAD |
+                                         TPMA_NV_OWNERREAD | TPMA_NV_AUTHREAD | TPMA_NV_NO_DA |
+                                         TPMA_NV_PLATFORMCREATE;
+static_assert(kEkCertNvAttributes == 0x42072001);
 constexpr size_t kNvChunk = 768;
 
 // TCG EK Credential Profile: PolicySecret(TPM_RH_ENDORSEMENT), the EK templates' authPolicy.
@@ -229,17 +247,20 @@ void write_certificate(TpmEngine& engine, uint32_t index, const std::vector<uint
                  TPM2_CC_NV_Write, std::array{TPM2_RH_PLATFORM, index}, data)),
              "TPM2_NV_Write");
   }
+  // WRITEDEFINE: locked until the index is undefined, as swtpm_setup --lock-nvram leaves it.
+  check_rc(engine.process(proto::password_session_command(TPM2_CC_NV_WriteLock,
+                                                          std::array{TPM2_RH_PLATFORM, index}, {})),
+           "TPM2_NV_WriteLock");
 }
 
 }  // namespace
 
-void create_ek_certificates(TpmEngine& engine, const LocalCa& ca, const std::string& subject) {
+std::vector<EkCertificate> create_ek_certificates(TpmEngine& engine, const LocalCa& ca,
+                                                  const std::string& subject,
+                                                  const StateStore& store) {
   ensure_started(engine);
-  struct Ek {
-    bool rsa;
-    uint32_t persistent, nv_index;
-  };
-  for (const Ek& k : {Ek{true, 0x81010001, 0x01c00002}, Ek{false, 0x8101000a, 0x01c0000a}}) {
+  std::vector<EkCertificate> out;
+  for (const EkSlot& k : kEkSlots) {
     const auto tmpl = ek_template(k.rsa);
     std::vector<uint8_t> params = {0, 4, 0, 0, 0, 0};  // inSensitive: no auth, no data
     proto::put_u16(params, static_cast<uint16_t>(tmpl.size()));
@@ -250,7 +271,7 @@ void create_ek_certificates(TpmEngine& engine, const LocalCa& ca, const std::str
     check_rc(r, k.rsa ? "TPM2_CreatePrimary(RSA EK)" : "TPM2_CreatePrimary(ECC EK)");
     const auto [handle, pub] = parse_primary(r);
     std::vector<uint8_t> persistent;
-    proto::put_u32(persistent, k.persistent);
+    proto::put_u32(persistent, k.persistent_handle);
     check_rc(engine.process(proto::password_session_command(
                  TPM2_CC_EvictControl, std::array{TPM2_RH_OWNER, handle}, persistent)),
              "TPM2_EvictControl");
@@ -258,12 +279,22 @@ void create_ek_certificates(TpmEngine& engine, const LocalCa& ca, const std::str
     proto::put_u32(flush, handle);
     check_rc(engine.process(proto::command(proto::kTpm2StNoSessions, TPM2_CC_FlushContext, flush)),
              "TPM2_FlushContext");
-    write_certificate(engine, k.nv_index, make_ek_certificate(pub, ca, subject));
+    auto der = make_ek_certificate(pub, ca, subject);
+    write_certificate(engine, k.nv_index, der);
+    out.push_back({k, std::move(der)});
   }
   spdlog::info("EKs and EK certificates created");
   check_rc(engine.process(proto::shutdown_command(TpmVersion::V2, /*clear=*/true)),
            "TPM2_Shutdown");
   engine.reset();
+  // A copy for the host's verifiers (vtpm-hook ek): they never need to ask a running TPM.
+  std::vector<std::vector<uint8_t>> ders;
+  for (const auto& c : out) ders.push_back(c.der);
+  const std::string pem = certificates_pem(ders);
+  write_file_atomic(store.dir_fd(), kEkCertificatesFile,
+                    std::span(reinterpret_cast<const uint8_t*>(pem.data()), pem.size()),
+                    store.dir() + "/" + kEkCertificatesFile);
+  return out;
 }
 
 void save_state(TpmEngine& engine) {

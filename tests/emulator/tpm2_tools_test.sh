@@ -81,10 +81,29 @@ done
 out=$(t tpm2_getcap -T "$ek" handles-persistent 2>&1 | tr '\n' ' ')
 [[ $out == *0x81010001*0x8101000A* ]] && ok "EKs persisted" || bad "EKs persisted" "$out"
 
+# The certificates are write-locked; --close-platform shuts the platform hierarchy as the hook's
+# emulators do at every power-on (the end-to-end attestation tests prove it in containers).
+echo x > "$TMP/x"
+if t tpm2_nvwrite -T "$ek" -C p 0x1c00002 -i "$TMP/x" > "$TMP/out" 2>&1; then bad "EK certificate write lock" "rewritten"
+elif grep -q "NV access locked" "$TMP/out"; then ok "EK certificate is write-locked"
+else bad "EK certificate write lock" "$(grep -m1 -o 'tpm:.*' "$TMP/out")"; fi
+closed="$ek --close-platform"
+out=$(t tpm2_getcap -T "$closed" properties-variable 2>&1 | grep -m1 'phEnable:' | tr -d ' ')
+[ "$out" = phEnable:0 ] && ok "--close-platform: phEnable 0" || bad "--close-platform" "$out"
+for c in "tpm2_clear -c p" "tpm2_changepps" "tpm2_pcrallocate sha1:all" "tpm2_nvundefine -C p 0x1c0000a"; do
+  # shellcheck disable=SC2086  # the words are the command
+  if t $c -T "$closed" > "$TMP/out" 2>&1; then bad "closed platform: $c" "allowed"
+  elif grep -q "hierarchy is not enabled" "$TMP/out"; then ok "closed platform: $c refused"
+  else bad "closed platform: $c" "$(grep -m1 -o 'tpm:.*' "$TMP/out")"; fi
+done
+out=$(t tpm2_getcap -T "$ek" properties-variable 2>&1 | grep -m1 'phEnable:' | tr -d ' ')
+[ "$out" = phEnable:1 ] && ok "without --close-platform: phEnable 1" || bad "phEnable" "$out"
+
 # Options that cannot go together are refused, not silently resolved (setup refuses them too).
 head -c 32 /dev/urandom > "$TMP/key"; echo pw > "$TMP/pw"; chmod 600 "$TMP/key" "$TMP/pw"
 for args in "--key-file $TMP/key --password-file $TMP/pw" "--tpm-version 1.2 --create-certs" \
-            "--tpm-version 1.2 --pcr-banks sha1"; do
+            "--tpm-version 1.2 --pcr-banks sha1" "--tpm-version 1.2 --close-platform" \
+            "--no-startup --close-platform"; do
   # shellcheck disable=SC2086  # the words are the options
   if out=$(t "$HOOK" emulate --state-dir "$TMP/conflict" $args < /dev/null 2>&1); then
     bad "emulate $args" "accepted"

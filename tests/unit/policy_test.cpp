@@ -148,6 +148,22 @@ TEST(AnnotationPolicy, VtpmsAnnotationObeysTheSameRules) {
   EXPECT_EQ(ok.size(), 2u);
 }
 
+TEST(AnnotationPolicy, PlatformHierarchyNeverComesFromAnAnnotation) {
+  // Not by default...
+  const auto st =
+      state_with({{"io.vtpm-hook.vtpms", R"([{"vtpmVersion":"2","openPlatformHierarchy":true}])"}});
+  expect_error([&] { resolve_vtpms(st, config(), defaults()); },
+               {"\"openPlatformHierarchy\" may not come from an annotation"});
+  // ...and no policy can allow it.
+  expect_error([] { parse_policy(R"({"annotationFields":["openPlatformHierarchy"]})", "p"); },
+               {"may not have \"openPlatformHierarchy\""});
+  // The runtime's config.json may (the administrator's choice of hook and config).
+  const auto specs =
+      resolve_vtpms(state_with({}), config(R"([{"openPlatformHierarchy":true}])"), defaults());
+  ASSERT_EQ(specs.size(), 1u);
+  EXPECT_TRUE(specs[0].open_platform);
+}
+
 TEST(AnnotationPolicy, NarrowedPolicyRefusesEvenTheVersion) {
   Policy p;
   p.annotation_fields = {};

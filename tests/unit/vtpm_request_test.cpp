@@ -173,6 +173,15 @@ TEST(ResolveVtpms, CreateCertsNeedsTpm2) {
   EXPECT_NE(msg.find("need vtpmVersion \"2\""), std::string::npos) << msg;
 }
 
+TEST(ResolveVtpms, PlatformHierarchyIsClosedUnlessAsked) {
+  EXPECT_FALSE(resolve("[{}]")[0].open_platform);
+  EXPECT_TRUE(resolve(R"([{"openPlatformHierarchy":true}])")[0].open_platform);
+  const auto msg = resolve_error(R"([{"openPlatformHierarchy":true,"vtpmVersion":"1.2"}])");
+  EXPECT_NE(msg.find("\"openPlatformHierarchy\" need vtpmVersion \"2\""), std::string::npos) << msg;
+  EXPECT_NE(resolve_error(R"([{"openPlatformHierarchy":"yes"}])").find("openPlatformHierarchy"),
+            std::string::npos);
+}
+
 TEST(ResolveVtpms, AllProposalFieldsAreRead) {
   const auto specs = resolve(
       R"([{"createCerts":true,"pcrBanks":"sha256,sha384","runAs":"tss","statePathIsManaged":true,
