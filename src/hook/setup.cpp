@@ -124,7 +124,7 @@ std::optional<CgroupWatch> watch_cgroup(pid_t pid) {
 std::string empty_dir(const std::string& run_root) {
   const std::string dir = run_root + "/empty";
   std::error_code ec;
-  std::filesystem::create_directories(run_root, ec);
+  std::filesystem::create_directories(run_root, ec);  // when it fails, mkdir says why
   if (::mkdir(dir.c_str(), 0555) != 0 && errno != EEXIST) throw sys_error("create " + dir);
   return dir;
 }

@@ -127,7 +127,7 @@ std::string grant_v2(const CgroupLocation& cg, std::span<const DevNum> devices,
   if (!cg_fd) throw sys_error("open cgroup " + dir);
   // Kernels before 5.11 charge BPF programs to RLIMIT_MEMLOCK.
   rlimit unlimited{RLIM_INFINITY, RLIM_INFINITY};
-  ::setrlimit(RLIMIT_MEMLOCK, &unlimited);
+  (void)::setrlimit(RLIMIT_MEMLOCK, &unlimited);  // newer kernels ignore it; a load error says why
 
   std::vector<uint32_t> ids(64);
   bpf_attr q{};
