@@ -3,7 +3,7 @@
 #
 #   attestation-tests.sh [/abs/path/to/vtpm-hook]     (or env VTPM_HOOK)
 #
-# Runs as root INSIDE the test VM (tests/e2e/run-provisioning.sh boots it, after
+# Runs as root INSIDE the test VM (tests/e2e/run.sh provisioning boots it, after
 # provisioning-tests.sh): needs /dev/vtpmx, runc, jq, openssl, tpm2-tools (with
 # tss2_*), python3. Scenarios:
 #   attest-flow         createCerts container: the host exports the EK (`vtpm-hook ek`)
@@ -266,5 +266,4 @@ run_if platform-annotation  t_platform_annotation
 run_if ek-export-errors     t_ek_errors
 
 echo "FIGURE: attestation_test_time_ms=$(( $(now_ms) - T_START ))"
-echo "$PASSED passed, $FAILED failed"
-[ "$FAILED" = 0 ]
+finish

@@ -14,22 +14,21 @@ RUN_TIMEOUT=${RUN_TIMEOUT:-150}           # s, one container lifetime
 HOOK_TIMEOUT=${HOOK_TIMEOUT:-30}          # s, one hook run by hand
 SETTLE_TIMEOUT=${SETTLE_TIMEOUT:-5}       # s, for leftovers to go after teardown
 
-PASSED=0
-FAILED=0
+# counters, pass/fail, fatal, finish, at_exit, now_ms, median, stand-ins
+# shellcheck source=../lib/harness.sh
+. "$(dirname "${BASH_SOURCE[0]}")/../lib/harness.sh"
+
 WHY=""              # reason of the current scenario's failure
 CLEANUP=()          # "runtime id" pairs the current scenario created
 DIAG=()             # files to show when the current scenario fails
 NOTES=()            # informational lines of the current scenario
 
 # (helpers avoid spawning processes where they can: under TCG each costs ~50-300 ms)
-now_ms() { local t=${EPOCHREALTIME/[.,]/}; echo $(( t / 1000 )); }
 why()    { WHY="$*"; return 1; }            # use as: cond || { why "..."; return 1; }
 note()   { NOTES+=("$*"); }
 indent() { sed 's/^/    | /'; }
 
 # ---------------------------------------------------------------- environment
-fatal() { echo "ERROR: $*"; echo "0 passed, 0 failed (environment unusable)"; exit 2; }
-
 # preflight TOOL...: this guest can run a test script (root, /dev/vtpmx, the tools, no TPM chip
 # yet). Makes HOOK absolute and sets TPM_MAJOR.
 preflight() {
@@ -37,7 +36,7 @@ preflight() {
     case "$HOOK" in /*) ;; *) HOOK=$(cd "$(dirname "$HOOK")" 2>/dev/null && pwd)/$(basename "$HOOK") ;; esac
     [ -x "$HOOK" ] || fatal "vtpm-hook binary not found or not executable: $HOOK"
     [ "$(id -u)" = 0 ] || fatal "must run as root (inside the test VM)"
-    [ -c /dev/vtpmx ] || fatal "/dev/vtpmx missing: is tpm_vtpm_proxy loaded? (run the tests through tests/e2e/run*.sh)"
+    [ -c /dev/vtpmx ] || fatal "/dev/vtpmx missing: is tpm_vtpm_proxy loaded? (run the tests through tests/e2e/run.sh SUITE)"
     for t in "$@"; do command -v "$t" > /dev/null || fatal "'$t' not installed"; done
     TPM_MAJOR=$(tpm_major)
     [ -n "$TPM_MAJOR" ] || fatal "no 'tpm' line in /proc/devices"
@@ -315,11 +314,9 @@ scenario() {
     t0=$(now_ms)
     force_clean
     if "$@" && [ -z "$WHY" ]; then
-        PASSED=$((PASSED + 1))
-        echo "PASS: $name"
+        pass "$name"
     else
-        FAILED=$((FAILED + 1))
-        echo "FAIL: $name: ${WHY:-failed without a reason}"
+        fail "$name" "${WHY:-failed without a reason}"
         for f in "${DIAG[@]}"; do
             [ -s "$f" ] || continue
             n=$(wc -l < "$f")

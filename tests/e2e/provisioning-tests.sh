@@ -4,7 +4,7 @@
 #
 #   provisioning-tests.sh [/abs/path/to/vtpm-hook]     (or env VTPM_HOOK)
 #
-# Runs as root INSIDE the test VM (tests/e2e/run-provisioning.sh boots it):
+# Runs as root INSIDE the test VM (tests/e2e/run.sh provisioning boots it):
 # needs /dev/vtpmx, runc, podman, jq, tpm2-tools, openssl. Scenarios:
 #   podman-hooksd-annotation  podman + hooks.d file + --annotation io.vtpm-hook.vtpm=2;
 #                             a podman container without the annotation gets no TPM
@@ -431,16 +431,14 @@ run_if status                    t_status
 
 # ---------------------------------------------------------------- figures + summary
 # setup time (hook's own "setup took N ms"), with and without createCerts
-med() { sort -n | awk '{a[NR] = $1} END { if (NR) printf "%s (n=%d, min %s, max %s)", a[int((NR + 1) / 2)], NR, a[1], a[NR]; else printf "none" }'; }
 certs_ms=$(for f in "$LOG_DIR"/prov-certs*.log; do
                [ -e "$f" ] && grep -ho 'setup took [0-9]* ms' "$f" | awk '{print $3}'; done)
 certs1_ms=$( [ -e "$LOG_DIR/prov-certs.log" ] && grep -ho 'setup took [0-9]* ms' "$LOG_DIR/prov-certs.log" | awk '{print $3}')
 plain_ms=$(for f in "$LOG_DIR"/*.log*; do
                case $f in */prov-certs*) continue ;; esac
                grep -ho 'setup took [0-9]* ms' "$f" | awk '{print $3}'; done)
-echo "FIGURE: setup_ms_without_createCerts=$(printf '%s\n' $plain_ms | grep . | med)"
+echo "FIGURE: setup_ms_without_createCerts=$(printf '%s\n' $plain_ms | grep . | median)"
 echo "FIGURE: setup_ms_with_createCerts_first=${certs1_ms:-none} (new TPM, CA created)"
-echo "FIGURE: setup_ms_with_createCerts_all=$(printf '%s\n' $certs_ms | grep . | med) (incl. the 5 concurrent and the existing-TPM rerun)"
+echo "FIGURE: setup_ms_with_createCerts_all=$(printf '%s\n' $certs_ms | grep . | median) (incl. the 5 concurrent and the existing-TPM rerun)"
 echo "FIGURE: guest_test_time_ms=$(( $(now_ms) - T_START ))"
-echo "$PASSED passed, $FAILED failed"
-[ "$FAILED" = 0 ]
+finish
