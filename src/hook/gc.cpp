@@ -1,7 +1,9 @@
 #include "hook/gc.h"
 
+#include <fcntl.h>
 #include <spdlog/spdlog.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <filesystem>
@@ -57,9 +59,7 @@ std::vector<std::string> candidates(const std::string& root,
   return out;
 }
 
-Clock::time_point mtime_of(int fd, const std::string& path) {
-  struct stat st {};
-  if (::fstat(fd, &st) != 0) throw sys_error("stat " + path);
+Clock::time_point mtime_of(const struct stat& st) {
   return Clock::time_point(std::chrono::duration_cast<Clock::duration>(
       std::chrono::seconds(st.st_mtim.tv_sec) + std::chrono::nanoseconds(st.st_mtim.tv_nsec)));
 }
@@ -82,13 +82,16 @@ class Collector {
     if (in_use(path, *id)) return skip(path, "named by the run record of container " + *id);
     try {
       StateDir dir = open_state_dir(opts_.state_root, path, /*create=*/false);
-      const auto dir_time = mtime_of(dir.fd.get(), path);
+      struct stat dir_st {};
+      if (::fstat(dir.fd.get(), &dir_st) != 0) throw sys_error("stat " + path);
+      const auto dir_time = mtime_of(dir_st);
       if (!holds_only_tpm_files(dir.fd.get())) return skip(path, "holds files that are no TPM's");
       if (recently_used(dir.fd.get(), dir_time)) return skip(path, "used recently");
       if (const auto pid = state_lock_holder(path))
         return skip(path, "locked by process " + std::to_string(*pid));
       if (gc_.dry_run) return report(path);
       // Locked from here until it is gone: an emulator that starts on it now fails to lock.
+      const bool had_lock_file = ::faccessat(dir.fd.get(), ".lock", F_OK, AT_SYMLINK_NOFOLLOW) == 0;
       std::optional<StateStore> lock;
       try {
         lock.emplace(std::move(dir.fd), path, TpmVersion::V2);
@@ -97,6 +100,11 @@ class Collector {
           return skip(path, "locked by process " + std::to_string(*pid));
         throw;
       }
+      // A lock file gc made belongs to the state's owner, as the emulator's own would (a
+      // runAs emulator could not open root's), should the directory stay after all.
+      if (!had_lock_file && ::fchownat(lock->dir_fd(), ".lock", dir_st.st_uid, dir_st.st_gid,
+                                       AT_SYMLINK_NOFOLLOW) != 0)
+        throw sys_error("chown " + path + "/.lock");
       // What a run record or emulator could have changed before the lock was ours.
       if (read_run_record(opts_.run_root, *id))
         return skip(path, "container " + *id + " started meanwhile");
