@@ -66,6 +66,8 @@ int main(int argc, char** argv) {
                   "Leave the container's device cgroup alone (config.json allows the TPMs)");
   setup->alias("prestart");
   setup->alias("createRuntime");
+  auto* teardown = app.add_subcommand("teardown", "Stop a container's vTPMs (OCI state on stdin)");
+  teardown->alias("poststop");
   std::string default_version = "2", default_banks;
   bool default_certs = false;
   auto* by_status = app.add_subcommand(
@@ -80,8 +82,6 @@ int main(int argc, char** argv) {
     sub->add_flag("--default-create-certs", default_certs,
                   "EKs and EK certificates in that default TPM");
   }
-  auto* teardown = app.add_subcommand("teardown", "Stop a container's vTPMs (OCI state on stdin)");
-  teardown->alias("poststop");
 
   std::string state_dir;
   std::string tpm_version = "2";
