@@ -155,9 +155,9 @@ VtpmSpec parse_entry(const nlohmann::json& e, unsigned i, const std::string& id,
     s.password_file = normal_path(*k, what + ": \"encryptionPasswordFile\"");
   if (s.key_file && s.password_file)
     throw Error(what + ": give \"encryptionKeyFile\" or \"encryptionPasswordFile\", not both");
-  if (s.version == TpmVersion::V1_2 && (s.create_certs || !s.pcr_banks.empty() || s.open_platform))
-    throw Error(what + ": \"createCerts\", \"pcrBanks\" and \"" + kOpenPlatformField +
-                "\" need vtpmVersion \"2\"");
+  check_vtpm_choice({s.version, s.pcr_banks, s.create_certs}, what);
+  if (s.version == TpmVersion::V1_2 && s.open_platform)
+    throw Error(what + ": \"" + kOpenPlatformField + "\" needs vtpmVersion \"2\"");
   return s;
 }
 
@@ -222,6 +222,9 @@ std::vector<VtpmSpec> resolve_vtpms(const OciState& state, const BundleConfig& c
     VtpmSpec s;
     s.state_path = default_state_path(defaults, state.id, 0);
     s.state_root = defaults.state_root;
+    s.version = defaults.vtpm.version;
+    s.pcr_banks = defaults.vtpm.pcr_banks;
+    s.create_certs = defaults.vtpm.create_certs;
     return {s};
   }
   if (!arr.is_array()) throw Error(what + " is not an array");

@@ -306,6 +306,25 @@ echo "RANDOM $r"
 tpm2_pcrread -T device:/dev/tpmrm0 sha256:0,7 || { echo "pcrread failed rc=$?"; exit 4; }
 echo TPM-OK'
 
+# a python3 script for TPM 1.2 checks: raw TPM_GetCapability(TPM_CAP_VERSION_VAL) on
+# /dev/tpm0, prints TPM12-OK (exit 7 on a bad answer)
+# shellcheck disable=SC2034
+TPM12_PY='import os, struct, sys
+fd = os.open("/dev/tpm0", os.O_RDWR)
+# TPM_GetCapability: tag TPM_TAG_RQU_COMMAND, size 18, ordinal 0x65,
+# capArea TPM_CAP_VERSION_VAL (0x1A), subCapSize 0
+os.write(fd, struct.pack(">HIIII", 0x00C1, 18, 0x65, 0x1A, 0))
+r = os.read(fd, 4096)
+print("RESP", r.hex())
+tag, size, rc = struct.unpack(">HII", r[:10])
+print("TAG 0x%04X RC %d" % (tag, rc))
+if tag != 0x00C4 or rc != 0 or size != len(r):
+    sys.exit(7)
+n = struct.unpack(">I", r[10:14])[0]
+info = r[14:14 + n]        # TPM_CAP_VERSION_INFO: tag(2) version(4) ...
+print("VERSION %d.%d" % (info[2], info[3]))
+print("TPM12-OK")'
+
 # ---------------------------------------------------------------- scenario runner
 # scenario NAME FUNCTION [ARGS...]: runs one scenario, prints PASS/FAIL, cleans up
 scenario() {
