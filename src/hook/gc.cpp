@@ -40,21 +40,31 @@ std::optional<std::string> default_state_owner(const std::string& name) {
   return id;
 }
 
-// The directories of the state root gc may look at, sorted; not links, not the CA's.
-std::vector<std::string> candidates(const std::string& root,
-                                    const std::set<std::string>& reserved) {
-  std::vector<std::string> out;
+// The directories of `dir` gc may look at, sorted; not links, not the reserved ones.
+void add_candidates(const std::string& dir, const std::set<std::string>& reserved,
+                    std::vector<std::string>& out) {
   std::error_code ec;
-  std::filesystem::directory_iterator it(root, ec);
+  std::filesystem::directory_iterator it(dir, ec);
   if (ec) {
-    if (ec == std::errc::no_such_file_or_directory) return out;
-    throw Error("cannot list state root " + root + ": " + ec.message());
+    if (ec == std::errc::no_such_file_or_directory) return;
+    throw Error("cannot list " + dir + ": " + ec.message());
   }
   for (const auto& e : it) {
-    const std::string path = root + "/" + e.path().filename().string();
+    const std::string path = dir + "/" + e.path().filename().string();
     if (!e.is_directory(ec) || e.is_symlink(ec) || reserved.count(path)) continue;
     out.push_back(path);
   }
+}
+
+// The state root's default state dirs, and those of Kubernetes containers beneath
+// <root>/kubernetes (policy kubernetesIdentity); not the CA's.
+std::vector<std::string> candidates(const std::string& root, std::set<std::string> reserved) {
+  std::vector<std::string> out;
+  const std::string k8s = root + "/" + kKubernetesStateDir;
+  reserved.insert(k8s);
+  add_candidates(root, reserved, out);
+  if (std::filesystem::is_directory(std::filesystem::symlink_status(k8s)))
+    add_candidates(k8s, reserved, out);
   std::sort(out.begin(), out.end());
   return out;
 }
@@ -76,7 +86,10 @@ class Collector {
 
   // Returns false when the directory could not be examined or removed (logged).
   bool visit(const std::string& path) {
-    const std::string name = path.substr(opts_.state_root.size() + 1);
+    std::string name = path.substr(opts_.state_root.size() + 1);
+    // A Kubernetes container's: <namespace>_<pod>_<container>, which is id-shaped too.
+    if (name.starts_with(std::string(kKubernetesStateDir) + "/"))
+      name = name.substr(std::string(kKubernetesStateDir).size() + 1);
     const auto id = default_state_owner(name);
     if (!id) return skip(path, "not named <container id>[@tpm<i>]");
     if (in_use(path, *id)) return skip(path, "named by the run record of container " + *id);
@@ -106,8 +119,11 @@ class Collector {
                                        AT_SYMLINK_NOFOLLOW) != 0)
         throw sys_error("chown " + path + "/.lock");
       // What a run record or emulator could have changed before the lock was ours.
-      if (read_run_record(opts_.run_root, *id))
-        return skip(path, "container " + *id + " started meanwhile");
+      for (const auto& rec : list_run_records(opts_.run_root)) {
+        bool names_it = rec.container_id == *id;
+        for (const auto& v : rec.vtpms) names_it |= v.state_path == path;
+        if (names_it) return skip(path, "container " + rec.container_id + " started meanwhile");
+      }
       if (!holds_only_tpm_files(lock->dir_fd()) || recently_used(lock->dir_fd(), dir_time))
         return skip(path, "changed meanwhile");
       if (!remove_state_dir(opts_.state_root, path))

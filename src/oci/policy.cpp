@@ -67,6 +67,14 @@ Policy parse_policy(std::string_view json_text, const std::string& what) {
       if (!v.is_object()) throw Error(what + ": \"cdiDevices\" is not an object");
       for (const auto& [name, dev] : v.items())
         p.cdi_devices[name] = parse_cdi_device(dev, what + ": cdiDevices \"" + name + "\"");
+    } else if (k == "kubernetesIdentity") {
+      const std::string s = v.is_string() ? v.get<std::string>() : "";
+      if (s == "containerd")
+        p.kubernetes_identity = KubernetesIdentity::Containerd;
+      else if (s == "cri-o")
+        p.kubernetes_identity = KubernetesIdentity::CriO;
+      else if (s != "off")
+        throw Error(what + ": \"kubernetesIdentity\" must be \"containerd\", \"cri-o\" or \"off\"");
     } else {
       throw Error(what + ": unknown key \"" + k + "\"");
     }

@@ -23,6 +23,11 @@ struct VtpmChoice {
 // createCerts and pcrBanks need TPM 2. Throws Error naming `what`.
 void check_vtpm_choice(const VtpmChoice& c, const std::string& what);
 
+// Whose CRI annotations name a Kubernetes container (namespace, pod, container) for its
+// default state. Only the runtime the administrator names: with any other way in (podman,
+// runc), the workload's author writes those annotations himself.
+enum class KubernetesIdentity { Off, Containerd, CriO };
+
 struct Policy {
   // Directories under which a statePath may lie, besides the hook's --state-root.
   std::vector<std::string> state_path_roots;
@@ -31,6 +36,8 @@ struct Policy {
   std::set<std::string> annotation_fields = {"vtpmVersion", "pcrBanks", "createCerts"};
   // CDI devices `vtpm-hook cdi` adds to "2" and "1.2": name -> the TPM the device stands for.
   std::map<std::string, VtpmChoice> cdi_devices = {};
+  // Key a Kubernetes container's default state by namespace/pod/container instead of its id.
+  KubernetesIdentity kubernetes_identity = KubernetesIdentity::Off;
 };
 
 // Parses a policy document; unknown keys and field names are errors. Throws Error.

@@ -47,6 +47,10 @@ struct RequestDefaults {
 std::vector<VtpmSpec> resolve_vtpms(const OciState& state, const BundleConfig& config,
                                     const RequestDefaults& defaults);
 
+// Under <state-root>: the default states of Kubernetes containers (policy kubernetesIdentity),
+// <namespace>_<pod>_<container>[@tpm<i>]. No container id may take this name.
+inline constexpr const char* kKubernetesStateDir = "kubernetes";
+
 // The administrator's way to keep the platform hierarchy open: never an annotation's, whatever
 // the policy says (it reallocates PCRs, clears the TPM, rewrites the platform's NV).
 inline constexpr const char* kOpenPlatformField = "openPlatformHierarchy";

@@ -549,6 +549,72 @@ with_dmesg() {
     DIAG+=("$f")
     return 1
 }
+# ---------------------------------------------------------------- Kubernetes identity
+# The annotations containerd's CRI plugin (or CRI-O) sets itself, on runc containers; the
+# policy names the runtime (kubernetesIdentity). A restarted container has a new id but the same
+# namespace/pod/container: it gets the same TPM (NV survives); another pod another TPM; the
+# pod's pause container none. Annotations of the runtime the policy does not name are ignored.
+K8S_NV_SCRIPT='T=device:/dev/tpmrm0
+if [ ! -c /dev/tpm0 ]; then echo NO-TPM; exit 0; fi
+if v=$(tpm2_nvread -T $T -C o 0x1500030 2>/dev/null); then echo "NV-HAS $v"; else echo NV-EMPTY; fi
+if [ -n "${WRITE:-}" ]; then tpm2_nvdefine -T $T 0x1500030 -C o -s ${#WRITE} -a "ownerread|ownerwrite" > /dev/null &&
+  printf %s "$WRITE" | tpm2_nvwrite -T $T -C o 0x1500030 -i - && echo "NV-WROTE $WRITE"; fi'
+# k8s_run ID ANNOTATIONS_JSON [WRITE]: one runc container under the kubernetesIdentity policy
+k8s_run() {
+    local id=$1 ann=$2 write=${3:-}
+    make_bundle runc "$id" "" "$K8S_NV_SCRIPT" ".annotations += $ann | .process.env += [\"WRITE=$write\"]" || return 1
+    container_run runc "$id" || return 1
+    [ "$RC" = 0 ] || { fail_run "'runc run' ($id)"; return 1; }
+    expect_clean "$id" "'runc run' ($id) returned" || return 1
+}
+cri() {  # cri RUNTIME NAMESPACE POD CONTAINER [TYPE]: the annotations that runtime sets
+    case $1 in
+        containerd) jq -nc --arg n "$2" --arg p "$3" --arg c "$4" --arg t "${5:-container}" \
+            '{"io.kubernetes.cri.sandbox-namespace": $n, "io.kubernetes.cri.sandbox-name": $p,
+              "io.kubernetes.cri.container-name": $c, "io.kubernetes.cri.container-type": $t}' ;;
+        cri-o) jq -nc --arg n "$2" --arg p "$3" --arg c "$4" \
+            '{"io.kubernetes.pod.namespace": $n, "io.kubernetes.pod.name": $p, "io.kubernetes.container.name": $c}' ;;
+    esac
+}
+t_k8s_identity() {
+    local out POLICY=$E2E_WORK/policy-k8s.json
+    write_policy "$POLICY" '{"kubernetesIdentity": "containerd"}' || return 1
+    k8s_run k8s-a1 "$(cri containerd shop db-0 postgres)" "secret-db0" || return 1
+    grep -q '^NV-WROTE secret-db0' "$BUNDLE/out" || { why "first container: $(tr '\n' ' ' < "$BUNDLE/out")"; return 1; }
+    [ -e "$STATE_ROOT/kubernetes/shop_db-0_postgres/tpm2-00.permall" ] ||
+        { why "no state in $STATE_ROOT/kubernetes/shop_db-0_postgres: $(ls -R "$STATE_ROOT" | tr '\n' ' ' | cut -c1-300)"; return 1; }
+    [ ! -e "$STATE_ROOT/k8s-a1" ] || { why "state keyed by the container id too"; return 1; }
+    # the restart: a new container id, the same namespace/pod/container
+    k8s_run k8s-a2 "$(cri containerd shop db-0 postgres)" || return 1
+    grep -q '^NV-HAS secret-db0' "$BUNDLE/out" || { why "the restarted container lost its TPM: $(tr '\n' ' ' < "$BUNDLE/out")"; return 1; }
+    # another pod (and the same pod in another namespace): another TPM
+    k8s_run k8s-b1 "$(cri containerd shop db-1 postgres)" || return 1
+    grep -q '^NV-EMPTY' "$BUNDLE/out" || { why "pod db-1 sees db-0's TPM: $(tr '\n' ' ' < "$BUNDLE/out")"; return 1; }
+    k8s_run k8s-c1 "$(cri containerd other db-0 postgres)" || return 1
+    grep -q '^NV-EMPTY' "$BUNDLE/out" || { why "namespace other sees shop's TPM: $(tr '\n' ' ' < "$BUNDLE/out")"; return 1; }
+    # the pause container gets none
+    k8s_run k8s-pause "$(cri containerd shop db-0 "" sandbox | jq -c 'del(.["io.kubernetes.cri.container-name"])')" || return 1
+    grep -q '^NO-TPM' "$BUNDLE/out" || { why "the pod's sandbox container got a TPM"; return 1; }
+    # CRI-O's annotations count only when the policy names CRI-O
+    k8s_run k8s-o1 "$(cri cri-o shop db-0 postgres)" || return 1
+    grep -q '^NV-EMPTY' "$BUNDLE/out" && [ -e "$STATE_ROOT/k8s-o1" ] ||
+        { why "CRI-O annotations were trusted under a containerd policy: $(tr '\n' ' ' < "$BUNDLE/out")"; return 1; }
+    write_policy "$POLICY" '{"kubernetesIdentity": "cri-o"}' || return 1
+    k8s_run k8s-o2 "$(cri cri-o shop db-0 postgres)" || return 1
+    grep -q '^NV-HAS secret-db0' "$BUNDLE/out" || { why "CRI-O's identity did not find the pod's TPM: $(tr '\n' ' ' < "$BUNDLE/out")"; return 1; }
+    k8s_run k8s-o-pause "$(cri cri-o shop db-0 POD)" || return 1
+    grep -q '^NO-TPM' "$BUNDLE/out" || { why "CRI-O's infra container (POD) got a TPM"; return 1; }
+    # a name Kubernetes would not allow fails the start, nothing left
+    make_bundle runc k8s-bad "" "echo CONTAINER-RAN" ".annotations += $(cri cri-o shop ../x postgres)" || return 1
+    container_run runc k8s-bad || return 1
+    [ "$RC" != 0 ] && ! grep -q CONTAINER-RAN "$BUNDLE/out" || { why "a pod named '../x' started"; return 1; }
+    expect_clean k8s-bad "the refused start" || return 1
+    # gc: the pods' states are default state too
+    out=$(timeout 60 "$HOOK" --state-root "$STATE_ROOT" --run-root "$RUN_ROOT" gc --unused-for 0 --dry-run) ||
+        { why "gc --dry-run failed"; return 1; }
+    grep -q "kubernetes/shop_db-0_postgres$" <<< "$out" || { why "gc does not see Kubernetes state: $out"; return 1; }
+}
+
 run_if() { local n=$1; shift; [[ $n =~ $ONLY ]] && scenario "$n" with_dmesg "$@"; return 0; }
 
 run_if podman-hooksd-annotation  t_podman
@@ -562,6 +628,7 @@ run_if status                    t_status
 run_if cdi-podman-tpm2           t_cdi 2
 run_if cdi-podman-tpm12          t_cdi 1.2
 run_if cdi-gc                    t_cdi_gc
+run_if k8s-identity              t_k8s_identity
 
 # ---------------------------------------------------------------- figures + summary
 # setup time (hook's own "setup took N ms"), with and without createCerts

@@ -168,6 +168,26 @@ TEST_F(GcTest, ZeroTakesRecentStateButNeverLockedOrLive) {
             (std::vector<std::string>{"ca", "foreign", "link", "recorded-elsewhere", "x@tpmy"}));
 }
 
+TEST_F(GcTest, KubernetesStateIsCollectedToo) {
+  state("kubernetes/shop_db-0_postgres", {"tpm2-00.permall"}, 40 * 24h);
+  state("kubernetes/shop_web-1_nginx", {"tpm2-00.permall"}, 40 * 24h);
+  state("kubernetes/shop_web-2_nginx", {"tpm2-00.permall"}, 1h);
+  RunRecord rec{"k8s-id-7", "/b/k", 1, {}};  // a restarted container (new id) uses db-0's
+  rec.vtpms.push_back({});
+  rec.vtpms[0].state_path = root() / "kubernetes/shop_db-0_postgres";
+  rec.vtpms[0].state_root = root();
+  write_run_record(opts_.run_root, rec);
+  const auto gone = gc(30 * 24h);
+  EXPECT_NE(std::find(gone.begin(), gone.end(), root() / "kubernetes/shop_web-1_nginx"),
+            gone.end());
+  EXPECT_EQ(std::count_if(gone.begin(), gone.end(),
+                          [](const std::string& p) { return p.find("kubernetes") != p.npos; }),
+            1);
+  EXPECT_TRUE(fs::exists(root() / "kubernetes/shop_db-0_postgres/tpm2-00.permall"));
+  EXPECT_TRUE(fs::exists(root() / "kubernetes/shop_web-2_nginx/tpm2-00.permall"));
+  EXPECT_TRUE(fs::is_directory(root() / "kubernetes"));  // the directory itself stays
+}
+
 TEST_F(GcTest, MissingStateRootIsNothingToDo) {
   fs::remove_all(root());
   EXPECT_EQ(gc(0s), std::vector<std::string>{});
