@@ -59,6 +59,7 @@ void write_run_record(const std::string& run_root, const RunRecord& rec) {
   if (ec) throw Error("cannot create run root " + run_root + ": " + ec.message());
   nlohmann::json j = {{"containerId", rec.container_id},
                       {"bundle", rec.bundle},
+                      {"cgroup", rec.cgroup},
                       {"startedUnixMs", rec.started_unix_ms},
                       {"vtpms", nlohmann::json::array()}};
   for (const auto& v : rec.vtpms) j["vtpms"].push_back(to_json(v));
@@ -78,6 +79,7 @@ std::optional<RunRecord> read_run_record(const std::string& run_root, const std:
     RunRecord rec;
     rec.container_id = j.at("containerId").get<std::string>();
     rec.bundle = j.value("bundle", "");
+    rec.cgroup = j.value("cgroup", "");
     rec.started_unix_ms = j.value("startedUnixMs", 0LL);
     for (const auto& v : j.at("vtpms")) rec.vtpms.push_back(vtpm_from_json(v));
     return std::optional<RunRecord>(std::move(rec));

@@ -189,7 +189,7 @@ void run_setup(const std::string& state_json, const HookOptions& opts) {
     emulators.push_back(std::move(emu));
     server_fds.push_back(std::move(server_fd));
     // Its CPU and memory count against the container's limits from now on.
-    if (cgroup) cgroup->charge(emulators.back().pid());
+    if (cgroup && cgroup->charge(emulators.back().pid())) rec.cgroup = cgroup->dir();
     vr.host_tpm_num = tpm_num;
     vr.emulator_pid = emulators.back().pid();
     spdlog::debug("emulator {} serves tpm{}", vr.emulator_pid, tpm_num);

@@ -237,6 +237,17 @@ bool CgroupWatch::leave() const {
   return false;
 }
 
+bool remove_empty_cgroup(const std::string& dir) {
+  if (dir.empty() || dir.ends_with(".scope")) return false;
+  if (::rmdir(dir.c_str()) == 0) {
+    spdlog::debug("removed the container's empty cgroup {}", dir);
+    return true;
+  }
+  // ENOENT: the runtime removed it; EBUSY/ENOTEMPTY: processes or children remain (not ours).
+  spdlog::debug("container cgroup {} not removed: {}", dir, std::strerror(errno));
+  return false;
+}
+
 bool CgroupWatch::empty() const {
   char buf[4096];
   // (seq_file: rewind and read, rather than pread)

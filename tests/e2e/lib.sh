@@ -91,6 +91,10 @@ leftovers() {
     c=$(tpm_chips)
     [ -n "$c" ] && out+="/sys/class/tpm has: $c; "
     [ -n "$id" ] && [ -e "$RUN_ROOT/$id.json" ] && out+="run record $RUN_ROOT/$id.json exists; "
+    # runc's and crun's cgroup (v2, cgroupfs driver) of a stopped container, left when an
+    # emulator charged to it still sat there while the runtime removed it
+    [ -n "$id" ] && [ -d "/sys/fs/cgroup/$id" ] && [ -z "$(runtime_status runc "$id")$(runtime_status crun "$id")" ] &&
+        out+="cgroup /sys/fs/cgroup/$id is left; "
     printf '%s' "${out%; }"
 }
 
