@@ -34,9 +34,7 @@ void set_age(const fs::path& p, std::chrono::seconds age) {
 class GcTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    base_ = fs::temp_directory_path() /
-            ("vtpm-gc-" + std::to_string(::getpid()) + "-" +
-             ::testing::UnitTest::GetInstance()->current_test_info()->name());
+    base_ = vtpm::testing::test_dir("gc");
     fs::remove_all(base_);
     opts_.state_root = base_ / "state";
     opts_.run_root = base_ / "run";
