@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The emulator with real libtpms, driven by real tpm2-tools through the cmd TCTI (no kernel).
-# Usage: tpm2_tools_test.sh /path/to/vtpm-hook
+# Usage: tpm2_tools_test.sh /path/to/vtpm-hook [/path/to/broken_sha256.so]
 set -uo pipefail
-HOOK=${1:?usage: $0 /path/to/vtpm-hook}
+HOOK=${1:?usage: $0 /path/to/vtpm-hook [broken_sha256.so]}
+BROKEN_SHA256=${2:-}
 # shellcheck source=../lib/harness.sh
 . "$(dirname "${BASH_SOURCE[0]}")/../lib/harness.sh"
 TMP=$(mktemp -d /tmp/vtpm-emu-test.XXXXXX) || fatal "mktemp failed"
@@ -97,6 +98,28 @@ for c in "tpm2_clear -c p" "tpm2_changepps" "tpm2_pcrallocate sha1:all" "tpm2_nv
 done
 out=$(t tpm2_getcap -T "$ek" properties-variable 2>&1 | grep -m1 'phEnable:' | tr -d ' ')
 [ "$out" = phEnable:1 ] && pass "without --close-platform: phEnable 1" || fail "phEnable" "$out"
+
+# The emulator never runs a full self-test before serving (the hook's runs it in the
+# background): libtpms tests each algorithm before its first use. With SHA-256 broken (an
+# LD_PRELOAD shim flips a bit of every digest) no SHA-256 result may come out: the first command
+# that needs it finds the TPM in failure mode, and so does every later one; a full self-test
+# fails too.
+if [ -n "$BROKEN_SHA256" ]; then
+  broken="cmd:exec env LD_PRELOAD=$BROKEN_SHA256 $HOOK emulate --state-dir $TMP/broken"
+  t tpm2_startup -c -T "cmd:exec $HOOK emulate --state-dir $TMP/broken --no-startup" > /dev/null 2>&1
+  if t tpm2_pcrextend -T "$broken" "16:sha256=$(printf '%064x' 7)" > "$TMP/out" 2>&1; then
+    fail "broken SHA-256: PCR_Extend" "answered with a SHA-256 result"
+  elif grep -qi "failure" "$TMP/out"; then pass "broken SHA-256: PCR_Extend finds the TPM in failure mode"
+  else fail "broken SHA-256: PCR_Extend" "$(grep -m1 -o 'tpm:.*' "$TMP/out")"; fi
+  # failure mode is the power cycle's, not the state's: without the shim the TPM works again
+  t tpm2_pcrextend -T "cmd:exec $HOOK emulate --state-dir $TMP/broken" "16:sha256=$(printf '%064x' 7)" > /dev/null 2>&1 &&
+    pass "broken SHA-256: the state is whole (works again without the shim)" ||
+    fail "broken SHA-256" "the TPM does not work again without the shim"
+  if t tpm2_selftest -f -T "$broken" > "$TMP/out" 2>&1; then fail "broken SHA-256: full self-test" "passed"
+  else pass "broken SHA-256: the full self-test fails"; fi
+else
+  echo "SKIP: the broken-SHA-256 checks (no shim given)"
+fi
 
 # Options that cannot go together are refused, not silently resolved (setup refuses them too).
 head -c 32 /dev/urandom > "$TMP/key"; echo pw > "$TMP/pw"; chmod 600 "$TMP/key" "$TMP/pw"
