@@ -59,9 +59,11 @@ void detach_stdio_and_fds(const std::set<int>& keep) {
 }
 
 void send_to_parent(int fd, const std::string& msg) {
-  // the parent reads EOF as failure if this does not arrive
-  if (fd >= 0) [[maybe_unused]]
-    auto n = ::write(fd, msg.data(), msg.size());
+  // The parent reads EOF as failure if this does not arrive; once setup is over it is gone,
+  // and a plain write() would then raise SIGPIPE before the error reached the log.
+  // (The keeper's is a pipe, which the hook reads until the end.)
+  if (fd >= 0 && ::send(fd, msg.data(), msg.size(), MSG_NOSIGNAL) < 0 && errno == ENOTSOCK)
+    (void)!::write(fd, msg.data(), msg.size());
 }
 
 // One message from the other end (SOCK_SEQPACKET keeps message boundaries); "" at EOF.
