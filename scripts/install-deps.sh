@@ -5,7 +5,7 @@ PKGS=(build-essential cmake ninja-build pkg-config clang-format
       libtpms-dev libtss2-dev nlohmann-json3-dev libcli11-dev libspdlog-dev libfmt-dev libgtest-dev
       libssl-dev libseccomp-dev libbenchmark-dev
       tpm2-tools jq python3 swtpm swtpm-tools shellcheck
-      runc crun podman
+      runc crun podman docker.io containerd
       qemu-system-x86 linux-image-amd64 busybox-static cpio xz-utils kmod)
 missing=()
 for p in "${PKGS[@]}"; do

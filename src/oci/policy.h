@@ -16,6 +16,12 @@ struct Policy {
   // linux.vtpms fields that annotations may set. By default only what changes the workload's
   // own TPM and nothing on the host.
   std::set<std::string> annotation_fields = {"vtpmVersion", "pcrBanks", "createCerts"};
+  // vtpm-runc only: the real OCI runtime it execs (absolute path); empty: "runc" on PATH.
+  std::string runtime;
+  // vtpm-runc only: the hook's global options in the hooks it adds, e.g. {"--state-root",
+  // "/srv/tpm"}, from the policy's "wrapperHookOptions" (stateRoot, runRoot, logFile,
+  // logLevel, caKey, caCert).
+  std::vector<std::string> wrapper_hook_args;
 };
 
 // Parses a policy document; unknown keys and field names are errors. Throws Error.
