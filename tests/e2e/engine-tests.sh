@@ -21,7 +21,8 @@
 #                        start times with plain runc and with the wrapper's vTPM
 #   docker               dockerd started here (daemon.json "runtimes", vfs, no network), an
 #                        image from `docker import`: `docker run --runtime vtpm`, NV written by
-#                        `docker run --name x` read after `docker start -a x`, -e
+#                        `docker run --name x` read after `docker start -a x` and after
+#                        `docker restart x`, -e
 #                        VTPM_HOOK_VTPM=none: no TPM; start times with runc and with the vTPM
 # Prints "PASS: name" / "FAIL: name: why", indented notes and "FIGURE: ..." lines, and finally
 # "N passed, M failed". Exit status: 0 all passed, 1 some failed, 2 the environment is unusable.
@@ -45,6 +46,9 @@ preflight runc jq containerd ctr containerd-shim-runc-v2 dockerd "$DOCKER" tpm2_
 WRAPPER=$(dirname "$HOOK")/vtpm-runc
 [ -x "$WRAPPER" ] || fatal "no $WRAPPER (the build makes it: a link to vtpm-hook)"
 [ "$(readlink -f "$WRAPPER")" = "$(readlink -f "$HOOK")" ] || fatal "$WRAPPER is not $HOOK"
+# `vtpm-runc` by name for container_run and cleanup (the build directory has no runc: the
+# wrapper still finds the real one further down PATH)
+PATH=$(dirname "$HOOK"):$PATH
 
 echo "# kernel $(uname -r), $(stat -fc %T /sys/fs/cgroup | sed 's/cgroup2fs/cgroup v2/;s/tmpfs/cgroup v1/'), tpm major $TPM_MAJOR"
 echo "# $(runc --version | head -n1), $(containerd --version), $($DOCKER --version)"
@@ -112,7 +116,7 @@ exec sleep 120" || return 1
     # and `run` in the foreground
     make_bundle runc eng-pt-run "" "$TPM2_SCRIPT" || return 1
     cp "$BUNDLE/config.json" "$E2E_WORK/pt-before.json"
-    container_run "$WRAPPER" eng-pt-run || return 1
+    container_run vtpm-runc eng-pt-run || return 1
     [ "$RC" = 0 ] || { why "vtpm-runc run exited with $RC: $(tail -n 3 "$BUNDLE/err")"; return 1; }
     check_tpm2_output "$BUNDLE/out" || return 1
     cmp -s "$BUNDLE/config.json" "$E2E_WORK/pt-before.json" ||
@@ -131,7 +135,7 @@ t_wrapper() {
     local id=eng-wr
     stock_bundle "$id" "$TPM2_SCRIPT" || return 1
     cp "$BUNDLE/config.json" "$E2E_WORK/wr-stock.json"
-    container_run "$WRAPPER" "$id" || return 1
+    container_run vtpm-runc "$id" || return 1
     [ "$RC" = 0 ] || { why "vtpm-runc run exited with $RC: $(tail -n 3 "$BUNDLE/err" "$BUNDLE/out" | tr '\n' ' ')"; return 1; }
     check_tpm2_output "$BUNDLE/out" || return 1
     expect_clean "$id" "vtpm-runc run" || return 1
@@ -145,7 +149,7 @@ t_wrapper() {
         { why "fields other than hooks changed"; return 1; }
     [ -d "$STATE_ROOT/$id" ] || { why "no state in $STATE_ROOT/$id (the policy's stateRoot)"; return 1; }
     cp "$BUNDLE/config.json" "$E2E_WORK/wr-once.json"
-    container_run "$WRAPPER" "$id" || return 1
+    container_run vtpm-runc "$id" || return 1
     [ "$RC" = 0 ] && check_tpm2_output "$BUNDLE/out" || { why "second vtpm-runc run: rc $RC; $WHY"; return 1; }
     cmp -s "$BUNDLE/config.json" "$E2E_WORK/wr-once.json" || { why "second run changed config.json"; return 1; }
     expect_clean "$id" "second vtpm-runc run" || return 1
@@ -153,7 +157,7 @@ t_wrapper() {
     # VTPM_HOOK_VTPM=none: no hooks, no TPM
     stock_bundle eng-wr-none "$TPM2_SCRIPT" VTPM_HOOK_VTPM=none || return 1
     cp "$BUNDLE/config.json" "$E2E_WORK/wr-none.json"
-    container_run "$WRAPPER" eng-wr-none || return 1
+    container_run vtpm-runc eng-wr-none || return 1
     grep -q '^NODEV /dev/tpm0' "$BUNDLE/out" || { why "VTPM_HOOK_VTPM=none: $(head -n 2 "$BUNDLE/out" | tr '\n' ' ')"; return 1; }
     cmp -s "$BUNDLE/config.json" "$E2E_WORK/wr-none.json" || { why "VTPM_HOOK_VTPM=none changed config.json"; return 1; }
     expect_clean eng-wr-none "vtpm-runc run (none)" || return 1
@@ -161,7 +165,7 @@ t_wrapper() {
     # VTPM_HOOK_VTPM=1.2: a TPM 1.2 (/dev/tpm0, no /dev/tpmrm0)
     stock_bundle eng-wr-12 'for d in /dev/tpm0 /dev/tpmrm0; do if [ -c $d ]; then echo "DEV $d"; else echo "NODEV $d"; fi; done' \
         VTPM_HOOK_VTPM=1.2 || return 1
-    container_run "$WRAPPER" eng-wr-12 || return 1
+    container_run vtpm-runc eng-wr-12 || return 1
     grep -q '^DEV /dev/tpm0' "$BUNDLE/out" && grep -q '^NODEV /dev/tpmrm0' "$BUNDLE/out" ||
         { why "VTPM_HOOK_VTPM=1.2: $(tr '\n' ' ' < "$BUNDLE/out") $(head -c 300 "$BUNDLE/err")"; return 1; }
     jq -e '.annotations["io.vtpm-hook.vtpm"] == "1.2"' "$BUNDLE/config.json" > /dev/null ||
@@ -171,7 +175,7 @@ t_wrapper() {
     # a bad value: one error line, exit 1, nothing started, config.json untouched
     stock_bundle eng-wr-bad "true" VTPM_HOOK_VTPM=3 || return 1
     cp "$BUNDLE/config.json" "$E2E_WORK/wr-bad.json"
-    container_run "$WRAPPER" eng-wr-bad || return 1
+    container_run vtpm-runc eng-wr-bad || return 1
     [ "$RC" = 1 ] || { why "VTPM_HOOK_VTPM=3: exit $RC, not 1"; return 1; }
     [ "$(wc -l < "$BUNDLE/err")" = 1 ] && grep -q '^vtpm-runc: error: .*VTPM_HOOK_VTPM must be 2, 1.2 or none' "$BUNDLE/err" ||
         { why "VTPM_HOOK_VTPM=3: stderr '$(head -c 300 "$BUNDLE/err")'"; return 1; }
@@ -196,13 +200,18 @@ EOF
     containerd --config "$CD/config.toml" > "$CD/containerd.log" 2>&1 &
     CD_PID=$!
     DIAG+=("$CD/containerd.log")
-    local t0; t0=$(now_ms)
-    until timeout 10 "${CTR[@]}" version > /dev/null 2>&1; do
-        kill -0 "$CD_PID" 2>/dev/null || { why "containerd exited: $(tail -n 3 "$CD/containerd.log")"; return 1; }
-        [ $(( $(now_ms) - t0 )) -lt 90000 ] || { why "containerd did not answer within 90 s"; return 1; }
+    wait_daemon "$CD_PID" containerd "$CD/containerd.log" "${CTR[@]}" version
+}
+# wait_daemon PID NAME LOG CLIENT...: until CLIENT answers (120 s at most)
+wait_daemon() {
+    local pid=$1 name=$2 log=$3 t0; shift 3
+    t0=$(now_ms)
+    until timeout 10 "$@" > /dev/null 2>&1; do
+        kill -0 "$pid" 2>/dev/null || { why "$name exited: $(tail -n 3 "$log")"; return 1; }
+        [ $(( $(now_ms) - t0 )) -lt 120000 ] || { why "$name did not answer within 120 s"; return 1; }
         sleep 0.5
     done
-    note "containerd answered after $(( $(now_ms) - t0 )) ms"
+    note "$name answered after $(( $(now_ms) - t0 )) ms"
 }
 stop_daemon() {   # stop_daemon PID NAME: SIGTERM, 60 s, SIGKILL
     local pid=$1 t0
@@ -211,6 +220,16 @@ stop_daemon() {   # stop_daemon PID NAME: SIGTERM, 60 s, SIGKILL
     while kill -0 "$pid" 2>/dev/null && [ $(( $(now_ms) - t0 )) -lt 60000 ]; do sleep 0.2; done
     kill -KILL "$pid" 2>/dev/null
     wait "$pid" 2>/dev/null
+    # its shims and (dockerd's) containerd go with it
+    t0=$(now_ms)
+    while [ -n "$(engine_processes)" ] && [ $(( $(now_ms) - t0 )) -lt 30000 ]; do sleep 0.2; done
+    [ -z "$(engine_processes)" ] || { why "after stopping $2: still alive: $(engine_processes)"; return 1; }
+}
+engine_processes() {
+    local n
+    for n in dockerd containerd containerd-shim; do
+        [ -z "$(live_named "$n")" ] || printf '%s(%s) ' "$n" "$(live_named "$n" | tr '\n' ' ')"
+    done
 }
 
 # ctr_run ID RUNC ENV SCRIPT: `ctr run --rm` of the symlink rootfs with /usr and /etc from the
@@ -238,7 +257,11 @@ else
 fi'
 NODEV_SCRIPT='if [ -e /dev/tpm0 ] || [ -e /dev/tpmrm0 ]; then echo HAS-TPM; else echo NO-TPM; fi'
 
-t_containerd() { t_containerd_body; local rc=$?; stop_daemon "$CD_PID" containerd; return $rc; }
+t_containerd() {
+    t_containerd_body; local rc=$?
+    stop_daemon "$CD_PID" containerd || rc=1
+    return $rc
+}
 t_containerd_body() {
     local i with="" without=""
     rm -rf "$CD"; mkdir -p "$CD"
@@ -286,13 +309,8 @@ start_dockerd() {
     dockerd --config-file "$DW/daemon.json" > "$DW/dockerd.log" 2>&1 &
     DOCKERD_PID=$!
     DIAG+=("$DW/dockerd.log")
-    local t0; t0=$(now_ms)
-    until timeout 10 "${DK[@]}" version > /dev/null 2>&1; do
-        kill -0 "$DOCKERD_PID" 2>/dev/null || { why "dockerd exited: $(tail -n 3 "$DW/dockerd.log")"; return 1; }
-        [ $(( $(now_ms) - t0 )) -lt 120000 ] || { why "dockerd did not answer within 120 s"; return 1; }
-        sleep 0.5
-    done
-    note "dockerd answered after $(( $(now_ms) - t0 )) ms ($("${DK[@]}" version --format '{{.Server.Version}}' 2>&1))"
+    wait_daemon "$DOCKERD_PID" dockerd "$DW/dockerd.log" "${DK[@]}" version || return 1
+    note "dockerd $("${DK[@]}" version --format '{{.Server.Version}}' 2>&1)"
 }
 
 # docker_do NAME ARGS...: one docker command, output in $DW/NAME.out/.err, RC and MS set
@@ -311,7 +329,7 @@ DRUN=(run --network none -v /usr:/usr:ro)
 t_docker() {
     t_docker_body; local rc=$?
     timeout 60 "${DK[@]}" rm -f eng-dk-nv > /dev/null 2>&1
-    stop_daemon "$DOCKERD_PID" dockerd
+    stop_daemon "$DOCKERD_PID" dockerd || rc=1
     return $rc
 }
 t_docker_body() {
@@ -336,6 +354,13 @@ t_docker_body() {
     docker_do nv2 start -a eng-dk-nv
     grep -q '^NV-READ engine-check' "$DW/nv2.out" || { why "NV read after docker start: rc $RC, $(tail -n 3 "$DW/nv2.err" "$DW/nv2.out" | tr '\n' ' ')"; return 1; }
     expect_clean "$id" "docker start -a (NV reader)" || return 1
+    docker_do restart restart eng-dk-nv
+    [ "$RC" = 0 ] || { why "docker restart: $(head -c 300 "$DW/restart.err")"; return 1; }
+    docker_do wait wait eng-dk-nv
+    docker_do logs logs eng-dk-nv
+    [ "$(grep -c '^NV-READ engine-check' "$DW/logs.out")" = 2 ] ||
+        { why "NV not read after docker restart: logs '$(tr '\n' ' ' < "$DW/logs.out")'"; return 1; }
+    expect_clean "$id" "docker restart (NV reader)" || return 1
     docker_do rm rm eng-dk-nv
     [ "$RC" = 0 ] || { why "docker rm: $(head -c 300 "$DW/rm.err")"; return 1; }
 
