@@ -18,12 +18,12 @@
 #   containerd-ctr       containerd started here: `ctr run --runc-binary vtpm-runc --rootfs`
 #                        runs tpm2_getrandom + tpm2_pcrread; an NV index written in one run is
 #                        read in a second run of the same id; VTPM_HOOK_VTPM=none: no TPM;
-#                        start times with plain runc and with the wrapper's vTPM
+#                        start times: plain runc, the wrapper with "none", the wrapper's vTPM
 #   docker               dockerd started here (daemon.json "runtimes", vfs, no network), an
 #                        image from `docker import`: `docker run --runtime vtpm`, NV written by
 #                        `docker run --name x` read after `docker start -a x` and after
 #                        `docker restart x`, -e
-#                        VTPM_HOOK_VTPM=none: no TPM; start times with runc and with the vTPM
+#                        VTPM_HOOK_VTPM=none: no TPM; start times as for containerd
 # Prints "PASS: name" / "FAIL: name: why", indented notes and "FIGURE: ..." lines, and finally
 # "N passed, M failed". Exit status: 0 all passed, 1 some failed, 2 the environment is unusable.
 # E2E_ONLY=regex selects scenarios; TIMES=N start-time samples per variant (default 3).
@@ -263,7 +263,7 @@ t_containerd() {
     return $rc
 }
 t_containerd_body() {
-    local i with="" without=""
+    local i with="" without="" none=""
     rm -rf "$CD"; mkdir -p "$CD"
     make_rootfs "$CD/rootfs"
     start_containerd || return 1
@@ -283,14 +283,17 @@ t_containerd_body() {
     [ "$RC" = 0 ] && grep -q '^NO-TPM' "$CD/eng-ctr-none.out" || { why "VTPM_HOOK_VTPM=none: rc $RC, $(tr '\n' ' ' < "$CD/eng-ctr-none.out")"; return 1; }
     [ ! -e "$STATE_ROOT/eng-ctr-none" ] || { why "VTPM_HOOK_VTPM=none made a TPM state"; return 1; }
 
-    # start time of `ctr run --rm ... true`: plain runc, then the wrapper's vTPM
+    # start time of `ctr run --rm ... true`: plain runc, the wrapper without a TPM, the vTPM
     for i in $(seq "$TIMES"); do
         ctr_run "eng-ctr-t$i" runc "" true; [ "$RC" = 0 ] || { why "timing run (runc) rc $RC"; return 1; }
         without+="$MS "
+        ctr_run "eng-ctr-n$i" "$WRAPPER" VTPM_HOOK_VTPM=none true; [ "$RC" = 0 ] || { why "timing run (none) rc $RC"; return 1; }
+        none+="$MS "
         ctr_run "eng-ctr-v$i" "$WRAPPER" "" true; [ "$RC" = 0 ] || { why "timing run (vtpm) rc $RC"; return 1; }
         with+="$MS "
     done
     note "FIGURE: ctr_run_ms_runc=$(printf '%s\n' $without | med)"
+    note "FIGURE: ctr_run_ms_wrapper_none=$(printf '%s\n' $none | med)"
     note "FIGURE: ctr_run_ms_vtpm=$(printf '%s\n' $with | med)"
     expect_clean "" "the timing runs" || return 1
 }
@@ -333,7 +336,7 @@ t_docker() {
     return $rc
 }
 t_docker_body() {
-    local i with="" without="" id
+    local i with="" without="" none="" id
     rm -rf "$DW"; mkdir -p "$DW"
     make_rootfs "$DW/rootfs"
     start_dockerd || return 1
@@ -367,13 +370,17 @@ t_docker_body() {
     docker_do none "${DRUN[@]}" --rm --runtime vtpm -e VTPM_HOOK_VTPM=none vtpm-e2e:1 /bin/sh -c "$NODEV_SCRIPT"
     [ "$RC" = 0 ] && grep -q '^NO-TPM' "$DW/none.out" || { why "-e VTPM_HOOK_VTPM=none: rc $RC, $(tr '\n' ' ' < "$DW/none.out") $(head -c 200 "$DW/none.err")"; return 1; }
 
+    # start time of `docker run --rm ... true`: runc, the wrapper without a TPM, the vTPM
     for i in $(seq "$TIMES"); do
         docker_do "t$i" "${DRUN[@]}" --rm --runtime runc vtpm-e2e:1 true; [ "$RC" = 0 ] || { why "timing run (runc) rc $RC"; return 1; }
         without+="$MS "
+        docker_do "n$i" "${DRUN[@]}" --rm --runtime vtpm -e VTPM_HOOK_VTPM=none vtpm-e2e:1 true; [ "$RC" = 0 ] || { why "timing run (none) rc $RC"; return 1; }
+        none+="$MS "
         docker_do "v$i" "${DRUN[@]}" --rm --runtime vtpm vtpm-e2e:1 true; [ "$RC" = 0 ] || { why "timing run (vtpm) rc $RC"; return 1; }
         with+="$MS "
     done
     note "FIGURE: docker_run_ms_runc=$(printf '%s\n' $without | med)"
+    note "FIGURE: docker_run_ms_wrapper_none=$(printf '%s\n' $none | med)"
     note "FIGURE: docker_run_ms_vtpm=$(printf '%s\n' $with | med)"
     expect_clean "" "the timing runs" || return 1
 }
