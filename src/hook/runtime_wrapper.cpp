@@ -57,7 +57,11 @@ std::string self_exe() {
   char buf[PATH_MAX];
   const ssize_t n = ::readlink("/proc/self/exe", buf, sizeof buf - 1);
   if (n <= 0) throw sys_error("readlink /proc/self/exe");
-  return std::string(buf, static_cast<size_t>(n));
+  std::string path(buf, static_cast<size_t>(n));
+  // replaced while it ran (a package upgrade): the hooks run the new binary at the same path
+  constexpr std::string_view kDeleted = " (deleted)";
+  if (path.ends_with(kDeleted)) path.resize(path.size() - kDeleted.size());
+  return path;
 }
 
 // true when `path` is the file /proc/self/exe is (the wrapper and the hook are one binary)
