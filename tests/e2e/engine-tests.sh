@@ -15,6 +15,8 @@
 #                        field kept, a second run changes nothing), the TPM works;
 #                        VTPM_HOOK_VTPM=none: no hooks, no TPM; =1.2: a TPM 1.2; =3: one error
 #                        line, exit 1, config.json untouched
+#   policy-runtime       the policy's "runtime": /usr/bin/crun runs the containers (TPM checks)
+#                        and answers --version; the wrapper itself as "runtime" is refused
 #   containerd-ctr       containerd started here: `ctr run --runc-binary vtpm-runc --rootfs`
 #                        runs tpm2_getrandom + tpm2_pcrread; an NV index written in one run is
 #                        read in a second run of the same id; VTPM_HOOK_VTPM=none: no TPM;
@@ -41,7 +43,7 @@ TIMES=${TIMES:-3}
 DOCKER=/usr/bin/docker      # Debian's client (20.10), whatever else is on PATH
 POLICY_FILE=/etc/vtpm-hook/policy.json
 
-preflight runc jq containerd ctr containerd-shim-runc-v2 dockerd "$DOCKER" tpm2_getrandom \
+preflight runc crun jq containerd ctr containerd-shim-runc-v2 dockerd "$DOCKER" tpm2_getrandom \
     tpm2_pcrread tpm2_nvdefine tpm2_nvwrite tpm2_nvread timeout cmp tar
 WRAPPER=$(dirname "$HOOK")/vtpm-runc
 [ -x "$WRAPPER" ] || fatal "no $WRAPPER (the build makes it: a link to vtpm-hook)"
@@ -57,9 +59,9 @@ echo "# wrapper: $WRAPPER -> $HOOK"
 rm -rf "$E2E_WORK"
 mkdir -p "$STATE_ROOT" "$RUN_ROOT" "$LOG_DIR" "$BUNDLES" /etc/vtpm-hook
 WLOG=$LOG_DIR/wrapper-hooks.log     # the log file of every hook the wrapper adds
-write_policy "$POLICY_FILE" "$(jq -n --arg S "$STATE_ROOT" --arg R "$RUN_ROOT" --arg L "$WLOG" \
-    '{"wrapperHookOptions": {"stateRoot": $S, "runRoot": $R, "logFile": $L, "logLevel": "debug"}}')" ||
-    fatal "cannot write $POLICY_FILE"
+POLICY_JSON=$(jq -nc --arg S "$STATE_ROOT" --arg R "$RUN_ROOT" --arg L "$WLOG" \
+    '{"wrapperHookOptions": {"stateRoot": $S, "runRoot": $R, "logFile": $L, "logLevel": "debug"}}')
+write_policy "$POLICY_FILE" "$POLICY_JSON" || fatal "cannot write $POLICY_FILE"
 T_START=$(now_ms)
 
 med() { sort -n | awk '{a[NR] = $1} END { if (NR) printf "%s ms (n=%d, min %s, max %s)", a[int((NR + 1) / 2)], NR, a[1], a[NR]; else printf "none" }'; }
@@ -181,6 +183,25 @@ t_wrapper() {
         { why "VTPM_HOOK_VTPM=3: stderr '$(head -c 300 "$BUNDLE/err")'"; return 1; }
     cmp -s "$BUNDLE/config.json" "$E2E_WORK/wr-bad.json" || { why "a failed wrapper changed config.json"; return 1; }
     [ -z "$(runtime_status runc eng-wr-bad)" ] || { why "runc knows eng-wr-bad after the wrapper failed"; return 1; }
+}
+
+# the policy's "runtime": crun instead of runc
+t_policy_runtime() { t_policy_runtime_body; local rc=$?; write_policy "$POLICY_FILE" "$POLICY_JSON" || rc=1; return $rc; }
+t_policy_runtime_body() {
+    write_policy "$POLICY_FILE" "$(jq -c '.runtime = "/usr/bin/crun"' <<< "$POLICY_JSON")" || return 1
+    [ "$(timeout 30 vtpm-runc --version 2>&1)" = "$(timeout 30 crun --version 2>&1)" ] ||
+        { why "vtpm-runc --version is not crun's under runtime /usr/bin/crun"; return 1; }
+    stock_bundle eng-crun "$TPM2_SCRIPT" || return 1
+    CLEANUP+=("crun eng-crun")
+    container_run vtpm-runc eng-crun || return 1
+    [ "$RC" = 0 ] || { why "vtpm-runc run (crun) exited with $RC: $(tail -n 3 "$BUNDLE/err" "$BUNDLE/out" | tr '\n' ' ')"; return 1; }
+    check_tpm2_output "$BUNDLE/out" || return 1
+    expect_clean eng-crun "vtpm-runc run (crun)" || return 1
+    # the real runtime may not be the wrapper itself
+    write_policy "$POLICY_FILE" "$(jq -c --arg w "$WRAPPER" '.runtime = $w' <<< "$POLICY_JSON")" || return 1
+    timeout 30 vtpm-runc --version > /dev/null 2> "$E2E_WORK/self.err" && { why "runtime = the wrapper itself was accepted"; return 1; }
+    grep -q '^vtpm-runc: error: the real runtime .* is vtpm-runc itself' "$E2E_WORK/self.err" ||
+        { why "runtime = the wrapper: '$(head -c 200 "$E2E_WORK/self.err")'"; return 1; }
 }
 
 # ---------------------------------------------------------------- 3. containerd
@@ -391,6 +412,7 @@ run_if() { local n=$1; shift; [[ $n =~ $ONLY ]] && scenario "$n" with_diag "$@";
 
 run_if passthrough-runc t_passthrough
 run_if wrapper-runc     t_wrapper
+run_if policy-runtime   t_policy_runtime
 run_if containerd-ctr   t_containerd
 run_if docker           t_docker
 
