@@ -43,6 +43,8 @@ TIMES=${TIMES:-3}
 DOCKER=/usr/bin/docker      # Debian's client (20.10), whatever else is on PATH
 POLICY_FILE=/etc/vtpm-hook/policy.json
 
+# it writes the wrapper's fixed policy path and starts daemons: only in the throw-away guest
+[ -x /run/vtpmvm/stage2 ] || fatal "runs only inside the test VM (tests/e2e/run-engines.sh): it writes $POLICY_FILE"
 preflight runc crun jq containerd ctr containerd-shim-runc-v2 dockerd "$DOCKER" tpm2_getrandom \
     tpm2_pcrread tpm2_nvdefine tpm2_nvwrite tpm2_nvread timeout cmp tar
 WRAPPER=$(dirname "$HOOK")/vtpm-runc
