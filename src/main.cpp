@@ -5,13 +5,16 @@
 
 #include <CLI/CLI.hpp>
 #include <cstdio>
+#include <filesystem>
 #include <iostream>
 
 #include "common/error.h"
 #include "common/io_util.h"
 #include "common/logging.h"
 #include "emulator/stream_emulator.h"
+#include "hook/cdi.h"
 #include "hook/ek_export.h"
+#include "hook/gc.h"
 #include "hook/hooks.h"
 #include "hook/runtime_wrapper.h"
 #include "hook/status.h"
@@ -40,24 +43,30 @@ int main(int argc, char** argv) {
   app.set_version_flag("--version", std::string("vtpm-hook ") + VTPM_HOOK_VERSION);
   app.require_subcommand(1);
   app.fallthrough();
-  app.add_option("--state-root", opts.state_root, "Where TPM state lives by default")
-      ->capture_default_str();
-  app.add_option("--run-root", opts.run_root, "Where run records of live vTPMs live")
-      ->capture_default_str();
-  app.add_option("--log-file", opts.log_file, "Append logs to this file (also the emulators')");
-  app.add_option("--log-level", opts.log_level, "trace, debug, info, warn, error or off")
-      ->capture_default_str();
-  app.add_option("--vtpmx", opts.vtpmx, "The kernel's vTPM proxy control device")
-      ->capture_default_str();
+  auto* state_root =
+      app.add_option("--state-root", opts.state_root, "Where TPM state lives by default")
+          ->capture_default_str();
+  auto* run_root =
+      app.add_option("--run-root", opts.run_root, "Where run records of live vTPMs live")
+          ->capture_default_str();
+  auto* log_file =
+      app.add_option("--log-file", opts.log_file, "Append logs to this file (also the emulators')");
+  auto* log_level =
+      app.add_option("--log-level", opts.log_level, "trace, debug, info, warn, error or off")
+          ->capture_default_str();
+  auto* vtpmx = app.add_option("--vtpmx", opts.vtpmx, "The kernel's vTPM proxy control device")
+                    ->capture_default_str();
   auto* policy = app.add_option("--policy", opts.policy,
                                 "The administrator's policy file (what annotations may choose, "
                                 "where state may live); missing at the default path: defaults")
                      ->capture_default_str();
-  app.add_option("--ca-key", opts.ca_key,
-                 "EK certificate CA key (PEM); created with --ca-cert when both are missing "
-                 "[<state-root>/ca/ek-ca-key.pem]");
-  app.add_option("--ca-cert", opts.ca_cert,
-                 "EK certificate CA certificate (PEM) [<state-root>/ca/ek-ca-cert.pem]");
+  auto* ca_key =
+      app.add_option("--ca-key", opts.ca_key,
+                     "EK certificate CA key (PEM); created with --ca-cert when both are missing "
+                     "[<state-root>/ca/ek-ca-key.pem]");
+  auto* ca_cert =
+      app.add_option("--ca-cert", opts.ca_cert,
+                     "EK certificate CA certificate (PEM) [<state-root>/ca/ek-ca-cert.pem]");
 
   auto* setup = app.add_subcommand("setup", "Give a container its vTPMs (OCI state on stdin)");
   bool no_cgroup = false;
@@ -67,9 +76,20 @@ int main(int argc, char** argv) {
   setup->alias("createRuntime");
   auto* teardown = app.add_subcommand("teardown", "Stop a container's vTPMs (OCI state on stdin)");
   teardown->alias("poststop");
+  std::string default_version = "2", default_banks;
+  bool default_certs = false;
   auto* by_status = app.add_subcommand(
       "hook", "setup or teardown by the state's status (for hooks.d: one args list, all stages)");
   by_status->add_flag("--no-device-cgroup", no_cgroup, "As for setup");
+  for (auto* sub : {setup, by_status}) {
+    sub->add_option("--default-version", default_version,
+                    "TPM version when config.json and annotations ask for nothing in particular")
+        ->check(CLI::IsMember({"2", "1.2"}))
+        ->capture_default_str();
+    sub->add_option("--default-pcr-banks", default_banks, "PCR banks of that default TPM");
+    sub->add_flag("--default-create-certs", default_certs,
+                  "EKs and EK certificates in that default TPM");
+  }
 
   std::string state_dir;
   std::string tpm_version = "2";
@@ -112,6 +132,22 @@ int main(int argc, char** argv) {
       ->capture_default_str();
   ek->add_flag("--json", ek_json, "One JSON object instead of PEM");
   auto* ca_cmd = app.add_subcommand("ca", "Print the local CA's certificate (PEM)");
+  std::string cdi_output, hook_path;
+  bool cdi_no_cgroup = false;
+  auto* cdi = app.add_subcommand(
+      "cdi", "Print a CDI spec: devices vtpm-hook.io/tpm=2, =1.2 and the policy's cdiDevices");
+  cdi->add_option("--output", cdi_output,
+                  "Write it to this file (atomically), e.g. /etc/cdi/vtpm-hook.json");
+  cdi->add_option("--hook-path", hook_path, "The hook's path in the spec [this executable]");
+  cdi->add_flag("--no-device-cgroup", cdi_no_cgroup, "setup --no-device-cgroup in the spec");
+
+  std::string unused_for = "30d";
+  bool dry_run = false;
+  auto* gc = app.add_subcommand(
+      "gc", "Remove default state dirs under --state-root that no container used for a while");
+  gc->add_option("--unused-for", unused_for, "Only state unused this long: 0, 90m, 12h, 30d, 2w")
+      ->capture_default_str();
+  gc->add_flag("--dry-run", dry_run, "Only list what would be removed");
 
   try {
     app.parse(argc, argv);
@@ -130,12 +166,17 @@ int main(int argc, char** argv) {
     return 1;
   }
   try {
-    if (*setup) {
+    if (*setup || *by_status) {
       opts.device_cgroup = !no_cgroup;
-      vtpm::run_setup(read_stdin(), opts);
-    } else if (*by_status) {
-      opts.device_cgroup = !no_cgroup;
-      vtpm::run_hook_by_status(read_stdin(), opts);
+      opts.default_vtpm.version = *vtpm::parse_tpm_version(default_version);  // CLI11 checked it
+      if (!default_banks.empty())
+        opts.default_vtpm.pcr_banks = vtpm::parse_pcr_banks(default_banks, "--default-pcr-banks");
+      opts.default_vtpm.create_certs = default_certs;
+      vtpm::check_vtpm_choice(opts.default_vtpm, "--default-version");
+      if (*setup)
+        vtpm::run_setup(read_stdin(), opts);
+      else
+        vtpm::run_hook_by_status(read_stdin(), opts);
     } else if (*teardown) {
       vtpm::run_teardown(read_stdin(), opts);
     } else if (*status) {
@@ -145,6 +186,34 @@ int main(int argc, char** argv) {
       std::fputs(vtpm::render_ek(found, ek_json).c_str(), stdout);
     } else if (*ca_cmd) {
       std::fputs(vtpm::render_ca(opts).c_str(), stdout);
+    } else if (*cdi) {
+      vtpm::CdiOptions co;
+      co.hook_path = hook_path.empty() ? std::filesystem::read_symlink("/proc/self/exe").string()
+                                       : std::filesystem::absolute(hook_path).string();
+      // The options the administrator gave, for both hooks; paths absolute (hooks run in the
+      // bundle directory).
+      for (auto [opt, value, is_path] : {std::tuple{state_root, &opts.state_root, true},
+                                         {run_root, &opts.run_root, true},
+                                         {policy, &opts.policy, true},
+                                         {log_file, &opts.log_file, true},
+                                         {log_level, &opts.log_level, false},
+                                         {vtpmx, &opts.vtpmx, true},
+                                         {ca_key, &opts.ca_key, true},
+                                         {ca_cert, &opts.ca_cert, true}})
+        if (opt->count() > 0)
+          co.global_args.insert(
+              co.global_args.end(),
+              {opt->get_name(), is_path ? std::filesystem::absolute(*value).string() : *value});
+      if (cdi_no_cgroup) co.setup_args.push_back("--no-device-cgroup");
+      co.devices = vtpm::cdi_devices(vtpm::load_policy(opts.policy, opts.policy_required));
+      const std::string text = vtpm::make_cdi_spec(co).dump(2) + "\n";
+      if (cdi_output.empty())
+        std::fputs(text.c_str(), stdout);
+      else
+        vtpm::install_cdi_spec(cdi_output, text);
+    } else if (*gc) {
+      vtpm::GcOptions go{vtpm::parse_duration(unused_for), dry_run};
+      return vtpm::run_gc(opts, go, std::cout) == 0 ? 0 : 1;
     } else if (*emulate) {
       vtpm::StreamOptions so;
       so.state_dir = state_dir;

@@ -78,7 +78,7 @@ void write_file_atomic(int dir_fd, const std::string& name, std::span<const uint
     if (::renameat(dir_fd, tmp.c_str(), dir_fd, name.c_str()) != 0)
       throw sys_error("rename " + what + ".tmp");
   } catch (const Error&) {
-    ::unlinkat(dir_fd, tmp.c_str(), 0);  // the old file stays whole; the error says why
+    (void)::unlinkat(dir_fd, tmp.c_str(), 0);  // the old file stays whole; the error says why
     throw;
   }
   if (::fsync(dir_fd) != 0) throw sys_error("fsync the directory of " + what);

@@ -40,11 +40,9 @@ void init_logging(const std::string& level, const std::string& log_file) {
   err->set_pattern("%n: %l: %v");
   sinks.push_back(err);
   if (!log_file.empty()) {
-    try {
+    with_context("cannot open log file " + log_file, [&] {
       sinks.push_back(std::make_shared<spdlog::sinks::basic_file_sink_st>(log_file));
-    } catch (const spdlog::spdlog_ex& e) {
-      throw Error("cannot open log file " + log_file + ": " + e.what());
-    }
+    });
   }
   install(std::move(sinks), level, "vtpm-hook");
 }

@@ -35,7 +35,7 @@ bool stop_pidfd(int pidfd, std::chrono::milliseconds grace) {
   // Signals go through the pidfd, so a recycled pid can never be hit.
   if (::pidfd_send_signal(pidfd, SIGTERM, nullptr, 0) != 0 && errno == ESRCH) return true;
   if (wait_pidfd(pidfd, grace)) return true;
-  ::pidfd_send_signal(pidfd, SIGKILL, nullptr, 0);
+  (void)::pidfd_send_signal(pidfd, SIGKILL, nullptr, 0);  // ESRCH: it exited meanwhile
   return wait_pidfd(pidfd, std::chrono::seconds(5));
 }
 

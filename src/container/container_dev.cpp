@@ -119,18 +119,18 @@ void bind_host_node(pid_t pid, const std::string& root_path, const std::string& 
         UniqueFd dev_dir = open_in_root(root.get(), "dev", "the container's /dev");
         // The container's /dev belongs to its user namespace, where the host's root has no id:
         // create the mount point as the container's root (mount itself needs no fs id).
-        ::setfsgid(root_gid);
-        ::setfsuid(root_uid);
+        (void)::setfsgid(root_gid);  // returns the old id, never an error; openat checks
+        (void)::setfsuid(root_uid);
         // An empty file to mount over, put in place like a node: rename replaces what was there.
         const std::string tmp = ".vtpm-hook." + name + "." + std::to_string(::getpid());
-        ::unlinkat(dev_dir.get(), tmp.c_str(), 0);
+        (void)::unlinkat(dev_dir.get(), tmp.c_str(), 0);  // a leftover of a killed hook, if any
         UniqueFd f(::openat(dev_dir.get(), tmp.c_str(),
                             O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600));
         if (!f) throw sys_error("create /dev/" + name + " in the container");
         f.reset();
         if (::renameat(dev_dir.get(), tmp.c_str(), dev_dir.get(), name.c_str()) != 0) {
           const int err = errno;
-          ::unlinkat(dev_dir.get(), tmp.c_str(), 0);
+          (void)::unlinkat(dev_dir.get(), tmp.c_str(), 0);  // undo; the rename error counts
           throw sys_error("rename into /dev/" + name + " in the container", err);
         }
         struct stat ts {};
@@ -165,7 +165,7 @@ void place_device_node_at(int root_fd, const std::string& name, DevNum dev) {
   UniqueFd dev_dir = open_in_root(root_fd, "dev", "the container's /dev");
   const std::string tmp = ".vtpm-hook." + name + "." + std::to_string(::getpid());
   const dev_t rdev = makedev(dev.major, dev.minor);
-  ::unlinkat(dev_dir.get(), tmp.c_str(), 0);
+  (void)::unlinkat(dev_dir.get(), tmp.c_str(), 0);  // a leftover of a killed hook, if any
   // 0666: the TPM belongs to this container alone; its users and cgroup decide who uses it.
   const mode_t old_umask = ::umask(0);
   const int rc = ::mknodat(dev_dir.get(), tmp.c_str(), S_IFCHR | 0666, rdev);
@@ -175,7 +175,7 @@ void place_device_node_at(int root_fd, const std::string& name, DevNum dev) {
   // rename() replaces a file, fifo, node or symlink at the name without following it.
   if (::renameat(dev_dir.get(), tmp.c_str(), dev_dir.get(), name.c_str()) != 0) {
     const int err = errno;
-    ::unlinkat(dev_dir.get(), tmp.c_str(), 0);
+    (void)::unlinkat(dev_dir.get(), tmp.c_str(), 0);  // undo; the rename error counts
     if (err == EISDIR || err == ENOTEMPTY || err == EEXIST)
       throw Error("the container's /dev/" + name + " is a directory; refusing to replace it");
     throw sys_error("rename into /dev/" + name + " in the container", err);
@@ -205,7 +205,7 @@ void remove_device_node(pid_t container_pid, const std::string& root_path, const
     struct stat st {};
     if (::fstatat(dev_dir.get(), name.c_str(), &st, AT_SYMLINK_NOFOLLOW) == 0 &&
         S_ISCHR(st.st_mode))
-      ::unlinkat(dev_dir.get(), name.c_str(), 0);
+      (void)::unlinkat(dev_dir.get(), name.c_str(), 0);  // gone already is as good
     // A bind-mounted node (user namespaces) goes away with the container's mount namespace.
   } catch (const Error&) {
     // The container is gone, and its /dev with it.

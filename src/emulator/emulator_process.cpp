@@ -23,6 +23,7 @@
 #include "state/state_store.h"
 #include "tpm/command_handler.h"
 #include "tpm/provision.h"
+#include "tpm/self_test.h"
 #include "tpm/tpm_engine.h"
 #include "tpm/tpm_proto.h"
 
@@ -34,25 +35,25 @@ constexpr char kReady[] = "ready";    // serving the proxy fd
 
 // Runtimes start hooks with odd signal state (crun blocks SIGTERM): start from a clean slate.
 void reset_signals() {
-  for (int s = 1; s < NSIG; ++s) ::signal(s, SIG_DFL);
+  for (int s = 1; s < NSIG; ++s) (void)::signal(s, SIG_DFL);  // SIGKILL/SIGSTOP refuse: fine
   sigset_t none;
   sigemptyset(&none);
-  ::sigprocmask(SIG_SETMASK, &none, nullptr);
+  (void)::sigprocmask(SIG_SETMASK, &none, nullptr);  // cannot fail with a valid set
 }
 
 // runc waits for EOF on the hook's stdout/stderr: the emulator must hold no copy of them.
 void detach_stdio_and_fds(const std::set<int>& keep) {
   const int null_fd = ::open("/dev/null", O_RDWR);
   if (null_fd < 0) ::_exit(127);  // stdio would stay attached and hang the runtime
-  for (int fd = 0; fd <= 2; ++fd) ::dup2(null_fd, fd);
-  if (null_fd > 2) ::close(null_fd);
+  for (int fd = 0; fd <= 2; ++fd) (void)::dup2(null_fd, fd);  // valid fds: cannot fail
+  if (null_fd > 2) (void)::close(null_fd);
   std::vector<int> to_close;
   if (DIR* d = ::opendir("/proc/self/fd")) {
     while (dirent* e = ::readdir(d)) {
       const int fd = std::atoi(e->d_name);
       if (fd > 2 && fd != ::dirfd(d) && !keep.count(fd)) to_close.push_back(fd);
     }
-    ::closedir(d);
+    (void)::closedir(d);  // read-only directory stream
   }
   for (int fd : to_close) ::close(fd);
 }
@@ -83,17 +84,23 @@ void run_tpm(const EmulatorOptions& opts, UniqueFd dir_fd, int sock, int contain
   TpmEngine engine(store);
   if (!opts.pcr_banks.empty()) apply_pcr_banks(engine, opts.pcr_banks);
   // The kernel times each command it sends while registering the device: have the TPM
-  // started and self-tested before the device exists, so it answers at once on a busy host.
-  power_on(engine, opts.close_platform);
-  spdlog::debug("TPM started and self-tested");
+  // started before the device exists, so it answers at once on a busy host. TPM 2 tests itself
+  // in the background: once the hook is done (it closes its socket), in parallel with the
+  // container's own start, and before that each algorithm just before its first use.
+  const bool v2 = engine.version() == TpmVersion::V2;
+  power_on(engine, opts.close_platform, /*full_self_test=*/!v2);
+  DeferredSelfTest self_test([&](std::span<const uint8_t> c) { return engine.process(c); });
+  spdlog::debug("TPM started");
   send_to_parent(sock, kLoaded);
   server = receive_fd(sock);
   CommandHandler handler(
-      engine.version(), [&](std::span<const uint8_t> c) { return engine.process(c); },
+      engine.version(),
+      [&](std::span<const uint8_t> c) { return v2 ? self_test.process(c) : engine.process(c); },
       [&](uint8_t l) { engine.set_locality(l); }, /*accept_vendor=*/true);
   send_to_parent(sock, kReady);
   spdlog::info("serving TPM {} from {}", to_string(engine.version()), store.dir());
-  const StopReason why = serve_proxy(server.get(), container_pidfd, sig, handler);
+  const StopReason why = serve_proxy(server.get(), container_pidfd, sig, handler,
+                                     {v2 ? sock : -1, [&] { self_test.run(); }});
   spdlog::info("stopping: {}", to_string(why));
   // First out of the container's cgroup (setup charged us to it): the runtime removes it soon.
   if (cgroup && !cgroup->leave()) spdlog::warn("cannot leave the container's cgroup");
@@ -105,9 +112,9 @@ void run_tpm(const EmulatorOptions& opts, UniqueFd dir_fd, int sock, int contain
 void detach_from_hook(const char* name, const std::set<int>& keep) {
   spdlog::set_default_logger(std::make_shared<spdlog::logger>(name));
   reset_signals();
-  ::setsid();
+  (void)::setsid();  // EPERM only for a group leader, which a fresh fork is not
   detach_stdio_and_fds(keep);
-  ::prctl(PR_SET_NAME, name, 0, 0, 0);
+  (void)::prctl(PR_SET_NAME, name, 0, 0, 0);  // cosmetic: for ps and logs
 }
 
 // The child's last steps: the error (if any) to the parent and the log, then exit.
@@ -139,7 +146,7 @@ void detach_from_hook(const char* name, const std::set<int>& keep) {
     empty.reset();
     enter_emulator_sandbox();
     send_to_parent(ready_fd, kReady);
-    ::close(ready_fd);
+    (void)::close(ready_fd);  // the parent has read its answer
     ready_fd = -1;
     keep_devices(devs, sig.get(), cgroup);
     spdlog::info("the container's cgroup is empty: its device numbers are free");
@@ -186,7 +193,7 @@ EmulatorProcess::~EmulatorProcess() {
   if (pid_ <= 0) return;
   // Undo of a failed setup: it saves and exits (no keeper holds its device yet).
   stop_pidfd(pidfd_.get(), std::chrono::seconds(10));
-  ::waitpid(pid_, nullptr, WNOHANG);  // our child: reap it (bounded: it has exited by now)
+  (void)::waitpid(pid_, nullptr, WNOHANG);  // reap our child; it has exited (or is init's)
 }
 
 SpawnedEmulator spawn_emulator(const EmulatorOptions& opts, UniqueFd dir_fd, int container_pidfd,
@@ -206,7 +213,7 @@ SpawnedEmulator spawn_emulator(const EmulatorOptions& opts, UniqueFd dir_fd, int
   dir_fd.reset();
   EmulatorProcess emu(pid, open_pidfd(pid));
   auto fail = [&](const std::string& msg) {
-    ::waitpid(pid, nullptr, 0);
+    (void)::waitpid(pid, nullptr, 0);  // reap: its message (or none) is the error
     emu.release();
     return Error(msg.empty() ? "the emulator died while starting" : msg);
   };
@@ -216,7 +223,7 @@ SpawnedEmulator spawn_emulator(const EmulatorOptions& opts, UniqueFd dir_fd, int
   ProxyDevice dev = create_proxy_device(opts.version, opts.vtpmx);
   send_fd(ours.get(), dev.server_fd.get());
   if (const auto msg = receive_message(ours.get()); msg != kReady) throw fail(msg);
-  return {std::move(emu), dev.tpm_num, std::move(dev.server_fd)};
+  return {std::move(emu), dev.tpm_num, std::move(dev.server_fd), std::move(ours)};
 }
 
 void spawn_keeper(std::vector<KeptDevice> devs, const CgroupWatch& cgroup,
@@ -234,7 +241,7 @@ void spawn_keeper(std::vector<KeptDevice> devs, const CgroupWatch& cgroup,
   wr.reset();
   const std::string msg = read_all(rd.get(), 4096, "the keeper's answer");
   if (msg != kReady) {
-    ::waitpid(pid, nullptr, 0);
+    (void)::waitpid(pid, nullptr, 0);  // reap: its message (or none) is the error
     throw Error(msg.empty() ? "the keeper died while starting" : msg);
   }
 }
@@ -250,7 +257,7 @@ bool release_emulator(pid_t pid, const std::string& state_path, std::chrono::mil
     if (!holder || *holder != pid) return true;
     if (wait_pidfd(fd.get(), std::chrono::milliseconds(20))) return true;
   }
-  ::pidfd_send_signal(fd.get(), SIGKILL, nullptr, 0);
+  (void)::pidfd_send_signal(fd.get(), SIGKILL, nullptr, 0);  // ESRCH: it exited meanwhile
   return wait_pidfd(fd.get(), std::chrono::seconds(5));
 }
 

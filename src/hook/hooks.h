@@ -1,6 +1,8 @@
 #pragma once
 #include <string>
 
+#include "oci/policy.h"
+
 namespace vtpm {
 
 struct HookOptions {
@@ -14,6 +16,8 @@ struct HookOptions {
   std::string ca_cert;        // default <state_root>/ca/ek-ca-cert.pem
   std::string policy = "/etc/vtpm-hook/policy.json";
   bool policy_required = false;  // --policy given: the file must exist
+  // setup: the TPM of a container whose config.json and annotations ask for none in particular
+  VtpmChoice default_vtpm;
 };
 
 // prestart/createRuntime: everything or nothing. Throws Error.

@@ -59,6 +59,7 @@ void write_run_record(const std::string& run_root, const RunRecord& rec) {
   if (ec) throw Error("cannot create run root " + run_root + ": " + ec.message());
   nlohmann::json j = {{"containerId", rec.container_id},
                       {"bundle", rec.bundle},
+                      {"cgroup", rec.cgroup},
                       {"startedUnixMs", rec.started_unix_ms},
                       {"vtpms", nlohmann::json::array()}};
   for (const auto& v : rec.vtpms) j["vtpms"].push_back(to_json(v));
@@ -73,22 +74,22 @@ std::optional<RunRecord> read_run_record(const std::string& run_root, const std:
   if (!in) return std::nullopt;
   std::ostringstream ss;
   ss << in.rdbuf();
-  try {
+  return with_context("run record " + path + " is corrupt", [&] {  // nlohmann's errors or ours
     const auto j = nlohmann::json::parse(ss.str());
     RunRecord rec;
     rec.container_id = j.at("containerId").get<std::string>();
     rec.bundle = j.value("bundle", "");
+    rec.cgroup = j.value("cgroup", "");
     rec.started_unix_ms = j.value("startedUnixMs", 0LL);
     for (const auto& v : j.at("vtpms")) rec.vtpms.push_back(vtpm_from_json(v));
-    return rec;
-  } catch (const std::exception& e) {  // nlohmann's or ours
-    throw Error("run record " + path + " is corrupt: " + e.what());
-  }
+    return std::optional<RunRecord>(std::move(rec));
+  });
 }
 
 std::vector<RunRecord> list_run_records(const std::string& run_root) {
   std::vector<RunRecord> out;
   std::error_code ec;
+  // No run root yet (ec) is no record: nothing was ever set up here.
   for (const auto& e : std::filesystem::directory_iterator(run_root, ec)) {
     const auto name = e.path().filename().string();
     if (!name.ends_with(".json")) continue;

@@ -28,6 +28,7 @@ struct RunRecord {
   std::string bundle;
   long long started_unix_ms = 0;
   std::vector<VtpmRecord> vtpms;
+  std::string cgroup = {};  // v2: the container's cgroup the emulators were charged to, or ""
 };
 
 std::string run_record_path(const std::string& run_root, const std::string& id);

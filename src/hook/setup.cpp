@@ -124,7 +124,7 @@ std::optional<CgroupWatch> watch_cgroup(pid_t pid) {
 std::string empty_dir(const std::string& run_root) {
   const std::string dir = run_root + "/empty";
   std::error_code ec;
-  std::filesystem::create_directories(run_root, ec);
+  std::filesystem::create_directories(run_root, ec);  // when it fails, mkdir says why
   if (::mkdir(dir.c_str(), 0555) != 0 && errno != EEXIST) throw sys_error("create " + dir);
   return dir;
 }
@@ -135,7 +135,8 @@ void run_setup(const std::string& state_json, const HookOptions& opts) {
   const auto t0 = std::chrono::steady_clock::now();
   const OciState state = parse_oci_state(state_json);
   const BundleConfig config = load_bundle_config(state.bundle);
-  RequestDefaults defaults{opts.state_root, load_policy(opts.policy, opts.policy_required), {}};
+  RequestDefaults defaults{
+      opts.state_root, load_policy(opts.policy, opts.policy_required), {}, opts.default_vtpm};
   for (const auto& f : {opts.ca_key, opts.ca_cert})
     defaults.reserved.push_back(
         normal_path(std::filesystem::path(f).parent_path(), "--ca-key/--ca-cert"));
@@ -162,6 +163,7 @@ void run_setup(const std::string& state_json, const HookOptions& opts) {
   RunRecord rec{state.id, state.bundle, unix_ms(), {}};
   std::vector<DevNum> granted;
   std::vector<UniqueFd> server_fds;  // closed (the devices gone) unless the keeper took them
+  std::vector<UniqueFd> controls;    // closed when setup ends: the emulators then self-test
   for (const auto& spec : specs) {
     VtpmRecord vr;
     vr.index = spec.index;
@@ -182,13 +184,14 @@ void run_setup(const std::string& state_json, const HookOptions& opts) {
                        opts.log_level,       opts.log_file,       run_as[spec.index],
                        load_state_key(spec), opts.vtpmx};
     spdlog::debug("starting the emulator for {}", spec.state_path);
-    auto [emu, tpm_num, server_fd] =
+    auto [emu, tpm_num, server_fd, control] =
         spawn_emulator(eo, std::move(dir.fd), container_pidfd.get(), cgroup ? &*cgroup : nullptr);
     eo.key.reset();  // wiped: the next emulator must not inherit this TPM's key
     emulators.push_back(std::move(emu));
     server_fds.push_back(std::move(server_fd));
+    controls.push_back(std::move(control));
     // Its CPU and memory count against the container's limits from now on.
-    if (cgroup) cgroup->charge(emulators.back().pid());
+    if (cgroup && cgroup->charge(emulators.back().pid())) rec.cgroup = cgroup->dir();
     vr.host_tpm_num = tpm_num;
     vr.emulator_pid = emulators.back().pid();
     spdlog::debug("emulator {} serves tpm{}", vr.emulator_pid, tpm_num);

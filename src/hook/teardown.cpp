@@ -8,6 +8,7 @@
 #include "emulator/emulator_process.h"
 #include "hook/hooks.h"
 #include "hook/run_record.h"
+#include "kernel/device_cgroup.h"
 #include "oci/oci_state.h"
 #include "state/state_dir.h"
 #include "state/state_store.h"
@@ -75,6 +76,8 @@ void run_teardown(const std::string& state_json, const HookOptions& opts) {
     spdlog::info("container {}: {} torn down (state {} {})", state.id, v.container_device,
                  v.state_path, v.state_path_managed && stopped ? "removed" : "kept");
   }
+  // The emulators have left the container's cgroup now; the runtime's rmdir may have come first.
+  remove_empty_cgroup(rec->cgroup);
   remove_run_record(opts.run_root, state.id);
 }
 

@@ -127,7 +127,7 @@ std::string grant_v2(const CgroupLocation& cg, std::span<const DevNum> devices,
   if (!cg_fd) throw sys_error("open cgroup " + dir);
   // Kernels before 5.11 charge BPF programs to RLIMIT_MEMLOCK.
   rlimit unlimited{RLIM_INFINITY, RLIM_INFINITY};
-  ::setrlimit(RLIMIT_MEMLOCK, &unlimited);
+  (void)::setrlimit(RLIMIT_MEMLOCK, &unlimited);  // newer kernels ignore it; a load error says why
 
   std::vector<uint32_t> ids(64);
   bpf_attr q{};
@@ -234,6 +234,17 @@ bool CgroupWatch::charge(pid_t pid) const {
 bool CgroupWatch::leave() const {
   for (const auto& fd : {std::cref(home_), std::cref(root_)})
     if (fd.get() && ::write(fd.get().get(), "0", 1) == 1) return true;  // "0": the writer
+  return false;
+}
+
+bool remove_empty_cgroup(const std::string& dir) {
+  if (dir.empty() || dir.ends_with(".scope")) return false;
+  if (::rmdir(dir.c_str()) == 0) {
+    spdlog::debug("removed the container's empty cgroup {}", dir);
+    return true;
+  }
+  // ENOENT: the runtime removed it; EBUSY/ENOTEMPTY: processes or children remain (not ours).
+  spdlog::debug("container cgroup {} not removed: {}", dir, std::strerror(errno));
   return false;
 }
 

@@ -49,6 +49,8 @@ class CgroupWatch {
   // Moves the calling process out again (to the cgroup the hook ran in, else the root), so the
   // container's cgroup can empty and be removed. Works after privileges are dropped.
   bool leave() const;
+  // cgroup v2: the container's cgroup directory (for remove_empty_cgroup); "" for v1.
+  std::string dir() const { return v2_ ? procs_.substr(0, procs_.rfind('/')) : std::string(); }
 
  private:
   CgroupWatch(UniqueFd fd, bool v2) : fd_(std::move(fd)), v2_(v2) {}
@@ -57,5 +59,11 @@ class CgroupWatch {
   std::string procs_;     // the container's cgroup.procs (v2)
   UniqueFd home_, root_;  // cgroup.procs of the hook's cgroup and of the root, for writing
 };
+
+// After a container whose cgroup held emulators is gone: removes that cgroup directory (v2) if
+// it is still there and empty. The runtime's own removal can fail (EBUSY) while an emulator is
+// still leaving it; the runtime does not try again. A systemd scope is systemd's to remove.
+// Never throws; returns whether it removed the directory.
+bool remove_empty_cgroup(const std::string& dir);
 
 }  // namespace vtpm

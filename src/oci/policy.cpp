@@ -46,6 +46,34 @@ std::vector<std::string> parse_wrapper_hook_options(const nlohmann::json& v,
 
 }  // namespace
 
+void check_vtpm_choice(const VtpmChoice& c, const std::string& what) {
+  if (c.version == TpmVersion::V1_2 && (c.create_certs || !c.pcr_banks.empty()))
+    throw Error(what + ": \"createCerts\" and \"pcrBanks\" need vtpmVersion \"2\"");
+}
+
+namespace {
+
+// "cdiDevices": {"NAME": {"vtpmVersion": "2", "pcrBanks": "sha256", "createCerts": true}}
+VtpmChoice parse_cdi_device(const nlohmann::json& e, const std::string& what) {
+  if (!e.is_object()) throw Error(what + " is not an object");
+  VtpmChoice c;
+  for (const auto& [k, v] : e.items())
+    if (k != "vtpmVersion" && k != "pcrBanks" && k != "createCerts")
+      throw Error(what + ": unknown field \"" + k + "\" (vtpmVersion, pcrBanks, createCerts)");
+  if (auto v = optional_string(e, "vtpmVersion", what)) {
+    const auto parsed = parse_tpm_version(*v);
+    if (!parsed)
+      throw Error(what + ": \"vtpmVersion\" must be \"2\" or \"1.2\", not \"" + *v + "\"");
+    c.version = *parsed;
+  }
+  if (auto b = optional_string(e, "pcrBanks", what)) c.pcr_banks = parse_pcr_banks(*b, what);
+  c.create_certs = optional_bool(e, "createCerts", what).value_or(false);
+  check_vtpm_choice(c, what);
+  return c;
+}
+
+}  // namespace
+
 Policy parse_policy(std::string_view json_text, const std::string& what) {
   const auto doc = parse_json_object(json_text, what);
   Policy p;
@@ -68,6 +96,18 @@ Policy parse_policy(std::string_view json_text, const std::string& what) {
                       "\": a workload may not open its TPM's platform hierarchy");
         p.annotation_fields.insert(f.get<std::string>());
       }
+    } else if (k == "cdiDevices") {
+      if (!v.is_object()) throw Error(what + ": \"cdiDevices\" is not an object");
+      for (const auto& [name, dev] : v.items())
+        p.cdi_devices[name] = parse_cdi_device(dev, what + ": cdiDevices \"" + name + "\"");
+    } else if (k == "kubernetesIdentity") {
+      const std::string s = v.is_string() ? v.get<std::string>() : "";
+      if (s == "containerd")
+        p.kubernetes_identity = KubernetesIdentity::Containerd;
+      else if (s == "cri-o")
+        p.kubernetes_identity = KubernetesIdentity::CriO;
+      else if (s != "off")
+        throw Error(what + ": \"kubernetesIdentity\" must be \"containerd\", \"cri-o\" or \"off\"");
     } else if (k == "runtime") {
       if (!v.is_string()) throw Error(what + ": \"runtime\" is not a string");
       p.runtime = normal_path(v.get<std::string>(), what + ": \"runtime\"");

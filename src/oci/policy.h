@@ -1,14 +1,32 @@
 #pragma once
 // The administrator's policy file: what a workload's author may choose and where TPM state may
 // live. Everything here is the administrator's; nothing a workload writes can widen it.
+#include <map>
 #include <set>
 #include <string>
 #include <string_view>
 #include <vector>
 
+#include "common/tpm_version.h"
+
 namespace vtpm {
 
 inline constexpr const char* kDefaultPolicyPath = "/etc/vtpm-hook/policy.json";
+
+// What kind of TPM: the fields of a linux.vtpms entry that touch nothing on the host.
+struct VtpmChoice {
+  TpmVersion version = TpmVersion::V2;
+  std::vector<std::string> pcr_banks;  // empty keeps the TPM's banks
+  bool create_certs = false;
+};
+
+// createCerts and pcrBanks need TPM 2. Throws Error naming `what`.
+void check_vtpm_choice(const VtpmChoice& c, const std::string& what);
+
+// Whose CRI annotations name a Kubernetes container (namespace, pod, container) for its
+// default state. Only the runtime the administrator names: with any other way in (podman,
+// runc), the workload's author writes those annotations himself.
+enum class KubernetesIdentity { Off, Containerd, CriO };
 
 struct Policy {
   // Directories under which a statePath may lie, besides the hook's --state-root.
@@ -16,6 +34,10 @@ struct Policy {
   // linux.vtpms fields that annotations may set. By default only what changes the workload's
   // own TPM and nothing on the host.
   std::set<std::string> annotation_fields = {"vtpmVersion", "pcrBanks", "createCerts"};
+  // CDI devices `vtpm-hook cdi` adds to "2" and "1.2": name -> the TPM the device stands for.
+  std::map<std::string, VtpmChoice> cdi_devices = {};
+  // Key a Kubernetes container's default state by namespace/pod/container instead of its id.
+  KubernetesIdentity kubernetes_identity = KubernetesIdentity::Off;
   // vtpm-runc only: the real OCI runtime it execs (absolute path); empty: "runc" on PATH.
   std::string runtime;
   // vtpm-runc only: the hook's global options in the hooks it adds, e.g. {"--state-root",

@@ -29,13 +29,65 @@ TpmVersion parse_version(const std::string& s, const std::string& what) {
 
 // Later TPMs sit beside the first one, never inside a directory its runAs user owns. Ids are
 // [A-Za-z0-9_.+-] (validate_container_id), so "<id>@tpm<i>" can be no other container's default.
-std::string default_state_path(const RequestDefaults& d, const std::string& id, unsigned i) {
-  const std::string path = d.state_root + "/" + id + (i == 0 ? "" : "@tpm" + std::to_string(i));
-  for (const auto& r : d.reserved)
-    if (path == r)
-      throw Error("container id \"" + id + "\" names " + r +
-                  ", which the hook keeps for itself; give this container a statePath");
+// `key` is the container id, or kubernetes/<namespace>_<pod>_<container> (default_state_key).
+std::string default_state_path(const RequestDefaults& d, const std::string& key, unsigned i) {
+  const std::string path = d.state_root + "/" + key + (i == 0 ? "" : "@tpm" + std::to_string(i));
+  bool reserved = i == 0 && key == kKubernetesStateDir;
+  for (const auto& r : d.reserved) reserved |= path == r;
+  if (reserved)
+    throw Error("container id \"" + key + "\" names " + path +
+                ", which the hook keeps for itself; give this container a statePath");
   return path;
+}
+
+// The annotations a CRI runtime sets itself, after (so over) any a pod passes through
+// (containerd: pkg/cri/server/container_create*.go; CRI-O: internal/factory/container, with the
+// kubelet's labels last). The pod's infrastructure (pause) container gets no TPM: containerd
+// marks it with container-type "sandbox"; CRI-O names it "POD" (its ContainerType annotation
+// can be overwritten by a pod annotation there, the name cannot, and no container is "POD").
+struct CriKeys {
+  const char* ns;
+  const char* pod;
+  const char* container;
+  const char* sandbox_key;
+  const char* sandbox_value;
+};
+constexpr CriKeys kContainerdKeys{
+    "io.kubernetes.cri.sandbox-namespace", "io.kubernetes.cri.sandbox-name",
+    "io.kubernetes.cri.container-name", "io.kubernetes.cri.container-type", "sandbox"};
+constexpr CriKeys kCrioKeys{"io.kubernetes.pod.namespace", "io.kubernetes.pod.name",
+                            "io.kubernetes.container.name", "io.kubernetes.container.name", "POD"};
+
+// What the API server allows in these names (DNS-1123 labels, the pod's a subdomain): then
+// '_' cannot occur in them and <namespace>_<pod>_<container> names one container only.
+void check_kubernetes_name(const std::string& v, size_t max, bool dots, const std::string& what) {
+  const auto alnum = [](char c) { return (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9'); };
+  bool ok = !v.empty() && v.size() <= max && alnum(v.front()) && alnum(v.back());
+  for (char c : v) ok = ok && (alnum(c) || c == '-' || (dots && c == '.'));
+  if (!ok) throw Error("annotation " + what + " is not a Kubernetes name: \"" + v + "\"");
+}
+
+struct DefaultKey {
+  std::string key;       // beneath the state root
+  bool sandbox = false;  // the pod's pause container: no TPM of its own
+};
+
+DefaultKey default_state_key(const std::string& id, const std::map<std::string, std::string>& ann,
+                             const Policy& policy) {
+  if (policy.kubernetes_identity == KubernetesIdentity::Off) return {id};
+  const CriKeys& k =
+      policy.kubernetes_identity == KubernetesIdentity::Containerd ? kContainerdKeys : kCrioKeys;
+  const auto get = [&](const char* name) {
+    const auto it = ann.find(name);
+    return it == ann.end() ? std::optional<std::string>() : it->second;
+  };
+  if (get(k.sandbox_key) == k.sandbox_value) return {id, true};
+  const auto ns = get(k.ns), pod = get(k.pod), container = get(k.container);
+  if (!ns || !pod || !container) return {id};  // not a Kubernetes container
+  check_kubernetes_name(*ns, 63, false, k.ns);
+  check_kubernetes_name(*pod, 253, true, k.pod);
+  check_kubernetes_name(*container, 63, false, k.container);
+  return {std::string(kKubernetesStateDir) + "/" + *ns + "_" + *pod + "_" + *container};
 }
 
 bool is_beneath(const std::string& path, const std::string& root) {
@@ -117,7 +169,7 @@ void check_run_as(const std::string& user, const std::string& what) {
     throw Error(what + ": \"runAs\" is not a user name or uid[:gid]");
 }
 
-VtpmSpec parse_entry(const nlohmann::json& e, unsigned i, const std::string& id,
+VtpmSpec parse_entry(const nlohmann::json& e, unsigned i, const std::string& key,
                      const RequestDefaults& d, bool by_annotation, const std::string& what) {
   if (!e.is_object()) throw Error(what + " is not an object");
   for (const auto& [k, v] : e.items()) {
@@ -138,7 +190,7 @@ VtpmSpec parse_entry(const nlohmann::json& e, unsigned i, const std::string& id,
     s.state_path = normal_path(*p, what + ": \"statePath\"");
     s.state_root = allowed_root(s.state_path, d, by_annotation, what);
   } else {
-    s.state_path = default_state_path(d, id, i);
+    s.state_path = default_state_path(d, key, i);
     s.state_root = d.state_root;
   }
   s.state_path_managed = optional_bool(e, "statePathIsManaged", what).value_or(false);
@@ -155,9 +207,9 @@ VtpmSpec parse_entry(const nlohmann::json& e, unsigned i, const std::string& id,
     s.password_file = normal_path(*k, what + ": \"encryptionPasswordFile\"");
   if (s.key_file && s.password_file)
     throw Error(what + ": give \"encryptionKeyFile\" or \"encryptionPasswordFile\", not both");
-  if (s.version == TpmVersion::V1_2 && (s.create_certs || !s.pcr_banks.empty() || s.open_platform))
-    throw Error(what + ": \"createCerts\", \"pcrBanks\" and \"" + kOpenPlatformField +
-                "\" need vtpmVersion \"2\"");
+  check_vtpm_choice({s.version, s.pcr_banks, s.create_certs}, what);
+  if (s.version == TpmVersion::V1_2 && s.open_platform)
+    throw Error(what + ": \"" + kOpenPlatformField + "\" needs vtpmVersion \"2\"");
   return s;
 }
 
@@ -213,6 +265,7 @@ std::vector<VtpmSpec> resolve_vtpms(const OciState& state, const BundleConfig& c
     return {};
   }
 
+  const DefaultKey key = default_state_key(state.id, ann, defaults.policy);
   nlohmann::json arr;
   std::string what = "linux.vtpms";
   if (config.vtpms) {
@@ -225,9 +278,13 @@ std::vector<VtpmSpec> resolve_vtpms(const OciState& state, const BundleConfig& c
     what = std::string("annotations ") + kAnnotationVtpm + "*";
     arr = nlohmann::json::array({entry_from_annotations(ann)});
   } else {
+    if (key.sandbox) return {};  // the pause container: the pod's containers get the TPMs
     VtpmSpec s;
-    s.state_path = default_state_path(defaults, state.id, 0);
+    s.state_path = default_state_path(defaults, key.key, 0);
     s.state_root = defaults.state_root;
+    s.version = defaults.vtpm.version;
+    s.pcr_banks = defaults.vtpm.pcr_banks;
+    s.create_certs = defaults.vtpm.create_certs;
     return {s};
   }
   if (!arr.is_array()) throw Error(what + " is not an array");
@@ -238,7 +295,7 @@ std::vector<VtpmSpec> resolve_vtpms(const OciState& state, const BundleConfig& c
   std::set<std::string> paths;
   for (unsigned i = 0; i < arr.size(); ++i) {
     const std::string entry = what + "[" + std::to_string(i) + "]";
-    auto s = parse_entry(arr[i], i, state.id, defaults, !config.vtpms, entry);
+    auto s = parse_entry(arr[i], i, key.key, defaults, !config.vtpms, entry);
     if (!paths.insert(s.state_path).second)
       throw Error(entry + ": \"statePath\" " + s.state_path + " is used twice");
     out.push_back(std::move(s));

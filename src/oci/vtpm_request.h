@@ -36,14 +36,22 @@ struct RequestDefaults {
   std::string state_root;
   Policy policy;
   std::vector<std::string> reserved;  // directories no statePath may touch (the CA's)
+  // The TPM a container gets when neither linux.vtpms nor an annotation asks for anything: the
+  // administrator's, from the hook's command line (setup --default-version, e.g. a CDI device).
+  VtpmChoice vtpm = {};
 };
 
 // From linux.vtpms, else the io.vtpm-hook.* annotations (of the state and of config.json),
-// else one TPM 2.0 under <state_root>/<id>. Annotations are the workload author's: they may
+// else one TPM (defaults.vtpm: 2.0 unless the administrator chose otherwise) under
+// <state_root>/<id>. Annotations are the workload author's: they may
 // set only the policy's annotationFields, and their statePaths only the policy's extra roots.
 // Every statePath lies strictly beneath an allowed root. Throws Error naming the bad field.
 std::vector<VtpmSpec> resolve_vtpms(const OciState& state, const BundleConfig& config,
                                     const RequestDefaults& defaults);
+
+// Under <state-root>: the default states of Kubernetes containers (policy kubernetesIdentity),
+// <namespace>_<pod>_<container>[@tpm<i>]. No container id may take this name.
+inline constexpr const char* kKubernetesStateDir = "kubernetes";
 
 // The administrator's way to keep the platform hierarchy open: never an annotation's, whatever
 // the policy says (it reallocates PCRs, clears the TPM, rewrites the platform's NV).

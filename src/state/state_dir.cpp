@@ -1,5 +1,6 @@
 #include "state/state_dir.h"
 
+#include <dirent.h>
 #include <fcntl.h>
 #include <libtpms/tpm_nvfilename.h>
 #include <linux/openat2.h>
@@ -7,7 +8,9 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <filesystem>
+#include <memory>
 
 #include "common/error.h"
 #include "common/io_util.h"
@@ -132,6 +135,45 @@ bool remove_state_dir(const std::string& root, const std::string& path) {
   if (::unlinkat(parent_fd.get(), leaf.c_str(), AT_REMOVEDIR) != 0) {
     if (errno == ENOTEMPTY || errno == EEXIST) return false;
     if (errno != ENOENT) throw sys_error("remove " + path);
+  }
+  return true;
+}
+
+}  // namespace vtpm
+
+namespace vtpm {
+
+std::optional<std::chrono::system_clock::time_point> newest_state_blob_time(int dir_fd) {
+  std::optional<std::chrono::system_clock::time_point> newest;
+  for (const auto& name : tpm_file_names()) {
+    struct stat st {};
+    if (name == ".lock" || ::fstatat(dir_fd, name.c_str(), &st, AT_SYMLINK_NOFOLLOW) != 0 ||
+        !S_ISREG(st.st_mode))
+      continue;
+    const auto t = std::chrono::system_clock::time_point(
+        std::chrono::duration_cast<std::chrono::system_clock::duration>(
+            std::chrono::seconds(st.st_mtim.tv_sec) +
+            std::chrono::nanoseconds(st.st_mtim.tv_nsec)));
+    newest = newest ? std::max(*newest, t) : t;
+  }
+  return newest;
+}
+
+bool holds_only_tpm_files(int dir_fd) {
+  UniqueFd fd(::openat(dir_fd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+  if (!fd) throw sys_error("open a state dir to list it");
+  std::unique_ptr<DIR, int (*)(DIR*)> dir(::fdopendir(fd.get()), ::closedir);
+  if (!dir) throw sys_error("list a state dir");
+  fd.release();  // the DIR owns it now
+  const auto names = tpm_file_names();
+  while (const dirent* e = ::readdir(dir.get())) {
+    const std::string name = e->d_name;
+    if (name == "." || name == "..") continue;
+    struct stat st {};
+    if (std::find(names.begin(), names.end(), name) == names.end() ||
+        ::fstatat(dirfd(dir.get()), name.c_str(), &st, AT_SYMLINK_NOFOLLOW) != 0 ||
+        !S_ISREG(st.st_mode))
+      return false;
   }
   return true;
 }

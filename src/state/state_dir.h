@@ -1,6 +1,7 @@
 #pragma once
 // Finding a TPM's state directory beneath an allowed root without letting anything inside the
 // root (a symlink, a mount point, a racing setup) send the hook elsewhere.
+#include <chrono>
 #include <optional>
 #include <string>
 
@@ -26,5 +27,12 @@ StateDir open_state_dir(const std::string& root, const std::string& path, bool c
 // files, the lock) and then the dir if that left it empty. Never recurses, never follows a
 // link. Returns false (nothing else touched) when the dir holds other files. Throws Error.
 bool remove_state_dir(const std::string& root, const std::string& path);
+
+// For gc. The newest modification time of the TPM's state blobs (permall, volatilestate,
+// savestate of either TPM family; not the lock) in an open state dir; nullopt when it has none.
+std::optional<std::chrono::system_clock::time_point> newest_state_blob_time(int dir_fd);
+
+// Whether an open directory holds nothing but regular files that remove_state_dir removes.
+bool holds_only_tpm_files(int dir_fd);
 
 }  // namespace vtpm

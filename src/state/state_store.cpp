@@ -94,11 +94,8 @@ std::optional<std::vector<uint8_t>> StateStore::load(std::string_view name) cons
   }
   const std::string text = read_all(fd.get(), kMaxBlob, dir_ + "/" + file);
   const std::vector<uint8_t> data(text.begin(), text.end());
-  try {
-    return unwrap_state_blob(data, key_ ? &*key_ : nullptr);
-  } catch (const Error& e) {
-    throw Error(dir_ + "/" + file + ": " + e.what());
-  }
+  return with_context(dir_ + "/" + file,
+                      [&] { return unwrap_state_blob(data, key_ ? &*key_ : nullptr); });
 }
 
 void StateStore::store(std::string_view name, std::span<const uint8_t> blob) const {
@@ -111,7 +108,7 @@ void StateStore::remove(std::string_view name) const {
   const std::string file = state_file_name(version_, name);
   if (::unlinkat(dir_fd_.get(), file.c_str(), 0) != 0 && errno != ENOENT)
     throw sys_error("remove " + dir_ + "/" + file);
-  ::fsync(dir_fd_.get());
+  (void)::fsync(dir_fd_.get());  // best effort: a file that comes back is only a stale blob
 }
 
 bool StateStore::has(std::string_view name) const {

@@ -167,7 +167,7 @@ LocalCa load_or_create_ca(const std::string& key_file, const std::string& cert_f
     return read_ca(key_file, cert_file);
   const auto dir = std::filesystem::path(key_file).parent_path();
   std::error_code ec;
-  std::filesystem::create_directories(dir, ec);
+  std::filesystem::create_directories(dir, ec);  // when it fails, opening the lock says why
   // One creator at a time; the others wait and then read what it wrote.
   UniqueFd lock(::open((dir / ".ca.lock").c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600));
   if (!lock || ::flock(lock.get(), LOCK_EX) != 0)

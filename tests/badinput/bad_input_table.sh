@@ -15,15 +15,11 @@
 # Teardown rows: an unknown container exits 0 with one warning line; malformed input exits
 # non-zero with one line. Prints PASS:/FAIL: per row and "N passed, M failed".
 set -u
+# shellcheck source=../lib/harness.sh
+. "$(dirname "${BASH_SOURCE[0]}")/../lib/harness.sh"
 
-if [ $# -ne 1 ] || [ ! -x "$1" ]; then
-  echo "usage: $0 /path/to/vtpm-hook" >&2
-  exit 2
-fi
-if [ "$(id -u)" -ne 0 ]; then
-  echo "$0: run as root (policy files must be owned by root)" >&2
-  exit 2
-fi
+[ $# -eq 1 ] && [ -x "$1" ] || fatal "usage: $0 /path/to/vtpm-hook"
+[ "$(id -u)" -eq 0 ] || fatal "run as root (policy files must be owned by root)"
 HOOK=$(realpath "$1")
 ROW_TIMEOUT=${ROW_TIMEOUT:-20}
 # Rows whose input could make a careless hook wait (a FIFO) must finish well within this.
@@ -51,24 +47,12 @@ P_ANN_SP=$(policy ann-sp "{\"statePathRoots\":[\"$SP\"],\"annotationFields\":[\"
 
 # A live process for the pid of rows that must get past the pid checks; in a mount namespace
 # of its own (as root), since setup refuses a pid that shares the host's.
-if unshare --mount true 2>/dev/null; then
-  unshare --mount sleep 100000 &
-else
-  sleep 100000 &
-fi
-LIVE_PID=$!
+start_standin || fatal "the stand-in process did not start"
+LIVE_PID=$STANDIN
 sleep 1 &
 DEAD_PID=$!
 wait "$DEAD_PID"
-cleanup() {
-  kill "$LIVE_PID" 2>/dev/null
-  wait "$LIVE_PID" 2>/dev/null
-  rm -rf "$T"
-}
-trap cleanup EXIT
-
-passed=0
-failed=0
+at_exit 'rm -rf "$T"'
 failures=()
 
 snapshot() {
@@ -141,13 +125,11 @@ row() {
   local err
   err=$(head -c 300 "$T/stderr" | tr '\n' '|')
   if [ ${#why[@]} -eq 0 ]; then
-    passed=$((passed + 1))
-    echo "PASS: $name (exit $rc): $err"
+    pass "$name (exit $rc): $err"
   else
-    failed=$((failed + 1))
     failures+=("$name")
     local IFS=';'
-    echo "FAIL: $name: ${why[*]} (exit $rc, stderr: $err)"
+    fail "$name" "${why[*]} (exit $rc, stderr: $err)"
   fi
   # A failed row must not spoil the next ones: drop whatever it left behind.
   if [ "$before" != "$after" ]; then
@@ -542,17 +524,13 @@ printf 'not a run record' >"$R/c2.json"
 rc=$?
 if [ $rc -eq 0 ] && [ "$(awk 'END { print NR }' "$T/stderr")" = 1 ] && grep -q 'corrupt.*removing it' "$T/stderr" &&
    [ ! -e "$R/c2.json" ]; then
-  passed=$((passed + 1)); echo "PASS: teardown: corrupt run record is dropped with one warning"
+  pass "teardown: corrupt run record is dropped with one warning"
 else
-  failed=$((failed + 1)); failures+=("teardown: corrupt run record")
-  echo "FAIL: teardown: corrupt run record: exit $rc, stderr: $(tr '\n' '|' <"$T/stderr")"
+  failures+=("teardown: corrupt run record")
+  fail "teardown: corrupt run record" "exit $rc, stderr: $(tr '\n' '|' <"$T/stderr")"
 fi
 rm -f "$R/c2.json"
 
 echo
-echo "$passed passed, $failed failed"
-if [ "$failed" -gt 0 ]; then
-  printf '  failed: %s\n' "${failures[@]}"
-  exit 1
-fi
-exit 0
+[ "$FAILED" -eq 0 ] || printf '  failed: %s\n' "${failures[@]}"
+finish

@@ -25,12 +25,15 @@
 set -uo pipefail
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 ROOT=$(cd "$HERE/../.." && pwd)
+# fatal and at_exit (the rounds themselves are counted by the Python driver below)
+# shellcheck source=../lib/harness.sh
+. "$HERE/../lib/harness.sh"
 HOOK=${1:-${VTPM_HOOK:-$ROOT/build/vtpm-hook}}
-[ -x "$HOOK" ] || { echo "ERROR: no executable vtpm-hook at $HOOK"; echo "0 passed, 0 failed (environment unusable)"; exit 2; }
-PY=$(command -v python3) || { echo "ERROR: python3 not installed"; echo "0 passed, 0 failed (environment unusable)"; exit 2; }
+[ -x "$HOOK" ] || fatal "no executable vtpm-hook at $HOOK"
+PY=$(command -v python3) || fatal "python3 not installed"
 
-WORK=$(mktemp -d "${TMPDIR:-/tmp}/vtpm-crash.XXXXXX") || exit 2
-[ "${KEEP:-0}" = 1 ] && echo "# work directory kept: $WORK" || trap 'rm -rf "$WORK"' EXIT
+WORK=$(mktemp -d "${TMPDIR:-/tmp}/vtpm-crash.XXXXXX") || fatal "mktemp failed"
+[ "${KEEP:-0}" = 1 ] && echo "# work directory kept: $WORK" || at_exit 'rm -rf "$WORK"'
 
 export CRASH_ROUNDS=${CRASH_ROUNDS:-30}
 export CRASH_SEED=${CRASH_SEED:-$(od -An -N4 -tu4 /dev/urandom | tr -d ' ')}

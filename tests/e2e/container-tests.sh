@@ -3,7 +3,7 @@
 #
 #   container-tests.sh [/abs/path/to/vtpm-hook]     (or env VTPM_HOOK)
 #
-# Runs as root INSIDE the test VM (see tests/e2e/run.sh, which boots it): needs
+# Runs as root INSIDE the test VM (tests/e2e/run.sh containers boots it): needs
 # /dev/vtpmx (tpm_vtpm_proxy), runc, crun, jq, tpm2-tools, python3. Builds
 # container root filesystems without network (host /usr and /etc bind-mounted
 # read-only) and runs each scenario; prints "PASS: name" / "FAIL: name: why",
@@ -35,9 +35,8 @@ write_policy "$POLICY" "{\"statePathRoots\": [\"$TPMS\"]}" || fatal "cannot writ
 
 # A process in a private mount namespace, for the OCI state's pid in the
 # by-hand (bad input) runs: if a hook went too far it would touch only that.
-unshare --mount --propagation private sleep 100000 < /dev/null > /dev/null 2>&1 &
-SLEEPER=$!
-trap 'kill $SLEEPER 2>/dev/null' EXIT
+start_standin || fatal "the container stand-in (unshare) did not start"
+SLEEPER=$STANDIN
 
 T_START=$(now_ms)
 
@@ -113,23 +112,7 @@ t_tpm12() {
     make_bundle runc "$id" "$vt" 'if [ -e /dev/tpmrm0 ]; then echo HAS-TPMRM0; else echo NO-TPMRM0; fi
 echo "SYSFS-VERSION $(cat /sys/class/tpm/tpm*/tpm_version_major 2>/dev/null | tr "\n" " ")"
 python3 /root/tpm12.py' || return 1
-    cat > "$BUNDLE/rootfs/root/tpm12.py" <<'PY'
-import os, struct, sys
-fd = os.open("/dev/tpm0", os.O_RDWR)
-# TPM_GetCapability: tag TPM_TAG_RQU_COMMAND, size 18, ordinal 0x65,
-# capArea TPM_CAP_VERSION_VAL (0x1A), subCapSize 0
-os.write(fd, struct.pack(">HIIII", 0x00C1, 18, 0x65, 0x1A, 0))
-r = os.read(fd, 4096)
-print("RESP", r.hex())
-tag, size, rc = struct.unpack(">HII", r[:10])
-print("TAG 0x%04X RC %d" % (tag, rc))
-if tag != 0x00C4 or rc != 0 or size != len(r):
-    sys.exit(7)
-n = struct.unpack(">I", r[10:14])[0]
-info = r[14:14 + n]        # TPM_CAP_VERSION_INFO: tag(2) version(4) ...
-print("VERSION %d.%d" % (info[2], info[3]))
-print("TPM12-OK")
-PY
+    printf '%s\n' "$TPM12_PY" > "$BUNDLE/rootfs/root/tpm12.py"
     container_run runc "$id" || return 1
     grep -q 'TPMRM0$' "$BUNDLE/out" ||
         { why "container did not run (rc $RC): $(tail -n 3 "$BUNDLE/err" "$BUNDLE/out" | tr '\n' ' ')"; return 1; }
@@ -377,8 +360,8 @@ t_many() {
     note "FIGURE: many_delete_wall_ms=$(( $(now_ms) - t0 ))"
     SETTLE_TIMEOUT=20 expect_clean "" "deleting all $MANY" || return 1
     [ -z "$(run_records)" ] || { why "run records left: $(run_records | tr '\n' ' ')"; return 1; }
-    ms=$(for id in "${ids[@]}"; do grep -ho 'setup took [0-9]* ms' "$LOG_DIR/$id.log"; done | awk '{print $3}' | sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)], a[NR]}')
-    note "FIGURE: many_setup_ms median/max ${ms% *}/${ms#* } (hook's own time per container, under contention)"
+    ms=$(for id in "${ids[@]}"; do grep -ho 'setup took [0-9]* ms' "$LOG_DIR/$id.log"; done | awk '{print $3}' | median)
+    note "FIGURE: many_setup_ms $ms (hook's own time per container, under contention)"
 }
 
 # ---------------------------------------------------------------- crash leftovers
@@ -454,14 +437,10 @@ for f in "$LOG_DIR"/*.log; do
         setup_ms+="$v"$'\n'; per+=" $(basename "$f" .log)=$v"
     done
 done
-setup_ms=$(printf '%s' "$setup_ms" | sort -n)
 if [ -n "$setup_ms" ]; then
-    n=$(echo "$setup_ms" | wc -l)
-    echo "FIGURE: setup_ms=$(echo "$setup_ms" | awk -v n="$n" 'NR == int((n + 1) / 2)') (median of $n;" \
-         "min $(echo "$setup_ms" | head -n1), max $(echo "$setup_ms" | tail -n1);$per)"
+    echo "FIGURE: setup_ms=$(printf '%s' "$setup_ms" | median) (median;$per)"
 else
     echo "FIGURE: setup_ms=none (no 'setup took N ms' line in $LOG_DIR/*.log)"
 fi
 echo "FIGURE: guest_test_time_ms=$(( $(now_ms) - T_START ))"
-echo "$PASSED passed, $FAILED failed"
-[ "$FAILED" = 0 ]
+finish

@@ -4,7 +4,7 @@
 #
 #   engine-tests.sh [/abs/path/to/vtpm-hook]     (or env VTPM_HOOK; vtpm-runc lies beside it)
 #
-# Runs as root INSIDE the test VM (tests/e2e/run-engines.sh boots it): needs /dev/vtpmx, runc,
+# Runs as root INSIDE the test VM (`tests/e2e/run.sh engines` boots it): needs /dev/vtpmx, runc,
 # containerd + ctr + containerd-shim-runc-v2, dockerd + docker (Debian's docker.io), jq,
 # tpm2-tools. It writes the wrapper's policy file /etc/vtpm-hook/policy.json (the guest's / is a
 # throw-away overlay): hook options pointing at this suite's state and run roots. Scenarios:
@@ -44,7 +44,7 @@ DOCKER=/usr/bin/docker      # Debian's client (20.10), whatever else is on PATH
 POLICY_FILE=/etc/vtpm-hook/policy.json
 
 # it writes the wrapper's fixed policy path and starts daemons: only in the throw-away guest
-[ -x /run/vtpmvm/stage2 ] || fatal "runs only inside the test VM (tests/e2e/run-engines.sh): it writes $POLICY_FILE"
+[ -x /run/vtpmvm/stage2 ] || fatal "runs only inside the test VM (tests/e2e/run.sh engines): it writes $POLICY_FILE"
 preflight runc crun jq containerd ctr containerd-shim-runc-v2 dockerd "$DOCKER" tpm2_getrandom \
     tpm2_pcrread tpm2_nvdefine tpm2_nvwrite tpm2_nvread timeout cmp tar
 WRAPPER=$(dirname "$HOOK")/vtpm-runc
@@ -66,7 +66,6 @@ POLICY_JSON=$(jq -nc --arg S "$STATE_ROOT" --arg R "$RUN_ROOT" --arg L "$WLOG" \
 write_policy "$POLICY_FILE" "$POLICY_JSON" || fatal "cannot write $POLICY_FILE"
 T_START=$(now_ms)
 
-med() { sort -n | awk '{a[NR] = $1} END { if (NR) printf "%s ms (n=%d, min %s, max %s)", a[int((NR + 1) / 2)], NR, a[1], a[NR]; else printf "none" }'; }
 strip_time() { sed -E 's/time="[^"]*" ?//g'; }
 
 # same_as_runc WHAT ARGS...: `vtpm-runc ARGS` and `runc ARGS` print the same (stdout, stderr
@@ -315,9 +314,9 @@ t_containerd_body() {
         ctr_run "eng-ctr-v$i" "$WRAPPER" "" true; [ "$RC" = 0 ] || { why "timing run (vtpm) rc $RC"; return 1; }
         with+="$MS "
     done
-    note "FIGURE: ctr_run_ms_runc=$(printf '%s\n' $without | med)"
-    note "FIGURE: ctr_run_ms_wrapper_none=$(printf '%s\n' $none | med)"
-    note "FIGURE: ctr_run_ms_vtpm=$(printf '%s\n' $with | med)"
+    note "FIGURE: ctr_run_ms_runc=$(printf '%s\n' $without | median)"
+    note "FIGURE: ctr_run_ms_wrapper_none=$(printf '%s\n' $none | median)"
+    note "FIGURE: ctr_run_ms_vtpm=$(printf '%s\n' $with | median)"
     expect_clean "" "the timing runs" || return 1
 }
 
@@ -402,9 +401,9 @@ t_docker_body() {
         docker_do "v$i" "${DRUN[@]}" --rm --runtime vtpm vtpm-e2e:1 true; [ "$RC" = 0 ] || { why "timing run (vtpm) rc $RC"; return 1; }
         with+="$MS "
     done
-    note "FIGURE: docker_run_ms_runc=$(printf '%s\n' $without | med)"
-    note "FIGURE: docker_run_ms_wrapper_none=$(printf '%s\n' $none | med)"
-    note "FIGURE: docker_run_ms_vtpm=$(printf '%s\n' $with | med)"
+    note "FIGURE: docker_run_ms_runc=$(printf '%s\n' $without | median)"
+    note "FIGURE: docker_run_ms_wrapper_none=$(printf '%s\n' $none | median)"
+    note "FIGURE: docker_run_ms_vtpm=$(printf '%s\n' $with | median)"
     expect_clean "" "the timing runs" || return 1
 }
 
@@ -419,5 +418,4 @@ run_if containerd-ctr   t_containerd
 run_if docker           t_docker
 
 echo "FIGURE: guest_test_time_ms=$(( $(now_ms) - T_START ))"
-echo "$PASSED passed, $FAILED failed"
-[ "$FAILED" = 0 ]
+finish

@@ -3,7 +3,7 @@
 #
 #   hardening-tests.sh [/abs/path/to/vtpm-hook]     (or env VTPM_HOOK)
 #
-# Runs as root INSIDE the test VM (tests/e2e/run-hardening.sh boots it). Uses
+# Runs as root INSIDE the test VM (tests/e2e/run.sh hardening boots it). Uses
 # the helpers of lib.sh (make_bundle: the runtime's stock config + hooks).
 #
 # 1. Hostile rootfs, with runc and crun (stock configs) and with the hook run by
@@ -47,8 +47,6 @@ echo "# kernel $(uname -r), $(runc --version | head -n1), $(crun --version | hea
 rm -rf "$E2E_WORK"
 mkdir -p "$STATE_ROOT" "$RUN_ROOT" "$LOG_DIR" "$BUNDLES" "$E2E_WORK/hand"
 T_START=$(now_ms)
-SLEEPERS=()
-trap 'for p in "${SLEEPERS[@]}"; do kill "$p" 2>/dev/null; done' EXIT
 
 # ---------------------------------------------------------------- host-side evidence
 # device nodes outside the container roots, and /dev (compared after everything
@@ -126,19 +124,10 @@ hostile_layout() {
 # the hook works on ROOTFS as the container's root, and everything it does is
 # visible from here (no runtime tmpfs hides the image's /dev).
 start_sleeper() {
-    unshare --mount --propagation private sleep 100000 < /dev/null > /dev/null 2>&1 &
-    SLEEPER=$!; SLEEPERS+=("$SLEEPER")
-    wait_sleeper "$SLEEPER"
+    start_standin || { why "the unshare stand-in $STANDIN did not start"; return 1; }
+    SLEEPER=$STANDIN
 }
-wait_sleeper() {   # until unshare has exec'd sleep (it does so after unshare(CLONE_NEWNS))
-    local t0 comm=""; t0=$(now_ms)
-    while :; do
-        read -r comm < "/proc/$1/comm" 2>/dev/null
-        [ "$comm" = sleep ] && return 0
-        [ $(( $(now_ms) - t0 )) -lt 15000 ] || { why "the unshare sleeper $1 did not start"; return 1; }
-        sleep 0.05
-    done
-}
+wait_sleeper() { wait_standin "$1" || { why "the unshare stand-in $1 did not start"; return 1; }; }
 # hook_by_hand SUBCOMMAND ID BUNDLE PID [extra options...]: sets HRC, HERR (stderr file)
 hook_by_hand() {
     local sub=$1 id=$2 b=$3 pid=$4; shift 4
@@ -304,10 +293,10 @@ t_load_hand() {
     for i in $(seq -w 1 "$LOAD_N"); do
         b=$E2E_WORK/load/l$i; mkdir -p "$b/rootfs/dev"
         echo '{"ociVersion": "1.0.2", "root": {"path": "rootfs"}}' > "$b/config.json"
-        unshare --mount --propagation private sleep 100000 < /dev/null > /dev/null 2>&1 &
-        LOAD_PIDS[$((10#$i))]=$!; SLEEPERS+=("$!")
+        start_standin --no-wait
+        LOAD_PIDS[$((10#$i))]=$STANDIN
         printf '{"ociVersion": "1.0.2", "id": "load-%s", "status": "creating", "pid": %d, "bundle": "%s"}\n' \
-            "$i" "$!" "$b" > "$b/state.json"
+            "$i" "$STANDIN" "$b" > "$b/state.json"
     done
     for i in "${LOAD_PIDS[@]}"; do wait_sleeper "$i" || return 1; done
     for round in $(seq 1 "$LOAD_ROUNDS"); do
@@ -360,9 +349,8 @@ t_load_hand() {
              "setups/s=$(awk -v n="$LOAD_N" -v t="$setups_ms" 'BEGIN { printf "%.1f", n * 1000 / t }')"
         total_ms=$((total_ms + setups_ms + ms))
     done
-    msl=$(cat "$LOG_DIR"/load-*.log | grep -o 'setup took [0-9]* ms' | awk '{print $3}' | sort -n |
-          awk '{a[NR]=$1} END {print a[int((NR+1)/2)] "/" a[int(NR*0.95)] "/" a[NR]}')
-    note "FIGURE: load_setup_ms median/p95/max $msl (hook's own time, $LOAD_N concurrent, $LOAD_ROUNDS rounds)"
+    msl=$(cat "$LOG_DIR"/load-*.log | grep -o 'setup took [0-9]* ms' | awk '{print $3}')
+    note "FIGURE: load_setup_ms $(median <<< "$msl"), p95 $(percentile 95 <<< "$msl") (hook's own time, $LOAD_N concurrent, $LOAD_ROUNDS rounds)"
     note "FIGURE: load_total_ms=$total_ms ($((LOAD_N * LOAD_ROUNDS)) setups + teardowns)"
     for i in "${LOAD_PIDS[@]}"; do kill "$i" 2>/dev/null; done
     fd1=$(ls /proc/$$/fd | wc -l)
@@ -407,8 +395,8 @@ t_load_runc() {
          "creates/s=$(awk -v n="$LOAD_RUNC_N" -v t="$ms_c" 'BEGIN { printf "%.1f", n * 1000 / t }')"
     local msl
     msl=$(for i in $(seq -w 1 "$LOAD_RUNC_N"); do grep -ho 'setup took [0-9]* ms' "$LOG_DIR/hard-load-$i.log"; done |
-          awk '{print $3}' | sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)] "/" a[NR]}')
-    note "FIGURE: load_runc_setup_ms median/max $msl"
+          awk '{print $3}' | median)
+    note "FIGURE: load_runc_setup_ms $msl"
 }
 
 # ---------------------------------------------------------------- run
@@ -430,5 +418,4 @@ run_if "load-hand-$LOAD_N-x$LOAD_ROUNDS" t_load_hand
 run_if hand-rootpath-missing t_hand rootpath-missing
 
 echo "FIGURE: guest_test_time_ms=$(( $(now_ms) - T_START ))"
-echo "$PASSED passed, $FAILED failed"
-[ "$FAILED" = 0 ]
+finish

@@ -14,22 +14,21 @@ RUN_TIMEOUT=${RUN_TIMEOUT:-150}           # s, one container lifetime
 HOOK_TIMEOUT=${HOOK_TIMEOUT:-30}          # s, one hook run by hand
 SETTLE_TIMEOUT=${SETTLE_TIMEOUT:-5}       # s, for leftovers to go after teardown
 
-PASSED=0
-FAILED=0
+# counters, pass/fail, fatal, finish, at_exit, now_ms, median, stand-ins
+# shellcheck source=../lib/harness.sh
+. "$(dirname "${BASH_SOURCE[0]}")/../lib/harness.sh"
+
 WHY=""              # reason of the current scenario's failure
 CLEANUP=()          # "runtime id" pairs the current scenario created
 DIAG=()             # files to show when the current scenario fails
 NOTES=()            # informational lines of the current scenario
 
 # (helpers avoid spawning processes where they can: under TCG each costs ~50-300 ms)
-now_ms() { local t=${EPOCHREALTIME/[.,]/}; echo $(( t / 1000 )); }
 why()    { WHY="$*"; return 1; }            # use as: cond || { why "..."; return 1; }
 note()   { NOTES+=("$*"); }
 indent() { sed 's/^/    | /'; }
 
 # ---------------------------------------------------------------- environment
-fatal() { echo "ERROR: $*"; echo "0 passed, 0 failed (environment unusable)"; exit 2; }
-
 # preflight TOOL...: this guest can run a test script (root, /dev/vtpmx, the tools, no TPM chip
 # yet). Makes HOOK absolute and sets TPM_MAJOR.
 preflight() {
@@ -37,7 +36,7 @@ preflight() {
     case "$HOOK" in /*) ;; *) HOOK=$(cd "$(dirname "$HOOK")" 2>/dev/null && pwd)/$(basename "$HOOK") ;; esac
     [ -x "$HOOK" ] || fatal "vtpm-hook binary not found or not executable: $HOOK"
     [ "$(id -u)" = 0 ] || fatal "must run as root (inside the test VM)"
-    [ -c /dev/vtpmx ] || fatal "/dev/vtpmx missing: is tpm_vtpm_proxy loaded? (run the tests through tests/e2e/run*.sh)"
+    [ -c /dev/vtpmx ] || fatal "/dev/vtpmx missing: is tpm_vtpm_proxy loaded? (run the tests through tests/e2e/run.sh SUITE)"
     for t in "$@"; do command -v "$t" > /dev/null || fatal "'$t' not installed"; done
     TPM_MAJOR=$(tpm_major)
     [ -n "$TPM_MAJOR" ] || fatal "no 'tpm' line in /proc/devices"
@@ -92,6 +91,10 @@ leftovers() {
     c=$(tpm_chips)
     [ -n "$c" ] && out+="/sys/class/tpm has: $c; "
     [ -n "$id" ] && [ -e "$RUN_ROOT/$id.json" ] && out+="run record $RUN_ROOT/$id.json exists; "
+    # runc's and crun's cgroup (v2, cgroupfs driver) of a stopped container, left when an
+    # emulator charged to it still sat there while the runtime removed it
+    [ -n "$id" ] && [ -d "/sys/fs/cgroup/$id" ] && [ -z "$(runtime_status runc "$id")$(runtime_status crun "$id")" ] &&
+        out+="cgroup /sys/fs/cgroup/$id is left; "
     printf '%s' "${out%; }"
 }
 
@@ -307,6 +310,25 @@ echo "RANDOM $r"
 tpm2_pcrread -T device:/dev/tpmrm0 sha256:0,7 || { echo "pcrread failed rc=$?"; exit 4; }
 echo TPM-OK'
 
+# a python3 script for TPM 1.2 checks: raw TPM_GetCapability(TPM_CAP_VERSION_VAL) on
+# /dev/tpm0, prints TPM12-OK (exit 7 on a bad answer)
+# shellcheck disable=SC2034
+TPM12_PY='import os, struct, sys
+fd = os.open("/dev/tpm0", os.O_RDWR)
+# TPM_GetCapability: tag TPM_TAG_RQU_COMMAND, size 18, ordinal 0x65,
+# capArea TPM_CAP_VERSION_VAL (0x1A), subCapSize 0
+os.write(fd, struct.pack(">HIIII", 0x00C1, 18, 0x65, 0x1A, 0))
+r = os.read(fd, 4096)
+print("RESP", r.hex())
+tag, size, rc = struct.unpack(">HII", r[:10])
+print("TAG 0x%04X RC %d" % (tag, rc))
+if tag != 0x00C4 or rc != 0 or size != len(r):
+    sys.exit(7)
+n = struct.unpack(">I", r[10:14])[0]
+info = r[14:14 + n]        # TPM_CAP_VERSION_INFO: tag(2) version(4) ...
+print("VERSION %d.%d" % (info[2], info[3]))
+print("TPM12-OK")'
+
 # ---------------------------------------------------------------- scenario runner
 # scenario NAME FUNCTION [ARGS...]: runs one scenario, prints PASS/FAIL, cleans up
 scenario() {
@@ -315,11 +337,9 @@ scenario() {
     t0=$(now_ms)
     force_clean
     if "$@" && [ -z "$WHY" ]; then
-        PASSED=$((PASSED + 1))
-        echo "PASS: $name"
+        pass "$name"
     else
-        FAILED=$((FAILED + 1))
-        echo "FAIL: $name: ${WHY:-failed without a reason}"
+        fail "$name" "${WHY:-failed without a reason}"
         for f in "${DIAG[@]}"; do
             [ -s "$f" ] || continue
             n=$(wc -l < "$f")

@@ -4,7 +4,7 @@
 #
 #   provisioning-tests.sh [/abs/path/to/vtpm-hook]     (or env VTPM_HOOK)
 #
-# Runs as root INSIDE the test VM (tests/e2e/run-provisioning.sh boots it):
+# Runs as root INSIDE the test VM (tests/e2e/run.sh provisioning boots it):
 # needs /dev/vtpmx, runc, podman, jq, tpm2-tools, openssl. Scenarios:
 #   podman-hooksd-annotation  podman + hooks.d file + --annotation io.vtpm-hook.vtpm=2;
 #                             a podman container without the annotation gets no TPM
@@ -18,6 +18,11 @@
 #   annotations-runc          io.vtpm-hook.vtpm + io.vtpm-hook.pcr-banks in config.json;
 #                             io.vtpm-hook.vtpm=3 fails the start, nothing left behind
 #   status                    `vtpm-hook status` (table and --json) of a running container
+#   cdi-podman-tpm2           the spec of `vtpm-hook cdi` in /etc/cdi; podman run --device
+#   cdi-podman-tpm12          vtpm-hook.io/tpm=2 (=1.2): the TPM works inside, nothing is
+#                             left after podman rm; podman start time without/with the device
+#   cdi-gc                    `vtpm-hook gc --unused-for 0`: a stopped container's state goes,
+#                             a running one's and the CA dir stay
 # Prints "PASS: name" / "FAIL: name: why", indented notes and "FIGURE: ..."
 # lines, and finally "N passed, M failed". Exit status: 0 all passed, 1 some
 # failed, 2 the environment is unusable. E2E_ONLY=regex selects scenarios.
@@ -409,6 +414,132 @@ t_status() {
     [ "$n" = 0 ] || { why "'status' after delete has $n rows"; return 1; }
 }
 
+# ---------------------------------------------------------------- CDI (podman --device)
+# The spec `vtpm-hook cdi --output /etc/cdi/vtpm-hook.json` installs (the guest's / is an
+# overlay: the file stays in the VM), with a state root of its own so that gc below only sees
+# what these containers left. No hooks.d file: the CDI device alone brings the TPM.
+CDI_W=$E2E_WORK/podman-cdi
+CDI_STATE=$E2E_WORK/cdi-state
+CDI_LOG=$LOG_DIR/cdi.log
+CDI_SPEC=/etc/cdi/vtpm-hook.json
+cdi_podman() {
+    echo podman --root "$CDI_W/store" --runroot "$CDI_W/runroot" --storage-driver vfs \
+        --cgroup-manager cgroupfs --events-backend file --hooks-dir "$CDI_W/hooks.d"
+}
+# cdi_prepare: once per VM boot, the rootfs, the empty hooks.d and the installed spec
+cdi_prepare() {
+    [ -s "$CDI_SPEC" ] && [ -d "$CDI_W/rootfs" ] && return 0
+    rm -rf "$CDI_W"; mkdir -p "$CDI_W/hooks.d"
+    make_rootfs "$CDI_W/rootfs"
+    printf '%s\n' "$TPM12_PY" > "$CDI_W/rootfs/root/tpm12.py"
+    timeout 20 "$HOOK" --state-root "$CDI_STATE" --run-root "$RUN_ROOT" --log-file "$CDI_LOG" \
+        --log-level debug cdi --output "$CDI_SPEC" 2> "$CDI_W/cdi.err" ||
+        { why "vtpm-hook cdi --output $CDI_SPEC failed: $(head -c 300 "$CDI_W/cdi.err")"; return 1; }
+    [ "$(jq -r '[.cdiVersion, .kind, (.devices | map(.name) | join(","))] | join(" ")' "$CDI_SPEC")" = \
+      "0.5.0 vtpm-hook.io/tpm 2,1.2" ] || { why "unexpected spec: $(jq -c . "$CDI_SPEC" | head -c 300)"; return 1; }
+    [ "$(stat -c %a "$CDI_SPEC")" = 644 ] || { why "$CDI_SPEC has mode $(stat -c %a "$CDI_SPEC")"; return 1; }
+}
+# shellcheck disable=SC2016
+CDI_TPM2_SCRIPT='for d in /dev/tpm0 /dev/tpmrm0; do
+  if [ -c $d ]; then echo "DEV $d c $(stat -c %t:%T $d)"; else echo "NODEV $d"; fi; done
+r=$(tpm2_getrandom -T device:/dev/tpmrm0 --hex 8) || { echo "getrandom failed rc=$?"; exit 3; }
+echo "RANDOM $r"'
+CDI_TPM12_SCRIPT='if [ -e /dev/tpmrm0 ]; then echo HAS-TPMRM0; else echo NO-TPMRM0; fi
+[ -c /dev/tpm0 ] && echo "DEV /dev/tpm0 c"
+python3 /root/tpm12.py'
+
+# cdi_run NAME DEVICE-OR-"" SCRIPT [podman run options...]: `podman run` (no --rm) of the CDI
+# rootfs; sets RC, OUT, ERR and MS (until podman returned)
+cdi_run() {
+    local name=$1 dev=$2 script=$3 t0; shift 3
+    local P; P=$(cdi_podman)
+    OUT=$CDI_W/$name.out; ERR=$CDI_W/$name.err
+    DIAG+=("$OUT" "$ERR")
+    t0=$(now_ms)
+    # shellcheck disable=SC2086
+    ( timeout -k 5 "$RUN_TIMEOUT" $P run --name "$name" ${dev:+--device "$dev"} --network none \
+        -v /usr:/usr:ro -v /etc:/etc:ro "$@" --rootfs "$CDI_W/rootfs" /bin/sh -c "$script" \
+        < /dev/null > "$OUT" 2> "$ERR" ) 2> /dev/null
+    RC=$?; MS=$(( $(now_ms) - t0 ))
+}
+# shellcheck disable=SC2046  # (cdi_podman is split into words on purpose)
+cdi_podman_rm() { timeout 60 $(cdi_podman) rm -f -t 0 "$@" > /dev/null 2>&1; }
+# shellcheck disable=SC2046
+cdi_id() { timeout 30 $(cdi_podman) inspect -f '{{.Id}}' "$1" 2> /dev/null; }
+
+# podman run --device vtpm-hook.io/tpm=VERSION: the TPM works inside; after `podman rm`
+# nothing is left (no emulator, keeper, chip or run record) but the state of that version
+t_cdi() { t_cdi_body "$@"; local rc=$?; cdi_podman_rm -a; return $rc; }
+t_cdi_body() {
+    local v=$1 name=cdi-tpm${1/./} id blob
+    DIAG+=("$CDI_LOG")
+    cdi_prepare || return 1
+    if [ "$v" = 2 ]; then
+        # the price of the device: the same container without it, then with it
+        cdi_run cdi-base "" true; cdi_podman_rm cdi-base
+        note "FIGURE: podman_cdi_run_ms_without_device=$MS (rc $RC)"
+        cdi_run cdi-timed vtpm-hook.io/tpm=2 true; cdi_podman_rm cdi-timed
+        note "FIGURE: podman_cdi_run_ms_with_device=$MS (rc $RC)"
+        cdi_run "$name" vtpm-hook.io/tpm=2 "$CDI_TPM2_SCRIPT"
+    else
+        cdi_run "$name" vtpm-hook.io/tpm=1.2 "$CDI_TPM12_SCRIPT"
+    fi
+    case $RC in 124|137) why "podman run did not finish within ${RUN_TIMEOUT}s (live vtpm-emu: $(live_emulators | tr '\n' ' '))"; return 1 ;; esac
+    [ "$RC" = 0 ] || { why "podman run --device vtpm-hook.io/tpm=$v exited with $RC: $(tail -n 3 "$ERR" "$OUT" | tr '\n' ' ')"; return 1; }
+    if [ "$v" = 2 ]; then
+        grep -q '^DEV /dev/tpm0 c' "$OUT" && grep -q '^DEV /dev/tpmrm0 c' "$OUT" ||
+            { why "no /dev/tpm0 + /dev/tpmrm0: $(grep DEV "$OUT" | tr '\n' ' ')"; return 1; }
+        grep -Eq '^RANDOM [0-9a-f]{16}$' "$OUT" || { why "tpm2_getrandom: $(grep -m1 RANDOM "$OUT" || echo no output)"; return 1; }
+        note "$(grep '^RANDOM' "$OUT")"
+        blob=tpm2-00.permall
+    else
+        grep -q '^NO-TPMRM0' "$OUT" || { why "/dev/tpmrm0 exists in a TPM 1.2 container"; return 1; }
+        grep -q '^TPM12-OK' "$OUT" || { why "TPM 1.2 check: $(grep -E '^(TAG|RESP)' "$OUT" | tr '\n' ' ')"; return 1; }
+        note "$(grep -E '^(TAG|VERSION)' "$OUT" | tr '\n' ';')"
+        blob=tpm-00.permall
+    fi
+    id=$(cdi_id "$name")
+    [ -n "$id" ] || { why "podman inspect $name gave no id"; return 1; }
+    grep -q "container $id: setup took" "$CDI_LOG" || { why "no setup of $id in the hook log"; return 1; }
+    cdi_podman_rm "$name" || { why "podman rm $name failed"; return 1; }
+    grep -q "container $id: .*torn down" "$CDI_LOG" || { why "the hook log has no teardown of $id (the CDI poststop hook did not run?)"; return 1; }
+    expect_clean "$id" "'podman rm'" || return 1
+    [ -z "$(run_records)" ] || { why "run records left: $(run_records | tr '\n' ' ')"; return 1; }
+    [ -f "$CDI_STATE/$id/$blob" ] || { why "no $blob in $CDI_STATE/$id: $(ls -A "$CDI_STATE/$id" 2>&1 | tr '\n' ' ')"; return 1; }
+}
+
+# vtpm-hook gc --unused-for 0 after real containers: the state of stopped ones goes, that of a
+# running one (run record, locked by its emulator) stays, and so does the CA directory
+t_cdi_gc() { t_cdi_gc_body; local rc=$?; cdi_podman_rm -a; return $rc; }
+t_cdi_gc_body() {
+    local P id_run stopped out err
+    DIAG+=("$CDI_LOG")
+    cdi_prepare || return 1
+    P=$(cdi_podman)
+    cdi_run cdi-gc-stopped vtpm-hook.io/tpm=2 true
+    [ "$RC" = 0 ] || { why "podman run (stopped one) exited with $RC: $(tail -n 3 "$ERR" | tr '\n' ' ')"; return 1; }
+    stopped=$(cdi_id cdi-gc-stopped)
+    cdi_podman_rm cdi-gc-stopped
+    cdi_run cdi-gc-running vtpm-hook.io/tpm=2 "sleep 120" -d
+    [ "$RC" = 0 ] || { why "podman run -d exited with $RC: $(tail -n 3 "$ERR" | tr '\n' ' ')"; return 1; }
+    id_run=$(cdi_id cdi-gc-running)
+    [ -e "$RUN_ROOT/$id_run.json" ] || { why "no run record of the running container"; return 1; }
+    mkdir -p "$CDI_STATE/ca"; touch -d '2000-01-01' "$CDI_STATE/ca"
+    out=$CDI_W/gc.out; err=$CDI_W/gc.err; DIAG+=("$out" "$err")
+    timeout 30 "$HOOK" --state-root "$CDI_STATE" --run-root "$RUN_ROOT" gc --unused-for 0 > "$out" 2> "$err" ||
+        { why "gc exited with $?: $(head -n 3 "$err" | tr '\n' ' ')"; return 1; }
+    [ ! -s "$err" ] || { why "gc wrote to stderr: $(head -n 3 "$err" | tr '\n' ' ')"; return 1; }
+    grep -qx "$CDI_STATE/$stopped" "$out" || { why "gc did not remove the stopped container's state: $(tr '\n' ' ' < "$out")"; return 1; }
+    [ ! -e "$CDI_STATE/$stopped" ] || { why "$CDI_STATE/$stopped is still there"; return 1; }
+    [ -d "$CDI_STATE/$id_run" ] && ! grep -q "$id_run" "$out" || { why "gc took the running container's state"; return 1; }
+    [ -d "$CDI_STATE/ca" ] || { why "gc removed the CA directory"; return 1; }
+    note "gc removed $(wc -l < "$out") dir(s); kept $(ls "$CDI_STATE" | tr '\n' ' ')"
+    timeout 60 $P exec cdi-gc-running tpm2_getrandom -T device:/dev/tpmrm0 --hex 4 > /dev/null 2>&1 ||
+        { why "the running container's TPM does not answer after gc"; return 1; }
+    cdi_podman_rm cdi-gc-running || { why "podman rm -f of the running container failed"; return 1; }
+    expect_clean "$id_run" "'podman rm -f' (running)" || return 1
+}
+
 # with_dmesg FN ARGS: on failure, show the kernel's TPM messages of the scenario
 with_dmesg() {
     local n0 f=$E2E_WORK/dmesg-$1.txt
@@ -418,6 +549,72 @@ with_dmesg() {
     DIAG+=("$f")
     return 1
 }
+# ---------------------------------------------------------------- Kubernetes identity
+# The annotations containerd's CRI plugin (or CRI-O) sets itself, on runc containers; the
+# policy names the runtime (kubernetesIdentity). A restarted container has a new id but the same
+# namespace/pod/container: it gets the same TPM (NV survives); another pod another TPM; the
+# pod's pause container none. Annotations of the runtime the policy does not name are ignored.
+K8S_NV_SCRIPT='T=device:/dev/tpmrm0
+if [ ! -c /dev/tpm0 ]; then echo NO-TPM; exit 0; fi
+if v=$(tpm2_nvread -T $T -C o 0x1500030 2>/dev/null); then echo "NV-HAS $v"; else echo NV-EMPTY; fi
+if [ -n "${WRITE:-}" ]; then tpm2_nvdefine -T $T 0x1500030 -C o -s ${#WRITE} -a "ownerread|ownerwrite" > /dev/null &&
+  printf %s "$WRITE" | tpm2_nvwrite -T $T -C o 0x1500030 -i - && echo "NV-WROTE $WRITE"; fi'
+# k8s_run ID ANNOTATIONS_JSON [WRITE]: one runc container under the kubernetesIdentity policy
+k8s_run() {
+    local id=$1 ann=$2 write=${3:-}
+    make_bundle runc "$id" "" "$K8S_NV_SCRIPT" ".annotations += $ann | .process.env += [\"WRITE=$write\"]" || return 1
+    container_run runc "$id" || return 1
+    [ "$RC" = 0 ] || { fail_run "'runc run' ($id)"; return 1; }
+    expect_clean "$id" "'runc run' ($id) returned" || return 1
+}
+cri() {  # cri RUNTIME NAMESPACE POD CONTAINER [TYPE]: the annotations that runtime sets
+    case $1 in
+        containerd) jq -nc --arg n "$2" --arg p "$3" --arg c "$4" --arg t "${5:-container}" \
+            '{"io.kubernetes.cri.sandbox-namespace": $n, "io.kubernetes.cri.sandbox-name": $p,
+              "io.kubernetes.cri.container-name": $c, "io.kubernetes.cri.container-type": $t}' ;;
+        cri-o) jq -nc --arg n "$2" --arg p "$3" --arg c "$4" \
+            '{"io.kubernetes.pod.namespace": $n, "io.kubernetes.pod.name": $p, "io.kubernetes.container.name": $c}' ;;
+    esac
+}
+t_k8s_identity() {
+    local out POLICY=$E2E_WORK/policy-k8s.json
+    write_policy "$POLICY" '{"kubernetesIdentity": "containerd"}' || return 1
+    k8s_run k8s-a1 "$(cri containerd shop db-0 postgres)" "secret-db0" || return 1
+    grep -q '^NV-WROTE secret-db0' "$BUNDLE/out" || { why "first container: $(tr '\n' ' ' < "$BUNDLE/out")"; return 1; }
+    [ -e "$STATE_ROOT/kubernetes/shop_db-0_postgres/tpm2-00.permall" ] ||
+        { why "no state in $STATE_ROOT/kubernetes/shop_db-0_postgres: $(ls -R "$STATE_ROOT" | tr '\n' ' ' | cut -c1-300)"; return 1; }
+    [ ! -e "$STATE_ROOT/k8s-a1" ] || { why "state keyed by the container id too"; return 1; }
+    # the restart: a new container id, the same namespace/pod/container
+    k8s_run k8s-a2 "$(cri containerd shop db-0 postgres)" || return 1
+    grep -q '^NV-HAS secret-db0' "$BUNDLE/out" || { why "the restarted container lost its TPM: $(tr '\n' ' ' < "$BUNDLE/out")"; return 1; }
+    # another pod (and the same pod in another namespace): another TPM
+    k8s_run k8s-b1 "$(cri containerd shop db-1 postgres)" || return 1
+    grep -q '^NV-EMPTY' "$BUNDLE/out" || { why "pod db-1 sees db-0's TPM: $(tr '\n' ' ' < "$BUNDLE/out")"; return 1; }
+    k8s_run k8s-c1 "$(cri containerd other db-0 postgres)" || return 1
+    grep -q '^NV-EMPTY' "$BUNDLE/out" || { why "namespace other sees shop's TPM: $(tr '\n' ' ' < "$BUNDLE/out")"; return 1; }
+    # the pause container gets none
+    k8s_run k8s-pause "$(cri containerd shop db-0 "" sandbox | jq -c 'del(.["io.kubernetes.cri.container-name"])')" || return 1
+    grep -q '^NO-TPM' "$BUNDLE/out" || { why "the pod's sandbox container got a TPM"; return 1; }
+    # CRI-O's annotations count only when the policy names CRI-O
+    k8s_run k8s-o1 "$(cri cri-o shop db-0 postgres)" || return 1
+    grep -q '^NV-EMPTY' "$BUNDLE/out" && [ -e "$STATE_ROOT/k8s-o1" ] ||
+        { why "CRI-O annotations were trusted under a containerd policy: $(tr '\n' ' ' < "$BUNDLE/out")"; return 1; }
+    write_policy "$POLICY" '{"kubernetesIdentity": "cri-o"}' || return 1
+    k8s_run k8s-o2 "$(cri cri-o shop db-0 postgres)" || return 1
+    grep -q '^NV-HAS secret-db0' "$BUNDLE/out" || { why "CRI-O's identity did not find the pod's TPM: $(tr '\n' ' ' < "$BUNDLE/out")"; return 1; }
+    k8s_run k8s-o-pause "$(cri cri-o shop db-0 POD)" || return 1
+    grep -q '^NO-TPM' "$BUNDLE/out" || { why "CRI-O's infra container (POD) got a TPM"; return 1; }
+    # a name Kubernetes would not allow fails the start, nothing left
+    make_bundle runc k8s-bad "" "echo CONTAINER-RAN" ".annotations += $(cri cri-o shop ../x postgres)" || return 1
+    container_run runc k8s-bad || return 1
+    [ "$RC" != 0 ] && ! grep -q CONTAINER-RAN "$BUNDLE/out" || { why "a pod named '../x' started"; return 1; }
+    expect_clean k8s-bad "the refused start" || return 1
+    # gc: the pods' states are default state too
+    out=$(timeout 60 "$HOOK" --state-root "$STATE_ROOT" --run-root "$RUN_ROOT" gc --unused-for 0 --dry-run) ||
+        { why "gc --dry-run failed"; return 1; }
+    grep -q "kubernetes/shop_db-0_postgres$" <<< "$out" || { why "gc does not see Kubernetes state: $out"; return 1; }
+}
+
 run_if() { local n=$1; shift; [[ $n =~ $ONLY ]] && scenario "$n" with_dmesg "$@"; return 0; }
 
 run_if podman-hooksd-annotation  t_podman
@@ -428,19 +625,21 @@ run_if run-as                    t_run_as
 run_if encryption                t_encryption
 run_if annotations-runc          t_annotations
 run_if status                    t_status
+run_if cdi-podman-tpm2           t_cdi 2
+run_if cdi-podman-tpm12          t_cdi 1.2
+run_if cdi-gc                    t_cdi_gc
+run_if k8s-identity              t_k8s_identity
 
 # ---------------------------------------------------------------- figures + summary
 # setup time (hook's own "setup took N ms"), with and without createCerts
-med() { sort -n | awk '{a[NR] = $1} END { if (NR) printf "%s (n=%d, min %s, max %s)", a[int((NR + 1) / 2)], NR, a[1], a[NR]; else printf "none" }'; }
 certs_ms=$(for f in "$LOG_DIR"/prov-certs*.log; do
                [ -e "$f" ] && grep -ho 'setup took [0-9]* ms' "$f" | awk '{print $3}'; done)
 certs1_ms=$( [ -e "$LOG_DIR/prov-certs.log" ] && grep -ho 'setup took [0-9]* ms' "$LOG_DIR/prov-certs.log" | awk '{print $3}')
 plain_ms=$(for f in "$LOG_DIR"/*.log*; do
                case $f in */prov-certs*) continue ;; esac
                grep -ho 'setup took [0-9]* ms' "$f" | awk '{print $3}'; done)
-echo "FIGURE: setup_ms_without_createCerts=$(printf '%s\n' $plain_ms | grep . | med)"
+echo "FIGURE: setup_ms_without_createCerts=$(printf '%s\n' $plain_ms | grep . | median)"
 echo "FIGURE: setup_ms_with_createCerts_first=${certs1_ms:-none} (new TPM, CA created)"
-echo "FIGURE: setup_ms_with_createCerts_all=$(printf '%s\n' $certs_ms | grep . | med) (incl. the 5 concurrent and the existing-TPM rerun)"
+echo "FIGURE: setup_ms_with_createCerts_all=$(printf '%s\n' $certs_ms | grep . | median) (incl. the 5 concurrent and the existing-TPM rerun)"
 echo "FIGURE: guest_test_time_ms=$(( $(now_ms) - T_START ))"
-echo "$PASSED passed, $FAILED failed"
-[ "$FAILED" = 0 ]
+finish

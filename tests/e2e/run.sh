@@ -1,34 +1,64 @@
 #!/bin/bash
-# tests/e2e/run.sh - run the end-to-end container tests (runs on the HOST).
+# tests/e2e/run.sh - run one end-to-end suite in ONE test VM boot (runs on the HOST).
 #
-#   tests/e2e/run.sh [path/to/vtpm-hook]      default: $VTPM_HOOK, else <repo>/build/vtpm-hook
+#   tests/e2e/run.sh SUITE [path/to/vtpm-hook]   default: $VTPM_HOOK, else <repo>/build/vtpm-hook
 #
-# Boots ONE test VM with tests/vm/run-vm.sh (the host / is visible in the guest
-# at the same paths, so the hook binary and these scripts are used in place)
-# and runs tests/e2e/container-tests.sh in it. The exit status is the test
-# script's (0 all passed, 1 some failed, 2 unusable environment), or 255 when
-# the VM itself failed (boot failure, guest hang, time-out).
-# Environment: TIMEOUT (s, whole VM run; default 1200), E2E_ONLY (regex of
-# scenario names), MANY (containers in many-N-concurrent, 20), and run-vm.sh's
-# MEM (here 3072) SMP CGROUP=v1|v2 KEEP VERBOSE VMLAB_CACHE.
+# Suites (the guest scripts they run, one after the other, sharing one deadline):
+#   containers     container-tests.sh: runc and crun, the default vTPM, 1.2, two vTPMs,
+#                  user namespaces, restarts, bad input, many at once
+#   hardening      hardening-tests.sh, then security-tests.sh: hostile rootfs layouts, load,
+#                  and the trust-boundary attacks
+#   provisioning   provisioning-tests.sh, then attestation-tests.sh: podman (hooks.d),
+#                  createCerts, pcrBanks, runAs, encryption, annotations, status; the
+#                  attestation flow, the platform hierarchy, tss2_provision
+#   engines        engine-tests.sh: vtpm-runc (the runtime wrapper) under runc, crun,
+#                  containerd 1.6 (ctr) and Docker 20.10, the host's Debian packages, with
+#                  daemons the test starts in the guest; start times (TIMES samples, 3)
+# The VM (tests/vm/run-vm.sh) sees the host's / at the same paths, so the hook binary and the
+# scripts are used in place. Exit status: the worst of the scripts' (124 the tests did not
+# finish in time > 2 unusable environment > 1 some scenario failed > 0 all passed), or 255
+# when the VM itself failed (boot failure, guest hang): infrastructure, not a test result.
+# Environment: TIMEOUT (s, whole VM run; default per suite), scenario selection by regex
+# E2E_ONLY (containers, provisioning + attestation, engines), HARD_ONLY and SEC_ONLY (hardening; '^$'
+# skips that script), MANY (20), LOAD_N (50), LOAD_ROUNDS (3), LOAD_RUNC_N (50; 0 skips),
+# KILL_ROUNDS (12), TIMES (engines: start-time samples, 3), and run-vm.sh's MEM SMP CGROUP=v1|v2 KEEP VERBOSE VMLAB_CACHE.
 set -uo pipefail
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 ROOT=$(cd "$HERE/../.." && pwd)
+usage() { sed -n '2,22p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2; }
 
-HOOK=${1:-${VTPM_HOOK:-$ROOT/build/vtpm-hook}}
+SUITE=${1:-}
+case $SUITE in
+    containers)   SCRIPTS=(container-tests.sh); : "${TIMEOUT:=1200}" "${MEM:=3072}" ;;
+    hardening)    SCRIPTS=(hardening-tests.sh security-tests.sh); : "${TIMEOUT:=1500}" "${MEM:=3072}" ;;
+    provisioning) SCRIPTS=(provisioning-tests.sh attestation-tests.sh); : "${TIMEOUT:=1100}"
+                  command -v podman > /dev/null || { echo "run.sh: podman is not installed (apt-get install --no-install-recommends podman); the guest uses the host's programs" >&2; exit 2; } ;;
+    engines)      SCRIPTS=(engine-tests.sh); : "${TIMEOUT:=1200}" "${MEM:=3072}"
+                  for t in containerd ctr dockerd; do
+                      command -v "$t" > /dev/null || { echo "run.sh: $t is not installed (apt-get install --no-install-recommends docker.io containerd); the guest uses the host's programs" >&2; exit 2; }
+                  done ;;
+    -h|--help|"") usage ;;
+    *)            echo "run.sh: unknown suite '$SUITE'" >&2; usage ;;
+esac
+export TIMEOUT MEM=${MEM:-2048}
+
+HOOK=${2:-${VTPM_HOOK:-$ROOT/build/vtpm-hook}}
 [ -e "$HOOK" ] || { echo "run.sh: no vtpm-hook binary at $HOOK (build it: cmake -S $ROOT -B $ROOT/build && cmake --build $ROOT/build)" >&2; exit 2; }
 HOOK=$(cd "$(dirname "$HOOK")" && pwd)/$(basename "$HOOK")
 
-export TIMEOUT=${TIMEOUT:-1200}
-export MEM=${MEM:-3072}        # 20 concurrent containers (many-20-concurrent)
 q() { printf '%q' "$1"; }
-# The guest starts with an empty environment: pass what the test script reads.
-CMD="export E2E_ONLY=$(q "${E2E_ONLY:-.}") VTPM_HOOK=$(q "$HOOK") MANY=$(q "${MANY:-20}");"
-CMD+=" exec timeout -k 10 $((TIMEOUT - 30)) bash $(q "$HERE/container-tests.sh") $(q "$HOOK")"
+# The guest starts with an empty environment: pass what the scripts read (when set here;
+# each script has its own defaults).
+CMD="export VTPM_HOOK=$(q "$HOOK");"
+for v in E2E_ONLY HARD_ONLY SEC_ONLY MANY LOAD_N LOAD_ROUNDS LOAD_RUNC_N KILL_ROUNDS TIMES; do
+    [ -n "${!v+x}" ] && CMD+=" export $v=$(q "${!v}");"
+done
+CMD+=" exec bash $(q "$HERE/guest-suite.sh") $((TIMEOUT - 30)) $(q "$HOOK")"
+for s in "${SCRIPTS[@]}"; do CMD+=" $(q "$HERE/$s")"; done
 "$ROOT/tests/vm/run-vm.sh" "$CMD"
 rc=$?
 case $rc in
-    124|137) echo "run.sh: the tests did not finish within $((TIMEOUT - 30))s inside the VM" >&2 ;;
-    255)     echo "run.sh: INFRASTRUCTURE FAILURE (VM), not a test result" >&2 ;;
+    124|137) echo "run.sh $SUITE: the tests did not finish within $((TIMEOUT - 30))s inside the VM" >&2 ;;
+    255)     echo "run.sh $SUITE: INFRASTRUCTURE FAILURE (VM), not a test result" >&2 ;;
 esac
 exit "$rc"

@@ -4,7 +4,7 @@
 #   security-tests.sh [/abs/path/to/vtpm-hook]     (or env VTPM_HOOK)
 #
 # Runs as root INSIDE the test VM, after hardening-tests.sh in the same boot
-# (tests/e2e/run-hardening.sh). Every scenario is set up as the attacker would:
+# (tests/e2e/run.sh hardening). Every scenario is set up as the attacker would:
 # a real container (runc, and crun where the runtime matters) whose annotations,
 # config.json or processes try to reach the host, another tenant's TPM, or a
 # device number that outlived its TPM. Checked afterwards: the host side did not
@@ -55,7 +55,7 @@ mkdir -p "$STATE_ROOT" "$RUN_ROOT" "$LOG_DIR" "$BUNDLES" "$E2E_WORK/fp"
 T_START=$(now_ms)
 MOUNTED=()
 unmount_all() { local m; for m in "${MOUNTED[@]}"; do umount -l "$m" 2>/dev/null; done; }
-trap unmount_all EXIT
+at_exit unmount_all
 
 # ---------------------------------------------------------------- helpers
 FAILS=()                        # findings of the current scenario (it goes on after one)
@@ -885,5 +885,4 @@ run_if default-path-entry1-runc t_default_entry1 runc
 run_if control-chars-runc t_control_chars runc
 
 echo "FIGURE: guest_test_time_ms=$(( $(now_ms) - T_START ))"
-echo "$PASSED passed, $FAILED failed"
-[ "$FAILED" = 0 ]
+finish

@@ -22,7 +22,9 @@ binary_of() { [ "$1" = fuzz_command_path_tpm12 ] && echo fuzz_command_path || ec
 binaries=()
 for t in "${targets[@]}"; do binaries+=("$(binary_of "$t")"); done
 
-die() { echo "run-fuzzers: $*" >&2; exit 2; }
+# shellcheck source=../lib/harness.sh
+. "$(dirname "${BASH_SOURCE[0]}")/../lib/harness.sh"
+die() { fatal "run-fuzzers: $*"; }
 command -v clang++ >/dev/null || die "clang++ is not installed (apt-get install clang libclang-rt-14-dev)"
 [[ $secs =~ ^[0-9]+$ ]] && [ "$secs" -gt 0 ] || die "FUZZ_SECONDS must be a positive integer"
 
@@ -40,11 +42,10 @@ mapfile -t targets < <(printf '%s\n' "${binaries[@]}" | sort -u)
 cmake --build "$build" --target "${targets[@]}" || die "build failed"
 
 work=$(mktemp -d /tmp/vtpm-fuzz-run.XXXXXX)
-trap 'rm -rf "$work"' EXIT
+at_exit 'rm -rf "$work"'
 export ASAN_OPTIONS=${ASAN_OPTIONS:-abort_on_error=1:detect_leaks=1:allocator_may_return_null=1}
 export UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}
 
-failed=0
 summary=()
 for t in "${targets[@]}"; do
   b=$(binary_of "$t")
@@ -68,16 +69,15 @@ for t in "${targets[@]}"; do
   execs=${execs:-?}
   if [ $rc -ne 0 ] || grep -q -e '^==[0-9]*==ERROR' -e 'runtime error:' -e 'invariant violated' \
       -e 'deadly signal' "$log"; then
-    failed=1
-    echo "FAIL: $t (exit $rc) after $execs executions; last lines of $log:"
+    fail "$t" "exit $rc after $execs executions; last lines of $log:"
     grep -v -e '^#[0-9]' "$log" | tail -40
     ls "$artifacts" | sed 's/^/  artifact: /'
     summary+=("$t: FAIL, $execs executions")
   else
-    echo "PASS: $t: $execs executions in ${secs}s"
+    pass "$t: $execs executions in ${secs}s"
     summary+=("$t: $execs executions")
   fi
 done
 echo "== summary"
 printf '%s\n' "${summary[@]}"
-exit $failed
+finish

@@ -14,20 +14,24 @@
 # Needs: swtpm, swtpm_ioctl (swtpm-tools), tpm2-tools with the swtpm and cmd TCTIs, timeout.
 # Env:   INTEROP_TIMEOUT  seconds allowed for any one step (default 30)
 #        KEEP_TMP=1       keep the temporary directory for inspection
-# Prints "PASS: ..." per check; exits non-zero with "FAIL: ..." on the first failure.
+# Prints "PASS: ..." per check; stops with "FAIL: ..." (exit 1) on the first failure; a missing
+# tool is "ERROR: ..." (exit 2); ends with "N passed, M failed".
 set -euo pipefail
+# shellcheck source=../lib/harness.sh
+. "$(dirname "${BASH_SOURCE[0]}")/../lib/harness.sh"
 
 STEP_TIMEOUT=${INTEROP_TIMEOUT:-30}
 TMP=""
 SWTPM_PIDS=()
 SWTPM_CTRLS=()
 
-fail() {
-  echo "FAIL: $*" >&2
-  exit 1
+# The first failure ends the run: each check builds on the state the previous one left.
+stop() {
+  fail "swtpm interop" "$*"
+  finish
 }
 
-cleanup() {
+cleanup() {  # at exit: $? is the suite's exit status
   local rc=$? i pid log lines
   set +e
   for i in "${!SWTPM_PIDS[@]}"; do
@@ -57,20 +61,19 @@ cleanup() {
       [[ $rc -eq 0 ]] || echo "note: run with KEEP_TMP=1 to keep the state dirs and logs" >&2
     fi
   fi
-  exit "$rc"
 }
-trap cleanup EXIT
+at_exit cleanup
 trap 'exit 130' INT TERM
 
 # ---- preconditions ------------------------------------------------------------------------------
 
-[[ -n "${VTPM_HOOK:-}" ]] || fail "set VTPM_HOOK to the path of the vtpm-hook binary"
-[[ -x "$VTPM_HOOK" && -f "$VTPM_HOOK" ]] || fail "VTPM_HOOK=$VTPM_HOOK is not an executable file"
+[[ -n "${VTPM_HOOK:-}" ]] || fatal "set VTPM_HOOK to the path of the vtpm-hook binary"
+[[ -x "$VTPM_HOOK" && -f "$VTPM_HOOK" ]] || fatal "VTPM_HOOK=$VTPM_HOOK is not an executable file"
 VTPM_HOOK=$(readlink -f -- "$VTPM_HOOK")
 [[ "$VTPM_HOOK" =~ ^[A-Za-z0-9_./+-]+$ ]] ||
-  fail "VTPM_HOOK path '$VTPM_HOOK' has characters the tpm2-tools cmd TCTI cannot pass through"
+  fatal "VTPM_HOOK path '$VTPM_HOOK' has characters the tpm2-tools cmd TCTI cannot pass through"
 for tool in swtpm swtpm_ioctl tpm2_nvdefine tpm2_nvwrite tpm2_nvread tpm2_getrandom timeout; do
-  command -v "$tool" >/dev/null || fail "'$tool' not found (apt-get install swtpm swtpm-tools tpm2-tools)"
+  command -v "$tool" >/dev/null || fatal "'$tool' not found (apt-get install swtpm swtpm-tools tpm2-tools)"
 done
 
 TMP=$(mktemp -d /tmp/vtpm-interop.XXXXXX)
@@ -88,9 +91,9 @@ step() {
     cat "$LOG" >&2
     echo "----" >&2
     if [[ $rc -eq 124 || $rc -eq 137 ]]; then
-      fail "$what: timed out after ${STEP_TIMEOUT}s"
+      stop "$what: timed out after ${STEP_TIMEOUT}s"
     fi
-    fail "$what: exit status $rc"
+    stop "$what: exit status $rc"
   fi
 }
 
@@ -124,7 +127,7 @@ start_swtpm() {
     SWTPM_PIDS+=("$pid")
     SWTPM_CTRLS+=("$sock/s.ctrl")
     until [[ -S "$sock/s" && -S "$sock/s.ctrl" ]] || ! kill -0 "$pid" 2>/dev/null; do
-      ((SECONDS < deadline)) || fail "swtpm ($name) did not create its sockets in ${STEP_TIMEOUT}s"
+      ((SECONDS < deadline)) || stop "swtpm ($name) did not create its sockets in ${STEP_TIMEOUT}s"
       sleep 0.1
     done
     if kill -0 "$pid" 2>/dev/null; then break; fi
@@ -135,7 +138,7 @@ start_swtpm() {
       continue
     fi
     cat "$log" >&2
-    fail "swtpm ($name) on $dir exited at startup (log above)"
+    stop "swtpm ($name) on $dir exited at startup (log above)"
   done
   if ((waited)); then
     echo "WARN: $dir/.lock was still held by another process when swtpm ($name) started;" \
@@ -154,7 +157,7 @@ stop_swtpm() {
   step "swtpm_ioctl -s (shut down swtpm)" swtpm_ioctl --unix "$SWTPM_CTRL" -s
   local deadline=$((SECONDS + STEP_TIMEOUT))
   while kill -0 "$pid" 2>/dev/null; do
-    ((SECONDS < deadline)) || fail "swtpm (pid $pid) still running ${STEP_TIMEOUT}s after shutdown"
+    ((SECONDS < deadline)) || stop "swtpm (pid $pid) still running ${STEP_TIMEOUT}s after shutdown"
     sleep 0.1
   done
   wait "$pid" 2>/dev/null || true
@@ -164,10 +167,10 @@ stop_swtpm() {
 # header flags are FLAGS (4 hex digits; default 0000, 0009 = encrypted with a 256-bit key).
 expect_swtpm_files() {
   local f="$1/tpm2-00.permall" head want="0201000a${3:-0000}"
-  [[ -s "$f" ]] || fail "$2 left no $f"
+  [[ -s "$f" ]] || stop "$2 left no $f"
   head=$(od -An -tx1 -N6 "$f" | tr -d ' \n')
   [[ "$head" == "$want" ]] ||
-    fail "$f written by $2 does not start with swtpm's blob header $want (got $head)"
+    stop "$f written by $2 does not start with swtpm's blob header $want (got $head)"
 }
 
 # nv_write TCTI INDEX FILE WHO / nv_read_check TCTI INDEX FILE WHO
@@ -181,7 +184,7 @@ nv_read_check() {
   local size out="$TMP/read-$2-$RANDOM.bin"
   size=$(stat -c %s "$3")
   step "$4: tpm2_nvread $2" tpm2_nvread -T "$1" "$2" -C o -s "$size" -o "$out"
-  cmp -s "$out" "$3" || fail "$4: NV index $2 holds other data than was written"
+  cmp -s "$out" "$3" || stop "$4: NV index $2 holds other data than was written"
 }
 
 head -c 32 /dev/urandom >"$TMP/data-a.bin"
@@ -199,10 +202,10 @@ expect_swtpm_files "$DIR_A" "vtpm-hook"
 start_swtpm "$DIR_A" a
 nv_read_check "$SWTPM_TCTI" "$IDX_A" "$TMP/data-a.bin" "swtpm"
 stop_swtpm
-echo "PASS: NV index written through vtpm-hook emulate is read back by swtpm 0.7.1"
+pass "NV index written through vtpm-hook emulate is read back by swtpm 0.7.1"
 # swtpm rewrote the state at its startup/shutdown: vtpm-hook must still read it.
 nv_read_check "$(hook_tcti "$DIR_A")" "$IDX_A" "$TMP/data-a.bin" "vtpm-hook"
-echo "PASS: vtpm-hook reads the state dir again after swtpm rewrote it"
+pass "vtpm-hook reads the state dir again after swtpm rewrote it"
 
 # ---- (b) swtpm writes, vtpm-hook reads ---------------------------------------------------------
 
@@ -213,20 +216,20 @@ nv_write "$SWTPM_TCTI" "$IDX_B" "$TMP/data-b.bin" "swtpm"
 stop_swtpm
 expect_swtpm_files "$DIR_B" "swtpm"
 nv_read_check "$(hook_tcti "$DIR_B")" "$IDX_B" "$TMP/data-b.bin" "vtpm-hook"
-echo "PASS: NV index written through swtpm 0.7.1 is read back by vtpm-hook emulate"
+pass "NV index written through swtpm 0.7.1 is read back by vtpm-hook emulate"
 # vtpm-hook rewrote the state: swtpm must still read it.
 start_swtpm "$DIR_B" b2
 nv_read_check "$SWTPM_TCTI" "$IDX_B" "$TMP/data-b.bin" "swtpm"
 stop_swtpm
-echo "PASS: swtpm reads the state dir again after vtpm-hook rewrote it"
+pass "swtpm reads the state dir again after vtpm-hook rewrote it"
 
 # ---- encrypted state: (c) and (d) ---------------------------------------------------------------
 
 if ! "$VTPM_HOOK" emulate --help 2>&1 | grep -q -- '--key-file' ||
   ! "$VTPM_HOOK" emulate --help 2>&1 | grep -q -- '--password-file'; then
   echo "SKIP: emulate has no --key-file yet (encrypted directions (c) and (d) not run)"
-  echo "PASS: swtpm interop, both directions (unencrypted)"
-  exit 0
+  pass "swtpm interop, both directions (unencrypted)"
+  finish
 fi
 
 head -c 32 /dev/urandom >"$TMP/data-c.bin"
@@ -246,15 +249,15 @@ mkdir -m 0700 "$DIR_C"
 nv_write "$(hook_tcti "$DIR_C" --key-file "$KEY")" "$IDX_C" "$TMP/data-c.bin" "vtpm-hook (key)"
 expect_swtpm_files "$DIR_C" "vtpm-hook --key-file" 0009
 if timeout -k 5 "$STEP_TIMEOUT" tpm2_getrandom -T "$(hook_tcti "$DIR_C")" 8 >"$LOG" 2>&1; then
-  fail "vtpm-hook emulate without --key-file served a state dir encrypted with a key"
+  stop "vtpm-hook emulate without --key-file served a state dir encrypted with a key"
 fi
 start_swtpm "$DIR_C" c --key "file=$KEY,format=binary,mode=aes-256-cbc"
 nv_read_check "$SWTPM_TCTI" "$IDX_C" "$TMP/data-c.bin" "swtpm (key)"
 stop_swtpm
 expect_swtpm_files "$DIR_C" "swtpm --key file=" 0009
-echo "PASS: encrypted state written by vtpm-hook emulate --key-file is read by swtpm --key file="
+pass "encrypted state written by vtpm-hook emulate --key-file is read by swtpm --key file="
 nv_read_check "$(hook_tcti "$DIR_C" --key-file "$KEY")" "$IDX_C" "$TMP/data-c.bin" "vtpm-hook (key)"
-echo "PASS: vtpm-hook reads the encrypted state again after swtpm rewrote it"
+pass "vtpm-hook reads the encrypted state again after swtpm rewrote it"
 
 # ---- (d) swtpm writes with a password file, vtpm-hook reads with the same password ---------------
 
@@ -267,10 +270,11 @@ expect_swtpm_files "$DIR_D" "swtpm --key pwdfile=" 0009
 nv_read_check "$(hook_tcti "$DIR_D" --password-file "$PWD_FILE")" "$IDX_D" "$TMP/data-d.bin" \
   "vtpm-hook (password)"
 expect_swtpm_files "$DIR_D" "vtpm-hook --password-file" 0009
-echo "PASS: encrypted state written by swtpm --key pwdfile= is read by vtpm-hook --password-file"
+pass "encrypted state written by swtpm --key pwdfile= is read by vtpm-hook --password-file"
 start_swtpm "$DIR_D" d2 --key "pwdfile=$PWD_FILE,kdf=pbkdf2,mode=aes-256-cbc"
 nv_read_check "$SWTPM_TCTI" "$IDX_D" "$TMP/data-d.bin" "swtpm (password)"
 stop_swtpm
-echo "PASS: swtpm reads the encrypted state again after vtpm-hook rewrote it"
+pass "swtpm reads the encrypted state again after vtpm-hook rewrote it"
 
-echo "PASS: swtpm interop, both directions, unencrypted and encrypted"
+pass "swtpm interop, both directions, unencrypted and encrypted"
+finish

@@ -26,9 +26,7 @@ using vtpm::testing::expect_error;
 class EkExportTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    base_ = fs::temp_directory_path() /
-            ("vtpm-ek-" + std::to_string(::getpid()) + "-" +
-             ::testing::UnitTest::GetInstance()->current_test_info()->name());
+    base_ = vtpm::testing::test_dir("ek");
     opts_.state_root = (base_ / "state").string();
     opts_.run_root = (base_ / "run").string();
     opts_.ca_key = (base_ / "ca" / "key.pem").string();

@@ -1,13 +1,22 @@
 #pragma once
-// Helpers for tests of code that reports failures as vtpm::Error.
+// Helpers for tests: failures reported as vtpm::Error, and a scratch directory per test.
 #include <gtest/gtest.h>
+#include <unistd.h>
 
+#include <filesystem>
 #include <string>
 #include <vector>
 
 #include "common/error.h"
 
 namespace vtpm::testing {
+
+// A directory path of this test's own: <tmp>/vtpm-<what>-<pid>-<test name>, not yet created.
+inline std::filesystem::path test_dir(const std::string& what) {
+  return std::filesystem::temp_directory_path() /
+         ("vtpm-" + what + "-" + std::to_string(::getpid()) + "-" +
+          ::testing::UnitTest::GetInstance()->current_test_info()->name());
+}
 
 // The message of the Error that f throws; fails the test when nothing (or something else) is
 // thrown.

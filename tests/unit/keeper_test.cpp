@@ -13,6 +13,7 @@
 
 #include "common/process_util.h"
 #include "emulator/serve_loop.h"
+#include "error_matchers.h"
 #include "kernel/device_cgroup.h"
 #include "tpm/tpm_proto.h"
 
@@ -24,9 +25,7 @@ namespace fs = std::filesystem;
 class Keeper : public ::testing::Test {
  protected:
   void SetUp() override {
-    base_ = fs::temp_directory_path() /
-            ("vtpm-keeper-" + std::to_string(::getpid()) + "-" +
-             ::testing::UnitTest::GetInstance()->current_test_info()->name());
+    base_ = vtpm::testing::test_dir("keeper");
     paths_.proc = base_ / "proc";
     paths_.cgroup_root = base_ / "cgroup";
     fs::create_directories(paths_.cgroup_root + "/c1");

@@ -254,5 +254,112 @@ TEST(StatePathPolicy, LaterEntriesSitBesideTheFirst) {
   EXPECT_EQ(specs[1].state_path, kRoot + "/c1@tpm1");
 }
 
+// ---- Kubernetes identity: a restarted container (new id) keeps its pod's TPM ----
+
+namespace k8s {
+
+const std::map<std::string, std::string> kContainerd = {
+    {"io.kubernetes.cri.sandbox-namespace", "shop"},
+    {"io.kubernetes.cri.sandbox-name", "db-0"},
+    {"io.kubernetes.cri.container-name", "postgres"},
+    {"io.kubernetes.cri.container-type", "container"}};
+const std::map<std::string, std::string> kCrio = {{"io.kubernetes.pod.namespace", "shop"},
+                                                  {"io.kubernetes.pod.name", "db-0"},
+                                                  {"io.kubernetes.container.name", "postgres"}};
+
+Policy with(KubernetesIdentity k) {
+  Policy p;
+  p.kubernetes_identity = k;
+  return p;
+}
+
+std::string path_of(const std::map<std::string, std::string>& ann, KubernetesIdentity k,
+                    const std::string& id = "c1", const std::string& vtpms = "") {
+  const auto specs = resolve_vtpms(state_with(ann, id), config(vtpms), defaults(with(k)));
+  return specs.empty() ? "" : specs[0].state_path;
+}
+
+}  // namespace k8s
+
+TEST(KubernetesIdentity, PolicyNamesTheRuntime) {
+  EXPECT_EQ(parse_policy("{}", "p").kubernetes_identity, KubernetesIdentity::Off);
+  EXPECT_EQ(parse_policy(R"({"kubernetesIdentity":"containerd"})", "p").kubernetes_identity,
+            KubernetesIdentity::Containerd);
+  EXPECT_EQ(parse_policy(R"({"kubernetesIdentity":"cri-o"})", "p").kubernetes_identity,
+            KubernetesIdentity::CriO);
+  expect_error([] { parse_policy(R"({"kubernetesIdentity":true})", "p"); },
+               {"\"kubernetesIdentity\" must be"});
+}
+
+TEST(KubernetesIdentity, SameNamespacePodContainerSameStateAcrossIds) {
+  using namespace k8s;
+  const std::string want = kRoot + "/kubernetes/shop_db-0_postgres";
+  EXPECT_EQ(path_of(kContainerd, KubernetesIdentity::Containerd, "id-1"), want);
+  EXPECT_EQ(path_of(kContainerd, KubernetesIdentity::Containerd, "id-2"), want);
+  EXPECT_EQ(path_of(kCrio, KubernetesIdentity::CriO, "id-3"), want);
+  auto other = kContainerd;
+  other["io.kubernetes.cri.sandbox-name"] = "db-1";
+  EXPECT_EQ(path_of(other, KubernetesIdentity::Containerd),
+            kRoot + "/kubernetes/shop_db-1_postgres");
+  // linux.vtpms entries without a statePath use the key too; later ones sit beside it
+  const auto specs = resolve_vtpms(state_with(kContainerd), config(R"([{}, {}])"),
+                                   defaults(with(KubernetesIdentity::Containerd)));
+  ASSERT_EQ(specs.size(), 2u);
+  EXPECT_EQ(specs[1].state_path, want + "@tpm1");
+}
+
+TEST(KubernetesIdentity, OnlyTheNamedRuntimesAnnotationsCount) {
+  using namespace k8s;
+  // Off, or another runtime's annotations (which a pod may pass through): the container id.
+  EXPECT_EQ(path_of(kContainerd, KubernetesIdentity::Off), kRoot + "/c1");
+  EXPECT_EQ(path_of(kCrio, KubernetesIdentity::Containerd), kRoot + "/c1");
+  EXPECT_EQ(path_of(kContainerd, KubernetesIdentity::CriO), kRoot + "/c1");
+  auto partial = kContainerd;
+  partial.erase("io.kubernetes.cri.container-name");
+  EXPECT_EQ(path_of(partial, KubernetesIdentity::Containerd), kRoot + "/c1");
+}
+
+TEST(KubernetesIdentity, ThePauseContainerGetsNoTpm) {
+  using namespace k8s;
+  auto sandbox = kContainerd;
+  sandbox["io.kubernetes.cri.container-type"] = "sandbox";
+  EXPECT_TRUE(
+      resolve_vtpms(state_with(sandbox), config(), defaults(with(KubernetesIdentity::Containerd)))
+          .empty());
+  auto pod = kCrio;
+  pod["io.kubernetes.container.name"] = "POD";
+  EXPECT_TRUE(
+      resolve_vtpms(state_with(pod), config(), defaults(with(KubernetesIdentity::CriO))).empty());
+}
+
+TEST(KubernetesIdentity, NamesThatAreNotKubernetesNamesAreRefused) {
+  using namespace k8s;
+  for (const auto& [key, value] : std::vector<std::pair<std::string, std::string>>{
+           {"io.kubernetes.cri.sandbox-namespace", "../etc"},
+           {"io.kubernetes.cri.sandbox-namespace", "a.b"},  // a label: no dots
+           {"io.kubernetes.cri.sandbox-name", "x_y"},       // '_' would make keys ambiguous
+           {"io.kubernetes.cri.container-name", "Upper"},
+           {"io.kubernetes.cri.container-name", ""},
+           {"io.kubernetes.cri.sandbox-name", std::string(254, 'a')}}) {
+    auto ann = kContainerd;
+    ann[key] = value;
+    expect_error([&] { path_of(ann, KubernetesIdentity::Containerd); },
+                 {"annotation " + key, "not a Kubernetes name"});
+  }
+  EXPECT_EQ(path_of(
+                [] {
+                  auto a = kContainerd;
+                  a["io.kubernetes.cri.sandbox-name"] = "web-7c9f.example";
+                  return a;
+                }(),
+                KubernetesIdentity::Containerd),
+            kRoot + "/kubernetes/shop_web-7c9f.example_postgres");
+}
+
+TEST(KubernetesIdentity, NoContainerIdTakesTheirDirectory) {
+  expect_error([] { resolve_vtpms(state_with({}, "kubernetes"), config(), defaults()); },
+               {"kubernetes", "keeps for itself"});
+}
+
 }  // namespace
 }  // namespace vtpm

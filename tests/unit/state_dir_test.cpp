@@ -27,9 +27,7 @@ using vtpm::testing::expect_error;
 class StateDirTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    base_ = fs::temp_directory_path() /
-            ("vtpm-statedir-" + std::to_string(::getpid()) + "-" +
-             ::testing::UnitTest::GetInstance()->current_test_info()->name());
+    base_ = vtpm::testing::test_dir("statedir");
     root_ = base_ / "root";
     victim_ = base_ / "victim";
     fs::create_directories(root_);

@@ -64,7 +64,8 @@ TEST(BundleConfig, ReadsVtpmsAndAnnotations) {
 
 // The administrator allows /data and /s besides the state root (the rules themselves are in
 // policy_test.cpp).
-const RequestDefaults kDefaults{"/var/lib/vtpm-hook", Policy{{"/data", "/s"}, {}, {}, {}}, {}};
+const RequestDefaults kDefaults{
+    "/var/lib/vtpm-hook", Policy{{"/data", "/s"}, {}, {}, {}, {}, {}}, {}};
 
 OciState state_for(const std::string& id) {
   OciState st;
@@ -98,6 +99,28 @@ TEST(ResolveVtpms, DefaultIsOneTpm2UnderStateRoot) {
   EXPECT_EQ(specs[0].version, TpmVersion::V2);
   EXPECT_EQ(specs[0].state_path, "/var/lib/vtpm-hook/web");
   EXPECT_FALSE(specs[0].state_path_managed);
+}
+
+// The administrator's default (setup --default-version ..., e.g. from a CDI device) applies only
+// when nothing else asks; an annotation or linux.vtpms still decides.
+TEST(ResolveVtpms, AdministratorsDefaultWhenNothingAsks) {
+  RequestDefaults d = kDefaults;
+  d.vtpm = {TpmVersion::V2, {"sha256"}, true};
+  BundleConfig cfg;
+  cfg.root_path = "/b/rootfs";
+  auto specs = resolve_vtpms(state_for("web"), cfg, d);
+  ASSERT_EQ(specs.size(), 1u);
+  EXPECT_EQ(specs[0].state_path, "/var/lib/vtpm-hook/web");
+  EXPECT_EQ(specs[0].pcr_banks, std::vector<std::string>{"sha256"});
+  EXPECT_TRUE(specs[0].create_certs);
+  d.vtpm = {TpmVersion::V1_2, {}, false};
+  EXPECT_EQ(resolve_vtpms(state_for("web"), cfg, d)[0].version, TpmVersion::V1_2);
+  OciState annotated = state_for("web");
+  annotated.annotations[kAnnotationVtpm] = "2";
+  d.policy.annotation_fields = {"vtpmVersion"};
+  EXPECT_EQ(resolve_vtpms(annotated, cfg, d)[0].version, TpmVersion::V2);
+  cfg.vtpms = nlohmann::json::parse(R"([{"vtpmVersion": "2"}])");
+  EXPECT_EQ(resolve_vtpms(state_for("web"), cfg, d)[0].version, TpmVersion::V2);
 }
 
 TEST(ResolveVtpms, EmptyObjectEntryGetsDefaults) {
@@ -177,7 +200,8 @@ TEST(ResolveVtpms, PlatformHierarchyIsClosedUnlessAsked) {
   EXPECT_FALSE(resolve("[{}]")[0].open_platform);
   EXPECT_TRUE(resolve(R"([{"openPlatformHierarchy":true}])")[0].open_platform);
   const auto msg = resolve_error(R"([{"openPlatformHierarchy":true,"vtpmVersion":"1.2"}])");
-  EXPECT_NE(msg.find("\"openPlatformHierarchy\" need vtpmVersion \"2\""), std::string::npos) << msg;
+  EXPECT_NE(msg.find("\"openPlatformHierarchy\" needs vtpmVersion \"2\""), std::string::npos)
+      << msg;
   EXPECT_NE(resolve_error(R"([{"openPlatformHierarchy":"yes"}])").find("openPlatformHierarchy"),
             std::string::npos);
 }

@@ -1,0 +1,21 @@
+#!/bin/bash
+# tests/e2e/guest-suite.sh - inside the test VM (tests/e2e/run.sh SUITE starts it): runs the
+# suite's scripts one after the other under one deadline and exits with the worst status.
+#
+#   guest-suite.sh SECONDS HOOK SCRIPT...
+#
+# Worst first: 124/137 (a script did not finish in time), 2 (unusable environment), 1 (some
+# scenario failed), 0. A script that starts after the deadline gets 20 s.
+set -u
+budget=$1 hook=$2; shift 2
+end=$((SECONDS + budget))
+worst=0
+rank() { case $1 in 0) echo 0 ;; 1) echo 1 ;; 2) echo 2 ;; *) echo 3 ;; esac; }
+for script in "$@"; do
+    left=$((end - SECONDS)); [ "$left" -gt 20 ] || left=20
+    timeout -k 10 "$left" bash "$script" "$hook"
+    rc=$?
+    echo "# ${script##*/} exit status $rc"
+    [ "$(rank "$rc")" -gt "$(rank "$worst")" ] && worst=$rc
+done
+exit "$worst"
