@@ -5,7 +5,7 @@ PKGS=(build-essential cmake ninja-build pkg-config clang-format
       libtpms-dev libtss2-dev nlohmann-json3-dev libcli11-dev libspdlog-dev libfmt-dev libgtest-dev
       libssl-dev libseccomp-dev libbenchmark-dev
       tpm2-tools jq python3 swtpm swtpm-tools shellcheck
-      runc crun podman
+      runc crun podman docker.io containerd
       qemu-system-x86 linux-image-amd64 busybox-static cpio xz-utils kmod)
 missing=()
 for p in "${PKGS[@]}"; do
@@ -17,3 +17,16 @@ echo "install-deps: installing ${missing[*]}" >&2
 export DEBIAN_FRONTEND=noninteractive
 $SUDO apt-get update -qq
 $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+# docker.io and containerd are here for the engine tests, which start their own daemons in the
+# test VM: where this run installed them, the services their packages enabled are not needed.
+units=()
+for p in "${missing[@]}"; do
+  case $p in
+    docker.io)  units+=(docker.socket docker.service) ;;
+    containerd) units+=(containerd.service) ;;
+  esac
+done
+if [ ${#units[@]} -gt 0 ] && [ -d /run/systemd/system ]; then
+  echo "install-deps: stopping and disabling ${units[*]} (the tests start their own daemons)" >&2
+  $SUDO systemctl disable --now "${units[@]}" >/dev/null 2>&1 || true
+fi

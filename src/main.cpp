@@ -16,6 +16,7 @@
 #include "hook/ek_export.h"
 #include "hook/gc.h"
 #include "hook/hooks.h"
+#include "hook/runtime_wrapper.h"
 #include "hook/status.h"
 #include "oci/vtpm_request.h"
 #include "tpm/local_ca.h"
@@ -31,6 +32,12 @@ std::string read_stdin() {
 }  // namespace
 
 int main(int argc, char** argv) {
+  // Invoked as vtpm-runc (the symlink `cmake --install` makes): an OCI runtime, not the CLI.
+  if (argc > 0) {
+    const std::string_view self = argv[0];
+    if (self.substr(self.rfind('/') + 1) == vtpm::kWrapperName)
+      return vtpm::run_runtime_wrapper(argc, argv);
+  }
   vtpm::HookOptions opts;
   CLI::App app{"vtpm-hook: an OCI runtime hook that gives each container its own TPM"};
   app.set_version_flag("--version", std::string("vtpm-hook ") + VTPM_HOOK_VERSION);

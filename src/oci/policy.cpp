@@ -12,6 +12,39 @@
 #include "oci/vtpm_request.h"
 
 namespace vtpm {
+namespace {
+
+// "wrapperHookOptions": {"stateRoot": "/srv/tpm", "logLevel": "debug", ...} -> the hook's global
+// options, in a fixed order. Paths are absolute; nothing here comes from a workload.
+std::vector<std::string> parse_wrapper_hook_options(const nlohmann::json& v,
+                                                    const std::string& what) {
+  static const std::pair<const char*, const char*> kOptions[] = {
+      {"stateRoot", "--state-root"}, {"runRoot", "--run-root"}, {"logFile", "--log-file"},
+      {"logLevel", "--log-level"},   {"caKey", "--ca-key"},     {"caCert", "--ca-cert"}};
+  const std::string w = what + ": \"wrapperHookOptions\"";
+  if (!v.is_object()) throw Error(w + " is not an object");
+  for (const auto& [k, x] : v.items()) {
+    bool known = false;
+    for (const auto& [key, opt] : kOptions) known |= k == key;
+    if (!known) throw Error(w + " has an unknown key \"" + k + "\"");
+    if (!x.is_string()) throw Error(w + ": \"" + k + "\" is not a string");
+  }
+  std::vector<std::string> args;
+  for (const auto& [key, opt] : kOptions) {
+    if (!v.contains(key)) continue;
+    const auto& s = v.at(key).get_ref<const std::string&>();
+    if (std::string_view(key) == "logLevel") {
+      if (s != "trace" && s != "debug" && s != "info" && s != "warn" && s != "error" && s != "off")
+        throw Error(w + ": \"logLevel\" must be trace, debug, info, warn, error or off");
+      args.insert(args.end(), {opt, s});
+    } else {
+      args.insert(args.end(), {opt, normal_path(s, w + ": \"" + key + "\"")});
+    }
+  }
+  return args;
+}
+
+}  // namespace
 
 void check_vtpm_choice(const VtpmChoice& c, const std::string& what) {
   if (c.version == TpmVersion::V1_2 && (c.create_certs || !c.pcr_banks.empty()))
@@ -75,6 +108,11 @@ Policy parse_policy(std::string_view json_text, const std::string& what) {
         p.kubernetes_identity = KubernetesIdentity::CriO;
       else if (s != "off")
         throw Error(what + ": \"kubernetesIdentity\" must be \"containerd\", \"cri-o\" or \"off\"");
+    } else if (k == "runtime") {
+      if (!v.is_string()) throw Error(what + ": \"runtime\" is not a string");
+      p.runtime = normal_path(v.get<std::string>(), what + ": \"runtime\"");
+    } else if (k == "wrapperHookOptions") {
+      p.wrapper_hook_args = parse_wrapper_hook_options(v, what);
     } else {
       throw Error(what + ": unknown key \"" + k + "\"");
     }

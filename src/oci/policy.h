@@ -38,6 +38,12 @@ struct Policy {
   std::map<std::string, VtpmChoice> cdi_devices = {};
   // Key a Kubernetes container's default state by namespace/pod/container instead of its id.
   KubernetesIdentity kubernetes_identity = KubernetesIdentity::Off;
+  // vtpm-runc only: the real OCI runtime it execs (absolute path); empty: "runc" on PATH.
+  std::string runtime;
+  // vtpm-runc only: the hook's global options in the hooks it adds, e.g. {"--state-root",
+  // "/srv/tpm"}, from the policy's "wrapperHookOptions" (stateRoot, runRoot, logFile,
+  // logLevel, caKey, caCert).
+  std::vector<std::string> wrapper_hook_args;
 };
 
 // Parses a policy document; unknown keys and field names are errors. Throws Error.

@@ -226,8 +226,8 @@ nlohmann::json entry_from_annotations(const std::map<std::string, std::string>& 
   nlohmann::json e = nlohmann::json::object();
   const auto version = ann.find(kAnnotationVtpm);
   if (!parse_tpm_version(version->second))
-    throw Error(std::string("annotation ") + kAnnotationVtpm + " must be \"2\" or \"1.2\", not \"" +
-                version->second + "\"");
+    throw Error(std::string("annotation ") + kAnnotationVtpm +
+                " must be \"2\", \"1.2\" or \"none\", not \"" + version->second + "\"");
   e["vtpmVersion"] = version->second;
   for (const auto& [name, field] : kFieldAnnotations) {
     auto it = ann.find(name);
@@ -258,6 +258,12 @@ std::vector<VtpmSpec> resolve_vtpms(const OciState& state, const BundleConfig& c
     throw Error(std::string("io.vtpm-hook.* field annotations need ") + kAnnotationVtpm);
   if (config.vtpms && (single || many))
     throw Error("config.json has linux.vtpms and io.vtpm-hook annotations: use one of them");
+  if (single && ann.at(kAnnotationVtpm) == kNoVtpm) {
+    if (field_annotations)
+      throw Error(std::string("annotation ") + kAnnotationVtpm +
+                  " is \"none\": the io.vtpm-hook.* field annotations have no TPM to configure");
+    return {};
+  }
 
   const DefaultKey key = default_state_key(state.id, ann, defaults.policy);
   nlohmann::json arr;

@@ -29,6 +29,8 @@ struct VtpmSpec {
 // Annotations that podman, CRI-O and Kubernetes can set where config.json has no linux.vtpms.
 inline constexpr const char* kAnnotationVtpm = "io.vtpm-hook.vtpm";
 inline constexpr const char* kAnnotationVtpms = "io.vtpm-hook.vtpms";
+// io.vtpm-hook.vtpm's value for "no TPM" (for engines that add the hook to every container).
+inline constexpr const char* kNoVtpm = "none";
 
 struct RequestDefaults {
   std::string state_root;

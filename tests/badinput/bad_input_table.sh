@@ -222,8 +222,8 @@ ann_row() {  # NAME REGEX ANNOTATIONS_JSON [bundle|-] [global options...]
   [ $# -gt 0 ] && shift
   row "state: $name" "fail~$want" setup "$(input "$(state '"c1"' "$LIVE_PID" "\"$b\"" ",\"annotations\":$ann")")" "$@"
 }
-ann_row 'annotation io.vtpm-hook.vtpm "3"' 'must be "2" or "1.2"' '{"io.vtpm-hook.vtpm":"3"}'
-ann_row 'annotation io.vtpm-hook.vtpm with a newline' 'must be "2" or "1.2"' '{"io.vtpm-hook.vtpm":"2\nx"}'
+ann_row 'annotation io.vtpm-hook.vtpm "3"' 'must be "2", "1.2" or "none"' '{"io.vtpm-hook.vtpm":"3"}'
+ann_row 'annotation io.vtpm-hook.vtpm with a newline' 'must be "2", "1.2" or "none"' '{"io.vtpm-hook.vtpm":"2\nx"}'
 ann_row 'annotation io.vtpm-hook.create-certs "yes"' 'true" or "false' \
   '{"io.vtpm-hook.vtpm":"2","io.vtpm-hook.create-certs":"yes"}'
 ann_row 'field annotation without io.vtpm-hook.vtpm' 'need' '{"io.vtpm-hook.pcr-banks":"sha256"}'

@@ -369,7 +369,7 @@ echo ANN-DONE' '.annotations = {"io.vtpm-hook.vtpm": "2", "io.vtpm-hook.pcr-bank
     [ "$RC" != 0 ] || { why "'runc run' with io.vtpm-hook.vtpm=3 exited 0"; return 1; }
     ! grep -q SHOULD-NOT-RUN "$BUNDLE/out" || { why "the container ran despite the bad annotation"; return 1; }
     # (runc quotes the hook's stderr: " comes as \")
-    tr -d '\\' < "$BUNDLE/err" | grep -qF 'vtpm-hook: error: annotation io.vtpm-hook.vtpm must be "2" or "1.2", not "3"' ||
+    tr -d '\\' < "$BUNDLE/err" | grep -qF 'vtpm-hook: error: annotation io.vtpm-hook.vtpm must be "2", "1.2" or "none", not "3"' ||
         { why "runc's stderr lacks the hook's error: $(head -c 400 "$BUNDLE/err" | tr '\n' '|')"; return 1; }
     note "runc exit $RC, stderr: $(head -c 400 "$BUNDLE/err" | tr '\n' '|')"
     [ "$(grep -o 'stderr: .*' "$BUNDLE/err" | grep -o '\\n' | wc -l)" = 1 ] ||

@@ -11,14 +11,17 @@
 #   provisioning   provisioning-tests.sh, then attestation-tests.sh: podman (hooks.d),
 #                  createCerts, pcrBanks, runAs, encryption, annotations, status; the
 #                  attestation flow, the platform hierarchy, tss2_provision
+#   engines        engine-tests.sh: vtpm-runc (the runtime wrapper) under runc, crun,
+#                  containerd 1.6 (ctr) and Docker 20.10, the host's Debian packages, with
+#                  daemons the test starts in the guest; start times (TIMES samples, 3)
 # The VM (tests/vm/run-vm.sh) sees the host's / at the same paths, so the hook binary and the
 # scripts are used in place. Exit status: the worst of the scripts' (124 the tests did not
 # finish in time > 2 unusable environment > 1 some scenario failed > 0 all passed), or 255
 # when the VM itself failed (boot failure, guest hang): infrastructure, not a test result.
 # Environment: TIMEOUT (s, whole VM run; default per suite), scenario selection by regex
-# E2E_ONLY (containers, provisioning + attestation), HARD_ONLY and SEC_ONLY (hardening; '^$'
+# E2E_ONLY (containers, provisioning + attestation, engines), HARD_ONLY and SEC_ONLY (hardening; '^$'
 # skips that script), MANY (20), LOAD_N (50), LOAD_ROUNDS (3), LOAD_RUNC_N (50; 0 skips),
-# KILL_ROUNDS (12), and run-vm.sh's MEM SMP CGROUP=v1|v2 KEEP VERBOSE VMLAB_CACHE.
+# KILL_ROUNDS (12), TIMES (engines: start-time samples, 3), and run-vm.sh's MEM SMP CGROUP=v1|v2 KEEP VERBOSE VMLAB_CACHE.
 set -uo pipefail
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 ROOT=$(cd "$HERE/../.." && pwd)
@@ -30,6 +33,10 @@ case $SUITE in
     hardening)    SCRIPTS=(hardening-tests.sh security-tests.sh); : "${TIMEOUT:=1500}" "${MEM:=3072}" ;;
     provisioning) SCRIPTS=(provisioning-tests.sh attestation-tests.sh); : "${TIMEOUT:=1100}"
                   command -v podman > /dev/null || { echo "run.sh: podman is not installed (apt-get install --no-install-recommends podman); the guest uses the host's programs" >&2; exit 2; } ;;
+    engines)      SCRIPTS=(engine-tests.sh); : "${TIMEOUT:=1200}" "${MEM:=3072}"
+                  for t in containerd ctr dockerd; do
+                      command -v "$t" > /dev/null || { echo "run.sh: $t is not installed (apt-get install --no-install-recommends docker.io containerd); the guest uses the host's programs" >&2; exit 2; }
+                  done ;;
     -h|--help|"") usage ;;
     *)            echo "run.sh: unknown suite '$SUITE'" >&2; usage ;;
 esac
@@ -43,7 +50,7 @@ q() { printf '%q' "$1"; }
 # The guest starts with an empty environment: pass what the scripts read (when set here;
 # each script has its own defaults).
 CMD="export VTPM_HOOK=$(q "$HOOK");"
-for v in E2E_ONLY HARD_ONLY SEC_ONLY MANY LOAD_N LOAD_ROUNDS LOAD_RUNC_N KILL_ROUNDS; do
+for v in E2E_ONLY HARD_ONLY SEC_ONLY MANY LOAD_N LOAD_ROUNDS LOAD_RUNC_N KILL_ROUNDS TIMES; do
     [ -n "${!v+x}" ] && CMD+=" export $v=$(q "${!v}");"
 done
 CMD+=" exec bash $(q "$HERE/guest-suite.sh") $((TIMEOUT - 30)) $(q "$HOOK")"

@@ -64,7 +64,8 @@ TEST(BundleConfig, ReadsVtpmsAndAnnotations) {
 
 // The administrator allows /data and /s besides the state root (the rules themselves are in
 // policy_test.cpp).
-const RequestDefaults kDefaults{"/var/lib/vtpm-hook", Policy{{"/data", "/s"}, {}}, {}};
+const RequestDefaults kDefaults{
+    "/var/lib/vtpm-hook", Policy{{"/data", "/s"}, {}, {}, {}, {}, {}}, {}};
 
 OciState state_for(const std::string& id) {
   OciState st;
