@@ -78,7 +78,7 @@ TEST_F(DeferredSelfTestTest, CommandsBeforeTheTestAreServedCorrectly) {
   std::array<uint8_t, 32> d{};
   d.fill(0x5a);
   std::vector<uint8_t> params = {0, 0, 0, 1, 0x00, 0x0b};  // TPML_DIGEST_VALUES: one SHA-256
-  params.resize(params.size() + d.size(), 0x5a);                // ...of d
+  params.resize(params.size() + d.size(), 0x5a);           // ...of d
   const std::array<uint32_t, 1> pcr16 = {16};
   ASSERT_EQ(rc(g.process(proto::password_session_command(TPM2_CC_PCR_Extend, pcr16, params))), 0u);
   // PCR_Read(sha256: PCR 16)
