@@ -148,8 +148,7 @@ void report_error(const RuntimeArgs& rt, const std::string& msg) {
   } else {
     line = std::string(kWrapperName) + ": error: " + msg + "\n";
   }
-  if (::write(fd.get(), line.data(), line.size()) < 0) {
-  }  // best effort: stderr has it
+  (void)!::write(fd.get(), line.data(), line.size());  // best effort: stderr has it
 }
 
 void edit_config(const std::string& bundle, const WrapperHooks& hooks) {
