@@ -36,6 +36,9 @@ constexpr char kReady[] = "ready";    // serving the proxy fd
 // Runtimes start hooks with odd signal state (crun blocks SIGTERM): start from a clean slate.
 void reset_signals() {
   for (int s = 1; s < NSIG; ++s) (void)::signal(s, SIG_DFL);  // SIGKILL/SIGSTOP refuse: fine
+  // A message to the hook after it is gone must fail with EPIPE, not kill the process before
+  // its error reaches the log.
+  (void)::signal(SIGPIPE, SIG_IGN);
   sigset_t none;
   sigemptyset(&none);
   (void)::sigprocmask(SIG_SETMASK, &none, nullptr);  // cannot fail with a valid set
@@ -59,11 +62,9 @@ void detach_stdio_and_fds(const std::set<int>& keep) {
 }
 
 void send_to_parent(int fd, const std::string& msg) {
-  // The parent reads EOF as failure if this does not arrive; once setup is over it is gone,
-  // and a plain write() would then raise SIGPIPE before the error reached the log.
-  // (The keeper's is a pipe, which the hook reads until the end.)
-  if (fd >= 0 && ::send(fd, msg.data(), msg.size(), MSG_NOSIGNAL) < 0 && errno == ENOTSOCK)
-    (void)!::write(fd, msg.data(), msg.size());
+  // The parent reads EOF as failure if this does not arrive; once setup is over it is gone
+  // (EPIPE: SIGPIPE is ignored, see reset_signals). write(): the seccomp filter has no send().
+  if (fd >= 0) (void)!::write(fd, msg.data(), msg.size());
 }
 
 // One message from the other end (SOCK_SEQPACKET keeps message boundaries); "" at EOF.
