@@ -69,16 +69,13 @@ const char* to_string(StopReason r) {
   return "?";
 }
 
-StopReason serve_proxy(int server_fd, int container_pidfd, int signal_fd, CommandHandler& handler,
-                       AfterSetup after) {
+StopReason serve_proxy(int server_fd, int container_pidfd, int signal_fd, CommandHandler& handler) {
   std::array<uint8_t, proto::kMaxCommandSize> buf{};
   for (;;) {
-    // (poll ignores negative fds)
-    std::array<pollfd, 4> fds{{{server_fd, POLLIN, 0},
-                               {signal_fd, POLLIN, 0},
-                               {container_pidfd, POLLIN, 0},
-                               {after.fd, POLLIN, 0}}};
-    if (::poll(fds.data(), fds.size(), -1) < 0) {
+    std::array<pollfd, 3> fds{
+        {{server_fd, POLLIN, 0}, {signal_fd, POLLIN, 0}, {container_pidfd, POLLIN, 0}}};
+    const nfds_t n = container_pidfd >= 0 ? 3 : 2;
+    if (::poll(fds.data(), n, -1) < 0) {
       if (errno == EINTR) continue;
       throw sys_error("poll");
     }
@@ -96,11 +93,7 @@ StopReason serve_proxy(int server_fd, int container_pidfd, int signal_fd, Comman
       continue;
     }
     if (fds[0].revents & (POLLHUP | POLLERR | POLLNVAL)) return StopReason::ClientGone;
-    if (container_pidfd >= 0 && fds[2].revents) return StopReason::ContainerExited;
-    if (after.fd >= 0 && fds[3].revents) {
-      after.fd = -1;
-      if (after.run) after.run();
-    }
+    if (n == 3 && fds[2].revents) return StopReason::ContainerExited;
   }
 }
 

@@ -14,18 +14,10 @@ namespace vtpm {
 enum class StopReason { ContainerExited, Signal, ClientGone, EndOfInput };
 const char* to_string(StopReason r);
 
-// Work for when the hook is done with the container's setup: `fd` (the hook's socket) hangs up.
-struct AfterSetup {
-  int fd = -1;
-  std::function<void()> run;
-};
-
 // Proxy fd: one read() is one command, one write() is one response.
 // Returns when the container's init exits (pidfd readable), on SIGTERM/SIGINT/SIGHUP
-// (signal_fd readable), or when the device side hangs up. Runs after.run once, between
-// commands, when after.fd becomes readable or hangs up.
-StopReason serve_proxy(int server_fd, int container_pidfd, int signal_fd, CommandHandler& handler,
-                       AfterSetup after = {});
+// (signal_fd readable), or when the device side hangs up.
+StopReason serve_proxy(int server_fd, int container_pidfd, int signal_fd, CommandHandler& handler);
 
 // One proxy device as the keeper sees it.
 struct KeptDevice {
