@@ -3,6 +3,7 @@
 #include <fcntl.h>
 #include <linux/openat2.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
@@ -138,6 +139,16 @@ UniqueFd receive_fd(int sock) {
   int fd = -1;
   std::memcpy(&fd, CMSG_DATA(c), sizeof fd);
   return UniqueFd(fd);
+}
+
+UniqueFd open_regular_file(int dir_fd, const std::string& path, const std::string& what,
+                           struct stat& st) {
+  UniqueFd fd(
+      ::openat(dir_fd, path.c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK | O_NOCTTY));
+  if (!fd) return fd;
+  if (::fstat(fd.get(), &st) != 0) throw sys_error("stat " + what);
+  if (!S_ISREG(st.st_mode)) throw Error(what + " is not a regular file");
+  return fd;
 }
 
 }  // namespace vtpm

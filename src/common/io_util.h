@@ -1,5 +1,7 @@
 #pragma once
 // Whole reads and writes on file descriptors, retried on EINTR and short transfers.
+#include <sys/stat.h>
+
 #include <cstdint>
 #include <span>
 #include <string>
@@ -25,6 +27,12 @@ void write_file_atomic(const std::string& path, std::span<const uint8_t> data);
 // openat2(2) (glibc 2.36 has no wrapper), close-on-exec, retried while a rename races (EAGAIN).
 // An empty UniqueFd with errno set on failure.
 UniqueFd open_resolved(int dir_fd, const std::string& path, uint64_t flags, uint64_t resolve);
+
+// Opens a regular file for reading: O_NOFOLLOW (the name is the file), O_NONBLOCK (a FIFO
+// cannot hang us), close-on-exec. An empty UniqueFd with errno set when it cannot be opened;
+// an Error "<what> is not a regular file" when it is something else. st gets its fstat.
+UniqueFd open_regular_file(int dir_fd, const std::string& path, const std::string& what,
+                           struct stat& st);
 
 // Passes one file descriptor over a unix socket (SCM_RIGHTS), and takes one (close-on-exec).
 void send_fd(int sock, int fd);

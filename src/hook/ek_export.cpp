@@ -24,14 +24,12 @@ constexpr size_t kMaxPemSize = 64 * 1024;
 // A public file, maybe in a directory its TPM's emulator may write to: no link, no FIFO, capped.
 std::optional<std::string> read_public_file(int dir_fd, const std::string& name,
                                             const std::string& what) {
-  UniqueFd fd(::openat(dir_fd, name.c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK));
+  struct stat st {};
+  UniqueFd fd = open_regular_file(dir_fd, name, what, st);
   if (!fd) {
     if (errno == ENOENT) return std::nullopt;
     throw sys_error("open " + what);
   }
-  struct stat st {};
-  if (::fstat(fd.get(), &st) != 0) throw sys_error("stat " + what);
-  if (!S_ISREG(st.st_mode)) throw Error(what + " is not a regular file");
   return read_all(fd.get(), kMaxPemSize, what);
 }
 

@@ -153,11 +153,9 @@ void report_error(const RuntimeArgs& rt, const std::string& msg) {
 
 void edit_config(const std::string& bundle, const WrapperHooks& hooks) {
   const std::string path = bundle + "/config.json";
-  UniqueFd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK));
-  if (!fd) throw sys_error("open " + path);
   struct stat st {};
-  if (::fstat(fd.get(), &st) != 0) throw sys_error("stat " + path);
-  if (!S_ISREG(st.st_mode)) throw Error(path + " is not a regular file");
+  UniqueFd fd = open_regular_file(AT_FDCWD, path, path, st);
+  if (!fd) throw sys_error("open " + path);
   const std::string text = read_all(fd.get(), kMaxConfigSize, path);
   fd.reset();
   const auto edited = add_hooks_to_config(text, hooks);

@@ -122,14 +122,12 @@ Policy parse_policy(std::string_view json_text, const std::string& what) {
 
 Policy load_policy(const std::string& path, bool required) {
   const std::string what = "policy file " + path;
-  UniqueFd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK));
+  struct stat st {};
+  UniqueFd fd = open_regular_file(AT_FDCWD, path, what, st);
   if (!fd) {
     if (errno == ENOENT && !required) return Policy{};
     throw sys_error("cannot open " + what);
   }
-  struct stat st {};
-  if (::fstat(fd.get(), &st) != 0) throw sys_error("stat " + what);
-  if (!S_ISREG(st.st_mode)) throw Error(what + " is not a regular file");
   if (st.st_uid != 0) throw Error(what + " is not owned by root");
   if (st.st_mode & (S_IWGRP | S_IWOTH)) throw Error(what + " is writable by group or others");
   return parse_policy(read_all(fd.get(), 1u << 20, what), what);

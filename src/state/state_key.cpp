@@ -11,6 +11,7 @@
 #include <cstddef>
 
 #include "common/error.h"
+#include "common/io_util.h"
 
 namespace vtpm {
 namespace {
@@ -67,12 +68,9 @@ StateKey::~StateKey() {
 }
 
 UniqueFd open_secret_file(const std::string& path, const std::string& what, size_t max_size) {
-  // O_NONBLOCK: a FIFO must not hang the hook; O_NOFOLLOW: the name is the file.
-  UniqueFd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK | O_NOCTTY));
-  if (!fd) throw sys_error("cannot open " + what + " " + path);
   struct stat st {};
-  if (::fstat(fd.get(), &st) != 0) throw sys_error("cannot stat " + what + " " + path);
-  if (!S_ISREG(st.st_mode)) throw Error(what + " " + path + " is not a regular file");
+  UniqueFd fd = open_regular_file(AT_FDCWD, path, what + " " + path, st);
+  if (!fd) throw sys_error("cannot open " + what + " " + path);
   if (st.st_mode & (S_IWGRP | S_IWOTH))
     throw Error(what + " " + path + " is writable by group or others");
   if (static_cast<size_t>(st.st_size) > max_size)
