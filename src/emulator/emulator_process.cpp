@@ -23,6 +23,7 @@
 #include "state/state_store.h"
 #include "tpm/command_handler.h"
 #include "tpm/provision.h"
+#include "tpm/self_test.h"
 #include "tpm/tpm_engine.h"
 #include "tpm/tpm_proto.h"
 
@@ -86,17 +87,24 @@ void run_tpm(const EmulatorOptions& opts, UniqueFd dir_fd, int sock, int contain
   TpmEngine engine(store);
   if (!opts.pcr_banks.empty()) apply_pcr_banks(engine, opts.pcr_banks);
   // The kernel times each command it sends while registering the device: have the TPM
-  // started and self-tested before the device exists, so it answers at once on a busy host.
-  power_on(engine, opts.close_platform);
-  spdlog::debug("TPM started and self-tested");
+  // started before the device exists, so it answers at once on a busy host. TPM 2 tests itself
+  // in the background: once the hook is done (it closes its socket), one algorithm at a time
+  // between commands, in parallel with the container's own start; libtpms tests an algorithm
+  // just before its first use anyway.
+  const bool v2 = engine.version() == TpmVersion::V2;
+  power_on(engine, opts.close_platform, /*full_self_test=*/!v2);
+  DeferredSelfTest self_test([&](std::span<const uint8_t> c) { return engine.process(c); });
+  spdlog::debug("TPM started");
   send_to_parent(sock, kLoaded);
   server = receive_fd(sock);
   CommandHandler handler(
-      engine.version(), [&](std::span<const uint8_t> c) { return engine.process(c); },
+      engine.version(),
+      [&](std::span<const uint8_t> c) { return v2 ? self_test.process(c) : engine.process(c); },
       [&](uint8_t l) { engine.set_locality(l); }, /*accept_vendor=*/true);
   send_to_parent(sock, kReady);
   spdlog::info("serving TPM {} from {}", to_string(engine.version()), store.dir());
-  const StopReason why = serve_proxy(server.get(), container_pidfd, sig, handler);
+  const StopReason why = serve_proxy(server.get(), container_pidfd, sig, handler,
+                                     {v2 ? sock : -1, [&] { return self_test.step(); }});
   spdlog::info("stopping: {}", to_string(why));
   // First out of the container's cgroup (setup charged us to it): the runtime removes it soon.
   if (cgroup && !cgroup->leave()) spdlog::warn("cannot leave the container's cgroup");
@@ -219,7 +227,7 @@ SpawnedEmulator spawn_emulator(const EmulatorOptions& opts, UniqueFd dir_fd, int
   ProxyDevice dev = create_proxy_device(opts.version, opts.vtpmx);
   send_fd(ours.get(), dev.server_fd.get());
   if (const auto msg = receive_message(ours.get()); msg != kReady) throw fail(msg);
-  return {std::move(emu), dev.tpm_num, std::move(dev.server_fd)};
+  return {std::move(emu), dev.tpm_num, std::move(dev.server_fd), std::move(ours)};
 }
 
 void spawn_keeper(std::vector<KeptDevice> devs, const CgroupWatch& cgroup,

@@ -71,6 +71,7 @@ struct SpawnedEmulator {
   EmulatorProcess emulator;
   unsigned tpm_num = 0;
   UniqueFd server_fd;  // the hook's copy, for the keeper; the device lives while any is open
+  UniqueFd control;    // closing it tells the emulator that setup is over (self-test time)
 };
 SpawnedEmulator spawn_emulator(const EmulatorOptions& opts, UniqueFd dir_fd, int container_pidfd,
                                const CgroupWatch* cgroup);

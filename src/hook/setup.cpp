@@ -163,6 +163,7 @@ void run_setup(const std::string& state_json, const HookOptions& opts) {
   RunRecord rec{state.id, state.bundle, unix_ms(), {}};
   std::vector<DevNum> granted;
   std::vector<UniqueFd> server_fds;  // closed (the devices gone) unless the keeper took them
+  std::vector<UniqueFd> controls;    // closed when setup ends: the emulators then self-test
   for (const auto& spec : specs) {
     VtpmRecord vr;
     vr.index = spec.index;
@@ -183,11 +184,12 @@ void run_setup(const std::string& state_json, const HookOptions& opts) {
                        opts.log_level,       opts.log_file,       run_as[spec.index],
                        load_state_key(spec), opts.vtpmx};
     spdlog::debug("starting the emulator for {}", spec.state_path);
-    auto [emu, tpm_num, server_fd] =
+    auto [emu, tpm_num, server_fd, control] =
         spawn_emulator(eo, std::move(dir.fd), container_pidfd.get(), cgroup ? &*cgroup : nullptr);
     eo.key.reset();  // wiped: the next emulator must not inherit this TPM's key
     emulators.push_back(std::move(emu));
     server_fds.push_back(std::move(server_fd));
+    controls.push_back(std::move(control));
     // Its CPU and memory count against the container's limits from now on.
     if (cgroup && cgroup->charge(emulators.back().pid())) rec.cgroup = cgroup->dir();
     vr.host_tpm_num = tpm_num;
