@@ -6,6 +6,7 @@
 #include <openssl/evp.h>
 
 #include <array>
+#include <cstdlib>
 #include <filesystem>
 
 #include "error_matchers.h"
@@ -122,6 +123,45 @@ TEST_F(DeferredSelfTestTest, CommandsBeforeTheTestAreServedCorrectly) {
   EXPECT_TRUE(std::equal(want.begin(), want.end(), r.begin() + 30));
   EXPECT_TRUE(g.pending());  // nothing of that ran the full test
   EXPECT_EQ(test_result(g), TPM2_RC_TESTING);
+}
+
+// Run by ctest emulator.selftest_broken_sha256 under the broken_sha256 shim (LD_PRELOAD), which
+// flips a bit of every SHA-256 digest unless VTPM_SHA256_OK is set. A TPM made with working
+// SHA-256 is powered on again with it broken: the slice that tests SHA-256 (or the first that
+// uses it) puts the TPM into failure mode, the test stops, and from then on libtpms answers
+// every command with its failure, GetTestResult included, as after a failed eager test.
+TEST(DeferredSelfTestBroken, AFailingSlicePutsTheTpmIntoFailureMode) {
+  if (!std::getenv("VTPM_TEST_BROKEN_SHA256")) GTEST_SKIP() << "needs the broken_sha256 shim";
+  const auto dir = vtpm::testing::test_dir("selftest-broken");
+  std::filesystem::remove_all(dir);
+  const auto rc = [](const std::vector<uint8_t>& r) { return proto::response_code(r); };
+  ::setenv("VTPM_SHA256_OK", "1", 1);
+  {
+    StateStore store(dir.string(), TpmVersion::V2, /*create=*/true);
+    TpmEngine engine(store);
+    ASSERT_EQ(rc(engine.process(proto::startup_command(TpmVersion::V2, true))), 0u);
+    ASSERT_EQ(rc(engine.process(proto::shutdown_state_command(TpmVersion::V2))), 0u);
+  }
+  ::unsetenv("VTPM_SHA256_OK");
+  StateStore store(dir.string(), TpmVersion::V2, /*create=*/false);
+  TpmEngine engine(store);
+  ASSERT_EQ(rc(engine.process(proto::startup_command(TpmVersion::V2, false))), 0u);
+  DeferredSelfTest g([&](std::span<const uint8_t> c) { return engine.process(c); });
+  // Not failed yet: what fails is a slice, not the power-on.
+  const uint8_t no[] = {TPM2_NO};
+  ASSERT_EQ(rc(g.process(proto::command(proto::kTpm2StNoSessions, TPM2_CC_SelfTest, no))),
+            TPM2_RC_TESTING);
+  int slices = 0;
+  while (g.step() && slices < 1000) ++slices;
+  EXPECT_FALSE(g.pending());
+  const uint8_t eight[] = {0, 8};
+  EXPECT_EQ(rc(g.process(proto::command(proto::kTpm2StNoSessions, TPM2_CC_GetRandom, eight))),
+            TPM2_RC_FAILURE);
+  const auto r = g.process(proto::command(proto::kTpm2StNoSessions, TPM2_CC_GetTestResult, {}));
+  const bool failed = rc(r) != TPM2_RC_SUCCESS ||
+                      (r.size() >= 16 && proto::get_u32(r, r.size() - 4) != TPM2_RC_SUCCESS);
+  EXPECT_TRUE(failed) << "GetTestResult says all is well";
+  std::filesystem::remove_all(dir);
 }
 
 }  // namespace
