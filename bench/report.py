@@ -268,8 +268,8 @@ if RC and all(k in RC for k in ("none", "vtpm-hook", "swtpm-hook")):
       "SIGTERM and waits for `/dev/tpmrmN` to go. **The script does not touch cgroups: its "
       "config.json has an extra `linux.resources.devices` allow rule (%s, rwm) for the TPM "
       "devices**, without which runc's device filter refuses to open them (the first TPM is "
-      "the misc device 10:224, the next ones have the `tpm` major, `/dev/tpmrmN` the `tpmrm` "
-      "major, read from `/proc/devices`)." % rule,
+      "the misc device 10:224, the next ones and every `/dev/tpmrmN` have the major of "
+      "`/proc/devices`' `tpm` line)." % rule,
       "- (b) and (c) run `sh -c '%s'`: the nodes are there and `/dev/tpmrm0` opens "
       "read-write; a non-zero exit fails the step (a broken hook is a failure, not a fast "
       "run)." % "test -c /dev/tpm0 && test -c /dev/tpmrm0 && : <>/dev/tpmrm0", "",

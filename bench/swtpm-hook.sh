@@ -12,7 +12,8 @@
 # waits for /dev/tpmrmN, and makes /dev/tpm0 and /dev/tpmrm0 in the container's /dev
 # (mknod through /proc/PID/root: before pivot_root the rootfs sits at its host path in the
 # container's mount namespace). It does not touch cgroups: the container's config.json must
-# allow the tpm and tpmrm majors (linux.resources.devices).
+# allow them (linux.resources.devices: 10:224 for the first TPM, the tpm major for the
+# others and for every /dev/tpmrmN).
 # delete: SIGTERM to that swtpm, then waits until its /dev/tpmrmN is gone.
 # Every wait is bounded (WAIT_S, 30 s); a failure is one line on stderr and exit 1.
 set -euo pipefail
@@ -47,10 +48,6 @@ create)
     [[ $rootfs = /* ]] || rootfs=$bundle/$rootfs
 
     mkdir -p "$dir"
-    rm_major=""
-    while read -r n name; do [ "$name" = tpmrm ] && rm_major=$n; done < /proc/devices
-    [ -n "$rm_major" ] || die "no tpmrm line in /proc/devices"
-
     mkdir -p "$dir"
     swtpm chardev --vtpm-proxy --tpm2 --tpmstate "dir=$dir" --flags startup-clear \
         --pid "file=$dir/swtpm.pid" < /dev/null > "$dir/swtpm.out" 2>&1 {nap}<&- &
@@ -61,7 +58,7 @@ create)
         mapfile -t out < "$dir/swtpm.out"
         for line in "${out[@]}"; do
             [[ $line =~ New\ TPM\ device:\ /dev/tpm([0-9]+)\ \(major/minor\ =\ ([0-9]+)/([0-9]+)\) ]] &&
-                { num=${BASH_REMATCH[1]} major=${BASH_REMATCH[2]} minor=${BASH_REMATCH[3]}; break; }
+                { num=${BASH_REMATCH[1]}; break; }
         done
         [ -n "$num" ] && [ -c "/dev/tpmrm$num" ] && break
         read -r st < "/proc/$sw/stat" || st="gone"
@@ -73,8 +70,10 @@ create)
     done
     echo "$num" > "$dir/swtpm.dev"
     # the container's nodes, with the numbers of the host's /dev/tpmN and /dev/tpmrmN
-    mknod -m 600 "/proc/$pid/root$rootfs/dev/tpm0" c "$major" "$minor" &&
-        mknod -m 600 "/proc/$pid/root$rootfs/dev/tpmrm0" c "$rm_major" "$num" ||
+    read -r tpm < "/sys/class/tpm/tpm$num/dev" && read -r tpmrm < "/sys/class/tpmrm/tpmrm$num/dev" ||
+        { kill "$sw"; die "no device numbers for tpm$num in /sys/class"; }
+    mknod -m 600 "/proc/$pid/root$rootfs/dev/tpm0" c "${tpm%:*}" "${tpm#*:}" &&
+        mknod -m 600 "/proc/$pid/root$rootfs/dev/tpmrm0" c "${tpmrm%:*}" "${tpmrm#*:}" ||
         { kill "$sw"; die "mknod of /dev/tpm0, /dev/tpmrm0 in the container failed"; }
     ;;
 delete)

@@ -616,13 +616,12 @@ def runc_kinds():
     swsr = W + "/swhook"
     os.makedirs(swsr, exist_ok=True)
     mj = majors()
-    if "tpm" not in mj or "tpmrm" not in mj:
-        raise RuntimeError("no tpm/tpmrm line in /proc/devices: %s" % mj)
-    # (c) swtpm's nodes need a rule: the first TPM is the misc device 10:224, the others
-    # tpm's major; /dev/tpmrmN is tpmrm's major
+    if "tpm" not in mj:
+        raise RuntimeError("no tpm line in /proc/devices: %s" % mj)
+    # (c) swtpm's nodes need a rule: the first TPM is the misc device 10:224, the others and
+    # every /dev/tpmrmN (minor 65536 + N) have the major of /proc/devices' "tpm" line
     rule = [{"allow": True, "type": "c", "major": 10, "minor": 224, "access": "rwm"},
-            {"allow": True, "type": "c", "major": mj["tpm"], "access": "rwm"},
-            {"allow": True, "type": "c", "major": mj["tpmrm"], "access": "rwm"}]
+            {"allow": True, "type": "c", "major": mj["tpm"], "access": "rwm"}]
 
     def hk(args):
         return [{"path": args[0], "args": args, "timeout": 60}]
