@@ -7,7 +7,7 @@
 #   swtpm-hook.sh STATE_ROOT delete    as poststop hook
 #
 # create: starts `swtpm chardev --vtpm-proxy --tpm2 --tpmstate dir=STATE_ROOT/<id>
-# --flags startup-clear` in the background (output and pid file in that directory), reads
+# --flags startup-clear` in the background (its output and pid in that directory), reads
 # the device it made from its output ("New TPM device: /dev/tpmN (major/minor = M/m)"),
 # waits for /dev/tpmrmN, and makes /dev/tpm0 and /dev/tpmrm0 in the container's /dev
 # (mknod through /proc/PID/root: before pivot_root the rootfs sits at its host path in the
@@ -50,8 +50,9 @@ create)
     mkdir -p "$dir"
     mkdir -p "$dir"
     swtpm chardev --vtpm-proxy --tpm2 --tpmstate "dir=$dir" --flags startup-clear \
-        --pid "file=$dir/swtpm.pid" < /dev/null > "$dir/swtpm.out" 2>&1 {nap}<&- &
+        < /dev/null > "$dir/swtpm.out" 2>&1 {nap}<&- &
     sw=$!
+    echo "$sw" > "$dir/swtpm.pid"    # (swtpm 0.7.1's --pid file= wrote none here)
     deadline
     num=""
     while :; do

@@ -654,8 +654,13 @@ def runc_run(kind, make, cid, base_chips):
         raise RuntimeError("runc run %s (%s): exit %d: %s" % (
             cid, kind, r.returncode, (r.stdout + r.stderr).decode(errors="replace")[-400:]))
     # untimed: every TPM of this run gone before the next one starts
-    wait_until(lambda: tpm_chips() == base_chips and not live_named("swtpm") and
-               not live_named("vtpm-emu"), 30, "the TPM of %s (%s) to go" % (cid, kind), 0.02)
+    try:
+        wait_until(lambda: tpm_chips() == base_chips and not live_named("swtpm") and
+                   not live_named("vtpm-emu"), 30, "the TPM of %s (%s) to go" % (cid, kind), 0.02)
+    except RuntimeError as e:
+        raise RuntimeError("%s: chips %s, swtpm %s, vtpm-emu %s; runc's output: %s" % (
+            e, tpm_chips(), live_named("swtpm"), live_named("vtpm-emu"),
+            (r.stdout + r.stderr).decode(errors="replace")[-600:]))
     return ms
 
 
