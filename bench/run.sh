@@ -3,7 +3,7 @@
 # (tests/vm/run-vm.sh: Debian's kernel with tpm_vtpm_proxy under QEMU/TCG), plus the
 # libtpms floor. Builds what is missing, runs everything, writes docs/benchmarks.md.
 #
-#   bench/run.sh [--quick]        --quick: few repetitions (a smoke test, ~5 min)
+#   bench/run.sh [--quick]        --quick: few repetitions (a smoke test, ~2 min in the VM)
 #
 # Environment: BUILD_DIR (build), BENCH_BIN (/tmp/bench-bin: the binaries are copied there
 # first, so a rebuild during the run does not change what is measured), VTPM_HOOK (use this
