@@ -8,8 +8,8 @@
 # Environment: BUILD_DIR (build), BENCH_BIN (/tmp/bench-bin: the binaries are copied there
 # first, so a rebuild during the run does not change what is measured), VTPM_HOOK (use this
 # binary instead of BUILD_DIR/vtpm-hook), BENCH_ONLY (step,...: run only those vmbench.py steps
-# and write no report, to debug a step; raw results in BENCH_BIN/result.json), OUT (docs/benchmarks.md), TIMEOUT (VM, 1200 s; the guest
-# part is bounded by vm-guest.sh's BENCH_GUEST_TIMEOUT, 1140 s).
+# and write no report, to debug a step; raw results in BENCH_BIN/result.json), OUT (docs/benchmarks.md), TIMEOUT (VM, 960 s; the guest
+# part is bounded by vm-guest.sh's BENCH_GUEST_TIMEOUT, 900 s).
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 BUILD=${BUILD_DIR:-$ROOT/build}
@@ -38,7 +38,7 @@ install -m 644 "$ROOT/tests/lib/tpm2cmd.py" "$BIN/tpm2cmd.py"
 log=$BIN/vm-output.txt
 echo "bench: booting the VM (output also in $log)" >&2
 set +e
-TIMEOUT=${TIMEOUT:-1200} "$ROOT/tests/vm/run-vm.sh" -f "$ROOT/bench/vm-guest.sh" "$BIN" "${QUICK[@]}" "${ONLY[@]}" 2>&1 | tee "$log" | grep --line-buffered -v '^BENCH-RESULT ' >&2
+TIMEOUT=${TIMEOUT:-960} "$ROOT/tests/vm/run-vm.sh" -f "$ROOT/bench/vm-guest.sh" "$BIN" "${QUICK[@]}" "${ONLY[@]}" 2>&1 | tee "$log" | grep --line-buffered -v '^BENCH-RESULT ' >&2
 rc=${PIPESTATUS[0]}
 set -e
 grep '^BENCH-RESULT ' "$log" | tail -n 1 | cut -d' ' -f2- > "$BIN/result.json"

@@ -5,4 +5,4 @@
 set -u
 bin=$1; shift
 echo "guest: $(uname -r), $(nproc) vCPU, $(awk '/MemTotal/ {print $2 " kB"}' /proc/meminfo)" >&2
-exec timeout -k 10 "${BENCH_GUEST_TIMEOUT:-1140}" python3 "$bin/vmbench.py" "$bin/vtpm-hook" "$bin/libtpms_floor" "$@"
+exec timeout -k 10 "${BENCH_GUEST_TIMEOUT:-900}" python3 "$bin/vmbench.py" "$bin/vtpm-hook" "$bin/libtpms_floor" "$@"
