@@ -7,9 +7,10 @@
 #
 # Environment: BUILD_DIR (build), BENCH_BIN (/tmp/bench-bin: the binaries are copied there
 # first, so a rebuild during the run does not change what is measured), VTPM_HOOK (use this
-# binary instead of BUILD_DIR/vtpm-hook), BENCH_ONLY (step,...: run only those vmbench.py steps
-# and write no report, to debug a step; raw results in BENCH_BIN/result.json), OUT (docs/benchmarks.md), TIMEOUT (VM, 960 s; the guest
-# part is bounded by vm-guest.sh's BENCH_GUEST_TIMEOUT, 900 s).
+# binary instead of BUILD_DIR/vtpm-hook), OUT (docs/benchmarks.md), TIMEOUT (VM, 960 s; the
+# guest part is bounded by vm-guest.sh's BENCH_GUEST_TIMEOUT, 900 s), BENCH_ONLY (step,...:
+# run only those vmbench.py steps and write no report, to debug a step; raw results in
+# BENCH_BIN/result.json).
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 BUILD=${BUILD_DIR:-$ROOT/build}
