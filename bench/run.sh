@@ -3,11 +3,14 @@
 # (tests/vm/run-vm.sh: Debian's kernel with tpm_vtpm_proxy under QEMU/TCG), plus the
 # libtpms floor. Builds what is missing, runs everything, writes docs/benchmarks.md.
 #
-#   bench/run.sh [--quick]        --quick: few repetitions (a smoke test, ~3 min)
+#   bench/run.sh [--quick]        --quick: few repetitions (a smoke test, ~2 min in the VM)
 #
 # Environment: BUILD_DIR (build), BENCH_BIN (/tmp/bench-bin: the binaries are copied there
 # first, so a rebuild during the run does not change what is measured), VTPM_HOOK (use this
-# binary instead of BUILD_DIR/vtpm-hook), OUT (docs/benchmarks.md), TIMEOUT (VM, 840 s).
+# binary instead of BUILD_DIR/vtpm-hook), OUT (docs/benchmarks.md), TIMEOUT (VM, 960 s; the
+# guest part is bounded by vm-guest.sh's BENCH_GUEST_TIMEOUT, 900 s), BENCH_ONLY (step,...:
+# run only those vmbench.py steps and write no report, to debug a step; raw results in
+# BENCH_BIN/result.json).
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 BUILD=${BUILD_DIR:-$ROOT/build}
@@ -15,6 +18,8 @@ BIN=${BENCH_BIN:-/tmp/bench-bin}
 OUT=${OUT:-$ROOT/docs/benchmarks.md}
 QUICK=()
 [ "${1:-}" = --quick ] && QUICK=(--quick)
+ONLY=()
+[ -n "${BENCH_ONLY:-}" ] && ONLY=("--only=$BENCH_ONLY")
 
 if [ ! -f "$BUILD/CMakeCache.txt" ]; then
     cmake -S "$ROOT" -B "$BUILD" -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DVTPM_BENCH=ON >/dev/null
@@ -28,18 +33,23 @@ mkdir -p "$BIN"
 install -m 755 "${VTPM_HOOK:-$BUILD/vtpm-hook}" "$BIN/vtpm-hook"
 install -m 755 "$BUILD/bench/libtpms_floor" "$BIN/libtpms_floor"
 install -m 644 "$ROOT/bench/vmbench.py" "$BIN/vmbench.py"
+install -m 755 "$ROOT/bench/swtpm-hook.sh" "$BIN/swtpm-hook.sh"
 install -m 644 "$ROOT/tests/lib/tpm2cmd.py" "$BIN/tpm2cmd.py"
 
 log=$BIN/vm-output.txt
 echo "bench: booting the VM (output also in $log)" >&2
 set +e
-TIMEOUT=${TIMEOUT:-840} "$ROOT/tests/vm/run-vm.sh" -f "$ROOT/bench/vm-guest.sh" "$BIN" "${QUICK[@]}" 2>&1 | tee "$log" | grep --line-buffered -v '^BENCH-RESULT ' >&2
+TIMEOUT=${TIMEOUT:-960} "$ROOT/tests/vm/run-vm.sh" -f "$ROOT/bench/vm-guest.sh" "$BIN" "${QUICK[@]}" "${ONLY[@]}" 2>&1 | tee "$log" | grep --line-buffered -v '^BENCH-RESULT ' >&2
 rc=${PIPESTATUS[0]}
 set -e
 grep '^BENCH-RESULT ' "$log" | tail -n 1 | cut -d' ' -f2- > "$BIN/result.json"
 if [ ! -s "$BIN/result.json" ]; then
     echo "bench: the VM run failed (status $rc) before it reported; nothing written" >&2
     exit 1
+fi
+if [ -n "${BENCH_ONLY:-}" ]; then
+    echo "bench: BENCH_ONLY=$BENCH_ONLY: no report; raw results in $BIN/result.json" >&2
+    exit "$rc"
 fi
 # A failed step is marked in the report; the others' figures are still worth writing.
 [ "$rc" = 0 ] || echo "bench: some steps failed (status $rc); see the report's notes" >&2

@@ -3,13 +3,17 @@
 
 Measures vtpm-hook against swtpm (chardev --vtpm-proxy) side by side in the same boot:
 setup latency, raw command round trips through /dev/tpmrmN, emulator memory, setup with
-EK certificates, the libtpms floor, and a profile of vtpm-hook's setup path.
+EK certificates, the libtpms floor, a profile of vtpm-hook's setup path, a whole `runc run`
+without a TPM / with vtpm-hook / with a swtpm-based hook (bench/swtpm-hook.sh), and many
+live vTPMs in one VM (setup time, memory, and a clean teardown).
 Progress goes to stderr; the results are one line on stdout: "BENCH-RESULT <json>".
 
-  vmbench.py HOOK FLOOR [--quick]
+  vmbench.py HOOK FLOOR [--quick] [--only=STEP,...]    (--only: those steps alone, to debug one)
 
 Every wait is bounded; a stuck step raises and the run fails (no silent partial numbers).
 """
+import copy
+import glob
 import json
 import os
 import re
@@ -24,6 +28,8 @@ from tpm2cmd import cmd, create_primary, get_random, pcr_extend, rc_of  # tests/
 
 HOOK, FLOOR = sys.argv[1], sys.argv[2]
 QUICK = "--quick" in sys.argv
+ONLY = [a.split("=", 1)[1].split(",") for a in sys.argv if a.startswith("--only=")]
+SWTPM_HOOK = os.path.join(os.path.dirname(os.path.abspath(__file__)), "swtpm-hook.sh")
 W = "/run/vtpm-bench"
 SR, RR, BUN = W + "/state", W + "/run", W + "/bundles"
 LOG = W + "/hook.log"
@@ -34,6 +40,10 @@ N_CERTS_SWTPM = 1 if QUICK else 2
 N_MEM = [1, 3] if QUICK else [1, 10, 50]
 RTT_N = {"GetRandom(8)": 30 if QUICK else 200, "PCR_Extend": 30 if QUICK else 200,
          "CreatePrimary ECC P-256": 5 if QUICK else 30, "CreatePrimary RSA 2048": 3 if QUICK else 10}
+N_RUNC = 2 if QUICK else 7                  # `runc run` per kind, interleaved
+N_SCALE = 20 if QUICK else 200              # live vTPMs at once
+SCALE_AT = [N_SCALE * k // 4 for k in (1, 2, 3, 4)]   # memory checkpoints
+RUNC_TIMEOUT_S = 120       # one `runc run`, hooks included
 BATCH = 10                 # memory: instances started concurrently
 RTT_BUDGET_S = 45          # per command and implementation: stop early after this long
 T0 = time.monotonic()
@@ -118,14 +128,18 @@ def bundle(name, vtpms):
     return b
 
 
-def hook_cmd(sub, extra=()):
-    return [HOOK, "--state-root", SR, "--run-root", RR, "--log-file", LOG, "--log-level", "debug",
-            "--ca-key", CA_KEY, "--ca-cert", CA_CERT, sub, *extra]
+def hook_opts(sr=SR, rr=RR):
+    return ["--state-root", sr, "--run-root", rr, "--log-file", LOG, "--log-level", "debug",
+            "--ca-key", CA_KEY, "--ca-cert", CA_CERT]
+
+
+def hook_cmd(sub, extra=(), sr=SR, rr=RR):
+    return [HOOK, *hook_opts(sr, rr), sub, *extra]
 
 
 class HookTpm:
-    def __init__(self, cid, vtpms, defer=False):
-        self.cid = cid
+    def __init__(self, cid, vtpms, defer=False, sr=SR, rr=RR):
+        self.cid, self.sr, self.rr = cid, sr, rr
         self.sleeper = Sleeper()
         self.bundle = bundle(cid, vtpms)
         self.state = json.dumps({"ociVersion": "1.0.2", "id": cid, "status": "creating",
@@ -133,7 +147,7 @@ class HookTpm:
         with open(LOG, "a") as f:
             f.write("BENCH-MARK start %s\n" % cid)
         self.t = now()
-        self.proc = subprocess.Popen(hook_cmd("setup", ["--no-device-cgroup"]),
+        self.proc = subprocess.Popen(hook_cmd("setup", ["--no-device-cgroup"], sr, rr),
                                      stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                      stderr=subprocess.PIPE)
         if not defer:
@@ -146,7 +160,7 @@ class HookTpm:
         if self.proc.returncode != 0:
             self.sleeper.kill()
             raise RuntimeError("vtpm-hook setup %s failed: %s" % (cid, err.decode()))
-        rec = json.load(open("%s/%s.json" % (RR, cid)))["vtpms"][0]
+        rec = json.load(open("%s/%s.json" % (self.rr, cid)))["vtpms"][0]
         self.num = rec["hostTpmNum"]
         self.pid = rec["emulatorPid"]
         self.rm = "/dev/tpmrm%d" % self.num
@@ -154,8 +168,8 @@ class HookTpm:
             raise RuntimeError("setup returned but %s does not exist" % self.rm)
 
     def stop(self):
-        r = subprocess.run(hook_cmd("teardown"), input=self.state.encode(), capture_output=True,
-                           timeout=60)
+        r = subprocess.run(hook_cmd("teardown", (), self.sr, self.rr), input=self.state.encode(),
+                           capture_output=True, timeout=60)
         if r.returncode != 0:
             raise RuntimeError("vtpm-hook teardown failed: " + r.stderr.decode())
         self.sleeper.kill()
@@ -261,13 +275,24 @@ def round_trips(dev, name, n):
         os.close(fd)
 
 
+MEM_KEYS = ("rss", "pss", "anon", "private")
+
+
 def mem(pid):
-    d = {}
+    """KiB from smaps_rollup: rss, pss, anon (Anonymous), private (Private_Clean+Private_Dirty)"""
+    d = dict.fromkeys(MEM_KEYS, 0)
     for line in open("/proc/%d/smaps_rollup" % pid):
         k, _, rest = line.partition(":")
-        if k in ("Rss", "Pss"):
-            d[k.lower()] = int(rest.split()[0])
+        k = {"Rss": "rss", "Pss": "pss", "Anonymous": "anon", "Private_Clean": "private",
+             "Private_Dirty": "private"}.get(k)
+        if k:
+            d[k] += int(rest.split()[0])
     return d
+
+
+def mem_sum(pids):
+    ms = [mem(p) for p in pids]
+    return {k: sum(m[k] for m in ms) for k in MEM_KEYS}
 
 
 # ------------------------------------------------------------------ setup log profile
@@ -397,8 +422,7 @@ def bench_mem():
                     if not hasattr(x, "pid"):
                         x.finish()
             if len(hooks) in N_MEM:
-                ms = [mem(x.pid) for x in hooks]
-                res["vtpm-hook"][len(hooks)] = {k: sum(m[k] for m in ms) for k in ("rss", "pss")}
+                res["vtpm-hook"][len(hooks)] = mem_sum(x.pid for x in hooks)
         log("memory: vtpm-hook %s" % res["vtpm-hook"])
     finally:
         stop_all(hooks)
@@ -413,8 +437,7 @@ def bench_mem():
                     if not hasattr(x, "num"):
                         x.finish()
             if len(sws) in N_MEM:
-                ms = [mem(x.pid) for x in sws]
-                res["swtpm"][len(sws)] = {k: sum(m[k] for m in ms) for k in ("rss", "pss")}
+                res["swtpm"][len(sws)] = mem_sum(x.pid for x in sws)
         log("memory: swtpm %s" % res["swtpm"])
     finally:
         stop_all(sws)
@@ -518,6 +541,215 @@ def strace_profile():
     RESULT["strace"] = open(out, errors="replace").read()[-60000:]
 
 
+# ------------------------------------------------------------------ whole `runc run`
+def live_named(name):
+    """pids of live (not zombie) processes whose comm is NAME"""
+    out = []
+    for d in glob.glob("/proc/[0-9]*"):
+        try:
+            if open(d + "/comm").read().strip() == name and not gone(int(d[6:])):
+                out.append(int(d[6:]))
+        except OSError:
+            pass
+    return out
+
+
+def tpm_chips():
+    return sorted(os.listdir("/sys/class/tpm")) if os.path.isdir("/sys/class/tpm") else []
+
+
+def majors():
+    m = {}
+    for line in open("/proc/devices"):
+        f = line.split()
+        if len(f) == 2 and f[0].isdigit():
+            m.setdefault(f[1], int(f[0]))
+    return m
+
+
+RUNC_SPEC = {}
+
+
+def runc_bundle(name, script, hooks=None, vtpms=None, devices=()):
+    """A bundle like tests/e2e's make_bundle: `runc spec`'s stock config, a rootfs without
+    files of its own (/usr and /etc bound read-only from the host, /tmp a tmpfs)."""
+    if not RUNC_SPEC:
+        d = W + "/runc-spec"
+        os.makedirs(d, exist_ok=True)
+        subprocess.run(["runc", "spec"], cwd=d, check=True, capture_output=True, timeout=60)
+        RUNC_SPEC.update(json.load(open(d + "/config.json")))
+    b = "%s/%s" % (BUN, name)
+    shutil.rmtree(b, ignore_errors=True)
+    for d in ("usr", "etc", "dev", "proc", "sys", "tmp", "root"):
+        os.makedirs("%s/rootfs/%s" % (b, d))
+    for d in ("bin", "lib", "lib64", "sbin"):
+        os.symlink("usr/" + d, "%s/rootfs/%s" % (b, d))
+    c = copy.deepcopy(RUNC_SPEC)
+    c["process"].update({"terminal": False, "args": ["/bin/sh", "-c", script], "cwd": "/"})
+    c["root"] = {"path": "rootfs", "readonly": True}
+    c["hostname"] = name
+    c["mounts"] += [
+        {"destination": "/usr", "type": "bind", "source": "/usr",
+         "options": ["rbind", "ro", "nosuid", "nodev"]},
+        {"destination": "/etc", "type": "bind", "source": "/etc",
+         "options": ["rbind", "ro", "nosuid", "nodev"]},
+        {"destination": "/tmp", "type": "tmpfs", "source": "tmpfs",
+         "options": ["nosuid", "nodev", "mode=1777"]}]
+    if hooks:
+        c["hooks"] = hooks
+    if vtpms is not None:
+        c["linux"]["vtpms"] = vtpms
+    if devices:
+        res = c["linux"].setdefault("resources", {})
+        res["devices"] = res.get("devices", []) + list(devices)
+    with open(b + "/config.json", "w") as f:
+        json.dump(c, f, indent=1)
+    return b
+
+
+# the container's process: (a) nothing; (b), (c) the nodes are there and /dev/tpmrm0 opens
+# (read-write: the device cgroup must let it through)
+TPM_SCRIPT = "test -c /dev/tpm0 && test -c /dev/tpmrm0 && : <>/dev/tpmrm0"
+
+
+def runc_kinds():
+    swsr = W + "/swhook"
+    os.makedirs(swsr, exist_ok=True)
+    mj = majors()
+    if "tpm" not in mj:
+        raise RuntimeError("no tpm line in /proc/devices: %s" % mj)
+    # (c) swtpm's nodes need a rule: the first TPM is the misc device 10:224, the others and
+    # every /dev/tpmrmN (minor 65536 + N) have the major of /proc/devices' "tpm" line
+    rule = [{"allow": True, "type": "c", "major": 10, "minor": 224, "access": "rwm"},
+            {"allow": True, "type": "c", "major": mj["tpm"], "access": "rwm"}]
+
+    def hk(args):
+        return [{"path": args[0], "args": args, "timeout": 60}]
+    return {
+        "none": lambda n: runc_bundle(n, "true"),
+        "vtpm-hook": lambda n: runc_bundle(
+            n, TPM_SCRIPT, vtpms=[{}],
+            hooks={"createRuntime": hk([HOOK, *hook_opts(), "setup"]),
+                   "poststop": hk([HOOK, *hook_opts(), "teardown"])}),
+        "swtpm-hook": lambda n: runc_bundle(
+            n, TPM_SCRIPT, devices=rule,
+            hooks={"createRuntime": hk(["/bin/bash", SWTPM_HOOK, swsr, "create"]),
+                   "poststop": hk(["/bin/bash", SWTPM_HOOK, swsr, "delete"])}),
+    }, rule
+
+
+def runc_run(kind, make, cid, base_chips):
+    b = make(cid)
+    t = now()
+    try:
+        r = subprocess.run(["runc", "run", "--bundle", b, cid], stdin=subprocess.DEVNULL,
+                           capture_output=True, timeout=RUNC_TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+        subprocess.run(["runc", "delete", "-f", cid], capture_output=True, timeout=60)
+        raise RuntimeError("runc run %s (%s) did not finish within %ss" % (cid, kind,
+                                                                          RUNC_TIMEOUT_S))
+    ms = (now() - t) * 1000
+    if r.returncode != 0:
+        subprocess.run(["runc", "delete", "-f", cid], capture_output=True, timeout=60)
+        raise RuntimeError("runc run %s (%s): exit %d: %s" % (
+            cid, kind, r.returncode, (r.stdout + r.stderr).decode(errors="replace")[-400:]))
+    # untimed: every TPM of this run gone before the next one starts
+    try:
+        wait_until(lambda: tpm_chips() == base_chips and not live_named("swtpm") and
+                   not live_named("vtpm-emu"), 30, "the TPM of %s (%s) to go" % (cid, kind), 0.02)
+    except RuntimeError as e:
+        raise RuntimeError("%s: chips %s, swtpm %s, vtpm-emu %s; runc's output: %s" % (
+            e, tpm_chips(), live_named("swtpm"), live_named("vtpm-emu"),
+            (r.stdout + r.stderr).decode(errors="replace")[-600:]))
+    return ms
+
+
+def bench_runc():
+    kinds, rule = runc_kinds()
+    base = tpm_chips()
+    res = {"n": N_RUNC, "device_rule_swtpm": rule, "runs": {k: [] for k in kinds},
+           "runc": subprocess.run(["runc", "--version"], capture_output=True,
+                                  text=True).stdout.splitlines()[:1]}
+    # one untimed warm-up of each (page cache: runc, the hooks, swtpm, libraries over 9p)
+    for k, make in kinds.items():
+        runc_run(k, make, "runc-warm-%s" % k, base)
+    for i in range(N_RUNC):
+        for k, make in kinds.items():   # interleaved: a, b, c, a, b, c, ...
+            res["runs"][k].append(runc_run(k, make, "runc-%s-%d" % (k, i), base))
+    for k in kinds:
+        res[k] = stats(res["runs"][k])
+    log("runc run: " + ", ".join("%s median %.0f ms" % (k, res[k]["median"]) for k in kinds))
+    RESULT["runc"] = res
+
+
+# ------------------------------------------------------------------ many live vTPMs
+def bench_scale():
+    """N_SCALE by-hand vTPMs started one after another (default state under their own
+    state root), all alive at the end; then all torn down and checked for leftovers."""
+    sr, rr = W + "/scale/state", W + "/scale/run"
+    os.makedirs(sr)
+    os.makedirs(rr)
+    devs_before = sorted(glob.glob("/dev/tpm*"))
+    res = {"n": N_SCALE, "setup_ms": [], "teardown_ms": [], "mem": {}, "keepers": {},
+           "devs_before": devs_before}
+    RESULT["scale"] = res
+    insts, err = [], None
+    try:
+        for i in range(N_SCALE):
+            h = HookTpm("scale-%d" % i, [{}], sr=sr, rr=rr)
+            insts.append(h)
+            res["setup_ms"].append(h.seconds * 1000)
+            if len(insts) in SCALE_AT:
+                alive = [x for x in insts if not gone(x.pid)]
+                if len(alive) != len(insts):
+                    raise RuntimeError("%d of %d emulators died" % (len(insts) - len(alive),
+                                                                    len(insts)))
+                keep = live_named("vtpm-keep")
+                res["mem"][len(insts)] = mem_sum([x.pid for x in insts] + keep)
+                res["keepers"][len(insts)] = len(keep)
+                log("scale: %d live, setup %.0f ms, emulators %s" % (
+                    len(insts), h.seconds * 1000, res["mem"][len(insts)]))
+    except Exception as e:  # tear down what is there, then report the failure
+        err = e
+    res["alive_at_end"] = sum(1 for x in insts if not gone(x.pid))
+    res["teardown_failures"] = []
+    for h in insts:
+        t = now()
+        try:
+            h.stop()
+            res["teardown_ms"].append((now() - t) * 1000)
+        except Exception as e:
+            res["teardown_failures"].append("%s: %s" % (h.cid, str(e)[-200:]))
+            h.sleeper.kill()
+
+    def left():
+        return {"vtpm-emu": len(live_named("vtpm-emu")), "vtpm-keep": len(live_named("vtpm-keep")),
+                "devices": sorted(set(glob.glob("/dev/tpm*")) - set(devs_before)),
+                "run_records": sorted(f for f in os.listdir(rr) if f.endswith(".json")),
+                "run_root_other": sorted(f for f in os.listdir(rr) if not f.endswith(".json")
+                                         and f != "empty")}
+    try:  # bounded wait for the last ones to go; what is left after it counts
+        wait_until(lambda: not any(left()[k] for k in ("vtpm-emu", "vtpm-keep", "devices",
+                                                       "run_records")), 20, "leftovers", 0.1)
+    except RuntimeError:
+        pass
+    lo = left()
+    lo["state_dirs_before_gc"] = len(os.listdir(sr))
+    g = subprocess.run(hook_cmd("gc", ["--unused-for", "0"], sr, rr), capture_output=True,
+                       text=True, timeout=300)
+    lo["gc_rc"] = g.returncode
+    lo["gc_removed"] = len(g.stdout.splitlines())
+    lo["gc_stderr"] = g.stderr[-400:]
+    lo["state_dirs_after_gc"] = sorted(os.listdir(sr))
+    res["left"] = lo
+    log("scale: torn down; left %s" % lo)
+    if err:
+        raise err
+    if res["teardown_failures"]:
+        raise RuntimeError("%d teardowns failed: %s" % (len(res["teardown_failures"]),
+                                                        res["teardown_failures"][0]))
+
+
 def main():
     for d in (W,):
         shutil.rmtree(d, ignore_errors=True)
@@ -529,7 +761,9 @@ def main():
                      "mem_total_kb": int(open("/proc/meminfo").readline().split()[1]),
                      "quick": QUICK}
     steps = [bench_exec, bench_setup, bench_rtt, bench_mem, bench_certs, bench_floor,
-             strace_profile]
+             strace_profile, bench_runc, bench_scale]
+    if ONLY:
+        steps = [st for st in steps if st.__name__ in ONLY[0]]
     failed = False
     for step in steps:
         log("---- " + step.__name__)
