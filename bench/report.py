@@ -187,6 +187,33 @@ if "mem_after_rtt" in R:
     a, b = R["mem_after_rtt"]["vtpm-hook"], R["mem_after_rtt"]["swtpm"]
     p("", "After the round-trip workload of section 2 (one instance each): vtpm-hook RSS %d / PSS "
       "%d KiB, swtpm RSS %d / PSS %d KiB." % (a["rss"], a["pss"], b["rss"], b["pss"]))
+if "profile" in M:
+    PF = M["profile"]
+    nmax = max(M["vtpm-hook"], key=int)
+    p("", "### Where the memory is", "",
+      "`/proc/PID/smaps` of the %s instances above, summed per mapping, averaged per process "
+      "(`[anon]`: unnamed anonymous memory, e.g. a library's .bss beyond its file; a library's "
+      "private dirty pages are its relocated data, written by the dynamic linker at load). "
+      "Private pages are what an instance costs whatever else runs; shared ones are divided "
+      "among the processes mapping them. KiB." % nmax, "",
+      row("mapping", "vtpm-hook PSS", "private dirty", "RSS", "swtpm PSS", "private dirty", "RSS"),
+      row("---", "---:", "---:", "---:", "---:", "---:", "---:"))
+    hk = {r["map"]: r for r in PF["vtpm-hook"]}
+    sw = {r["map"]: r for r in PF.get("swtpm", [])}
+    keys = sorted(set(hk) | set(sw), key=lambda k: -max(hk.get(k, {}).get("Pss", 0),
+                                                           sw.get(k, {}).get("Pss", 0)))
+    tot = {}
+    for k in keys:
+        cells = []
+        for src in (hk, sw):
+            r = src.get(k)
+            cells += [f(r["Pss"], 0), f(r["Private_Dirty"], 0), f(r["Rss"], 0)] if r else ["-"] * 3
+            for fld in ("Pss", "Private_Dirty", "Rss"):
+                tot[(id(src), fld)] = tot.get((id(src), fld), 0) + (r[fld] if r else 0)
+        if any(c not in ("-", "0") for c in cells):
+            p(row(k, *cells))
+    p(row("**total**", *[f(tot[(id(src), fld)], 0) for src in (hk, sw)
+                         for fld in ("Pss", "Private_Dirty", "Rss")]))
 p("")
 
 # ---------------------------------------------------------------- certs
@@ -401,13 +428,16 @@ p("## Where vtpm-hook's setup time goes", "",
   "")
 prof = R.get("setup_profile", [])
 
+PH_INIT = "fork + libtpms load/manufacture + Startup (TPM 2: self-test later, in slices)"
+
+
 def phases(e):
     keys = ("spawn", "powered", "parent_ready", "placed", "end")
     if any(e.get(k) is None for k in keys) or e.get("took") is None:
         return None
     start = e["end"] - e["took"]
     return {"parse config, checks, state dir": e["spawn"] - start,
-            "fork + libtpms load/manufacture + Startup + full self-test": e["powered"] - e["spawn"],
+            PH_INIT: e["powered"] - e["spawn"],
             "/dev/vtpmx ioctl, chroot, seccomp, ready -> parent": e["parent_ready"] - e["powered"],
             "kernel registration (its commands) + 2 device nodes (setns, mknod)":
                 e["placed"] - e["parent_ready"],
@@ -443,12 +473,13 @@ if ex:
         "`%s` %s ms" % (k, f(v["median"])) for k, v in ex.items()) + ".")
 cp = [x for x in (phases(e) for e in R.get("certs_profile", [])[1:]) if x]
 if cp:
-    p("", "With createCerts (median of the runs after the first): the emulator init phase "
-      "(which now includes creating both EKs and signing their certificates) takes %s ms, "
-      "the whole in-process setup %s ms." % (
-          f(statistics.median(x["fork + libtpms load/manufacture + Startup + full self-test"]
-                              for x in cp)),
+    p("", "With createCerts (median of the runs after the first): the first phase (where a "
+      "child of the hook manufactures the TPM, creates both EKs and signs their certificates, "
+      "before the emulator starts) takes %s ms, the whole in-process setup %s ms." % (
+          f(statistics.median(x["parse config, checks, state dir"] for x in cp)),
           f(statistics.median(x["setup took (in-process total)"] for x in cp))))
+
+
 def strace_timeline(text):
     """Landmark syscalls, ms since the hook's execve; TPM frames decoded to their ordinal."""
     lines, t0, hook_pid, sleeps = [], None, None, 0

@@ -33,6 +33,7 @@ mkdir -p "$BIN"
 install -m 755 "${VTPM_HOOK:-$BUILD/vtpm-hook}" "$BIN/vtpm-hook"
 install -m 755 "$BUILD/bench/libtpms_floor" "$BIN/libtpms_floor"
 install -m 644 "$ROOT/bench/vmbench.py" "$BIN/vmbench.py"
+install -m 644 "$ROOT/bench/memprofile.py" "$BIN/memprofile.py"
 install -m 755 "$ROOT/bench/swtpm-hook.sh" "$BIN/swtpm-hook.sh"
 install -m 644 "$ROOT/tests/lib/tpm2cmd.py" "$BIN/tpm2cmd.py"
 
