@@ -428,7 +428,7 @@ p("## Where vtpm-hook's setup time goes", "",
   "")
 prof = R.get("setup_profile", [])
 
-PH_INIT = "fork + libtpms load/manufacture + Startup (TPM 2: self-test later, in slices)"
+PH_INIT = "fork + libtpms load/manufacture + Startup (TPM 2: self-test on demand)"
 
 
 def phases(e):

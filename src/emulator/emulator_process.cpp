@@ -8,9 +8,11 @@
 #include <sys/prctl.h>
 #include <sys/signalfd.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <cstring>
 #include <set>
 #include <thread>
 
@@ -87,10 +89,9 @@ void run_tpm(const EmulatorOptions& opts, UniqueFd dir_fd, int sock, int contain
   TpmEngine engine(store);
   if (!opts.pcr_banks.empty()) apply_pcr_banks(engine, opts.pcr_banks);
   // The kernel times each command it sends while registering the device: have the TPM
-  // started before the device exists, so it answers at once on a busy host. TPM 2 tests itself
-  // in the background: once the hook is done (it closes its socket), one algorithm at a time
-  // between commands, in parallel with the container's own start; libtpms tests an algorithm
-  // just before its first use anyway.
+  // started before the device exists, so it answers at once on a busy host. TPM 2 tests each
+  // algorithm just before its first use (libtpms), and the rest when asked (DeferredSelfTest):
+  // nothing of the self-test on the container's critical path.
   const bool v2 = engine.version() == TpmVersion::V2;
   power_on(engine, opts.close_platform, /*full_self_test=*/!v2);
   DeferredSelfTest self_test([&](std::span<const uint8_t> c) { return engine.process(c); });
@@ -103,8 +104,7 @@ void run_tpm(const EmulatorOptions& opts, UniqueFd dir_fd, int sock, int contain
       [&](uint8_t l) { engine.set_locality(l); }, /*accept_vendor=*/true);
   send_to_parent(sock, kReady);
   spdlog::info("serving TPM {} from {}", to_string(engine.version()), store.dir());
-  const StopReason why = serve_proxy(server.get(), container_pidfd, sig, handler,
-                                     {v2 ? sock : -1, [&] { return self_test.step(); }});
+  const StopReason why = serve_proxy(server.get(), container_pidfd, sig, handler);
   spdlog::info("stopping: {}", to_string(why));
   // First out of the container's cgroup (setup charged us to it): the runtime removes it soon.
   if (cgroup && !cgroup->leave()) spdlog::warn("cannot leave the container's cgroup");
@@ -136,7 +136,7 @@ void detach_from_hook(const char* name, const std::set<int>& keep) {
 // The keeper's whole life, in the forked child. Never returns.
 [[noreturn]] void keeper_main(std::vector<KeptDevice> devs, const CgroupWatch& cgroup,
                               const KeeperOptions& opts, int ready_fd) {
-  std::set<int> keep = {ready_fd};
+  std::set<int> keep = {ready_fd, opts.orphan.dir_fd, opts.orphan.done_fd};
   for (const auto& d : devs) keep.insert({d.server_fd, d.emulator_pidfd});
   for (int fd : cgroup.fds()) keep.insert(fd);
   detach_from_hook("vtpm-keep", keep);
@@ -153,7 +153,9 @@ void detach_from_hook(const char* name, const std::set<int>& keep) {
     (void)::close(ready_fd);  // the parent has read its answer
     ready_fd = -1;
     keep_devices(devs, sig.get(), cgroup);
+    for (const auto& d : devs) (void)::close(d.server_fd);  // free now, not after the wait below
     spdlog::info("the container's cgroup is empty: its device numbers are free");
+    remove_if_orphaned(opts.orphan);
   } catch (const std::exception& e) {
     finish_child(ready_fd, &e);
   }
@@ -181,6 +183,23 @@ void detach_from_hook(const char* name, const std::set<int>& keep) {
 }
 
 }  // namespace
+
+void remove_if_orphaned(const OrphanFile& f) {
+  if (f.done_fd < 0 || f.dir_fd < 0) return;
+  pollfd p{f.done_fd, POLLIN, 0};
+  while (::poll(&p, 1, -1) < 0 && errno == EINTR) {
+  }
+  char done = 0;
+  if (::read(f.done_fd, &done, 1) == 1) return;  // finished: the file is teardown's
+  struct stat st {};
+  if (::fstatat(f.dir_fd, f.name.c_str(), &st, AT_SYMLINK_NOFOLLOW) != 0 || st.st_dev != f.dev ||
+      st.st_ino != f.ino)
+    return;  // gone, or a later setup's
+  if (::unlinkat(f.dir_fd, f.name.c_str(), 0) == 0)
+    spdlog::info("the setup did not finish: its {} removed", f.name);
+  else
+    spdlog::warn("the setup did not finish; cannot remove {}: {}", f.name, std::strerror(errno));
+}
 
 StateStore open_confined_state(UniqueFd dir_fd, const std::string& name, TpmVersion version,
                                std::optional<StateKey> key,
@@ -227,7 +246,7 @@ SpawnedEmulator spawn_emulator(const EmulatorOptions& opts, UniqueFd dir_fd, int
   ProxyDevice dev = create_proxy_device(opts.version, opts.vtpmx);
   send_fd(ours.get(), dev.server_fd.get());
   if (const auto msg = receive_message(ours.get()); msg != kReady) throw fail(msg);
-  return {std::move(emu), dev.tpm_num, std::move(dev.server_fd), std::move(ours)};
+  return {std::move(emu), dev.tpm_num, std::move(dev.server_fd)};
 }
 
 void spawn_keeper(std::vector<KeptDevice> devs, const CgroupWatch& cgroup,

@@ -69,18 +69,13 @@ const char* to_string(StopReason r) {
   return "?";
 }
 
-StopReason serve_proxy(int server_fd, int container_pidfd, int signal_fd, CommandHandler& handler,
-                       Background bg) {
+StopReason serve_proxy(int server_fd, int container_pidfd, int signal_fd, CommandHandler& handler) {
   std::array<uint8_t, proto::kMaxCommandSize> buf{};
-  bool started = false;
-  bool more = static_cast<bool>(bg.step);
   for (;;) {
-    // (poll ignores negative fds)
-    std::array<pollfd, 4> fds{{{server_fd, POLLIN, 0},
-                               {signal_fd, POLLIN, 0},
-                               {container_pidfd, POLLIN, 0},
-                               {bg.start_fd, POLLIN, 0}}};
-    if (::poll(fds.data(), fds.size(), started && more ? 0 : -1) < 0) {
+    std::array<pollfd, 3> fds{
+        {{server_fd, POLLIN, 0}, {signal_fd, POLLIN, 0}, {container_pidfd, POLLIN, 0}}};
+    const nfds_t n = container_pidfd >= 0 ? 3 : 2;
+    if (::poll(fds.data(), n, -1) < 0) {
       if (errno == EINTR) continue;
       throw sys_error("poll");
     }
@@ -90,21 +85,15 @@ StopReason serve_proxy(int server_fd, int container_pidfd, int signal_fd, Comman
     }
     if (fds[0].revents & POLLIN) {
       ssize_t r = ::read(server_fd, buf.data(), buf.size());
-      if (r < 0 && errno != EINTR && errno != EAGAIN) throw sys_error("read from vtpm proxy");
+      if (r < 0 && (errno == EINTR || errno == EAGAIN)) continue;
+      if (r < 0) throw sys_error("read from vtpm proxy");
       if (r == 0) return StopReason::ClientGone;
-      if (r > 0)
-        answer(server_fd,
-               handler.handle(std::span<const uint8_t>(buf.data(), static_cast<size_t>(r))));
-    } else {
-      if (fds[0].revents & (POLLHUP | POLLERR | POLLNVAL)) return StopReason::ClientGone;
-      if (container_pidfd >= 0 && fds[2].revents) return StopReason::ContainerExited;
+      answer(server_fd,
+             handler.handle(std::span<const uint8_t>(buf.data(), static_cast<size_t>(r))));
+      continue;
     }
-    if (bg.start_fd >= 0 && fds[3].revents) {
-      bg.start_fd = -1;
-      started = true;
-    }
-    // One slice between two commands: a command waits for at most one.
-    if (started && more) more = bg.step();
+    if (fds[0].revents & (POLLHUP | POLLERR | POLLNVAL)) return StopReason::ClientGone;
+    if (n == 3 && fds[2].revents) return StopReason::ContainerExited;
   }
 }
 

@@ -14,19 +14,10 @@ namespace vtpm {
 enum class StopReason { ContainerExited, Signal, ClientGone, EndOfInput };
 const char* to_string(StopReason r);
 
-// Work for the idle time once the hook is done with the container's setup (`start_fd`, the
-// hook's socket, hangs up): step() does one short slice and says whether more is left.
-struct Background {
-  int start_fd = -1;
-  std::function<bool()> step;
-};
-
 // Proxy fd: one read() is one command, one write() is one response.
 // Returns when the container's init exits (pidfd readable), on SIGTERM/SIGINT/SIGHUP
-// (signal_fd readable), or when the device side hangs up. Between two commands, runs at most
-// one slice of bg.
-StopReason serve_proxy(int server_fd, int container_pidfd, int signal_fd, CommandHandler& handler,
-                       Background bg = {});
+// (signal_fd readable), or when the device side hangs up.
+StopReason serve_proxy(int server_fd, int container_pidfd, int signal_fd, CommandHandler& handler);
 
 // One proxy device as the keeper sees it.
 struct KeptDevice {

@@ -339,60 +339,6 @@ TEST(ServeProxy, SignalStopsTheLoop) {
   EXPECT_EQ(serve_proxy(sp.server.get(), -1, sfd.get(), h), StopReason::Signal);
 }
 
-// The background work (the self-test's slices): nothing while the hook still holds its socket;
-// once it hangs up, one slice after each command, so a command waits for at most one.
-TEST(ServeProxy, NoBackgroundWorkWhileTheHookIsThere) {
-  SeqPair sp, hook;
-  FakeTpm tpm;
-  auto h = tpm.handler(true);
-  int steps = 0;
-  write_bytes(sp.client.get(), command(0x17b, 2));
-  ASSERT_EQ(::shutdown(sp.client.get(), SHUT_WR), 0);
-  EXPECT_EQ(
-      serve_proxy(sp.server.get(), -1, -1, h, {hook.server.get(), [&] { return ++steps < 100; }}),
-      StopReason::ClientGone);
-  EXPECT_EQ(tpm.seen.size(), 1u);
-  EXPECT_EQ(steps, 0);
-}
-
-TEST(ServeProxy, OneSliceBetweenCommandsOnceTheHookIsGone) {
-  SeqPair sp, hook;
-  FakeTpm tpm;
-  auto h = tpm.handler(true);
-  std::vector<size_t> served_before_step;  // commands answered when each slice ran
-  for (int i = 0; i < 3; ++i) write_bytes(sp.client.get(), command(0x17b, 2));
-  ASSERT_EQ(::shutdown(sp.client.get(), SHUT_WR), 0);
-  hook.client.reset();  // the hook exits
-  EXPECT_EQ(serve_proxy(sp.server.get(), -1, -1, h,
-                        {hook.server.get(),
-                         [&] {
-                           served_before_step.push_back(tpm.seen.size());
-                           return served_before_step.size() < 2;
-                         }}),
-            StopReason::ClientGone);
-  EXPECT_EQ(served_before_step, (std::vector<size_t>{1, 2}));  // then done: no more slices
-  EXPECT_EQ(tpm.seen.size(), 3u);
-  for (int i = 0; i < 3; ++i) EXPECT_EQ(read_packet(sp.client.get()), answer_for(0x17b, 12));
-}
-
-TEST(ServeProxy, IdleTimeRunsTheSlicesToTheEnd) {
-  SeqPair sp, hook;
-  FakeTpm tpm;
-  auto h = tpm.handler(true);
-  hook.client.reset();
-  int steps = 0;
-  EXPECT_EQ(serve_proxy(sp.server.get(), -1, -1, h,
-                        {hook.server.get(),
-                         [&] {
-                           if (++steps < 5) return true;
-                           (void)::shutdown(sp.client.get(), SHUT_WR);  // ends the loop
-                           return false;
-                         }}),
-            StopReason::ClientGone);
-  EXPECT_EQ(steps, 5);
-  EXPECT_TRUE(tpm.seen.empty());
-}
-
 TEST(StopReason, Names) {
   EXPECT_STREQ(to_string(StopReason::EndOfInput), "end of input");
   EXPECT_STREQ(to_string(StopReason::Signal), "signal");
