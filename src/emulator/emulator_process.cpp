@@ -136,7 +136,7 @@ void detach_from_hook(const char* name, const std::set<int>& keep) {
 // The keeper's whole life, in the forked child. Never returns.
 [[noreturn]] void keeper_main(std::vector<KeptDevice> devs, const CgroupWatch& cgroup,
                               const KeeperOptions& opts, int ready_fd) {
-  std::set<int> keep = {ready_fd, opts.orphan.dir_fd, opts.orphan.done_fd};
+  std::set<int> keep = {ready_fd};
   for (const auto& d : devs) keep.insert({d.server_fd, d.emulator_pidfd});
   for (int fd : cgroup.fds()) keep.insert(fd);
   detach_from_hook("vtpm-keep", keep);
@@ -153,9 +153,7 @@ void detach_from_hook(const char* name, const std::set<int>& keep) {
     (void)::close(ready_fd);  // the parent has read its answer
     ready_fd = -1;
     keep_devices(devs, sig.get(), cgroup);
-    for (const auto& d : devs) (void)::close(d.server_fd);  // free now, not after the wait below
     spdlog::info("the container's cgroup is empty: its device numbers are free");
-    remove_if_orphaned(opts.orphan);
   } catch (const std::exception& e) {
     finish_child(ready_fd, &e);
   }
@@ -183,23 +181,6 @@ void detach_from_hook(const char* name, const std::set<int>& keep) {
 }
 
 }  // namespace
-
-void remove_if_orphaned(const OrphanFile& f) {
-  if (f.done_fd < 0 || f.dir_fd < 0) return;
-  pollfd p{f.done_fd, POLLIN, 0};
-  while (::poll(&p, 1, -1) < 0 && errno == EINTR) {
-  }
-  char done = 0;
-  if (::read(f.done_fd, &done, 1) == 1) return;  // finished: the file is teardown's
-  struct stat st {};
-  if (::fstatat(f.dir_fd, f.name.c_str(), &st, AT_SYMLINK_NOFOLLOW) != 0 || st.st_dev != f.dev ||
-      st.st_ino != f.ino)
-    return;  // gone, or a later setup's
-  if (::unlinkat(f.dir_fd, f.name.c_str(), 0) == 0)
-    spdlog::info("the setup did not finish: its {} removed", f.name);
-  else
-    spdlog::warn("the setup did not finish; cannot remove {}: {}", f.name, std::strerror(errno));
-}
 
 StateStore open_confined_state(UniqueFd dir_fd, const std::string& name, TpmVersion version,
                                std::optional<StateKey> key,
