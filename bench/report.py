@@ -428,7 +428,7 @@ p("## Where vtpm-hook's setup time goes", "",
   "")
 prof = R.get("setup_profile", [])
 
-PH_INIT = "fork + libtpms load/manufacture + Startup (TPM 2: self-test on demand)"
+PH_INIT = "fork + libtpms load/manufacture + Startup + full self-test"
 
 
 def phases(e):

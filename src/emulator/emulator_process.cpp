@@ -8,11 +8,9 @@
 #include <sys/prctl.h>
 #include <sys/signalfd.h>
 #include <sys/socket.h>
-#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
-#include <cstring>
 #include <set>
 #include <thread>
 
@@ -25,7 +23,6 @@
 #include "state/state_store.h"
 #include "tpm/command_handler.h"
 #include "tpm/provision.h"
-#include "tpm/self_test.h"
 #include "tpm/tpm_engine.h"
 #include "tpm/tpm_proto.h"
 
@@ -89,18 +86,13 @@ void run_tpm(const EmulatorOptions& opts, UniqueFd dir_fd, int sock, int contain
   TpmEngine engine(store);
   if (!opts.pcr_banks.empty()) apply_pcr_banks(engine, opts.pcr_banks);
   // The kernel times each command it sends while registering the device: have the TPM
-  // started before the device exists, so it answers at once on a busy host. TPM 2 tests each
-  // algorithm just before its first use (libtpms), and the rest when asked (DeferredSelfTest):
-  // nothing of the self-test on the container's critical path.
-  const bool v2 = engine.version() == TpmVersion::V2;
-  power_on(engine, opts.close_platform, /*full_self_test=*/!v2);
-  DeferredSelfTest self_test([&](std::span<const uint8_t> c) { return engine.process(c); });
-  spdlog::debug("TPM started");
+  // started and self-tested before the device exists, so it answers at once on a busy host.
+  power_on(engine, opts.close_platform);
+  spdlog::debug("TPM started and self-tested");
   send_to_parent(sock, kLoaded);
   server = receive_fd(sock);
   CommandHandler handler(
-      engine.version(),
-      [&](std::span<const uint8_t> c) { return v2 ? self_test.process(c) : engine.process(c); },
+      engine.version(), [&](std::span<const uint8_t> c) { return engine.process(c); },
       [&](uint8_t l) { engine.set_locality(l); }, /*accept_vendor=*/true);
   send_to_parent(sock, kReady);
   spdlog::info("serving TPM {} from {}", to_string(engine.version()), store.dir());

@@ -74,14 +74,12 @@ void close_platform_hierarchy(TpmEngine& engine) {
            "TPM2_HierarchyControl(platform, NO)");
 }
 
-void power_on(TpmEngine& engine, bool close_platform, bool full_self_test) {
+void power_on(TpmEngine& engine, bool close_platform) {
   if (engine.version() == TpmVersion::V2) {
     ensure_started(engine);
-    const uint8_t full_test[] = {TPM2_YES};
-    if (full_self_test)
-      check_rc(
-          engine.process(proto::command(proto::kTpm2StNoSessions, TPM2_CC_SelfTest, full_test)),
-          "TPM2_SelfTest");
+    const uint8_t full_test[] = {1};
+    check_rc(engine.process(proto::command(proto::kTpm2StNoSessions, TPM2_CC_SelfTest, full_test)),
+             "TPM2_SelfTest");
     if (close_platform) close_platform_hierarchy(engine);
     return;
   }

@@ -33,11 +33,10 @@ std::vector<EkCertificate> create_ek_certificates(TpmEngine& engine, const Local
                                                   const std::string& subject,
                                                   const StateStore& store);
 
-// Startup(CLEAR) and, with full_self_test, a full self-test (TPM 1.2: TPM_Startup(ST_CLEAR),
-// ContinueSelfTest, always): what the kernel would otherwise do, under its per-command
-// timeouts, while registering. TPM 2 without it: see DeferredSelfTest. TPM 2 with
-// close_platform: then the platform hierarchy is disabled, as firmware closes it.
-void power_on(TpmEngine& engine, bool close_platform, bool full_self_test);
+// Startup(CLEAR) and a full self-test (TPM 1.2: TPM_Startup(ST_CLEAR), ContinueSelfTest):
+// what the kernel would otherwise do, under its per-command timeouts, while registering.
+// TPM 2 with close_platform: then the platform hierarchy is disabled, as firmware closes it.
+void power_on(TpmEngine& engine, bool close_platform);
 
 // TPM 2, started: what firmware does before an OS runs (phEnable = NO until the next Startup).
 void close_platform_hierarchy(TpmEngine& engine);

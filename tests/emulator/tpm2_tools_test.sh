@@ -99,8 +99,8 @@ done
 out=$(t tpm2_getcap -T "$ek" properties-variable 2>&1 | grep -m1 'phEnable:' | tr -d ' ')
 [ "$out" = phEnable:1 ] && pass "without --close-platform: phEnable 1" || fail "phEnable" "$out"
 
-# The emulator never runs a full self-test before serving (nor do the hook's: they test the rest
-# on demand): libtpms tests each algorithm before its first use. With SHA-256 broken (an
+# `emulate` never runs a full self-test before serving (the hook's emulators do, before the
+# device exists): libtpms tests each algorithm before its first use. With SHA-256 broken (an
 # LD_PRELOAD shim flips a bit of every digest) no SHA-256 result may come out: the first command
 # that needs it finds the TPM in failure mode, and so does every later one; a full self-test
 # fails too.
