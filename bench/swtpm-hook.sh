@@ -48,7 +48,6 @@ create)
     [[ $rootfs = /* ]] || rootfs=$bundle/$rootfs
 
     mkdir -p "$dir"
-    mkdir -p "$dir"
     swtpm chardev --vtpm-proxy --tpm2 --tpmstate "dir=$dir" --flags startup-clear \
         < /dev/null > "$dir/swtpm.out" 2>&1 {nap}<&- &
     sw=$!
