@@ -77,7 +77,7 @@ void close_platform_hierarchy(TpmEngine& engine) {
 void power_on(TpmEngine& engine, bool close_platform) {
   if (engine.version() == TpmVersion::V2) {
     ensure_started(engine);
-    const uint8_t full_test[] = {1};
+    const uint8_t full_test[] = {TPM2_YES};
     check_rc(engine.process(proto::command(proto::kTpm2StNoSessions, TPM2_CC_SelfTest, full_test)),
              "TPM2_SelfTest");
     if (close_platform) close_platform_hierarchy(engine);
