@@ -98,168 +98,193 @@ if R.get("errors"):
     p("**Failed steps** (their sections say what is missing): " +
       ", ".join("`%s`" % k for k in R["errors"]) + ".", "")
 
+# Sections 1-5 each need their step's figures: a step that failed (or was left out with
+# --only) gets its heading and what went wrong instead of a KeyError.
+def section(step, key, title, fn):
+    if key in R:
+        fn(R[key])
+        return
+    p(title, "")
+    if not failed(step, "no figures"):
+        p("Not measured in this run.", "")
+
+
 # ---------------------------------------------------------------- setup
-S = R["setup"]
-h, s = S["vtpm-hook"], S["swtpm"]
-p("## 1. Setup latency", "",
-  "vtpm-hook: `vtpm-hook setup` for a by-hand container (a process in its own mount namespace, "
-  "`unshare -m sleep`; a bundle whose rootfs has `dev/`; `--no-device-cgroup`, the process is "
-  "in the root cgroup), from the start of the process to its exit, when `/dev/tpmrmN` exists "
-  "and the device node is in the container. swtpm: `swtpm chardev --vtpm-proxy --tpm2 "
-  "--tpmstate dir=D --flags startup-clear` from the start of the process until `/dev/tpmrmN` "
-  "exists (polled every 2 ms by the driver, as in vmlab's swtpm-reference.sh). Each run is a new "
-  "process; \"fresh\" = a new state dir (manufacture), \"existing\" = the state of the previous "
-  "run. First instance: page cache dropped before each (binaries and libraries read over 9p), "
-  "not included in the statistics. ms.", "",
-  row("case", "vtpm-hook median", "p90", "swtpm median", "p90", "ratio (median)"),
-  row("---", "---:", "---:", "---:", "---:", "---:"))
-p(row("first instance (cold cache)", f(h["first"]), "", f(s["first"]), "",
-      f(ratio(h["first"], s["first"]), 2)))
-for kind in ("fresh", "existing"):
-    a, b = h[kind], s[kind]
-    r = ratio(a["median"], b["median"])
-    p(row("%s state (n=%d)" % (kind, a["n"]), f(a["median"]), f(a["p90"]), f(b["median"]),
-          f(b["p90"]), f(r, 2)))
-    goal("setup", "setup <= 0.5x swtpm (%s state, median)" % kind, "%.2fx" % r, r <= 0.5)
-p("")
+def sec_setup(S):
+    h, s = S["vtpm-hook"], S["swtpm"]
+    p("## 1. Setup latency", "",
+      "vtpm-hook: `vtpm-hook setup` for a by-hand container (a process in its own mount namespace, "
+      "`unshare -m sleep`; a bundle whose rootfs has `dev/`; `--no-device-cgroup`, the process is "
+      "in the root cgroup), from the start of the process to its exit, when `/dev/tpmrmN` exists "
+      "and the device node is in the container. swtpm: `swtpm chardev --vtpm-proxy --tpm2 "
+      "--tpmstate dir=D --flags startup-clear` from the start of the process until `/dev/tpmrmN` "
+      "exists (polled every 2 ms by the driver, as in vmlab's swtpm-reference.sh). Each run is a new "
+      "process; \"fresh\" = a new state dir (manufacture), \"existing\" = the state of the previous "
+      "run. First instance: page cache dropped before each (binaries and libraries read over 9p), "
+      "not included in the statistics. ms.", "",
+      row("case", "vtpm-hook median", "p90", "swtpm median", "p90", "ratio (median)"),
+      row("---", "---:", "---:", "---:", "---:", "---:"))
+    p(row("first instance (cold cache)", f(h["first"]), "", f(s["first"]), "",
+          f(ratio(h["first"], s["first"]), 2)))
+    for kind in ("fresh", "existing"):
+        a, b = h[kind], s[kind]
+        r = ratio(a["median"], b["median"])
+        p(row("%s state (n=%d)" % (kind, a["n"]), f(a["median"]), f(a["p90"]), f(b["median"]),
+              f(b["p90"]), f(r, 2)))
+        goal("setup", "setup <= 0.5x swtpm (%s state, median)" % kind, "%.2fx" % r, r <= 0.5)
+    p("")
+
 
 # ---------------------------------------------------------------- round trips
-T = R["rtt"]
-p("## 2. Command round trip through /dev/tpmrmN", "",
-  "One Python process, one open fd on the instance's `/dev/tpmrmN` (so the kernel's resource "
-  "manager is in the path, for both), raw commands written and read back: TPM2_GetRandom(8), "
-  "TPM2_PCR_Extend (PCR 16, SHA-256, password session), TPM2_CreatePrimary in the owner "
-  "hierarchy with the storage key templates (restricted decrypt, AES-128-CFB; RSA 2048 and ECC "
-  "NIST P-256), each created object flushed (not timed). Both TPMs were started from a copy "
-  "of the **same state**: a primary key is derived from the hierarchy seed, and the RSA prime "
-  "search (so its time) differs per seed. One untimed warm-up command. ms.", "",
-  row("command", "n", "vtpm-hook median", "p99", "swtpm median", "p99", "ratio (median)"),
-  row("---", "---:", "---:", "---:", "---:", "---:", "---:"))
-worst = 0
-for name, v in T.items():
-    a, b = v["vtpm-hook"], v["swtpm"]
-    r = ratio(a["median"], b["median"])
-    worst = max(worst, r)
-    p(row(name, "%d / %d" % (a["n"], b["n"]), f(a["median"], 3), f(a["p99"], 3),
-          f(b["median"], 3), f(b["p99"], 3), f(r, 2)))
-    goal("round trip", "round trip <= 1.0x swtpm (%s, median)" % name, "%.2fx" % r, r <= 1.0)
-p("", "p99 is the nearest-rank percentile: with n < 100 it is the slowest sample.", "")
+def sec_rtt(T):
+    p("## 2. Command round trip through /dev/tpmrmN", "",
+      "One Python process, one open fd on the instance's `/dev/tpmrmN` (so the kernel's resource "
+      "manager is in the path, for both), raw commands written and read back: TPM2_GetRandom(8), "
+      "TPM2_PCR_Extend (PCR 16, SHA-256, password session), TPM2_CreatePrimary in the owner "
+      "hierarchy with the storage key templates (restricted decrypt, AES-128-CFB; RSA 2048 and ECC "
+      "NIST P-256), each created object flushed (not timed). Both TPMs were started from a copy "
+      "of the **same state**: a primary key is derived from the hierarchy seed, and the RSA prime "
+      "search (so its time) differs per seed. One untimed warm-up command. ms.", "",
+      row("command", "n", "vtpm-hook median", "p99", "swtpm median", "p99", "ratio (median)"),
+      row("---", "---:", "---:", "---:", "---:", "---:", "---:"))
+    worst = 0
+    for name, v in T.items():
+        a, b = v["vtpm-hook"], v["swtpm"]
+        r = ratio(a["median"], b["median"])
+        worst = max(worst, r)
+        p(row(name, "%d / %d" % (a["n"], b["n"]), f(a["median"], 3), f(a["p99"], 3),
+              f(b["median"], 3), f(b["p99"], 3), f(r, 2)))
+        goal("round trip", "round trip <= 1.0x swtpm (%s, median)" % name, "%.2fx" % r, r <= 1.0)
+    p("", "p99 is the nearest-rank percentile: with n < 100 it is the slowest sample.", "")
+
 
 # ---------------------------------------------------------------- memory
-M = R["mem"]
-p("## 3. Memory of the emulators", "",
-  "From `/proc/PID/smaps_rollup` of the processes that stay: vtpm-hook's forked emulator "
-  "(`vtpm-emu`; the hook itself has exited) and `swtpm`. Instances started one after another, "
-  "idle (registered with the kernel: the kernel's start-up commands ran), summed. "
-  "PSS divides shared pages among the processes sharing them, so it is the fair \"cost per "
-  "instance\"; RSS counts shared library pages in every process. Private anonymous memory is "
-  "what each instance adds for itself whatever else runs: `Anonymous` (heap, stacks, "
-  "libtpms' state) and `Private_Clean` + `Private_Dirty` (every page only this process maps, "
-  "anonymous or file-backed), from the same `smaps_rollup`. KiB.", "",
-  row("instances", "vtpm-hook RSS", "PSS", "swtpm RSS", "PSS", "PSS per instance (hook / swtpm)",
-      "Anonymous per instance (hook / swtpm)", "Private per instance (hook / swtpm)",
-      "ratio RSS", "ratio PSS"),
-  row("---", "---:", "---:", "---:", "---:", "---:", "---:", "---:", "---:", "---:"))
+def sec_mem(M):
+    p("## 3. Memory of the emulators", "",
+      "From `/proc/PID/smaps_rollup` of the processes that stay: vtpm-hook's forked emulator "
+      "(`vtpm-emu`; the hook itself has exited) and `swtpm`. Instances started one after another, "
+      "idle (registered with the kernel: the kernel's start-up commands ran), summed. "
+      "PSS divides shared pages among the processes sharing them, so it is the fair \"cost per "
+      "instance\"; RSS counts shared library pages in every process. Private anonymous memory is "
+      "what each instance adds for itself whatever else runs: `Anonymous` (heap, stacks, "
+      "libtpms' state) and `Private_Clean` + `Private_Dirty` (every page only this process maps, "
+      "anonymous or file-backed), from the same `smaps_rollup`. KiB.", "",
+      row("instances", "vtpm-hook RSS", "PSS", "swtpm RSS", "PSS", "PSS per instance (hook / swtpm)",
+          "Anonymous per instance (hook / swtpm)", "Private per instance (hook / swtpm)",
+          "ratio RSS", "ratio PSS"),
+      row("---", "---:", "---:", "---:", "---:", "---:", "---:", "---:", "---:", "---:"))
 
 
-def per(a, b, k, n):
-    if k not in a or k not in b:
-        return "-"
-    return "%d / %d" % (a[k] / n, b[k] / n)
+    def per(a, b, k, n):
+        if k not in a or k not in b:
+            return "-"
+        return "%d / %d" % (a[k] / n, b[k] / n)
 
 
-mem_goal = None
-for n in sorted(M["vtpm-hook"], key=int):
-    a, b = M["vtpm-hook"][n], M["swtpm"].get(n)
-    if not b:
-        continue
-    rp = ratio(a["pss"], b["pss"])
-    p(row(n, a["rss"], a["pss"], b["rss"], b["pss"], per(a, b, "pss", int(n)),
-          per(a, b, "anon", int(n)), per(a, b, "private", int(n)),
-          f(ratio(a["rss"], b["rss"]), 2), f(rp, 2)))
-    if int(n) <= 50:
-        mem_goal = (n, rp)
-if mem_goal:   # the goal is at 50 instances; a quick run has fewer: its largest count
-    n, rp = mem_goal
-    goal("memory", "memory per instance <= 0.75x swtpm (PSS, %s instances%s)" % (
-        n, "" if n == "50" else "; the goal is at 50"), "%.2fx" % rp, rp <= 0.75)
-if "mem_after_rtt" in R:
-    a, b = R["mem_after_rtt"]["vtpm-hook"], R["mem_after_rtt"]["swtpm"]
-    p("", "After the round-trip workload of section 2 (one instance each): vtpm-hook RSS %d / PSS "
-      "%d KiB, swtpm RSS %d / PSS %d KiB." % (a["rss"], a["pss"], b["rss"], b["pss"]))
-if "profile" in M:
-    PF = M["profile"]
-    nmax = max(M["vtpm-hook"], key=int)
-    p("", "### Where the memory is", "",
-      "`/proc/PID/smaps` of the %s instances above, summed per mapping, averaged per process "
-      "(`[anon]`: unnamed anonymous memory, e.g. a library's .bss beyond its file; a library's "
-      "private dirty pages are its relocated data, written by the dynamic linker at load). "
-      "Private pages are what an instance costs whatever else runs; shared ones are divided "
-      "among the processes mapping them. KiB." % nmax, "",
-      row("mapping", "vtpm-hook PSS", "private dirty", "RSS", "swtpm PSS", "private dirty", "RSS"),
-      row("---", "---:", "---:", "---:", "---:", "---:", "---:"))
-    hk = {r["map"]: r for r in PF["vtpm-hook"]}
-    sw = {r["map"]: r for r in PF.get("swtpm", [])}
-    keys = sorted(set(hk) | set(sw), key=lambda k: -max(hk.get(k, {}).get("Pss", 0),
-                                                           sw.get(k, {}).get("Pss", 0)))
-    tot = {}
-    for k in keys:
-        cells = []
-        for src in (hk, sw):
-            r = src.get(k)
-            cells += [f(r["Pss"], 0), f(r["Private_Dirty"], 0), f(r["Rss"], 0)] if r else ["-"] * 3
-            for fld in ("Pss", "Private_Dirty", "Rss"):
-                tot[(id(src), fld)] = tot.get((id(src), fld), 0) + (r[fld] if r else 0)
-        if any(c not in ("-", "0") for c in cells):
-            p(row(k, *cells))
-    p(row("**total**", *[f(tot[(id(src), fld)], 0) for src in (hk, sw)
-                         for fld in ("Pss", "Private_Dirty", "Rss")]))
-p("")
+    mem_goal = None
+    for n in sorted(M["vtpm-hook"], key=int):
+        a, b = M["vtpm-hook"][n], M["swtpm"].get(n)
+        if not b:
+            continue
+        rp = ratio(a["pss"], b["pss"])
+        p(row(n, a["rss"], a["pss"], b["rss"], b["pss"], per(a, b, "pss", int(n)),
+              per(a, b, "anon", int(n)), per(a, b, "private", int(n)),
+              f(ratio(a["rss"], b["rss"]), 2), f(rp, 2)))
+        if int(n) <= 50:
+            mem_goal = (n, rp)
+    if mem_goal:   # the goal is at 50 instances; a quick run has fewer: its largest count
+        n, rp = mem_goal
+        goal("memory", "memory per instance <= 0.75x swtpm (PSS, %s instances%s)" % (
+            n, "" if n == "50" else "; the goal is at 50"), "%.2fx" % rp, rp <= 0.75)
+    if "mem_after_rtt" in R:
+        a, b = R["mem_after_rtt"]["vtpm-hook"], R["mem_after_rtt"]["swtpm"]
+        p("", "After the round-trip workload of section 2 (one instance each): vtpm-hook RSS %d / PSS "
+          "%d KiB, swtpm RSS %d / PSS %d KiB." % (a["rss"], a["pss"], b["rss"], b["pss"]))
+    if "profile" in M:
+        PF = M["profile"]
+        nmax = max(M["vtpm-hook"], key=int)
+        p("", "### Where the memory is", "",
+          "`/proc/PID/smaps` of the %s instances above, summed per mapping, averaged per process "
+          "(`[anon]`: unnamed anonymous memory, e.g. a library's .bss beyond its file; a library's "
+          "private dirty pages are its relocated data, written by the dynamic linker at load). "
+          "Private pages are what an instance costs whatever else runs; shared ones are divided "
+          "among the processes mapping them. KiB." % nmax, "",
+          row("mapping", "vtpm-hook PSS", "private dirty", "RSS", "swtpm PSS", "private dirty", "RSS"),
+          row("---", "---:", "---:", "---:", "---:", "---:", "---:"))
+        hk = {r["map"]: r for r in PF["vtpm-hook"]}
+        sw = {r["map"]: r for r in PF.get("swtpm", [])}
+        keys = sorted(set(hk) | set(sw), key=lambda k: -max(hk.get(k, {}).get("Pss", 0),
+                                                               sw.get(k, {}).get("Pss", 0)))
+        tot = {}
+        for k in keys:
+            cells = []
+            for src in (hk, sw):
+                r = src.get(k)
+                cells += [f(r["Pss"], 0), f(r["Private_Dirty"], 0), f(r["Rss"], 0)] if r else ["-"] * 3
+                for fld in ("Pss", "Private_Dirty", "Rss"):
+                    tot[(id(src), fld)] = tot.get((id(src), fld), 0) + (r[fld] if r else 0)
+            if any(c not in ("-", "0") for c in cells):
+                p(row(k, *cells))
+        p(row("**total**", *[f(tot[(id(src), fld)], 0) for src in (hk, sw)
+                             for fld in ("Pss", "Private_Dirty", "Rss")]))
+    p("")
+
 
 # ---------------------------------------------------------------- certs
-C = R["certs"]
-a, b = C["vtpm-hook"], C["swtpm"]
-fresh = S["vtpm-hook"]["fresh"]["median"]
-p("## 4. Setup with EK certificates", "",
-  "vtpm-hook: `setup` with `linux.vtpms: [{\"createCerts\": true, \"statePath\": NEW}]` and "
-  "`--ca-key/--ca-cert` (RSA 2048 and ECC P-256 EKs, their certificates in NV). swtpm: "
-  "`swtpm_setup --tpm2 --create-ek-cert --tpmstate NEW --config C` (C points `swtpm_localca` at "
-  "a local CA in a temp dir; offline; RSA 2048 and ECC P-384 EKs and their certificates, PCR "
-  "banks) followed by the `swtpm chardev --vtpm-proxy` start of section 1. The first run of each "
-  "also creates its CA and is shown apart. ms.", "",
-  row("case", "vtpm-hook", "swtpm", "ratio"), row("---", "---:", "---:", "---:"),
-  row("first run, CA created", f(a["first_with_ca"]), f(b["first_with_ca"]),
-      f(ratio(a["first_with_ca"], b["first_with_ca"]), 2)),
-  row("median (n=%d / %d)" % (a["certs"]["n"], b["certs"]["n"]), f(a["certs"]["median"]),
-      f(b["certs"]["median"]), f(ratio(a["certs"]["median"], b["certs"]["median"]), 2)),
-  row("max", f(a["certs"]["max"]), f(b["certs"]["max"]), ""),
-  "",
-  "swtpm's part: `swtpm_setup` median %s ms, then the start %s ms. vtpm-hook with certificates "
-  "/ vtpm-hook without (fresh state, section 1): **%.2fx**." % (
-      f(b["swtpm_setup_ms"]["median"]), f(b["swtpm_start_ms"]["median"]),
-      ratio(a["certs"]["median"], fresh)), "")
-rc = ratio(a["certs"]["median"], fresh)
-goal("createCerts", "setup with createCerts <= 2x setup without (vtpm-hook, medians, fresh state)",
-     "%.2fx" % rc, rc <= 2.0)
+def sec_certs(C):
+    a, b = C["vtpm-hook"], C["swtpm"]
+    # the ratio to section 1's fresh setup; none when that step has no figures
+    fresh = R.get("setup", {}).get("vtpm-hook", {}).get("fresh", {}).get("median")
+    p("## 4. Setup with EK certificates", "",
+      "vtpm-hook: `setup` with `linux.vtpms: [{\"createCerts\": true, \"statePath\": NEW}]` and "
+      "`--ca-key/--ca-cert` (RSA 2048 and ECC P-256 EKs, their certificates in NV). swtpm: "
+      "`swtpm_setup --tpm2 --create-ek-cert --tpmstate NEW --config C` (C points `swtpm_localca` at "
+      "a local CA in a temp dir; offline; RSA 2048 and ECC P-384 EKs and their certificates, PCR "
+      "banks) followed by the `swtpm chardev --vtpm-proxy` start of section 1. The first run of each "
+      "also creates its CA and is shown apart. ms.", "",
+      row("case", "vtpm-hook", "swtpm", "ratio"), row("---", "---:", "---:", "---:"),
+      row("first run, CA created", f(a["first_with_ca"]), f(b["first_with_ca"]),
+          f(ratio(a["first_with_ca"], b["first_with_ca"]), 2)),
+      row("median (n=%d / %d)" % (a["certs"]["n"], b["certs"]["n"]), f(a["certs"]["median"]),
+          f(b["certs"]["median"]), f(ratio(a["certs"]["median"], b["certs"]["median"]), 2)),
+      row("max", f(a["certs"]["max"]), f(b["certs"]["max"]), ""),
+      "",
+      "swtpm's part: `swtpm_setup` median %s ms, then the start %s ms. vtpm-hook with certificates "
+      "/ vtpm-hook without (fresh state, section 1): **%.2fx**." % (
+          f(b["swtpm_setup_ms"]["median"]), f(b["swtpm_start_ms"]["median"]),
+          ratio(a["certs"]["median"], fresh) if fresh else float("nan")), "")
+    if fresh:
+        rc = ratio(a["certs"]["median"], fresh)
+        goal("createCerts",
+             "setup with createCerts <= 2x setup without (vtpm-hook, medians, fresh state)",
+             "%.2fx" % rc, rc <= 2.0)
+
 
 # ---------------------------------------------------------------- floor
-F = R["floor"]
-p("## 5. The floor: libtpms alone", "",
-  "`bench/libtpms_floor` (Google Benchmark) drives libtpms in-process through the project's "
-  "`TpmEngine`/`StateStore`: no kernel, no proxy, no fork; run in the same VM. The command "
-  "benchmarks start from a copy of the same state as section 2. Engine init = open and lock "
-  "the state dir, `TPMLIB_MainInit` (manufacture for a new state, load for an existing one) and "
-  "TPM2_Startup(CLEAR). ms (mean per iteration).", "",
-  row("benchmark", "libtpms alone", "vtpm-hook via /dev/tpmrmN (median)", "swtpm (median)"),
-  row("---", "---:", "---:", "---:"))
-fmap = {"BM_GetRandom8": "GetRandom(8)", "BM_PCR_Extend": "PCR_Extend",
-        "BM_CreatePrimary_RSA2048": "CreatePrimary RSA 2048",
-        "BM_CreatePrimary_ECC_P256": "CreatePrimary ECC P-256"}
-for k, v in F.items():
-    t = T.get(fmap.get(k, ""), None)
-    p(row(k, f(v["real_ms"], 3), f(t["vtpm-hook"]["median"], 3) if t else "",
-          f(t["swtpm"]["median"], 3) if t else ""))
-p("")
+def sec_floor(F):
+    p("## 5. The floor: libtpms alone", "",
+      "`bench/libtpms_floor` (Google Benchmark) drives libtpms in-process through the project's "
+      "`TpmEngine`/`StateStore`: no kernel, no proxy, no fork; run in the same VM. The command "
+      "benchmarks start from a copy of the same state as section 2. Engine init = open and lock "
+      "the state dir, `TPMLIB_MainInit` (manufacture for a new state, load for an existing one) and "
+      "TPM2_Startup(CLEAR). ms (mean per iteration).", "",
+      row("benchmark", "libtpms alone", "vtpm-hook via /dev/tpmrmN (median)", "swtpm (median)"),
+      row("---", "---:", "---:", "---:"))
+    fmap = {"BM_GetRandom8": "GetRandom(8)", "BM_PCR_Extend": "PCR_Extend",
+            "BM_CreatePrimary_RSA2048": "CreatePrimary RSA 2048",
+            "BM_CreatePrimary_ECC_P256": "CreatePrimary ECC P-256"}
+    for k, v in F.items():
+        t = R.get("rtt", {}).get(fmap.get(k, ""), None)
+        p(row(k, f(v["real_ms"], 3), f(t["vtpm-hook"]["median"], 3) if t else "",
+              f(t["swtpm"]["median"], 3) if t else ""))
+    p("")
+
+
+section("bench_setup", "setup", "## 1. Setup latency", sec_setup)
+section("bench_rtt", "rtt", "## 2. Command round trip through /dev/tpmrmN", sec_rtt)
+section("bench_mem", "mem", "## 3. Memory of the emulators", sec_mem)
+section("bench_certs", "certs", "## 4. Setup with EK certificates", sec_certs)
+section("bench_floor", "floor", "## 5. The floor: libtpms alone", sec_floor)
 
 # ---------------------------------------------------------------- runc run
 def ms_cell(st, k="median"):
@@ -448,9 +473,10 @@ def phases(e):
 groups = {"first (cold)": [e for e in prof if e["id"] == "first-hook"],
           "fresh state": [e for e in prof if e["id"].startswith("setup-fresh")],
           "existing state": [e for e in prof if e["id"].startswith("setup-existing")]}
-walls = {"first (cold)": [S["vtpm-hook"]["first"]],
-         "fresh state": [S["vtpm-hook"]["fresh"]["median"]],
-         "existing state": [S["vtpm-hook"]["existing"]["median"]]}
+SH = R.get("setup", {}).get("vtpm-hook", {})
+walls = {"first (cold)": [SH.get("first")],
+         "fresh state": [SH.get("fresh", {}).get("median")],
+         "existing state": [SH.get("existing", {}).get("median")]}
 cols = list(groups)
 p(row("phase", *cols), row("---", *["---:"] * len(cols)))
 names = None
@@ -464,8 +490,8 @@ if names:
     for n in names:
         p(row(n, *[f(med.get(c, {}).get(n)) for c in cols]))
     p(row("process start + exit (wall - setup took)",
-          *[f(walls[c][0] - med[c]["setup took (in-process total)"]) if c in med else "-"
-            for c in cols]))
+          *[f(walls[c][0] - med[c]["setup took (in-process total)"])
+            if c in med and walls[c][0] is not None else "-" for c in cols]))
     p(row("**wall time (median)**", *[f(walls[c][0]) for c in cols]))
 ex = R.get("exec", {})
 if ex:
