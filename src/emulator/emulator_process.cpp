@@ -31,6 +31,9 @@ namespace {
 
 constexpr char kLoaded[] = "loaded";  // TPM started and self-tested: send the proxy fd
 constexpr char kReady[] = "ready";    // serving the proxy fd
+// The setup's last steps after the keeper starts take milliseconds; its container is gone by
+// the time the keeper asks, so a hook silent this long is stuck, not finishing.
+constexpr auto kSetupWordWait = std::chrono::seconds(60);
 
 // Runtimes start hooks with odd signal state (crun blocks SIGTERM): start from a clean slate.
 void reset_signals() {
@@ -128,7 +131,7 @@ void detach_from_hook(const char* name, const std::set<int>& keep) {
 // The keeper's whole life, in the forked child. Never returns.
 [[noreturn]] void keeper_main(std::vector<KeptDevice> devs, const CgroupWatch& cgroup,
                               const KeeperOptions& opts, int ready_fd) {
-  std::set<int> keep = {ready_fd};
+  std::set<int> keep = {ready_fd, opts.orphan.dir_fd, opts.orphan.done_fd};
   for (const auto& d : devs) keep.insert({d.server_fd, d.emulator_pidfd});
   for (int fd : cgroup.fds()) keep.insert(fd);
   detach_from_hook("vtpm-keep", keep);
@@ -145,7 +148,9 @@ void detach_from_hook(const char* name, const std::set<int>& keep) {
     (void)::close(ready_fd);  // the parent has read its answer
     ready_fd = -1;
     keep_devices(devs, sig.get(), cgroup);
+    for (const auto& d : devs) (void)::close(d.server_fd);  // free now, not after the wait below
     spdlog::info("the container's cgroup is empty: its device numbers are free");
+    remove_if_orphaned(opts.orphan, kSetupWordWait);
   } catch (const std::exception& e) {
     finish_child(ready_fd, &e);
   }
@@ -173,6 +178,28 @@ void detach_from_hook(const char* name, const std::set<int>& keep) {
 }
 
 }  // namespace
+
+void remove_if_orphaned(const OrphanFile& f, std::chrono::milliseconds wait) {
+  if (f.done_fd < 0 || f.dir_fd < 0) return;
+  pollfd p{f.done_fd, POLLIN, 0};
+  int n;
+  while ((n = ::poll(&p, 1, static_cast<int>(wait.count()))) < 0 && errno == EINTR) {
+  }
+  if (n <= 0) {
+    spdlog::warn("the setup has not said whether it finished; {} stays", f.name);
+    return;
+  }
+  char done = 0;
+  if (::read(f.done_fd, &done, 1) == 1) return;  // finished: the file is teardown's
+  struct stat st {};
+  if (::fstatat(f.dir_fd, f.name.c_str(), &st, AT_SYMLINK_NOFOLLOW) != 0 || st.st_dev != f.dev ||
+      st.st_ino != f.ino)
+    return;  // gone, or a later setup's
+  if (::unlinkat(f.dir_fd, f.name.c_str(), 0) == 0)
+    spdlog::info("the setup did not finish: its {} removed", f.name);
+  else
+    spdlog::warn("the setup did not finish; cannot remove {}: {}", f.name, std::strerror(errno));
+}
 
 StateStore open_confined_state(UniqueFd dir_fd, const std::string& name, TpmVersion version,
                                std::optional<StateKey> key,

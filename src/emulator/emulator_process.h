@@ -75,17 +75,36 @@ struct SpawnedEmulator {
 SpawnedEmulator spawn_emulator(const EmulatorOptions& opts, UniqueFd dir_fd, int container_pidfd,
                                const CgroupWatch* cgroup);
 
+// A file that is garbage unless the setup that wrote it finishes: the run record. A runtime
+// whose hook was killed (its timeout) fails the container, and some (crun) then run no poststop
+// hook, so no teardown would ever remove it.
+struct OrphanFile {
+  int dir_fd = -1;  // the directory (O_PATH is enough)
+  std::string name;
+  dev_t dev = 0;  // that file, not a later one of the same name
+  ino_t ino = 0;
+  int done_fd = -1;  // read end: the setup writes one byte when it has finished
+};
+
+// Waits (at most `wait`) for the setup's word: one byte, or the end of its write end without
+// one. Removes the file if the setup did not finish and the name still is that file; a setup
+// still silent after `wait` keeps it (a record teardown needs is never taken). The keeper's
+// last step.
+void remove_if_orphaned(const OrphanFile& f, std::chrono::milliseconds wait);
+
 struct KeeperOptions {
   std::string container_id;
   std::string log_level;
   std::string log_file;
   std::string empty_dir;  // its root: it opens nothing
+  OrphanFile orphan;      // removed once the cgroup is empty if the setup never finished
 };
 
 // Forks the container's keeper, which holds a copy of every server fd (devs) until the
 // container's cgroup is empty (see keep_devices): a device number never reaches another TPM
 // while a process of the container can still open its node, even if the emulator crashed or
-// was killed. Returns once it is sandboxed; throws Error otherwise.
+// was killed. Then, if the setup never said it finished, removes opts.orphan. Returns once it
+// is sandboxed; throws Error otherwise.
 void spawn_keeper(std::vector<KeptDevice> devs, const CgroupWatch& cgroup,
                   const KeeperOptions& opts);
 

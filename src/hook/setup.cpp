@@ -215,21 +215,32 @@ void run_setup(const std::string& state_json, const HookOptions& opts) {
     rec.vtpms.push_back(vr);
   }
   if (opts.device_cgroup) spdlog::debug("{}", grant_device_access(pid, granted));
+  // The record first, so that the keeper knows which file is this setup's.
+  const RecordFile written = write_run_record(opts.run_root, rec);
+  rollback.add([&] { remove_run_record(opts.run_root, state.id); });
+  OrphanFile record{written.dir.get(), written.name, written.dev, written.ino};
+  UniqueFd done;  // one byte once this setup has finished; the keeper then leaves the record
   if (cgroup) {
+    int p[2];
+    if (::pipe2(p, O_CLOEXEC) != 0) throw sys_error("pipe");
+    const UniqueFd done_rd(p[0]);
+    done.reset(p[1]);
+    record.done_fd = done_rd.get();
     std::vector<KeptDevice> kept;
     for (size_t i = 0; i < specs.size(); ++i)
       kept.push_back({server_fds[i].get(), emulators[i].pidfd(), specs[i].version});
     spawn_keeper(std::move(kept), *cgroup,
-                 {state.id, opts.log_level, opts.log_file, empty_dir(opts.run_root)});
+                 {state.id, opts.log_level, opts.log_file, empty_dir(opts.run_root), record});
   }
   server_fds.clear();  // the emulators and the keeper hold the devices now
-  write_run_record(opts.run_root, rec);
   for (auto& e : emulators) e.release();
   rollback.commit();
   const auto ms =
       std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - t0)
           .count();
   spdlog::info("container {}: setup took {} ms", state.id, ms);
+  // Last: killed before this, the runtime fails the container and may run no teardown.
+  if (done) (void)!::write(done.get(), "1", 1);  // a full pipe cannot be: it is new
 }
 
 }  // namespace vtpm

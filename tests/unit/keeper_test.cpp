@@ -1,9 +1,11 @@
 // The keeper's loop and the cgroup watch it relies on, with a stand-in cgroup tree (files
 // under a temp dir, through CgroupPaths) and a socketpair in place of the proxy fd.
+#include <fcntl.h>
 #include <gtest/gtest.h>
 #include <poll.h>
 #include <signal.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -12,6 +14,7 @@
 #include <thread>
 
 #include "common/process_util.h"
+#include "emulator/emulator_process.h"
 #include "emulator/serve_loop.h"
 #include "error_matchers.h"
 #include "kernel/device_cgroup.h"
@@ -122,6 +125,75 @@ TEST_F(Keeper, FailsTheCommandsOfADeadEmulatorUntilTheCgroupEmpties) {
   sigemptyset(&set);
   for (int s : {SIGTERM, SIGINT, SIGHUP}) sigaddset(&set, s);
   ::sigprocmask(SIG_UNBLOCK, &set, nullptr);
+}
+
+// The run record of a setup that never finished (its hook killed, the container failed, no
+// teardown to come) goes with the keeper; a finished setup's, or a later setup's, stays.
+class OrphanRecord : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    dir_ = vtpm::testing::test_dir("orphan");
+    fs::remove_all(dir_);
+    fs::create_directories(dir_);
+    write("first");
+    dir_fd_.reset(::open(dir_.c_str(), O_PATH | O_DIRECTORY | O_CLOEXEC));
+    struct stat st {};
+    ASSERT_EQ(::stat((dir_ / "c1.json").c_str(), &st), 0);
+    int p[2];
+    ASSERT_EQ(::pipe2(p, O_CLOEXEC), 0);
+    rd_.reset(p[0]);
+    wr_.reset(p[1]);
+    file_ = {dir_fd_.get(), "c1.json", st.st_dev, st.st_ino, rd_.get()};
+  }
+  void TearDown() override { fs::remove_all(dir_); }
+  void write(const std::string& text) {
+    std::ofstream(dir_ / "c1.json.tmp") << text;
+    fs::rename(dir_ / "c1.json.tmp", dir_ / "c1.json");  // a new inode, as the hook writes
+  }
+
+  fs::path dir_;
+  UniqueFd dir_fd_, rd_, wr_;
+  OrphanFile file_;
+};
+
+TEST_F(OrphanRecord, SetupThatNeverFinishedLosesItsRecord) {
+  wr_.reset();  // the hook died without its byte
+  remove_if_orphaned(file_, std::chrono::seconds(10));
+  EXPECT_FALSE(fs::exists(dir_ / "c1.json"));
+}
+
+TEST_F(OrphanRecord, FinishedSetupKeepsItsRecordForTeardown) {
+  ASSERT_EQ(::write(wr_.get(), "1", 1), 1);
+  wr_.reset();
+  remove_if_orphaned(file_, std::chrono::seconds(10));
+  EXPECT_TRUE(fs::exists(dir_ / "c1.json"));
+}
+
+TEST_F(OrphanRecord, ALaterSetupsRecordStays) {
+  write("second");  // the same container id set up again meanwhile
+  wr_.reset();
+  remove_if_orphaned(file_, std::chrono::seconds(10));
+  ASSERT_TRUE(fs::exists(dir_ / "c1.json"));
+  std::ifstream in(dir_ / "c1.json");
+  std::string text;
+  in >> text;
+  EXPECT_EQ(text, "second");
+}
+
+TEST_F(OrphanRecord, WaitsForTheSetupToEnd) {
+  std::thread hook([this] {
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    (void)!::write(wr_.get(), "1", 1);
+  });
+  remove_if_orphaned(file_,
+                     std::chrono::seconds(10));  // returns only once the setup has said something
+  hook.join();
+  EXPECT_TRUE(fs::exists(dir_ / "c1.json"));
+}
+
+TEST_F(OrphanRecord, ASetupStillSilentKeepsItsRecord) {
+  remove_if_orphaned(file_, std::chrono::milliseconds(50));  // the hook neither wrote nor died
+  EXPECT_TRUE(fs::exists(dir_ / "c1.json"));
 }
 
 }  // namespace
