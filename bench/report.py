@@ -147,14 +147,14 @@ def sec_rtt(T):
       "search (so its time) differs per seed. One untimed warm-up command. ms.", "",
       row("command", "n", "vtpm-hook median", "p99", "swtpm median", "p99", "ratio (median)"),
       row("---", "---:", "---:", "---:", "---:", "---:", "---:"))
-    worst = 0
     for name, v in T.items():
         a, b = v["vtpm-hook"], v["swtpm"]
         r = ratio(a["median"], b["median"])
-        worst = max(worst, r)
         p(row(name, "%d / %d" % (a["n"], b["n"]), f(a["median"], 3), f(a["p99"], 3),
               f(b["median"], 3), f(b["p99"], 3), f(r, 2)))
-        goal("round trip", "round trip <= 1.0x swtpm (%s, median)" % name, "%.2fx" % r, r <= 1.0)
+        if name in ("GetRandom(8)", "PCR_Extend"):  # the goal's commands; the others are shown
+            goal("round trip", "round trip <= 1.0x swtpm (%s, median)" % name, "%.2fx" % r,
+                 r <= 1.0)
     p("", "p99 is the nearest-rank percentile: with n < 100 it is the slowest sample.", "")
 
 
@@ -461,8 +461,13 @@ def phases(e):
     if any(e.get(k) is None for k in keys) or e.get("took") is None:
         return None
     start = e["end"] - e["took"]
+    init = {PH_INIT: e["powered"] - e["spawn"]}
+    if e.get("started") is not None and e.get("tested") is not None:  # older hooks log one line
+        init = {"fork + libtpms load/manufacture + TPM2_Startup": e["started"] - e["spawn"],
+                "full self-test (TPM2_SelfTest YES)": e["tested"] - e["started"],
+                "platform hierarchy closed": e["powered"] - e["tested"]}
     return {"parse config, checks, state dir": e["spawn"] - start,
-            PH_INIT: e["powered"] - e["spawn"],
+            **init,
             "/dev/vtpmx ioctl, chroot, seccomp, ready -> parent": e["parent_ready"] - e["powered"],
             "kernel registration (its commands) + 2 device nodes (setns, mknod)":
                 e["placed"] - e["parent_ready"],

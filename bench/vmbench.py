@@ -331,6 +331,7 @@ def profile_from_log(cids):
             if m:
                 took = int(m.group(1))
         out.append({"id": cid, "spawn": t(r"^starting the emulator"),
+                    "started": t(r"^TPM2_Startup done"), "tested": t(r"^full self-test passed"),
                     "powered": t(r"^TPM started"),
                     "parent_ready": t(r"^emulator \d+ serves"), "placed": t(r"is the container's"),
                     "took": took, "end": t(r"setup took")})

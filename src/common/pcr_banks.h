@@ -1,5 +1,7 @@
 #pragma once
 // The PCR banks a vTPM can have: the names configs use and the TPM's algorithm ids.
+#include <tss2/tss2_tpm2_types.h>
+
 #include <cstdint>
 #include <optional>
 #include <string_view>
@@ -11,11 +13,11 @@ struct PcrBank {
   uint16_t alg;  // TPM_ALG_*
 };
 
-inline constexpr PcrBank kPcrBanks[] = {{"sha1", 0x0004},
-                                        {"sha256", 0x000b},
-                                        {"sha384", 0x000c},
-                                        {"sha512", 0x000d},
-                                        {"sm3_256", 0x0012}};
+inline constexpr PcrBank kPcrBanks[] = {{"sha1", TPM2_ALG_SHA1},
+                                        {"sha256", TPM2_ALG_SHA256},
+                                        {"sha384", TPM2_ALG_SHA384},
+                                        {"sha512", TPM2_ALG_SHA512},
+                                        {"sm3_256", TPM2_ALG_SM3_256}};
 
 inline std::optional<uint16_t> pcr_bank_alg(std::string_view name) {
   for (const auto& b : kPcrBanks)

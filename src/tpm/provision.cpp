@@ -77,16 +77,19 @@ void close_platform_hierarchy(TpmEngine& engine) {
 void power_on(TpmEngine& engine, bool close_platform) {
   if (engine.version() == TpmVersion::V2) {
     ensure_started(engine);
+    spdlog::debug("TPM2_Startup done; the full self-test next");  // bench/ times the phases
     const uint8_t full_test[] = {TPM2_YES};
     check_rc(engine.process(proto::command(proto::kTpm2StNoSessions, TPM2_CC_SelfTest, full_test)),
              "TPM2_SelfTest");
+    spdlog::debug("full self-test passed");
     if (close_platform) close_platform_hierarchy(engine);
     return;
   }
   const auto r = engine.process(proto::startup_command(TpmVersion::V1_2, /*clear=*/true));
-  if (const uint32_t rc = proto::response_code(r); rc != 0 && rc != 0x26)  // 0x26: started
+  if (const uint32_t rc = proto::response_code(r); rc != 0 && rc != proto::kTpm12InvalidPostinit)
     check_rc(r, "TPM_Startup");
-  check_rc(engine.process(proto::command(proto::kTpm12TagRquCommand, 0x53, {})),
+  check_rc(engine.process(
+               proto::command(proto::kTpm12TagRquCommand, proto::kTpm12OrdContinueSelfTest, {})),
            "TPM_ContinueSelfTest");
 }
 

@@ -43,22 +43,24 @@ std::vector<uint8_t> make_response(TpmVersion v, uint32_t rc) {
 }
 
 std::vector<uint8_t> startup_command(TpmVersion v, bool clear) {
+  std::vector<uint8_t> type;
   if (v == TpmVersion::V2) {
-    const uint8_t su[] = {0x00, static_cast<uint8_t>(clear ? 0x00 : 0x01)};  // TPM_SU_CLEAR/STATE
-    return command(kTpm2StNoSessions, TPM2_CC_Startup, su);
+    put_u16(type, clear ? TPM2_SU_CLEAR : TPM2_SU_STATE);
+    return command(kTpm2StNoSessions, TPM2_CC_Startup, type);
   }
-  const uint8_t st[] = {0x00, static_cast<uint8_t>(clear ? 0x01 : 0x02)};  // TPM_ST_CLEAR/STATE
-  return command(kTpm12TagRquCommand, 0x99, st);
+  put_u16(type, clear ? kTpm12StClear : kTpm12StState);
+  return command(kTpm12TagRquCommand, kTpm12OrdStartup, type);
 }
 
 std::vector<uint8_t> shutdown_command(TpmVersion, bool clear) {
-  const uint8_t su[] = {0x00, static_cast<uint8_t>(clear ? 0x00 : 0x01)};  // TPM_SU_CLEAR/STATE
-  return command(kTpm2StNoSessions, TPM2_CC_Shutdown, su);
+  std::vector<uint8_t> type;
+  put_u16(type, clear ? TPM2_SU_CLEAR : TPM2_SU_STATE);
+  return command(kTpm2StNoSessions, TPM2_CC_Shutdown, type);
 }
 
 std::vector<uint8_t> shutdown_state_command(TpmVersion v) {
   if (v == TpmVersion::V2) return shutdown_command(v, /*clear=*/false);
-  return command(kTpm12TagRquCommand, 0x98, {});  // TPM_SaveState
+  return command(kTpm12TagRquCommand, kTpm12OrdSaveState, {});
 }
 
 }  // namespace vtpm::proto

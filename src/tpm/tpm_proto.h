@@ -19,8 +19,14 @@ inline constexpr size_t kMaxCommandSize = 4096;  // the kernel's TPM_BUFSIZE
 // TPM 2 numbers come from tss2_tpm2_types.h, TPM 1.2 return codes from libtpms' tpm_error.h.
 inline constexpr uint16_t kTpm2StNoSessions = TPM2_ST_NO_SESSIONS;
 inline constexpr uint16_t kTpm2StSessions = TPM2_ST_SESSIONS;
-inline constexpr uint16_t kTpm12TagRquCommand = 0x00C1;  // TPM_TAG_RQU_COMMAND (no libtpms header)
-inline constexpr uint16_t kTpm12TagRspCommand = 0x00C4;  // TPM_TAG_RSP_COMMAND
+// TPM 1.2 tags, ordinals and startup types: TPM Main Part 2, which no installed header carries.
+inline constexpr uint16_t kTpm12TagRquCommand = 0x00C1;        // TPM_TAG_RQU_COMMAND
+inline constexpr uint16_t kTpm12TagRspCommand = 0x00C4;        // TPM_TAG_RSP_COMMAND
+inline constexpr uint32_t kTpm12OrdContinueSelfTest = 0x0053;  // TPM_ORD_ContinueSelfTest
+inline constexpr uint32_t kTpm12OrdSaveState = 0x0098;         // TPM_ORD_SaveState
+inline constexpr uint32_t kTpm12OrdStartup = 0x0099;           // TPM_ORD_Startup
+inline constexpr uint16_t kTpm12StClear = 0x0001;              // TPM_ST_CLEAR
+inline constexpr uint16_t kTpm12StState = 0x0002;              // TPM_ST_STATE
 
 // Sent by tpm_vtpm_proxy itself (never by a client): one byte, the locality.
 inline constexpr uint32_t kVendorSetLocality = 0x20001000;
@@ -32,6 +38,7 @@ inline constexpr uint32_t kTpm2RcFailure = TPM2_RC_FAILURE;
 inline constexpr uint32_t kTpm12Fail = TPM_FAIL;
 inline constexpr uint32_t kTpm12BadParamSize = TPM_BAD_PARAM_SIZE;
 inline constexpr uint32_t kTpm12BadParameter = TPM_BAD_PARAMETER;
+inline constexpr uint32_t kTpm12InvalidPostinit = TPM_INVALID_POSTINIT;  // started already
 
 struct Header {
   uint16_t tag;
