@@ -510,6 +510,17 @@ if cp:
           f(statistics.median(x["parse config, checks, state dir"] for x in cp)),
           f(statistics.median(x["setup took (in-process total)"] for x in cp))))
 
+# Where section 7's drift comes from: the same phases, first 10 setups against the last 10.
+sp = [phases(e) for e in R.get("scale", {}).get("profile", [])]
+if len(sp) >= 20 and all(sp[:10] + sp[-10:]):
+    first, last = sp[:10], sp[-10:]
+    p("", "Section 7's setups by phase, medians of the first 10 and the last 10 (ms):", "",
+      row("phase", "first 10", "last 10", "last - first"), row("---", "---:", "---:", "---:"))
+    for n in first[0]:
+        a = statistics.median(x[n] for x in first)
+        b = statistics.median(x[n] for x in last)
+        p(row(n, f(a), f(b), f(b - a)))
+
 
 def strace_timeline(text):
     """Landmark syscalls, ms since the hook's execve; TPM frames decoded to their ordinal."""

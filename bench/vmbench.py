@@ -715,6 +715,7 @@ def bench_scale():
                     len(insts), h.seconds * 1000, res["mem"][len(insts)]))
     except Exception as e:  # tear down what is there, then report the failure
         err = e
+    res["profile"] = profile_from_log([x.cid for x in insts])
     res["alive_at_end"] = sum(1 for x in insts if not gone(x.pid))
     res["teardown_failures"] = []
     for h in insts:

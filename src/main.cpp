@@ -144,7 +144,9 @@ int main(int argc, char** argv) {
   std::string unused_for = "30d";
   bool dry_run = false;
   auto* gc = app.add_subcommand(
-      "gc", "Remove default state dirs under --state-root that no container used for a while");
+      "gc",
+      "Remove run records of containers gone without a teardown, then default state dirs "
+      "under --state-root that no container used for a while");
   gc->add_option("--unused-for", unused_for, "Only state unused this long: 0, 90m, 12h, 30d, 2w")
       ->capture_default_str();
   gc->add_flag("--dry-run", dry_run, "Only list what would be removed");

@@ -79,10 +79,14 @@ class Collector {
   Collector(const HookOptions& opts, const GcOptions& gc, std::ostream& out)
       : opts_(opts), gc_(gc), out_(out), now_(Clock::now()) {
     for (const auto& rec : list_run_records(opts.run_root)) {
+      if (stale(rec) && drop_record(rec)) continue;  // its state is a candidate like any other
       live_ids_.insert(rec.container_id);
       for (const auto& v : rec.vtpms) live_paths_.insert(v.state_path);
     }
   }
+
+  // How many stale run records could not be removed (logged).
+  unsigned record_failures() const { return record_failures_; }
 
   // Returns false when the directory could not be examined or removed (logged).
   bool visit(const std::string& path) {
@@ -141,6 +145,42 @@ class Collector {
   std::ostream& out_;
   const Clock::time_point now_;
   std::set<std::string> live_ids_, live_paths_;
+
+  unsigned record_failures_ = 0;
+
+  // A record whose container is gone for good and whose teardown never came (a runtime that
+  // failed the container after its setup hook succeeded runs none: crun). Gone for good: the
+  // cgroup setup recorded (v2) no longer exists (a container stopped but not deleted keeps it;
+  // one started again under the same id has it again), no emulator of it holds its state,
+  // and it is older than unused_for. Without a recorded cgroup nothing tells; it stays.
+  bool stale(const RunRecord& rec) const {
+    if (rec.cgroup.empty()) return false;
+    struct stat st {};
+    if (::lstat(rec.cgroup.c_str(), &st) == 0 || errno != ENOENT) return false;
+    const Clock::time_point started{std::chrono::milliseconds(rec.started_unix_ms)};
+    if (now_ - started < gc_.unused_for) return false;
+    return std::none_of(rec.vtpms.begin(), rec.vtpms.end(), [](const VtpmRecord& v) {
+      const auto holder = state_lock_holder(v.state_path);
+      return holder && *holder == v.emulator_pid;
+    });
+  }
+
+  // True once the record is gone (or, dry run, would be); false keeps it in force.
+  bool drop_record(const RunRecord& rec) {
+    const std::string path = run_record_path(opts_.run_root, rec.container_id);
+    if (gc_.dry_run) return report(path);
+    try {
+      // The same file still (a new setup under that id writes a new start time).
+      const auto now = read_run_record(opts_.run_root, rec.container_id);
+      if (!now || now->started_unix_ms != rec.started_unix_ms) return false;
+      remove_run_record(opts_.run_root, rec.container_id);
+      return report(path);
+    } catch (const std::exception& e) {
+      spdlog::error("gc: {}: {}", path, one_line(e.what()));
+      ++record_failures_;
+      return false;
+    }
+  }
 
   bool in_use(const std::string& path, const std::string& id) const {
     return live_paths_.count(path) || live_ids_.count(id);
@@ -206,7 +246,7 @@ unsigned run_gc(const HookOptions& opts, const GcOptions& gc, std::ostream& out)
   HookOptions o = opts;
   o.state_root = root;
   Collector c(o, gc, out);
-  unsigned failed = 0;
+  unsigned failed = c.record_failures();
   for (const auto& path : candidates(root, reserved)) failed += c.visit(path) ? 0 : 1;
   return failed;
 }

@@ -24,7 +24,10 @@ std::chrono::seconds parse_duration(const std::string& text);
 //  - has no state blob newer than unused_for (without blobs: the directory's own mtime),
 //  - and whose state lock gc can take without waiting; it holds the lock while removing, so
 //    an emulator starting at that moment fails instead of serving a vanishing state.
-// One line per (would-be) removed directory goes to `out`; each directory that could not be
+// First it removes the run records of containers gone for good whose teardown never came:
+// the recorded (v2) cgroup no longer exists, no emulator of theirs lives, older than
+// unused_for; their state dirs are then judged like any other.
+// One line per (would-be) removed record or directory goes to `out`; each that could not be
 // examined or removed is one error log line. Returns how many failed.
 unsigned run_gc(const HookOptions& opts, const GcOptions& gc, std::ostream& out);
 

@@ -31,6 +31,8 @@
 #                     up and queued the next command: EIO); answers of the right size after
 #                     both, the emulator alive, the state intact after a restart
 # 10 hook-sigkill     the hook SIGKILLed at random points of setup, KILL_ROUNDS rounds
+# 11 failed-after-hook  crun fails the start after the hook (no teardown comes): gc removes
+#                     the record and the state
 #  + default-path-entry1 (<root>/<id>@tpm1), control-chars (refused, escaped)
 # Prints PASS:/FAIL: lines, notes, and "N passed, M failed". Exit status: 0 all passed,
 # 1 some failed, 2 environment unusable. SEC_ONLY=regex selects scenarios; KILL_ROUNDS (12).
@@ -859,6 +861,31 @@ t_control_chars() {   # control characters in a statePath: refused at parse time
     verdict
 }
 
+# ---------------------------------------------------------------- 11. a start failed after the hook
+# The hook succeeds, the next prestart hook fails: crun fails the container and runs no poststop,
+# so no teardown ever comes for the record (the keeper leaves it: the setup finished). gc, the
+# administrator's remedy, removes it once the container's cgroup is gone, then its state.
+t_failed_after_hook() {
+    local id=sec-failafter out
+    make_bundle crun "$id" "" "$RAN_SCRIPT" '.hooks.prestart += [{"path": "/bin/false"}]' || return 1
+    : > "$LOG"
+    container_run crun "$id" || return 1
+    timeout 60 crun delete -f "$id" > /dev/null 2>&1
+    [ "$RC" != 0 ] || FAILS+=("'crun run' exited 0 although a prestart hook failed")
+    grep -q 'setup took' "$LOG" || FAILS+=("the hook did not finish its setup: $(tail -n 1 "$LOG")")
+    wait_gone "$(live_emulators | head -n 1)" 20
+    if [ -e "$RUN_ROOT/$id.json" ]; then
+        out=$(timeout 120 "$HOOK" --state-root "$STATE_ROOT" --run-root "$RUN_ROOT" gc --unused-for 0 2>&1)
+        grep -qx "$RUN_ROOT/$id.json" <<< "$out" || FAILS+=("gc did not name the record: $(tr '\n' '|' <<< "$out" | cut -c1-300)")
+        [ ! -e "$RUN_ROOT/$id.json" ] || FAILS+=("gc left the run record of the failed container")
+        [ ! -e "$STATE_ROOT/$id" ] || FAILS+=("gc left the failed container's state $STATE_ROOT/$id")
+    else
+        note "no run record was left (the runtime tore the vTPM down)"
+    fi
+    check expect_clean "$id" "gc after the failed start"
+    verdict
+}
+
 # ---------------------------------------------------------------- run
 run_if() { [[ $1 =~ $ONLY ]] && { FAILS=(); POLICY=""; scenario "$@"; }; return 0; }
 
@@ -886,6 +913,7 @@ run_if stop-cont-runc t_stop_cont runc
 run_if "hook-sigkill-$KILL_ROUNDS-rounds" t_hook_sigkill
 run_if default-path-entry1-runc t_default_entry1 runc
 run_if control-chars-runc t_control_chars runc
+run_if failed-after-hook-crun t_failed_after_hook   # last: its gc takes every unused state
 
 echo "FIGURE: guest_test_time_ms=$(( $(now_ms) - T_START ))"
 finish

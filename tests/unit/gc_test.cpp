@@ -186,6 +186,48 @@ TEST_F(GcTest, KubernetesStateIsCollectedToo) {
   EXPECT_TRUE(fs::is_directory(root() / "kubernetes"));  // the directory itself stays
 }
 
+// Containers whose runtime never ran their teardown: the record of one gone for good goes
+// (and then its state, judged like any other); the others keep theirs.
+TEST_F(GcTest, RecordOfAContainerGoneForGoodGoes) {
+  fs::create_directories(base_ / "cgroup/running");
+  auto record = [&](const std::string& id, const std::string& cgroup, long long started,
+                    pid_t emulator) {
+    state(id, {"tpm2-00.permall"}, 40 * 24h);
+    RunRecord rec{id, "/b/" + id, started, {}, (base_ / "cgroup" / cgroup).string()};
+    rec.vtpms.push_back({});
+    rec.vtpms[0].state_path = root() / id;
+    rec.vtpms[0].state_root = root();
+    rec.vtpms[0].emulator_pid = emulator;
+    write_run_record(opts_.run_root, rec);
+  };
+  const long long now_ms = ::time(nullptr) * 1000LL;
+  record("failed-start", "failed-start", 1000, 4242);  // cgroup gone, no emulator, old
+  record("stopped", "running", 1000, 4243);            // its cgroup is still there
+  record("just-gone", "just-gone", now_ms, 4244);      // younger than unused_for
+  record("serving", "serving", 1000, 0);
+  hold_lock("serving");
+  auto rec = read_run_record(opts_.run_root, "serving");
+  rec->vtpms[0].emulator_pid = holder_;  // its emulator still holds the state
+  write_run_record(opts_.run_root, *rec);
+
+  const std::string gone_record = opts_.run_root + "/failed-start.json";
+  auto has = [](const std::vector<std::string>& v, const std::string& x) {
+    return std::find(v.begin(), v.end(), x) != v.end();
+  };
+  const auto dry = gc(30 * 24h, /*dry_run=*/true);
+  EXPECT_TRUE(has(dry, gone_record));
+  EXPECT_TRUE(fs::exists(gone_record));  // a dry run touches nothing
+  const auto out = gc(30 * 24h);
+  EXPECT_TRUE(has(out, gone_record));
+  EXPECT_TRUE(has(out, root() / "failed-start"));
+  EXPECT_FALSE(fs::exists(gone_record));
+  for (const std::string id : {"stopped", "just-gone", "serving"}) {
+    EXPECT_TRUE(fs::exists(opts_.run_root + "/" + id + ".json")) << id;
+    EXPECT_TRUE(fs::exists(root() / id / "tpm2-00.permall")) << id;
+  }
+  EXPECT_TRUE(fs::exists(opts_.run_root + "/live.json"));  // no cgroup recorded: cannot tell
+}
+
 TEST_F(GcTest, MissingStateRootIsNothingToDo) {
   fs::remove_all(root());
   EXPECT_EQ(gc(0s), std::vector<std::string>{});
