@@ -150,9 +150,10 @@ class Collector {
 
   // A record whose container is gone for good and whose teardown never came (a runtime that
   // failed the container after its setup hook succeeded runs none: crun). Gone for good: the
-  // cgroup setup recorded (v2) no longer exists (a container stopped but not deleted keeps it;
-  // one started again under the same id has it again), no emulator of it holds its state,
-  // and it is older than unused_for. Without a recorded cgroup nothing tells; it stays.
+  // cgroup setup recorded (v2) no longer exists (cgroupfs keeps a stopped container's until
+  // delete, and one started again under the same id has it again; a systemd scope goes at
+  // stop, hence also the age), no emulator of it holds its state, and it is older than
+  // unused_for. Without a recorded cgroup nothing tells; it stays.
   bool stale(const RunRecord& rec) const {
     if (rec.cgroup.empty()) return false;
     struct stat st {};
