@@ -160,10 +160,7 @@ class Collector {
     if (::lstat(rec.cgroup.c_str(), &st) == 0 || errno != ENOENT) return false;
     const Clock::time_point started{std::chrono::milliseconds(rec.started_unix_ms)};
     if (now_ - started < gc_.unused_for) return false;
-    return std::none_of(rec.vtpms.begin(), rec.vtpms.end(), [](const VtpmRecord& v) {
-      const auto holder = state_lock_holder(v.state_path);
-      return holder && *holder == v.emulator_pid;
-    });
+    return std::none_of(rec.vtpms.begin(), rec.vtpms.end(), emulator_alive);
   }
 
   // True once the record is gone (or, dry run, would be); false keeps it in force.

@@ -13,6 +13,7 @@
 
 #include "common/error.h"
 #include "common/io_util.h"
+#include "state/state_store.h"
 
 namespace vtpm {
 namespace {
@@ -115,6 +116,11 @@ std::vector<RunRecord> list_run_records(const std::string& run_root) {
 void remove_run_record(const std::string& run_root, const std::string& id) {
   const std::string path = run_record_path(run_root, id);
   if (::unlink(path.c_str()) != 0 && errno != ENOENT) throw sys_error("remove " + path);
+}
+
+bool emulator_alive(const VtpmRecord& v) {
+  const auto holder = state_lock_holder(v.state_path);
+  return holder && *holder == v.emulator_pid;
 }
 
 }  // namespace vtpm

@@ -45,5 +45,8 @@ std::optional<RunRecord> read_run_record(const std::string& run_root, const std:
 // Every record under run_root; unreadable ones are skipped with a warning.
 std::vector<RunRecord> list_run_records(const std::string& run_root);
 void remove_run_record(const std::string& run_root, const std::string& id);
+// Whether the recorded emulator still serves this vTPM: it holds its state dir's lock for as
+// long as it lives (a pid alone may have been reused).
+bool emulator_alive(const VtpmRecord& v);
 
 }  // namespace vtpm

@@ -9,7 +9,6 @@
 #include "common/error.h"
 #include "hook/ek_export.h"
 #include "hook/run_record.h"
-#include "state/state_store.h"
 
 namespace vtpm {
 namespace {
@@ -32,9 +31,7 @@ std::string render_status(const std::string& run_root, bool json) {
                   "IN CONTAINER", "PID", "TPM", "ALIVE", "STARTED", "STATE");
   for (const auto& rec : list_run_records(run_root)) {
     for (const auto& v : rec.vtpms) {
-      // The emulator holds its state dir's lock for as long as it lives.
-      const auto holder = state_lock_holder(v.state_path);
-      const bool alive = holder && *holder == v.emulator_pid;
+      const bool alive = emulator_alive(v);
       nlohmann::json eks = nlohmann::json::array();
       try {
         for (const auto& c : read_ek_certificates(v.state_root, v.state_path))
