@@ -68,6 +68,12 @@ int main(int argc, char** argv) {
       app.add_option("--ca-cert", opts.ca_cert,
                      "EK certificate CA certificate (PEM) [<state-root>/ca/ek-ca-cert.pem]");
 
+  auto* emulator_user =
+      app.add_option("--emulator-user", opts.emulator_user,
+                     "User (name, uid or uid:gid; never root) the emulators and keepers run as, "
+                     "unless a vTPM's runAs names another")
+          ->capture_default_str();
+
   auto* setup = app.add_subcommand("setup", "Give a container its vTPMs (OCI state on stdin)");
   bool no_cgroup = false;
   setup->add_flag("--no-device-cgroup", no_cgroup,
@@ -201,7 +207,8 @@ int main(int argc, char** argv) {
                                          {log_level, &opts.log_level, false},
                                          {vtpmx, &opts.vtpmx, true},
                                          {ca_key, &opts.ca_key, true},
-                                         {ca_cert, &opts.ca_cert, true}})
+                                         {ca_cert, &opts.ca_cert, true},
+                                         {emulator_user, &opts.emulator_user, false}})
         if (opt->count() > 0)
           co.global_args.insert(
               co.global_args.end(),

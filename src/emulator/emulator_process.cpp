@@ -6,6 +6,7 @@
 #include <signal.h>
 #include <spdlog/spdlog.h>
 #include <sys/prctl.h>
+#include <sys/resource.h>
 #include <sys/signalfd.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
@@ -31,9 +32,26 @@ namespace {
 
 constexpr char kLoaded[] = "loaded";  // TPM started and self-tested: send the proxy fd
 constexpr char kReady[] = "ready";    // serving the proxy fd
-// The setup's last steps after the keeper starts take milliseconds; its container is gone by
-// the time the keeper asks, so a hook silent this long is stuck, not finishing.
-constexpr auto kSetupWordWait = std::chrono::seconds(60);
+
+// What a sandboxed process may take, so that one that runs an attacker's code cannot exhaust the
+// host: its address space (libtpms and OpenSSL use a few MiB), the size of any file it writes
+// (state blobs are about 100 KiB; also the log), its fds; no core dump of a TPM's secrets.
+constexpr struct {
+  int resource;
+  rlim_t limit;
+} kBounds[] = {{RLIMIT_AS, rlim_t{512} << 20},
+               {RLIMIT_FSIZE, rlim_t{64} << 20},
+               {RLIMIT_NOFILE, 64},
+               {RLIMIT_CORE, 0},
+               {RLIMIT_MEMLOCK, 0}};
+
+void bound_resources() {
+  (void)::signal(SIGXFSZ, SIG_IGN);  // a write past the bound fails (EFBIG) instead of killing
+  for (const auto& b : kBounds) {
+    const rlimit r{b.limit, b.limit};
+    if (::setrlimit(b.resource, &r) != 0) throw sys_error("setrlimit");
+  }
+}
 
 // Runtimes start hooks with odd signal state (crun blocks SIGTERM): start from a clean slate.
 void reset_signals() {
@@ -83,7 +101,7 @@ std::string receive_message(int fd) {
 // Serves the TPM until the container is gone or told to stop, then saves it. The proxy fd ends
 // up in `server` (the device number stays taken while it is open).
 void run_tpm(const EmulatorOptions& opts, UniqueFd dir_fd, int sock, int container_pidfd, int sig,
-             const CgroupWatch* cgroup, UniqueFd& server) {
+             UniqueFd& server) {
   const StateStore store =
       open_confined_state(std::move(dir_fd), opts.state_path, opts.version, opts.key, opts.run_as);
   TpmEngine engine(store);
@@ -101,8 +119,6 @@ void run_tpm(const EmulatorOptions& opts, UniqueFd dir_fd, int sock, int contain
   spdlog::info("serving TPM {} from {}", to_string(engine.version()), store.dir());
   const StopReason why = serve_proxy(server.get(), container_pidfd, sig, handler);
   spdlog::info("stopping: {}", to_string(why));
-  // First out of the container's cgroup (setup charged us to it): the runtime removes it soon.
-  if (cgroup && !cgroup->leave()) spdlog::warn("cannot leave the container's cgroup");
   save_state(engine);
 }  // the engine and then the store (its lock) go: the state is free for a restart
 
@@ -131,7 +147,7 @@ void detach_from_hook(const char* name, const std::set<int>& keep) {
 // The keeper's whole life, in the forked child. Never returns.
 [[noreturn]] void keeper_main(std::vector<KeptDevice> devs, const CgroupWatch& cgroup,
                               const KeeperOptions& opts, int ready_fd) {
-  std::set<int> keep = {ready_fd, opts.orphan.dir_fd, opts.orphan.done_fd};
+  std::set<int> keep = {ready_fd};
   for (const auto& d : devs) keep.insert({d.server_fd, d.emulator_pidfd});
   for (int fd : cgroup.fds()) keep.insert(fd);
   detach_from_hook("vtpm-keep", keep);
@@ -143,14 +159,14 @@ void detach_from_hook(const char* name, const std::set<int>& keep) {
     if (!empty) throw sys_error("open " + opts.empty_dir);
     confine_to_dir(empty.get());  // it opens nothing: an empty root
     empty.reset();
+    become(opts.user);
+    bound_resources();
     enter_emulator_sandbox();
     send_to_parent(ready_fd, kReady);
     (void)::close(ready_fd);  // the parent has read its answer
     ready_fd = -1;
     keep_devices(devs, sig.get(), cgroup);
-    for (const auto& d : devs) (void)::close(d.server_fd);  // free now, not after the wait below
     spdlog::info("the container's cgroup is empty: its device numbers are free");
-    remove_if_orphaned(opts.orphan, kSetupWordWait);
   } catch (const std::exception& e) {
     finish_child(ready_fd, &e);
   }
@@ -159,17 +175,15 @@ void detach_from_hook(const char* name, const std::set<int>& keep) {
 
 // The emulator's whole life, in the forked child. Never returns.
 [[noreturn]] void emulator_main(const EmulatorOptions& opts, UniqueFd dir_fd, int sock,
-                                int container_pidfd, const CgroupWatch* cgroup) {
-  std::set<int> keep = {sock, dir_fd.get(), container_pidfd};
-  if (cgroup)
-    for (int fd : cgroup->fds()) keep.insert(fd);
+                                int container_pidfd) {
+  const std::set<int> keep = {sock, dir_fd.get(), container_pidfd};
   detach_from_hook("vtpm-emu", keep);
   try {
     init_emulator_logging(opts.log_level, opts.log_file,
                           "vtpm-emu/" + opts.container_id + "/" + std::to_string(opts.index));
     const UniqueFd sig = open_stop_signalfd();
     UniqueFd server;
-    run_tpm(opts, std::move(dir_fd), sock, container_pidfd, sig.get(), cgroup, server);
+    run_tpm(opts, std::move(dir_fd), sock, container_pidfd, sig.get(), server);
     // The state is saved and released; the container's keeper (if any) holds the device number.
   } catch (const std::exception& e) {
     finish_child(sock, &e);
@@ -179,28 +193,6 @@ void detach_from_hook(const char* name, const std::set<int>& keep) {
 
 }  // namespace
 
-void remove_if_orphaned(const OrphanFile& f, std::chrono::milliseconds wait) {
-  if (f.done_fd < 0 || f.dir_fd < 0) return;
-  pollfd p{f.done_fd, POLLIN, 0};
-  int n;
-  while ((n = ::poll(&p, 1, static_cast<int>(wait.count()))) < 0 && errno == EINTR) {
-  }
-  if (n <= 0) {
-    spdlog::warn("the setup has not said whether it finished; {} stays", f.name);
-    return;
-  }
-  char done = 0;
-  if (::read(f.done_fd, &done, 1) == 1) return;  // finished: the file is teardown's
-  struct stat st {};
-  if (::fstatat(f.dir_fd, f.name.c_str(), &st, AT_SYMLINK_NOFOLLOW) != 0 || st.st_dev != f.dev ||
-      st.st_ino != f.ino)
-    return;  // gone, or a later setup's
-  if (::unlinkat(f.dir_fd, f.name.c_str(), 0) == 0)
-    spdlog::info("the setup did not finish: its {} removed", f.name);
-  else
-    spdlog::warn("the setup did not finish; cannot remove {}: {}", f.name, std::strerror(errno));
-}
-
 StateStore open_confined_state(UniqueFd dir_fd, const std::string& name, TpmVersion version,
                                std::optional<StateKey> key,
                                const std::optional<Credentials>& run_as) {
@@ -208,6 +200,7 @@ StateStore open_confined_state(UniqueFd dir_fd, const std::string& name, TpmVers
   if (run_as) become(*run_as);
   // The lock (and every file after it) is created as the state's owner.
   StateStore store(std::move(dir_fd), name, version, std::move(key));
+  bound_resources();
   enter_emulator_sandbox();
   return store;
 }
@@ -219,8 +212,7 @@ EmulatorProcess::~EmulatorProcess() {
   (void)::waitpid(pid_, nullptr, WNOHANG);  // reap our child; it has exited (or is init's)
 }
 
-SpawnedEmulator spawn_emulator(const EmulatorOptions& opts, UniqueFd dir_fd, int container_pidfd,
-                               const CgroupWatch* cgroup) {
+SpawnedEmulator spawn_emulator(const EmulatorOptions& opts, UniqueFd dir_fd, int container_pidfd) {
   int sv[2];
   if (::socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) != 0)
     throw sys_error("socketpair");
@@ -230,7 +222,7 @@ SpawnedEmulator spawn_emulator(const EmulatorOptions& opts, UniqueFd dir_fd, int
   if (pid < 0) throw sys_error("fork emulator");
   if (pid == 0) {
     ours.reset();
-    emulator_main(opts, std::move(dir_fd), theirs.get(), container_pidfd, cgroup);
+    emulator_main(opts, std::move(dir_fd), theirs.get(), container_pidfd);
   }
   theirs.reset();
   dir_fd.reset();

@@ -64,47 +64,29 @@ class EmulatorProcess {
 // privileges (chroot to the state dir, runAs, no capabilities, seccomp), and only then lets
 // libtpms load (or manufacture) the TPM, starts and self-tests it. Then the hook creates the
 // proxy device and hands the server fd over (the kernel's first command finds the TPM ready).
-// The emulator serves until the container's init exits or it is signalled, then leaves the
-// container's cgroup, saves the state and exits. Returns once it serves; throws Error with the
+// The emulator serves until the container's init exits or it is signalled, then saves the state
+// and exits. Returns once it serves; throws Error with the
 // child's own message otherwise.
 struct SpawnedEmulator {
   EmulatorProcess emulator;
   unsigned tpm_num = 0;
   UniqueFd server_fd;  // the hook's copy, for the keeper; the device lives while any is open
 };
-SpawnedEmulator spawn_emulator(const EmulatorOptions& opts, UniqueFd dir_fd, int container_pidfd,
-                               const CgroupWatch* cgroup);
-
-// A file that is garbage unless the setup that wrote it finishes: the run record. A runtime
-// whose hook was killed (its timeout) fails the container, and some (crun) then run no poststop
-// hook, so no teardown would ever remove it.
-struct OrphanFile {
-  int dir_fd = -1;  // the directory (O_PATH is enough)
-  std::string name;
-  dev_t dev = 0;  // that file, not a later one of the same name
-  ino_t ino = 0;
-  int done_fd = -1;  // read end: the setup writes one byte when it has finished
-};
-
-// Waits (at most `wait`) for the setup's word: one byte, or the end of its write end without
-// one. Removes the file if the setup did not finish and the name still is that file; a setup
-// still silent after `wait` keeps it (a record teardown needs is never taken). The keeper's
-// last step.
-void remove_if_orphaned(const OrphanFile& f, std::chrono::milliseconds wait);
+SpawnedEmulator spawn_emulator(const EmulatorOptions& opts, UniqueFd dir_fd, int container_pidfd);
 
 struct KeeperOptions {
   std::string container_id;
   std::string log_level;
   std::string log_file;
   std::string empty_dir;  // its root: it opens nothing
-  OrphanFile orphan;      // removed once the cgroup is empty if the setup never finished
+  Credentials user;       // it runs as this unprivileged user
 };
 
 // Forks the container's keeper, which holds a copy of every server fd (devs) until the
 // container's cgroup is empty (see keep_devices): a device number never reaches another TPM
 // while a process of the container can still open its node, even if the emulator crashed or
-// was killed. Then, if the setup never said it finished, removes opts.orphan. Returns once it
-// is sandboxed; throws Error otherwise.
+// was killed. It holds nothing else but the cgroup watch's read-only files and the emulators'
+// pidfds. Returns once it is sandboxed; throws Error otherwise.
 void spawn_keeper(std::vector<KeptDevice> devs, const CgroupWatch& cgroup,
                   const KeeperOptions& opts);
 

@@ -16,6 +16,8 @@ struct HookOptions {
   std::string ca_cert;        // default <state_root>/ca/ek-ca-cert.pem
   std::string policy = "/etc/vtpm-hook/policy.json";
   bool policy_required = false;  // --policy given: the file must exist
+  // Emulators and keepers run as this unprivileged user (a vTPM's runAs overrides it).
+  std::string emulator_user = "vtpm-hook";
   // setup: the TPM of a container whose config.json and annotations ask for none in particular
   VtpmChoice default_vtpm;
 };

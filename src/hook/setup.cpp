@@ -108,16 +108,30 @@ void provision_certificates(int dir_fd, const VtpmSpec& spec,
       "createCerts for " + spec.state_path);
 }
 
-// The container's cgroup, to charge the emulators to and to know when no process of the
-// container is left. Without one the emulators end with the container's init, as they did.
+// The container's cgroup, to know when no process of the container is left (the keeper holds
+// the device numbers until then). Without one of its own (a process started by hand) the
+// emulators end with the container's init. One that cannot be watched fails the setup: the
+// device numbers would otherwise be freed while the container can still open its nodes.
 std::optional<CgroupWatch> watch_cgroup(pid_t pid) {
   try {
     return CgroupWatch::open(pid);
   } catch (const Error& e) {
-    spdlog::warn("the container's cgroup cannot be watched ({}); its vTPMs end with its init",
-                 e.what());
-    return std::nullopt;
+    throw Error(std::string("the container's cgroup cannot be watched: ") + e.what());
   }
+}
+
+// The unprivileged user emulators and keepers run as, unless a vTPM's runAs names another.
+Credentials emulator_user(const std::string& spec) {
+  Credentials c;
+  try {
+    c = resolve_user(spec);
+  } catch (const Error& e) {
+    throw Error("--emulator-user " + spec + ": " + e.what() +
+                " (create it: adduser --system --group --no-create-home vtpm-hook)");
+  }
+  if (c.uid == 0 || c.gid == 0)
+    throw Error("--emulator-user " + spec + " is root: emulators never run as root");
+  return c;
 }
 
 // An empty directory for the keeper's root.
@@ -145,9 +159,10 @@ void run_setup(const std::string& state_json, const HookOptions& opts) {
     spdlog::info("container {} asks for no vTPM", state.id);
     return;
   }
+  const Credentials emu_user = emulator_user(opts.emulator_user);
   std::vector<std::optional<Credentials>> run_as;
   for (const auto& s : specs) {
-    run_as.push_back(s.run_as ? std::optional(resolve_user(*s.run_as)) : std::nullopt);
+    run_as.push_back(s.run_as ? resolve_user(*s.run_as) : emu_user);
     check_key_files(s);
   }
   if (!state.pid) throw Error("OCI state: \"pid\" is missing; setup needs the container's process");
@@ -170,8 +185,10 @@ void run_setup(const std::string& state_json, const HookOptions& opts) {
     vr.state_path = spec.state_path;
     vr.state_root = spec.state_root;
     vr.state_path_managed = spec.state_path_managed;
-    StateDir dir =
-        open_state_dir(spec.state_root, spec.state_path, /*create=*/true, run_as[spec.index]);
+    // A state dir of root's (one an earlier version's emulator, running as root, wrote) goes
+    // to the emulator user; one of another user is refused.
+    StateDir dir = open_state_dir(spec.state_root, spec.state_path, /*create=*/true,
+                                  run_as[spec.index], /*adopt_root_owned=*/!spec.run_as);
     vr.state_path_created = dir.created;
     if (dir.created)
       rollback.add([root = spec.state_root, p = spec.state_path] { remove_state_dir(root, p); });
@@ -183,19 +200,17 @@ void run_setup(const std::string& state_json, const HookOptions& opts) {
                        opts.log_level,       opts.log_file,       run_as[spec.index],
                        load_state_key(spec), opts.vtpmx};
     spdlog::debug("starting the emulator for {}", spec.state_path);
-    auto [emu, tpm_num, server_fd] =
-        spawn_emulator(eo, std::move(dir.fd), container_pidfd.get(), cgroup ? &*cgroup : nullptr);
+    auto [emu, tpm_num, server_fd] = spawn_emulator(eo, std::move(dir.fd), container_pidfd.get());
     eo.key.reset();  // wiped: the next emulator must not inherit this TPM's key
     emulators.push_back(std::move(emu));
     server_fds.push_back(std::move(server_fd));
-    // Its CPU and memory count against the container's limits from now on.
-    if (cgroup && cgroup->charge(emulators.back().pid())) rec.cgroup = cgroup->dir();
     vr.host_tpm_num = tpm_num;
     vr.emulator_pid = emulators.back().pid();
     spdlog::debug("emulator {} serves tpm{}", vr.emulator_pid, tpm_num);
     const HostDevices host = wait_for_registration(emulators.back(), vr.host_tpm_num, spec.version,
                                                    kRegistrationTimeout);
     vr.host_device = "/dev/tpm" + std::to_string(host.tpm_num);
+    restrict_host_nodes(host);
 
     const std::string tpm = dev_name("tpm", spec.index);
     place_device_node(pid, config.root_path, tpm, host.tpm, vr.host_device);
@@ -215,22 +230,15 @@ void run_setup(const std::string& state_json, const HookOptions& opts) {
     rec.vtpms.push_back(vr);
   }
   if (opts.device_cgroup) spdlog::debug("{}", grant_device_access(pid, granted));
-  // The record first, so that the keeper knows which file is this setup's.
-  const RecordFile written = write_run_record(opts.run_root, rec);
+  if (cgroup) rec.cgroup = cgroup->dir();  // gc: a record whose cgroup is gone is stale
+  write_run_record(opts.run_root, rec);
   rollback.add([&] { remove_run_record(opts.run_root, state.id); });
-  OrphanFile record{written.dir.get(), written.name, written.dev, written.ino};
-  UniqueFd done;  // one byte once this setup has finished; the keeper then leaves the record
   if (cgroup) {
-    int p[2];
-    if (::pipe2(p, O_CLOEXEC) != 0) throw sys_error("pipe");
-    const UniqueFd done_rd(p[0]);
-    done.reset(p[1]);
-    record.done_fd = done_rd.get();
     std::vector<KeptDevice> kept;
     for (size_t i = 0; i < specs.size(); ++i)
       kept.push_back({server_fds[i].get(), emulators[i].pidfd(), specs[i].version});
     spawn_keeper(std::move(kept), *cgroup,
-                 {state.id, opts.log_level, opts.log_file, empty_dir(opts.run_root), record});
+                 {state.id, opts.log_level, opts.log_file, empty_dir(opts.run_root), emu_user});
   }
   server_fds.clear();  // the emulators and the keeper hold the devices now
   for (auto& e : emulators) e.release();
@@ -239,8 +247,6 @@ void run_setup(const std::string& state_json, const HookOptions& opts) {
       std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - t0)
           .count();
   spdlog::info("container {}: setup took {} ms", state.id, ms);
-  // Last: killed before this, the runtime fails the container and may run no teardown.
-  if (done) (void)!::write(done.get(), "1", 1);  // a full pipe cannot be: it is new
 }
 
 }  // namespace vtpm

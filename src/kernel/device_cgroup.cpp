@@ -32,7 +32,8 @@ long bpf(int cmd, bpf_attr& attr) { return ::syscall(SYS_bpf, cmd, &attr, sizeof
 
 struct CgroupLocation {
   bool v2 = false;
-  std::string path;  // relative to the hierarchy's root
+  std::string path;                 // relative to the hierarchy's root
+  std::optional<std::string> pids;  // v1: the path in the pids hierarchy, where it is mounted
 };
 
 CgroupLocation find_cgroup(pid_t pid, const CgroupPaths& paths) {
@@ -40,7 +41,7 @@ CgroupLocation find_cgroup(pid_t pid, const CgroupPaths& paths) {
   std::ifstream in(file);
   if (!in) throw sys_error("read " + file);
   std::string line;
-  std::optional<std::string> unified, devices;
+  std::optional<std::string> unified, devices, pids;
   while (std::getline(in, line)) {
     const auto a = line.find(':'), b = line.find(':', a + 1);
     if (a == std::string::npos || b == std::string::npos) continue;
@@ -48,10 +49,13 @@ CgroupLocation find_cgroup(pid_t pid, const CgroupPaths& paths) {
     if (line.compare(0, a, "0") == 0 && controllers.empty()) unified = path;
     std::stringstream ss(controllers);
     for (std::string c; std::getline(ss, c, ',');)
-      if (c == "devices") devices = path;
+      if (c == "devices")
+        devices = path;
+      else if (c == "pids")
+        pids = path;
   }
-  if (devices) return {false, *devices};
-  if (unified) return {true, *unified};
+  if (devices) return {false, *devices, pids};
+  if (unified) return {true, *unified, std::nullopt};
   throw Error("cannot find the cgroup of process " + std::to_string(pid) + " in " + file);
 }
 
@@ -203,38 +207,23 @@ std::optional<CgroupWatch> CgroupWatch::open(pid_t pid, const CgroupPaths& paths
   check_cgroup_path(cg.path);
   // A process in the hook's own cgroup (by hand, no runtime) or the root has no cgroup that
   // ends with the container: there is nothing to wait for.
-  if (cg.path == "/" || cg.path == find_cgroup(::getpid(), paths).path) return std::nullopt;
+  const CgroupLocation home = find_cgroup(::getpid(), paths);
+  if (cg.path == "/" || cg.path == home.path) return std::nullopt;
   const std::string file = cg.v2 ? paths.cgroup_root + cg.path + "/cgroup.events"
                                  : paths.cgroup_root + "/devices" + cg.path + "/cgroup.procs";
   UniqueFd fd(::open(file.c_str(), O_RDONLY | O_CLOEXEC));
   if (!fd) throw sys_error("open " + file);
   CgroupWatch w(std::move(fd), cg.v2);
-  if (cg.v2) {
-    w.procs_ = paths.cgroup_root + cg.path + "/cgroup.procs";
-    // Opened now, by root: a cgroup move is checked against the opener's credentials (Linux
-    // 5.16+), so the emulator can still leave after it gave up its privileges.
-    const std::string home = paths.cgroup_root + find_cgroup(::getpid(), paths).path;
-    w.home_.reset(::open((home + "/cgroup.procs").c_str(), O_WRONLY | O_CLOEXEC));
-    w.root_.reset(::open((paths.cgroup_root + "/cgroup.procs").c_str(), O_WRONLY | O_CLOEXEC));
+  if (cg.v2) w.dir_ = paths.cgroup_root + cg.path;
+  // v1 cgroup.procs lists only the cgroup's own members; processes the container put into a
+  // child cgroup count in pids.current. Not where the container shares the hook's pids cgroup.
+  if (!cg.v2 && cg.pids && *cg.pids != "/" && cg.pids != home.pids) {
+    check_cgroup_path(*cg.pids);
+    const std::string pids = paths.cgroup_root + "/pids" + *cg.pids + "/pids.current";
+    w.pids_.reset(::open(pids.c_str(), O_RDONLY | O_CLOEXEC));
+    if (!w.pids_ && errno != ENOENT) throw sys_error("open " + pids);
   }
   return w;
-}
-
-bool CgroupWatch::charge(pid_t pid) const {
-  if (!v2_) return false;
-  UniqueFd fd(::open(procs_.c_str(), O_WRONLY | O_CLOEXEC));
-  const std::string text = std::to_string(pid);
-  if (fd && ::write(fd.get(), text.data(), text.size()) == static_cast<ssize_t>(text.size()))
-    return true;
-  spdlog::warn("cannot move emulator {} into the container's cgroup ({}): {}", pid, procs_,
-               std::strerror(errno));
-  return false;
-}
-
-bool CgroupWatch::leave() const {
-  for (const auto& fd : {std::cref(home_), std::cref(root_)})
-    if (fd.get() && ::write(fd.get().get(), "0", 1) == 1) return true;  // "0": the writer
-  return false;
 }
 
 bool remove_empty_cgroup(const std::string& dir) {
@@ -248,16 +237,30 @@ bool remove_empty_cgroup(const std::string& dir) {
   return false;
 }
 
-bool CgroupWatch::empty() const {
+namespace {
+
+// A small cgroup file's contents from its start ("" once the cgroup is gone). seq_file: rewind
+// and read, rather than pread.
+std::optional<std::string> reread(int fd) {
   char buf[4096];
-  // (seq_file: rewind and read, rather than pread)
-  const ssize_t n =
-      ::lseek(fd_.get(), 0, SEEK_SET) == 0 ? ::read(fd_.get(), buf, sizeof buf - 1) : -1;
-  if (n < 0) return true;  // the cgroup was removed: nobody is left in it
-  buf[n] = '\0';
-  if (!v2_) return n == 0;  // cgroup.procs lists one pid per line
-  const char* p = std::strstr(buf, "populated ");
-  return p && p[10] == '0';
+  const ssize_t n = ::lseek(fd, 0, SEEK_SET) == 0 ? ::read(fd, buf, sizeof buf) : -1;
+  if (n < 0) return std::nullopt;
+  return std::string(buf, static_cast<size_t>(n));
+}
+
+}  // namespace
+
+bool CgroupWatch::empty() const {
+  const auto text = reread(fd_.get());
+  if (!text) return true;  // the cgroup was removed: nobody is left in it
+  if (v2_) {
+    const auto p = text->find("populated ");
+    return p != std::string::npos && text->compare(p + 10, 1, "0") == 0;
+  }
+  if (!text->empty()) return false;  // cgroup.procs lists one pid per line
+  if (!pids_) return true;
+  const auto count = reread(pids_.get());
+  return !count || count->empty() || count->front() == '0';
 }
 
 }  // namespace vtpm

@@ -31,33 +31,29 @@ std::vector<bpf_insn> prepend_device_allow(std::span<const bpf_insn> original,
 
 // Tells when no process is left in a container's cgroup: the only processes the device cgroup
 // lets open what was granted to it. v2 watches cgroup.events ("populated", POLLPRI on change),
-// v1 the devices cgroup's cgroup.procs (no notification: poll it).
+// v1 the devices cgroup's cgroup.procs and, where the pids controller is mounted, the
+// container's pids.current, which counts its child cgroups (no notification: poll them).
 class CgroupWatch {
  public:
   // nullopt when the container has no cgroup of its own (it shares this process's, or is in
   // the root). Throws Error.
   static std::optional<CgroupWatch> open(pid_t pid, const CgroupPaths& paths = {});
   int fd() const { return fd_.get(); }
-  std::vector<int> fds() const { return {fd_.get(), home_.get(), root_.get()}; }
+  // Every fd it holds, all read-only regular files: a sandboxed keeper may hold them.
+  std::vector<int> fds() const { return {fd_.get(), pids_.get()}; }
   bool notifies() const { return v2_; }
   bool empty() const;  // also when the cgroup is gone
 
-  // cgroup v2: moves pid (an emulator) into the container's cgroup, so that its CPU and memory
-  // count against the container's limits. False, with a warning, where the cgroup cannot take
-  // it (cgroup v1, or a container cgroup with children of its own); nothing changed then.
-  bool charge(pid_t pid) const;
-  // Moves the calling process out again (to the cgroup the hook ran in, else the root), so the
-  // container's cgroup can empty and be removed. Works after privileges are dropped.
-  bool leave() const;
-  // cgroup v2: the container's cgroup directory (for remove_empty_cgroup); "" for v1.
-  std::string dir() const { return v2_ ? procs_.substr(0, procs_.rfind('/')) : std::string(); }
+  // cgroup v2: the container's cgroup directory (for remove_empty_cgroup and gc); "" for v1.
+  const std::string& dir() const { return dir_; }
 
  private:
   CgroupWatch(UniqueFd fd, bool v2) : fd_(std::move(fd)), v2_(v2) {}
   UniqueFd fd_;
   bool v2_;
-  std::string procs_;     // the container's cgroup.procs (v2)
-  UniqueFd home_, root_;  // cgroup.procs of the hook's cgroup and of the root, for writing
+  std::string dir_;  // v2
+  // v1: the container's pids.current, which (unlike cgroup.procs) counts its child cgroups too.
+  UniqueFd pids_;
 };
 
 // After a container whose cgroup held emulators is gone: removes that cgroup directory (v2) if

@@ -4,6 +4,8 @@
 #include <linux/vtpm_proxy.h>
 #include <sys/ioctl.h>
 #include <sys/stat.h>
+#include <sys/sysmacros.h>
+#include <unistd.h>
 
 #include <fstream>
 
@@ -20,7 +22,32 @@ std::optional<DevNum> read_dev_attr(const std::string& path) {
   return DevNum{maj, min};
 }
 
+// The node `path` if it is the character device `dev`, root:root 0600 afterwards. O_PATH: opening
+// the TPM itself would take it from a client (/dev/tpmN has one opener at a time).
+void restrict_node(const std::string& path, DevNum dev) {
+  UniqueFd fd(::open(path.c_str(), O_PATH | O_NOFOLLOW | O_CLOEXEC));
+  if (!fd) {
+    if (errno == ENOENT || errno == ELOOP) return;  // no node, or a link: not the device's node
+    throw sys_error("open " + path);
+  }
+  struct stat st {};
+  if (::fstat(fd.get(), &st) != 0) throw sys_error("stat " + path);
+  if (!S_ISCHR(st.st_mode) || st.st_rdev != ::makedev(dev.major, dev.minor)) return;
+  if ((st.st_uid != 0 || st.st_gid != 0) && ::fchownat(fd.get(), "", 0, 0, AT_EMPTY_PATH) != 0)
+    throw sys_error("chown " + path + " to root:root");
+  // fchmod refuses O_PATH fds; the magic link reaches the same inode.
+  if ((st.st_mode & 07777) != 0600 &&
+      ::chmod(("/proc/self/fd/" + std::to_string(fd.get())).c_str(), 0600) != 0)
+    throw sys_error("chmod 0600 " + path);
+}
+
 }  // namespace
+
+void restrict_host_nodes(const HostDevices& host, const std::string& dev_dir) {
+  const std::string n = std::to_string(host.tpm_num);
+  restrict_node(dev_dir + "/tpm" + n, host.tpm);
+  if (host.tpmrm) restrict_node(dev_dir + "/tpmrm" + n, *host.tpmrm);
+}
 
 void check_vtpmx_available(const std::string& vtpmx) {
   struct stat st {};

@@ -33,4 +33,10 @@ void check_vtpmx_available(const std::string& vtpmx = "/dev/vtpmx");
 std::optional<HostDevices> read_host_devices(unsigned tpm_num, TpmVersion v,
                                              const std::string& sysfs = "/sys/class");
 
+// The host's /dev/tpmN and /dev/tpmrmN of a vTPM: root:root 0600, so that no host user or
+// group (Debian's tpm-udev rules give them to tss, 0660) opens a container's TPM outside its
+// device cgroup. Nodes that are missing, or are not these devices, are left alone. The udev rule
+// the install ships keeps them so on later events. Throws Error.
+void restrict_host_nodes(const HostDevices& host, const std::string& dev_dir = "/dev");
+
 }  // namespace vtpm

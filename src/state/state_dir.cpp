@@ -67,10 +67,24 @@ std::vector<std::string> tpm_file_names() {
   return out;
 }
 
+// Gives a state dir of root's and the TPM's files in it to `owner`.
+void adopt_tpm_files(int dir_fd, const std::string& path, const Credentials& owner) {
+  for (const auto& name : tpm_file_names()) {
+    struct stat st {};
+    if (::fstatat(dir_fd, name.c_str(), &st, AT_SYMLINK_NOFOLLOW) != 0) continue;
+    if (!S_ISREG(st.st_mode) || st.st_nlink != 1)
+      throw Error("statePath " + path + ": " + name +
+                  " is not a regular file of its own; not giving it to the emulator user");
+    if (::fchownat(dir_fd, name.c_str(), owner.uid, owner.gid, AT_SYMLINK_NOFOLLOW) != 0)
+      throw sys_error("chown " + path + "/" + name);
+  }
+  if (::fchown(dir_fd, owner.uid, owner.gid) != 0) throw sys_error("chown " + path);
+}
+
 }  // namespace
 
 StateDir open_state_dir(const std::string& root, const std::string& path, bool create,
-                        const std::optional<Credentials>& owner) {
+                        const std::optional<Credentials>& owner, bool adopt_root_owned) {
   const std::filesystem::path rel = relative_to(root, path);
   UniqueFd cur = open_root(root, create);
   StateDir out;
@@ -101,6 +115,8 @@ StateDir open_state_dir(const std::string& root, const std::string& path, bool c
   if (owner) {
     if (out.created) {
       if (::fchown(cur.get(), owner->uid, owner->gid) != 0) throw sys_error("chown " + path);
+    } else if (st.st_uid == 0 && owner->uid != 0 && adopt_root_owned) {
+      adopt_tpm_files(cur.get(), path, *owner);
     } else if (st.st_uid != owner->uid) {
       throw Error("statePath " + path + " belongs to uid " + std::to_string(st.st_uid) +
                   ", not to the runAs uid " + std::to_string(owner->uid) +

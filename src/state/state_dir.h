@@ -19,9 +19,12 @@ struct StateDir {
 // with openat2(RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS | RESOLVE_NO_XDEV).
 // With create, the root (0755) and missing directories are made: intermediate ones 0755, the
 // state dir 0700 and, when this call made it, owned by `owner`. An existing state dir must
-// already belong to owner's uid. Throws Error.
+// already belong to owner's uid; with adopt_root_owned, one of root's (an emulator that ran as
+// root wrote it) is given to owner first, with the TPM's own files in it (regular files with one
+// link only: never a file linked in from elsewhere). Throws Error.
 StateDir open_state_dir(const std::string& root, const std::string& path, bool create,
-                        const std::optional<Credentials>& owner = std::nullopt);
+                        const std::optional<Credentials>& owner = std::nullopt,
+                        bool adopt_root_owned = false);
 
 // Removes what a TPM keeps in its state dir (swtpm's file names for TPM 1.2 and 2, their temp
 // files, the lock) and then the dir if that left it empty. Never recurses, never follows a

@@ -85,6 +85,27 @@ TEST_F(Keeper, WatchReadsPopulatedV2AndProcsV1) {
   EXPECT_TRUE(v1->empty());
 }
 
+// v1's cgroup.procs lists the cgroup's own members only: a process the container moved into a
+// child cgroup still counts, through the pids controller's hierarchical pids.current.
+TEST_F(Keeper, V1CountsTheContainersChildCgroups) {
+  set_cgroup(::getpid(), "5:pids:/hook\n4:devices:/hook\n");
+  set_cgroup(kContainer, "5:pids:/c1\n4:devices:/c1\n");
+  fs::create_directories(paths_.cgroup_root + "/pids/c1/child");
+  std::ofstream(paths_.cgroup_root + "/devices/c1/cgroup.procs", std::ios::trunc);
+  std::ofstream(paths_.cgroup_root + "/pids/c1/pids.current") << "1\n";  // in c1/child
+  auto v1 = CgroupWatch::open(kContainer, paths_);
+  ASSERT_TRUE(v1.has_value());
+  EXPECT_FALSE(v1->empty());
+  std::ofstream(paths_.cgroup_root + "/pids/c1/pids.current") << "0\n";
+  EXPECT_TRUE(v1->empty());
+  // A container sharing the hook's pids cgroup: its count says nothing about the container.
+  set_cgroup(kContainer, "5:pids:/hook\n4:devices:/c1\n");
+  std::ofstream(paths_.cgroup_root + "/pids/c1/pids.current") << "7\n";
+  auto shared = CgroupWatch::open(kContainer, paths_);
+  ASSERT_TRUE(shared.has_value());
+  EXPECT_TRUE(shared->empty());
+}
+
 // While the emulator lives the keeper leaves its device alone; once it is gone, every command
 // gets TPM_RC_FAILURE; an empty cgroup ends the keeper.
 TEST_F(Keeper, FailsTheCommandsOfADeadEmulatorUntilTheCgroupEmpties) {
@@ -125,75 +146,6 @@ TEST_F(Keeper, FailsTheCommandsOfADeadEmulatorUntilTheCgroupEmpties) {
   sigemptyset(&set);
   for (int s : {SIGTERM, SIGINT, SIGHUP}) sigaddset(&set, s);
   ::sigprocmask(SIG_UNBLOCK, &set, nullptr);
-}
-
-// The run record of a setup that never finished (its hook killed, the container failed, no
-// teardown to come) goes with the keeper; a finished setup's, or a later setup's, stays.
-class OrphanRecord : public ::testing::Test {
- protected:
-  void SetUp() override {
-    dir_ = vtpm::testing::test_dir("orphan");
-    fs::remove_all(dir_);
-    fs::create_directories(dir_);
-    write("first");
-    dir_fd_.reset(::open(dir_.c_str(), O_PATH | O_DIRECTORY | O_CLOEXEC));
-    struct stat st {};
-    ASSERT_EQ(::stat((dir_ / "c1.json").c_str(), &st), 0);
-    int p[2];
-    ASSERT_EQ(::pipe2(p, O_CLOEXEC), 0);
-    rd_.reset(p[0]);
-    wr_.reset(p[1]);
-    file_ = {dir_fd_.get(), "c1.json", st.st_dev, st.st_ino, rd_.get()};
-  }
-  void TearDown() override { fs::remove_all(dir_); }
-  void write(const std::string& text) {
-    std::ofstream(dir_ / "c1.json.tmp") << text;
-    fs::rename(dir_ / "c1.json.tmp", dir_ / "c1.json");  // a new inode, as the hook writes
-  }
-
-  fs::path dir_;
-  UniqueFd dir_fd_, rd_, wr_;
-  OrphanFile file_;
-};
-
-TEST_F(OrphanRecord, SetupThatNeverFinishedLosesItsRecord) {
-  wr_.reset();  // the hook died without its byte
-  remove_if_orphaned(file_, std::chrono::seconds(10));
-  EXPECT_FALSE(fs::exists(dir_ / "c1.json"));
-}
-
-TEST_F(OrphanRecord, FinishedSetupKeepsItsRecordForTeardown) {
-  ASSERT_EQ(::write(wr_.get(), "1", 1), 1);
-  wr_.reset();
-  remove_if_orphaned(file_, std::chrono::seconds(10));
-  EXPECT_TRUE(fs::exists(dir_ / "c1.json"));
-}
-
-TEST_F(OrphanRecord, ALaterSetupsRecordStays) {
-  write("second");  // the same container id set up again meanwhile
-  wr_.reset();
-  remove_if_orphaned(file_, std::chrono::seconds(10));
-  ASSERT_TRUE(fs::exists(dir_ / "c1.json"));
-  std::ifstream in(dir_ / "c1.json");
-  std::string text;
-  in >> text;
-  EXPECT_EQ(text, "second");
-}
-
-TEST_F(OrphanRecord, WaitsForTheSetupToEnd) {
-  std::thread hook([this] {
-    std::this_thread::sleep_for(std::chrono::milliseconds(100));
-    (void)!::write(wr_.get(), "1", 1);
-  });
-  remove_if_orphaned(file_,
-                     std::chrono::seconds(10));  // returns only once the setup has said something
-  hook.join();
-  EXPECT_TRUE(fs::exists(dir_ / "c1.json"));
-}
-
-TEST_F(OrphanRecord, ASetupStillSilentKeepsItsRecord) {
-  remove_if_orphaned(file_, std::chrono::milliseconds(50));  // the hook neither wrote nor died
-  EXPECT_TRUE(fs::exists(dir_ / "c1.json"));
 }
 
 }  // namespace

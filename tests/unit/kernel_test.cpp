@@ -1,6 +1,8 @@
 // The kernel layer's pure parts: the device-program prefix (run by a small interpreter of the
 // instructions it emits, in front of a deny-all program) and sysfs parsing (a stand-in tree).
 #include <gtest/gtest.h>
+#include <sys/stat.h>
+#include <sys/sysmacros.h>
 #include <unistd.h>
 
 #include <cstring>
@@ -111,6 +113,37 @@ TEST_F(Sysfs, Tpm12HasNoResourceManagerAndGarbageIsNotRegistered) {
   put("tpm/tpm3/dev", "10-224\n");
   EXPECT_FALSE(read_host_devices(3, TpmVersion::V1_2, root_));
   EXPECT_FALSE(read_host_devices(4, TpmVersion::V1_2, root_));
+}
+
+// Debian's tpm-udev rules give /dev/tpm* to tss 0660: a vTPM's host nodes go back to
+// root:root 0600. A node that is not the device (another number, a link) is left alone.
+TEST_F(Sysfs, HostNodesBecomeRootsAlone) {
+  if (::geteuid() != 0) GTEST_SKIP() << "needs root to mknod and chown";
+  const fs::path dev = root_ / "dev";
+  fs::create_directories(dev);
+  const auto node = [&](const std::string& name, unsigned maj, unsigned min) {
+    ASSERT_EQ(::mknod((dev / name).c_str(), S_IFCHR | 0660, ::makedev(maj, min)), 0);
+    ASSERT_EQ(::chown((dev / name).c_str(), 4242, 4243), 0);
+    ASSERT_EQ(::chmod((dev / name).c_str(), 0660), 0);
+  };
+  node("tpm3", 253, 3);
+  node("tpmrm3", 253, 65539);
+  node("other", 253, 4);
+  fs::create_symlink(dev / "other", dev / "tpm4");
+  restrict_host_nodes({3, {253, 3}, DevNum{253, 65539}}, dev);
+  for (const char* name : {"tpm3", "tpmrm3"}) {
+    struct stat st {};
+    ASSERT_EQ(::stat((dev / name).c_str(), &st), 0);
+    EXPECT_EQ(st.st_uid, 0u) << name;
+    EXPECT_EQ(st.st_gid, 0u) << name;
+    EXPECT_EQ(st.st_mode & 07777, 0600u) << name;
+  }
+  restrict_host_nodes({4, {253, 4}, std::nullopt}, dev);  // tpm4 is a link: not followed
+  restrict_host_nodes({3, {253, 9}, std::nullopt}, dev);  // tpm3 is not 253:9
+  struct stat st {};
+  ASSERT_EQ(::stat((dev / "other").c_str(), &st), 0);
+  EXPECT_EQ(st.st_uid, 4242u);
+  EXPECT_EQ(st.st_mode & 07777, 0660u);
 }
 
 }  // namespace

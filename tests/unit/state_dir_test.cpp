@@ -130,6 +130,33 @@ TEST_F(StateDirTest, OnlyWhatItCreatedIsGivenAway) {
   EXPECT_NO_THROW(open_state_dir(root_, root_ / "mine", true, user));
 }
 
+// A state dir an emulator running as root wrote (before emulators ran as their own user) goes to
+// the emulator user with the TPM's files; a file hard-linked in from elsewhere stops it.
+TEST_F(StateDirTest, RootsStateIsAdoptedOnlyWhenAsked) {
+  if (::geteuid() != 0) GTEST_SKIP() << "needs root to chown";
+  const Credentials user{4242, 4242};
+  const fs::path old = root_ / "old";
+  fs::create_directories(old);
+  std::ofstream(old / "tpm2-00.permall") << "state";
+  expect_error([&] { open_state_dir(root_, old, true, user); }, {"belongs to uid 0"});
+  auto d = open_state_dir(root_, old, true, user, /*adopt_root_owned=*/true);
+  struct stat st {};
+  for (const fs::path& p : {old, old / "tpm2-00.permall"}) {
+    ASSERT_EQ(::stat(p.c_str(), &st), 0);
+    EXPECT_EQ(st.st_uid, 4242u) << p;
+    EXPECT_EQ(st.st_gid, 4242u) << p;
+  }
+  const fs::path linked = root_ / "linked";
+  fs::create_directories(linked);
+  fs::create_hard_link(victim_ / "precious", linked / "tpm2-00.permall");
+  expect_error([&] { open_state_dir(root_, linked, true, user, true); },
+               {"tpm2-00.permall", "not a regular file of its own"});
+  ASSERT_EQ(::stat((victim_ / "precious").c_str(), &st), 0);
+  EXPECT_EQ(st.st_uid, 0u);
+  ASSERT_EQ(::stat(linked.c_str(), &st), 0);
+  EXPECT_EQ(st.st_uid, 0u);
+}
+
 TEST_F(StateDirTest, RemoveTakesOnlyTheTpmsFiles) {
   const fs::path dir = root_ / "s";
   open_state_dir(root_, dir, true);
