@@ -1,9 +1,13 @@
 #include "common/logging.h"
 
+#include <limits.h>
+#include <spdlog/sinks/base_sink.h>
 #include <spdlog/sinks/basic_file_sink.h>
 #include <spdlog/sinks/stdout_sinks.h>
 #include <spdlog/spdlog.h>
 #include <unistd.h>
+
+#include <algorithm>
 
 #include "common/error.h"
 
@@ -28,7 +32,32 @@ void install(std::vector<spdlog::sink_ptr> sinks, const std::string& level,
   spdlog::set_default_logger(logger);
 }
 
+// Whole lines to a pipe, each in one write (a pipe keeps writes up to PIPE_BUF whole).
+class PipeSink : public spdlog::sinks::base_sink<spdlog::details::null_mutex> {
+ public:
+  explicit PipeSink(int fd) : fd_(fd) {}
+
+ protected:
+  void sink_it_(const spdlog::details::log_msg& msg) override {
+    spdlog::memory_buf_t line;
+    formatter_->format(msg, line);
+    (void)!::write(fd_, line.data(), std::min<size_t>(line.size(), PIPE_BUF));
+  }
+  void flush_() override {}
+
+ private:
+  int fd_;
+};
+
 }  // namespace
+
+void init_pipe_logging(const std::string& level, int pipe_fd, const std::string& tag) {
+  auto sink = std::make_shared<PipeSink>(pipe_fd);
+  auto logger = std::make_shared<spdlog::logger>(tag, sink);
+  logger->set_level(parse_level(level));
+  sink->set_pattern("%l: %v");  // the keeper adds the time and who said it
+  spdlog::set_default_logger(logger);
+}
 
 void init_logging(const std::string& level, const std::string& log_file) {
   std::vector<spdlog::sink_ptr> sinks;

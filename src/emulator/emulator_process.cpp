@@ -148,7 +148,7 @@ void detach_from_hook(const char* name, const std::set<int>& keep) {
 [[noreturn]] void keeper_main(std::vector<KeptDevice> devs, const CgroupWatch& cgroup,
                               const KeeperOptions& opts, int ready_fd) {
   std::set<int> keep = {ready_fd};
-  for (const auto& d : devs) keep.insert({d.server_fd, d.emulator_pidfd});
+  for (const auto& d : devs) keep.insert({d.server_fd, d.emulator_pidfd, d.log_fd});
   for (int fd : cgroup.fds()) keep.insert(fd);
   detach_from_hook("vtpm-keep", keep);
   try {
@@ -176,11 +176,15 @@ void detach_from_hook(const char* name, const std::set<int>& keep) {
 // The emulator's whole life, in the forked child. Never returns.
 [[noreturn]] void emulator_main(const EmulatorOptions& opts, UniqueFd dir_fd, int sock,
                                 int container_pidfd) {
-  const std::set<int> keep = {sock, dir_fd.get(), container_pidfd};
+  std::set<int> keep = {sock, dir_fd.get(), container_pidfd};
+  if (opts.log_pipe >= 0) keep.insert(opts.log_pipe);
   detach_from_hook("vtpm-emu", keep);
   try {
-    init_emulator_logging(opts.log_level, opts.log_file,
-                          "vtpm-emu/" + opts.container_id + "/" + std::to_string(opts.index));
+    const std::string tag = "vtpm-emu/" + opts.container_id + "/" + std::to_string(opts.index);
+    if (opts.log_pipe >= 0)
+      init_pipe_logging(opts.log_level, opts.log_pipe, tag);  // no host file in its hands
+    else
+      init_emulator_logging(opts.log_level, opts.log_file, tag);
     const UniqueFd sig = open_stop_signalfd();
     UniqueFd server;
     run_tpm(opts, std::move(dir_fd), sock, container_pidfd, sig.get(), server);

@@ -28,7 +28,8 @@ struct EmulatorOptions {
   bool close_platform = true;          // TPM 2: disable the platform hierarchy at power-on
   std::string container_id;
   std::string log_level;
-  std::string log_file;
+  std::string log_file;  // where it logs, unless it has a log pipe
+  int log_pipe = -1;     // write end (non-blocking) of a pipe its keeper relays: no log file then
   std::optional<Credentials> run_as;  // resolved by the hook, before anything was created
   std::optional<StateKey> key;        // this TPM's key only, read by the hook
   std::string vtpmx = "/dev/vtpmx";

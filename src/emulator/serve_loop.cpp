@@ -6,7 +6,9 @@
 #include <sys/signalfd.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <array>
+#include <utility>
 #include <vector>
 
 #include "common/error.h"
@@ -97,8 +99,49 @@ StopReason serve_proxy(int server_fd, int container_pidfd, int signal_fd, Comman
   }
 }
 
-void keep_devices(std::span<KeptDevice> devs, int signal_fd, const CgroupWatch& cgroup) {
+namespace {
+
+constexpr size_t kMaxLogLine = 1024;
+
+void emit_log_line(KeptDevice& d, unsigned index, std::string line) {
+  if (d.log_relayed >= kMaxRelayedLog) return;
+  if (line.size() > kMaxLogLine) line.resize(kMaxLogLine);
+  for (char& c : line)
+    if (static_cast<unsigned char>(c) < 0x20 || c == 0x7f) c = '?';
+  d.log_relayed += line.size() + 1;
+  const auto level = std::max(spdlog::get_level(), spdlog::level::info);
+  if (d.log_relayed < kMaxRelayedLog)
+    spdlog::log(level, "emulator {}: {}", index, line);
+  else
+    spdlog::warn("emulator {}: {} bytes of log relayed; the rest is dropped", index,
+                 kMaxRelayedLog);
+}
+
+}  // namespace
+
+void relay_log(KeptDevice& d, unsigned index) {
+  if (d.log_fd < 0) return;
+  char buf[4096];
+  const ssize_t r = ::read(d.log_fd, buf, sizeof buf);
+  if (r < 0 && (errno == EINTR || errno == EAGAIN)) return;
+  if (r <= 0) {  // the emulator has exited (or the pipe broke): what is left, then no more
+    if (!d.log_partial.empty()) emit_log_line(d, index, std::exchange(d.log_partial, {}));
+    (void)::close(d.log_fd);
+    d.log_fd = -1;
+    return;
+  }
+  d.log_partial.append(buf, static_cast<size_t>(r));
+  size_t start = 0;
+  for (size_t nl; (nl = d.log_partial.find('\n', start)) != std::string::npos; start = nl + 1)
+    emit_log_line(d, index, d.log_partial.substr(start, nl - start));
+  d.log_partial.erase(0, start);
+  if (d.log_partial.size() > kMaxLogLine) emit_log_line(d, index, std::exchange(d.log_partial, {}));
+}
+
+void keep_devices(std::span<KeptDevice> devs, int signal_fd, const CgroupWatch& cgroup,
+                  std::chrono::milliseconds drain) {
   std::array<uint8_t, proto::kMaxCommandSize> buf{};
+  const size_t n = devs.size();
   while (!cgroup.empty()) {
     std::vector<pollfd> fds = {{signal_fd, POLLIN, 0},
                                {cgroup.notifies() ? cgroup.fd() : -1, POLLPRI, 0}};
@@ -108,13 +151,16 @@ void keep_devices(std::span<KeptDevice> devs, int signal_fd, const CgroupWatch& 
       else
         fds.push_back({d.device_open ? d.server_fd : -1, POLLIN, 0});
     }
+    for (const auto& d : devs) fds.push_back({d.log_fd, POLLIN, 0});
     // v1 cannot notify: look again every second
     if (::poll(fds.data(), fds.size(), cgroup.notifies() ? -1 : 1000) < 0) {
       if (errno == EINTR) continue;
       throw sys_error("poll");
     }
     if (fds[0].revents) log_signal(signal_fd);  // the numbers stay taken all the same
-    for (size_t i = 0; i < devs.size(); ++i) {
+    for (size_t i = 0; i < n; ++i)
+      if (fds[2 + n + i].revents) relay_log(devs[i], static_cast<unsigned>(i));
+    for (size_t i = 0; i < n; ++i) {
       auto& d = devs[i];
       const short rev = fds[i + 2].revents;
       if (!rev) continue;
@@ -148,6 +194,19 @@ void keep_devices(std::span<KeptDevice> devs, int signal_fd, const CgroupWatch& 
         spdlog::warn("{}", e.what());  // a failure answer that got lost changes nothing
       }
     }
+  }
+  // The emulators save their state as the container ends: their last lines, for a bounded time.
+  const auto deadline = std::chrono::steady_clock::now() + drain;
+  for (;;) {
+    std::vector<pollfd> fds;
+    for (const auto& d : devs) fds.push_back({d.log_fd, POLLIN, 0});
+    const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
+        deadline - std::chrono::steady_clock::now());
+    if (std::all_of(devs.begin(), devs.end(), [](const auto& d) { return d.log_fd < 0; }) ||
+        left.count() <= 0 || ::poll(fds.data(), fds.size(), static_cast<int>(left.count())) <= 0)
+      break;
+    for (size_t i = 0; i < n; ++i)
+      if (fds[i].revents) relay_log(devs[i], static_cast<unsigned>(i));
   }
 }
 

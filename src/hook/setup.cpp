@@ -178,6 +178,7 @@ void run_setup(const std::string& state_json, const HookOptions& opts) {
   RunRecord rec{state.id, state.bundle, unix_ms(), {}};
   std::vector<DevNum> granted;
   std::vector<UniqueFd> server_fds;  // closed (the devices gone) unless the keeper took them
+  std::vector<UniqueFd> log_pipes;   // read ends of the emulators' log pipes, for the keeper
   for (const auto& spec : specs) {
     VtpmRecord vr;
     vr.index = spec.index;
@@ -195,12 +196,23 @@ void run_setup(const std::string& state_json, const HookOptions& opts) {
     if (spec.create_certs)
       provision_certificates(dir.fd.get(), spec, run_as[spec.index], opts, state.id);
 
-    EmulatorOptions eo{spec.index,           spec.version,        spec.state_path,
-                       spec.pcr_banks,       !spec.open_platform, state.id,
-                       opts.log_level,       opts.log_file,       run_as[spec.index],
-                       load_state_key(spec), opts.vtpmx};
+    EmulatorOptions eo{spec.index,         spec.version,         spec.state_path,
+                       spec.pcr_banks,     !spec.open_platform,  state.id,
+                       opts.log_level,     opts.log_file,        -1,
+                       run_as[spec.index], load_state_key(spec), opts.vtpmx};
+    // With a keeper, the emulator logs through it: it holds no host file.
+    UniqueFd log_wr;
+    if (cgroup) {
+      int p[2];
+      if (::pipe2(p, O_CLOEXEC) != 0) throw sys_error("pipe");
+      log_pipes.emplace_back(p[0]);
+      log_wr.reset(p[1]);
+      if (::fcntl(p[1], F_SETFL, O_NONBLOCK) != 0) throw sys_error("fcntl O_NONBLOCK");
+      eo.log_pipe = p[1];
+    }
     spdlog::debug("starting the emulator for {}", spec.state_path);
     auto [emu, tpm_num, server_fd] = spawn_emulator(eo, std::move(dir.fd), container_pidfd.get());
+    log_wr.reset();
     eo.key.reset();  // wiped: the next emulator must not inherit this TPM's key
     emulators.push_back(std::move(emu));
     server_fds.push_back(std::move(server_fd));
@@ -236,7 +248,10 @@ void run_setup(const std::string& state_json, const HookOptions& opts) {
   if (cgroup) {
     std::vector<KeptDevice> kept;
     for (size_t i = 0; i < specs.size(); ++i)
-      kept.push_back({server_fds[i].get(), emulators[i].pidfd(), specs[i].version});
+      kept.push_back({.server_fd = server_fds[i].get(),
+                      .emulator_pidfd = emulators[i].pidfd(),
+                      .version = specs[i].version,
+                      .log_fd = log_pipes[i].get()});
     spawn_keeper(std::move(kept), *cgroup,
                  {state.id, opts.log_level, opts.log_file, empty_dir(opts.run_root), emu_user});
   }

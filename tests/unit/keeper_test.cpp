@@ -2,6 +2,8 @@
 // under a temp dir, through CgroupPaths) and a socketpair in place of the proxy fd.
 #include <fcntl.h>
 #include <gtest/gtest.h>
+#include <spdlog/sinks/ostream_sink.h>
+#include <spdlog/spdlog.h>
 #include <poll.h>
 #include <signal.h>
 #include <sys/socket.h>
@@ -10,6 +12,7 @@
 #include <unistd.h>
 
 #include <filesystem>
+#include <sstream>
 #include <fstream>
 #include <thread>
 
@@ -146,6 +149,44 @@ TEST_F(Keeper, FailsTheCommandsOfADeadEmulatorUntilTheCgroupEmpties) {
   sigemptyset(&set);
   for (int s : {SIGTERM, SIGINT, SIGHUP}) sigaddset(&set, s);
   ::sigprocmask(SIG_UNBLOCK, &set, nullptr);
+}
+
+// An emulator's log reaches the host only through its keeper: each line marked as that
+// emulator's, control characters replaced (no forged line breaks or terminal escapes), cut at
+// 1 KiB, at most kMaxRelayedLog bytes; a line left open at the pipe's end is not lost.
+TEST(KeeperLog, RelaysItsEmulatorsLinesMarkedAndBounded) {
+  std::ostringstream out;
+  auto previous = spdlog::default_logger();
+  auto logger = std::make_shared<spdlog::logger>(
+      "vtpm-keep/c1", std::make_shared<spdlog::sinks::ostream_sink_st>(out));
+  logger->set_pattern("%n %l %v");
+  spdlog::set_default_logger(logger);
+  int p[2];
+  ASSERT_EQ(::pipe2(p, O_CLOEXEC | O_NONBLOCK), 0);
+  UniqueFd wr(p[1]);
+  KeptDevice d{.log_fd = p[0]};
+  const std::string forged = "info: serving\nvtpm-keep/c1 info fake\x1b[2J\rline\nhalf";
+  ASSERT_EQ(::write(wr.get(), forged.data(), forged.size()), static_cast<ssize_t>(forged.size()));
+  relay_log(d, 1);
+  EXPECT_EQ(out.str(),
+            "vtpm-keep/c1 info emulator 1: info: serving\n"
+            "vtpm-keep/c1 info emulator 1: vtpm-keep/c1 info fake?[2J?line\n");
+  const std::string line(999, 'x');
+  size_t written = 0;
+  while (written < 2 * kMaxRelayedLog) {
+    const std::string chunk = line + "\n";
+    if (::write(wr.get(), chunk.data(), chunk.size()) != static_cast<ssize_t>(chunk.size())) {
+      relay_log(d, 1);  // the pipe is full: drain it
+      continue;
+    }
+    written += chunk.size();
+  }
+  wr.reset();
+  for (int i = 0; i < 100000 && d.log_fd >= 0; ++i) relay_log(d, 1);  // to the pipe's end
+  EXPECT_EQ(d.log_fd, -1) << "the pipe's end closes it";
+  EXPECT_LE(out.str().size(), kMaxRelayedLog + 64 * 1024) << "relayed without a bound";
+  EXPECT_NE(out.str().find("the rest is dropped"), std::string::npos);
+  spdlog::set_default_logger(previous);
 }
 
 }  // namespace

@@ -162,16 +162,37 @@ case "${CGROUP:-v2}" in
     *)  die "CGROUP must be v1 or v2" ;;
 esac
 
+# A guest whose vCPUs stay stuck (a TCG emulation hang: both vCPUs "soft lockup ... stuck for
+# 100s+", a few boots in a hundred, at the first runc; no fault of the job) is ended at once
+# rather than at TIMEOUT, and booted once more.
+hang_watch() {
+    while sleep 10; do
+        grep -qE 'soft lockup - CPU#[0-9]+ stuck for [0-9]{3,}s' "$JOB/console.log" 2>/dev/null || continue
+        echo "$PROG: guest hung (soft lockup past 100 s: an emulation hang, not the job); ending the VM" >&2
+        : > "$JOB/hung"
+        pkill -TERM -P $$ -x timeout 2>/dev/null
+        return
+    done
+}
+
 TMO=${TIMEOUT:-900}
 t0=$(date +%s%N)
-timeout -k 10 "$TMO" qemu-system-x86_64 "${ACC[@]}" -m "${MEM:-2048}" -smp "${SMP:-2}" \
-    -nodefaults -no-user-config -display none -no-reboot \
-    -kernel "$KERNEL" -initrd "$INITRD" -append "$APPEND" \
-    -serial "file:$JOB/console.log" -serial stdio \
-    -virtfs local,path=/,mount_tag=hostroot,security_model=none,readonly=on,multidevs=remap \
-    -virtfs "local,path=$JOB,mount_tag=job,security_model=none" \
-    </dev/null
-qrc=$?
+for attempt in 1 2; do
+    hang_watch & WATCH=$!
+    timeout -k 10 "$TMO" qemu-system-x86_64 "${ACC[@]}" -m "${MEM:-2048}" -smp "${SMP:-2}" \
+        -nodefaults -no-user-config -display none -no-reboot \
+        -kernel "$KERNEL" -initrd "$INITRD" -append "$APPEND" \
+        -serial "file:$JOB/console.log" -serial stdio \
+        -virtfs local,path=/,mount_tag=hostroot,security_model=none,readonly=on,multidevs=remap \
+        -virtfs "local,path=$JOB,mount_tag=job,security_model=none" \
+        </dev/null
+    qrc=$?
+    kill "$WATCH" 2>/dev/null; wait "$WATCH" 2>/dev/null
+    [ -e "$JOB/hung" ] && [ "$attempt" = 1 ] || break
+    echo "$PROG: booting the VM once more (attempt 2 of 2) after the emulation hang" >&2
+    # a fresh job: only the command and its arguments stay
+    find "$JOB" -mindepth 1 -maxdepth 1 ! -name cmd ! -name args -exec rm -rf {} +
+done
 t1=$(date +%s%N)
 
 if [ "${VERBOSE:-0}" = 1 ]; then
@@ -181,6 +202,7 @@ rc=$(cat "$JOB/rc" 2>/dev/null)
 if ! [[ "$rc" =~ ^[0-9]+$ ]]; then
     case $qrc in
         124|137) why="time-out after ${TMO}s" ;;
+        143)     why="the guest hung twice" ;;
         *)       why="qemu exit status $qrc" ;;
     esac
     echo "$PROG: INFRASTRUCTURE FAILURE: no exit status from the guest ($why); console tail:" >&2
