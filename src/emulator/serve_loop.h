@@ -30,7 +30,7 @@ struct KeptDevice {
   bool emulator_gone = false;
   bool device_open = true;
   std::string log_partial{};  // a line not ended yet
-  size_t log_relayed = 0;   // bytes relayed so far (bounded: kMaxRelayedLog)
+  size_t log_relayed = 0;     // bytes relayed so far (bounded: kMaxRelayedLog)
 };
 
 // What the keeper relays of one emulator's log: an emulator that runs an attacker's code can fill

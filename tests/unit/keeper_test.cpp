@@ -2,18 +2,18 @@
 // under a temp dir, through CgroupPaths) and a socketpair in place of the proxy fd.
 #include <fcntl.h>
 #include <gtest/gtest.h>
-#include <spdlog/sinks/ostream_sink.h>
-#include <spdlog/spdlog.h>
 #include <poll.h>
 #include <signal.h>
+#include <spdlog/sinks/ostream_sink.h>
+#include <spdlog/spdlog.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include <filesystem>
-#include <sstream>
 #include <fstream>
+#include <sstream>
 #include <thread>
 
 #include "common/process_util.h"
