@@ -17,61 +17,24 @@ namespace vtpm {
 namespace {
 
 // The serve loop, libtpms + OpenSSL, malloc, spdlog and StateStore's write-fsync-rename.
-constexpr const char* kAllowed[] = {"read",
-                                    "write",
-                                    "readv",
-                                    "writev",
-                                    "pread64",
-                                    "pwrite64",
-                                    "poll",
-                                    "ppoll",
-                                    "close",
-                                    "openat",
-                                    "fstat",
-                                    "newfstatat",
-                                    "statx",
-                                    "lseek",
-                                    "fsync",
-                                    "fdatasync",
-                                    "renameat",
-                                    "renameat2",
-                                    "rename",
-                                    "unlinkat",
-                                    "unlink",
-                                    "fcntl",
-                                    "mmap",
-                                    "munmap",
-                                    "mremap",
-                                    "brk",
-                                    "madvise",
-                                    "mprotect",
-                                    "futex",
-                                    "getrandom",
-                                    "clock_gettime",
-                                    "clock_getres",
-                                    "gettimeofday",
-                                    "clock_nanosleep",
-                                    "nanosleep",
-                                    "gettid",
-                                    "getpid",
-                                    "getuid",
-                                    "geteuid",
-                                    "getgid",
-                                    "getegid",
-                                    "rt_sigprocmask",
-                                    "rt_sigreturn",
-                                    "sched_yield",
-                                    "restart_syscall",
-                                    "exit",
-                                    "exit_group",
-                                    "uname",
-                                    "sysinfo",
-                                    "getdents64",
-                                    "recvmsg",
-                                    "sched_getaffinity",
-                                    "access",
-                                    "faccessat",
-                                    "faccessat2"};
+constexpr const char* kAllowed[] = {"read",         "write",           "readv",
+                                    "writev",       "pread64",         "pwrite64",
+                                    "poll",         "ppoll",           "close",
+                                    "openat",       "fstat",           "newfstatat",
+                                    "statx",        "lseek",           "fsync",
+                                    "fdatasync",    "renameat",        "renameat2",
+                                    "rename",       "unlinkat",        "unlink",
+                                    "mmap",         "munmap",          "mremap",
+                                    "brk",          "madvise",         "mprotect",
+                                    "futex",        "getrandom",       "clock_gettime",
+                                    "clock_getres", "gettimeofday",    "clock_nanosleep",
+                                    "nanosleep",    "gettid",          "getpid",
+                                    "getuid",       "geteuid",         "getgid",
+                                    "getegid",      "rt_sigprocmask",  "rt_sigreturn",
+                                    "sched_yield",  "restart_syscall", "exit",
+                                    "exit_group",   "uname",           "sysinfo",
+                                    "getdents64",   "recvmsg",         "sched_getaffinity",
+                                    "access",       "faccessat",       "faccessat2"};
 
 // Fatal: an emulator never does these, an exploited one would.
 constexpr const char* kKill[] = {"execve",
@@ -83,6 +46,17 @@ constexpr const char* kKill[] = {"execve",
                                  "ptrace",
                                  "process_vm_readv",
                                  "process_vm_writev",
+                                 "pidfd_open",
+                                 "pidfd_getfd",
+                                 "inotify_init",
+                                 "inotify_init1",
+                                 "inotify_add_watch",
+                                 "fanotify_init",
+                                 "fanotify_mark",
+                                 "link",
+                                 "linkat",
+                                 "symlink",
+                                 "symlinkat",
                                  "mount",
                                  "umount2",
                                  "pivot_root",
@@ -120,6 +94,24 @@ constexpr const char* kKill[] = {"execve",
                                  "mknodat",
                                  "io_uring_setup",
                                  "memfd_create"};
+
+// fcntl: the commands the code and glibc use. Refused (EPERM, the default): F_SETOWN(_EX),
+// F_SETSIG, F_NOTIFY, F_SETLEASE, F_SETPIPE_SZ, F_DUPFD, ...: F_SETOWN + F_SETSIG + F_NOTIFY
+// or O_ASYNC sends any signal to any process the kernel's sigio check accepts (euid 0: all).
+constexpr int kFcntlAllowed[] = {F_GETFD,  F_SETFD,     F_GETFL,     F_GETLK,      F_SETLK,
+                                 F_SETLKW, F_OFD_GETLK, F_OFD_SETLK, F_OFD_SETLKW, F_DUPFD_CLOEXEC};
+
+// Signals only to itself: its pid is fixed once the filter is in (glibc's abort() is
+// tgkill(getpid(), gettid(), SIGABRT); raise() the same). Everything else, the calls on pidfds
+// included, fails with EPERM.
+constexpr const char* kSignalSelf[] = {"kill", "tgkill", "tkill", "rt_sigqueueinfo",
+                                       "rt_tgsigqueueinfo"};
+
+void add_rule(scmp_filter_ctx ctx, uint32_t action, int nr, const char* what,
+              std::initializer_list<scmp_arg_cmp> cmp) {
+  if (seccomp_rule_add_array(ctx, action, nr, static_cast<unsigned>(cmp.size()), cmp.begin()) != 0)
+    throw Error(std::string("seccomp: cannot add the rule for ") + what);
+}
 
 void drop_capabilities() {
   for (int cap = 0; cap <= 63; ++cap) {
@@ -159,9 +151,16 @@ void enter_emulator_sandbox() {
   }
   // Limits of its own process only (glibc's getrlimit/setrlimit pass pid 0): a compromised
   // emulator must not lower another process's limits, even one of its own uid.
-  if (seccomp_rule_add(ctx.get(), SCMP_ACT_ALLOW, SCMP_SYS(prlimit64), 1,
-                       SCMP_A0(SCMP_CMP_EQ, 0)) != 0)
-    throw Error("seccomp: cannot allow prlimit64 on the process itself");
+  add_rule(ctx.get(), SCMP_ACT_ALLOW, SCMP_SYS(prlimit64), "prlimit64", {SCMP_A0(SCMP_CMP_EQ, 0)});
+  for (const int cmd : kFcntlAllowed)
+    add_rule(ctx.get(), SCMP_ACT_ALLOW, SCMP_SYS(fcntl), "fcntl",
+             {SCMP_A1(SCMP_CMP_EQ, static_cast<scmp_datum_t>(cmd))});
+  add_rule(ctx.get(), SCMP_ACT_ALLOW, SCMP_SYS(fcntl), "fcntl F_SETFL",
+           {SCMP_A1(SCMP_CMP_EQ, F_SETFL), SCMP_A2(SCMP_CMP_MASKED_EQ, O_ASYNC, 0)});
+  const auto self = static_cast<scmp_datum_t>(::getpid());
+  for (const char* name : kSignalSelf)
+    add_rule(ctx.get(), SCMP_ACT_ALLOW, seccomp_syscall_resolve_name(name), name,
+             {SCMP_A0(SCMP_CMP_EQ, self)});
   for (const char* name : kKill) {
     const int nr = seccomp_syscall_resolve_name(name);
     if (nr != __NR_SCMP_ERROR && seccomp_rule_add(ctx.get(), SCMP_ACT_KILL_PROCESS, nr, 0) != 0)

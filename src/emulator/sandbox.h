@@ -17,10 +17,13 @@ void confine_to_dir(int dir_fd);
 void become(const Credentials& creds);
 
 // no_new_privs, every capability dropped, and a seccomp allow-list of what the serve loop and
-// crash-safe state writes need (prlimit only on itself, recvmsg to take the proxy fd). Calls that
-// only an attacker would make (exec, fork, ptrace, mount, namespaces, sockets, bpf, modules) kill
-// the process; anything else unlisted fails with EPERM. Throws Error when the sandbox cannot be set
-// up.
+// crash-safe state writes need: fcntl only with the fd-flag, lock and F_DUPFD_CLOEXEC commands
+// (F_SETFL without O_ASYNC; no F_SETOWN/F_SETSIG/F_NOTIFY/F_SETLEASE: those signal other
+// processes), kill/tgkill/tkill/rt_(tg)sigqueueinfo only to itself (abort()), prlimit only on
+// itself, recvmsg to take the proxy fd. Calls that only an attacker would make (exec, fork,
+// ptrace, process_vm_*, pidfd_open/getfd, mount, namespaces, sockets, bpf, modules, inotify,
+// fanotify, links, mknod) kill the process; anything else unlisted (ioctl, chmod, chown,
+// pidfd_send_signal, ...) fails with EPERM. Throws Error when the sandbox cannot be set up.
 void enter_emulator_sandbox();
 
 }  // namespace vtpm

@@ -30,7 +30,7 @@ usage() { sed -n '2,22p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2; }
 SUITE=${1:-}
 case $SUITE in
     containers)   SCRIPTS=(container-tests.sh); : "${TIMEOUT:=1200}" "${MEM:=3072}" ;;
-    hardening)    SCRIPTS=(hardening-tests.sh security-tests.sh containment-tests.sh); : "${TIMEOUT:=1500}" "${MEM:=3072}" ;;
+    hardening)    SCRIPTS=(hardening-tests.sh security-tests.sh containment-tests.sh compromise-tests.sh); : "${TIMEOUT:=1500}" "${MEM:=3072}" ;;
     provisioning) SCRIPTS=(provisioning-tests.sh attestation-tests.sh); : "${TIMEOUT:=1100}"
                   command -v podman > /dev/null || { echo "run.sh: podman is not installed (apt-get install --no-install-recommends podman); the guest uses the host's programs" >&2; exit 2; } ;;
     engines)      SCRIPTS=(engine-tests.sh); : "${TIMEOUT:=1200}" "${MEM:=3072}"
@@ -50,7 +50,7 @@ q() { printf '%q' "$1"; }
 # The guest starts with an empty environment: pass what the scripts read (when set here;
 # each script has its own defaults).
 CMD="export VTPM_HOOK=$(q "$HOOK");"
-for v in E2E_ONLY HARD_ONLY SEC_ONLY CONT_ONLY MANY LOAD_N LOAD_ROUNDS LOAD_RUNC_N KILL_ROUNDS TIMES; do
+for v in E2E_ONLY HARD_ONLY SEC_ONLY CONT_ONLY COMP_ONLY MANY LOAD_N LOAD_ROUNDS LOAD_RUNC_N KILL_ROUNDS TIMES; do
     [ -n "${!v+x}" ] && CMD+=" export $v=$(q "${!v}");"
 done
 CMD+=" exec bash $(q "$HERE/guest-suite.sh") $((TIMEOUT - 30)) $(q "$HOOK")"

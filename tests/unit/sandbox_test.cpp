@@ -1,15 +1,23 @@
 // The emulator's seccomp sandbox, with real libtpms behind it, in forked children.
 #include "emulator/sandbox.h"
 
+#include <fcntl.h>
 #include <gtest/gtest.h>
 #include <signal.h>
+#include <sys/ioctl.h>
+#include <sys/prctl.h>
+#include <sys/ptrace.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include <filesystem>
 #include <functional>
+#include <string>
+#include <vector>
 
 #include "state/state_store.h"
 #include "tpm/tpm_engine.h"
@@ -72,6 +80,256 @@ TEST(Sandbox, PrlimitOnlyOnItself) {
   ASSERT_TRUE(WIFEXITED(status)) << "status " << status;
   EXPECT_EQ(WEXITSTATUS(status), 0);
   EXPECT_GT(after.rlim_cur, 1u);  // the other process's limit is untouched
+}
+
+// One call under the filter and what it must give: 0 (allowed: the call's own result is >= 0)
+// or an errno (refused).
+struct Probe {
+  const char* name;
+  std::function<long()> call;
+  int want_errno;
+};
+
+// Runs the probes in one sandboxed child (after setup() there, before the filter); the name of
+// the first probe that did not give what it must, or "" when all did.
+std::string first_wrong(const std::function<void()>& setup, const std::vector<Probe>& probes) {
+  int pfd[2];
+  if (::pipe(pfd) != 0) return "pipe failed";
+  const int status = in_child([&] {
+    ::close(pfd[0]);
+    setup();
+    enter_emulator_sandbox();
+    for (size_t i = 0; i < probes.size(); ++i) {
+      errno = 0;
+      const long r = probes[i].call();
+      const bool ok = probes[i].want_errno == 0 ? r >= 0 : r == -1 && errno == probes[i].want_errno;
+      if (!ok) {
+        const std::string msg = std::string(probes[i].name) + ": returned " + std::to_string(r) +
+                                ", errno " + std::to_string(errno);
+        (void)!::write(pfd[1], msg.data(), msg.size());
+        return 1;
+      }
+    }
+    return 0;
+  });
+  ::close(pfd[1]);
+  char buf[512];
+  const ssize_t n = ::read(pfd[0], buf, sizeof buf);
+  ::close(pfd[0]);
+  if (!WIFEXITED(status)) return "killed by signal " + std::to_string(WTERMSIG(status));
+  return n > 0 ? std::string(buf, static_cast<size_t>(n)) : "";
+}
+
+std::filesystem::path scratch_dir(const char* what) {
+  const auto dir = std::filesystem::temp_directory_path() /
+                   (std::string("vtpm-") + what + "-" + std::to_string(::getpid()));
+  std::filesystem::remove_all(dir);
+  std::filesystem::create_directories(dir);
+  return dir;
+}
+
+// Issue 18, hole 2: F_SETOWN + F_SETSIG + F_NOTIFY (or O_ASYNC) had the kernel send any signal to
+// any process. Only the commands the code and glibc use pass.
+TEST(Sandbox, FcntlOnlyTheCommandsTheCodeUses) {
+  const auto dir = scratch_dir("fcntl");
+  int dfd = -1, file = -1, pipe_fds[2] = {-1, -1};
+  auto setup = [&] {
+    dfd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY);
+    file = ::open((dir / "f").c_str(), O_RDWR | O_CREAT, 0600);
+    if (dfd < 0 || file < 0 || ::pipe(pipe_fds) != 0) ::_exit(99);
+  };
+  auto fc = [](const int& fd, int cmd, long arg) {
+    return [&fd, cmd, arg] { return ::syscall(SYS_fcntl, fd, cmd, arg); };
+  };
+  static struct flock lk {};
+  lk.l_type = F_WRLCK;
+  lk.l_whence = SEEK_SET;
+  const long lock = reinterpret_cast<long>(&lk);
+  static f_owner_ex owner{F_OWNER_PID, 1};
+  const std::vector<Probe> probes = {
+      {"F_GETFD", fc(file, F_GETFD, 0), 0},
+      {"F_SETFD", fc(file, F_SETFD, FD_CLOEXEC), 0},
+      {"F_GETFL", fc(file, F_GETFL, 0), 0},
+      {"F_SETFL O_NONBLOCK", fc(pipe_fds[0], F_SETFL, O_NONBLOCK), 0},
+      {"F_DUPFD_CLOEXEC", fc(file, F_DUPFD_CLOEXEC, 0), 0},
+      {"F_GETLK", fc(file, F_GETLK, lock), 0},
+      {"F_SETLK", fc(file, F_SETLK, lock), 0},
+      {"F_OFD_GETLK", fc(file, F_OFD_GETLK, lock), 0},
+      {"F_SETFL O_ASYNC", fc(pipe_fds[0], F_SETFL, O_ASYNC), EPERM},
+      {"F_SETFL O_ASYNC|O_NONBLOCK", fc(pipe_fds[0], F_SETFL, O_ASYNC | O_NONBLOCK), EPERM},
+      {"F_SETOWN", fc(dfd, F_SETOWN, 1), EPERM},
+      {"F_SETOWN of a pipe", fc(pipe_fds[0], F_SETOWN, 1), EPERM},
+      {"F_SETOWN_EX", fc(dfd, F_SETOWN_EX, reinterpret_cast<long>(&owner)), EPERM},
+      {"F_GETOWN", fc(dfd, F_GETOWN, 0), EPERM},
+      {"F_SETSIG", fc(dfd, F_SETSIG, SIGKILL), EPERM},
+      {"F_NOTIFY", fc(dfd, F_NOTIFY, DN_CREATE | DN_MULTISHOT), EPERM},
+      {"F_SETLEASE", fc(file, F_SETLEASE, F_RDLCK), EPERM},
+      {"F_SETPIPE_SZ", fc(pipe_fds[0], F_SETPIPE_SZ, 1 << 20), EPERM},
+      {"F_DUPFD", fc(file, F_DUPFD, 0), EPERM},
+      {"F_ADD_SEALS", fc(file, F_ADD_SEALS, F_SEAL_WRITE), EPERM},
+      // The kernel reads the command as 32 bits: high bits set must not pass as another command.
+      {"(1 << 32) | F_SETOWN", [&] { return ::syscall(SYS_fcntl, dfd, (1L << 32) | F_SETOWN, 1L); },
+       EPERM},
+  };
+  const std::string wrong = first_wrong(setup, probes);
+  std::filesystem::remove_all(dir);
+  EXPECT_EQ(wrong, "");
+}
+
+// The F_NOTIFY route end to end without the filter, so the probe above refuses the real thing:
+// the same calls in a plain child deliver the signal to another process.
+TEST(Sandbox, FcntlNotifyRouteSignalsAnotherProcessWithoutTheFilter) {
+  const auto dir = scratch_dir("notify");
+  const pid_t victim = ::fork();
+  if (victim == 0) {
+    ::pause();
+    ::_exit(0);
+  }
+  const int status = in_child([&] {
+    const int dfd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY);
+    if (::fcntl(dfd, F_SETOWN, victim) != 0 || ::fcntl(dfd, F_SETSIG, SIGKILL) != 0 ||
+        ::fcntl(dfd, F_NOTIFY, DN_CREATE | DN_MULTISHOT) != 0)
+      return 10;
+    ::close(::open((dir / "x").c_str(), O_CREAT | O_WRONLY, 0600));
+    return 0;
+  });
+  // dnotify sends the signal while the file is created: it is pending before the child exits.
+  int vstatus = 0;
+  if (::waitpid(victim, &vstatus, WNOHANG) == 0) {
+    ::kill(victim, SIGTERM);  // no effect once SIGKILL is pending; ends the victim otherwise
+    ::waitpid(victim, &vstatus, 0);
+  }
+  std::filesystem::remove_all(dir);
+  ASSERT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << status;
+  ASSERT_TRUE(WIFSIGNALED(vstatus));
+  EXPECT_EQ(WTERMSIG(vstatus), SIGKILL);
+}
+
+TEST(Sandbox, SignalsOnlyToItself) {
+  const pid_t victim = ::fork();
+  if (victim == 0) {
+    ::pause();
+    ::_exit(0);
+  }
+  int victim_pidfd = -1;
+  auto setup = [&] {
+    victim_pidfd = static_cast<int>(::syscall(SYS_pidfd_open, victim, 0));
+    if (victim_pidfd < 0) ::_exit(99);
+    (void)::signal(SIGUSR1, SIG_IGN);
+  };
+  siginfo_t info{};
+  info.si_code = SI_QUEUE;
+  auto sys = [](long nr, long a, long b, long c) { return [=] { return ::syscall(nr, a, b, c); }; };
+  const std::vector<Probe> probes = {
+      {"kill(self)", [] { return static_cast<long>(::kill(::getpid(), SIGUSR1)); }, 0},
+      {"raise", [] { return static_cast<long>(::raise(SIGUSR1)); }, 0},
+      {"tgkill(self)", [] { return ::syscall(SYS_tgkill, ::getpid(), ::gettid(), SIGUSR1); }, 0},
+      {"tkill(self)", [] { return ::syscall(SYS_tkill, ::gettid(), SIGUSR1); }, 0},
+      {"kill(victim)", sys(SYS_kill, victim, SIGKILL, 0), EPERM},
+      {"kill(victim, 0)", sys(SYS_kill, victim, 0, 0), EPERM},
+      {"kill(parent)", [] { return ::syscall(SYS_kill, ::getppid(), 0); }, EPERM},
+      {"kill(-1)", sys(SYS_kill, -1, 0, 0), EPERM},
+      {"kill(0)", sys(SYS_kill, 0, 0, 0), EPERM},
+      {"kill(-victim)", sys(SYS_kill, -victim, 0, 0), EPERM},
+      {"kill((1 << 32) | victim)", sys(SYS_kill, (1L << 32) | victim, SIGKILL, 0), EPERM},
+      {"tgkill(victim)", sys(SYS_tgkill, victim, victim, SIGKILL), EPERM},
+      {"tkill(victim)", sys(SYS_tkill, victim, SIGKILL, 0), EPERM},
+      {"rt_sigqueueinfo(victim)",
+       sys(SYS_rt_sigqueueinfo, victim, SIGKILL, reinterpret_cast<long>(&info)), EPERM},
+      {"rt_tgsigqueueinfo(victim)",
+       [&] { return ::syscall(SYS_rt_tgsigqueueinfo, victim, victim, SIGKILL, &info); }, EPERM},
+      {"pidfd_send_signal(victim)",
+       [&] { return ::syscall(SYS_pidfd_send_signal, victim_pidfd, SIGKILL, nullptr, 0); }, EPERM},
+  };
+  const std::string wrong = first_wrong(setup, probes);
+  const bool victim_alive = ::waitpid(victim, nullptr, WNOHANG) == 0;
+  ::kill(victim, SIGKILL);
+  ::waitpid(victim, nullptr, 0);
+  EXPECT_EQ(wrong, "");
+  EXPECT_TRUE(victim_alive);
+}
+
+// abort() (std::terminate, assertions) still ends the process with SIGABRT, not SIGSYS.
+TEST(Sandbox, AbortStillAborts) {
+  const int status = in_child([]() -> int {
+    enter_emulator_sandbox();
+    std::abort();
+  });
+  ASSERT_TRUE(WIFSIGNALED(status)) << status;
+  EXPECT_EQ(WTERMSIG(status), SIGABRT);
+}
+
+// Calls that only an attacker makes kill the process before they act.
+TEST(Sandbox, AttackerCallsKill) {
+  const auto dir = scratch_dir("kill");
+  const pid_t victim = ::fork();
+  if (victim == 0) {
+    ::pause();
+    ::_exit(0);
+  }
+  const std::string a = (dir / "a").string(), b = (dir / "b").string();
+  const std::vector<std::pair<const char*, std::function<long()>>> calls = {
+      {"ptrace", [&] { return ::syscall(SYS_ptrace, PTRACE_ATTACH, victim, 0, 0); }},
+      {"process_vm_readv", [&] { return ::syscall(SYS_process_vm_readv, victim, 0, 0, 0, 0, 0); }},
+      {"process_vm_writev",
+       [&] { return ::syscall(SYS_process_vm_writev, victim, 0, 0, 0, 0, 0); }},
+      {"pidfd_open", [&] { return ::syscall(SYS_pidfd_open, victim, 0); }},
+      {"pidfd_getfd", [] { return ::syscall(SYS_pidfd_getfd, 0, 0, 0); }},
+      {"inotify_init1", [] { return ::syscall(SYS_inotify_init1, 0); }},
+      {"fanotify_init", [] { return ::syscall(SYS_fanotify_init, 0, 0); }},
+      {"link", [&] { return ::syscall(SYS_link, a.c_str(), b.c_str()); }},
+      {"linkat",
+       [&] { return ::syscall(SYS_linkat, AT_FDCWD, a.c_str(), AT_FDCWD, b.c_str(), 0); }},
+      {"symlink", [&] { return ::syscall(SYS_symlink, a.c_str(), b.c_str()); }},
+      {"symlinkat", [&] { return ::syscall(SYS_symlinkat, a.c_str(), AT_FDCWD, b.c_str()); }},
+      {"mknod", [&] { return ::syscall(SYS_mknod, b.c_str(), S_IFIFO | 0600, 0); }},
+      {"mknodat", [&] { return ::syscall(SYS_mknodat, AT_FDCWD, b.c_str(), S_IFIFO | 0600, 0); }},
+  };
+  ::close(::open(a.c_str(), O_CREAT | O_WRONLY, 0600));
+  for (const auto& [name, call] : calls) {
+    const int status = in_child([&] {
+      enter_emulator_sandbox();
+      call();
+      return 0;
+    });
+    EXPECT_TRUE(WIFSIGNALED(status) && WTERMSIG(status) == SIGSYS) << name << ": status " << status;
+  }
+  ::kill(victim, SIGKILL);
+  ::waitpid(victim, nullptr, 0);
+  EXPECT_FALSE(std::filesystem::exists(b));  // nothing was made before the kill
+  std::filesystem::remove_all(dir);
+}
+
+// Unused by the emulator, harmless to refuse: EPERM (a library probing them keeps working).
+TEST(Sandbox, RefusedCallsFailWithEperm) {
+  const auto dir = scratch_dir("eperm");
+  const std::string f = (dir / "f").string();
+  int fd = -1;
+  auto setup = [&] {
+    fd = ::open(f.c_str(), O_RDWR | O_CREAT, 0600);
+    if (fd < 0) ::_exit(99);
+  };
+  int on = 1;
+  const std::vector<Probe> probes = {
+      {"ioctl FIONBIO", [&] { return ::syscall(SYS_ioctl, fd, FIONBIO, &on); }, EPERM},
+      {"ioctl FIOASYNC", [&] { return ::syscall(SYS_ioctl, fd, FIOASYNC, &on); }, EPERM},
+      {"ioctl FIOSETOWN", [&] { return ::syscall(SYS_ioctl, fd, FIOSETOWN, &on); }, EPERM},
+      {"chmod", [&] { return ::syscall(SYS_chmod, f.c_str(), 0666); }, EPERM},
+      {"fchmod", [&] { return ::syscall(SYS_fchmod, fd, 0666); }, EPERM},
+      {"fchmodat", [&] { return ::syscall(SYS_fchmodat, AT_FDCWD, f.c_str(), 0666); }, EPERM},
+      {"chown", [&] { return ::syscall(SYS_chown, f.c_str(), 1, 1); }, EPERM},
+      {"fchown", [&] { return ::syscall(SYS_fchown, fd, 1, 1); }, EPERM},
+      {"lchown", [&] { return ::syscall(SYS_lchown, f.c_str(), 1, 1); }, EPERM},
+      {"fchownat", [&] { return ::syscall(SYS_fchownat, AT_FDCWD, f.c_str(), 1, 1, 0); }, EPERM},
+      {"prctl", [] { return ::syscall(SYS_prctl, PR_GET_SECCOMP, 0, 0, 0, 0); }, EPERM},
+      {"capget", [] { return ::syscall(SYS_capget, nullptr, nullptr); }, EPERM},
+  };
+  const std::string wrong = first_wrong(setup, probes);
+  struct stat st {};
+  ::stat(f.c_str(), &st);
+  std::filesystem::remove_all(dir);
+  EXPECT_EQ(wrong, "");
+  EXPECT_EQ(st.st_mode & 07777, 0600u);
 }
 
 TEST(Sandbox, ExecKillsTheProcess) {
