@@ -19,7 +19,7 @@
 # finish in time > 2 unusable environment > 1 some scenario failed > 0 all passed), or 255
 # when the VM itself failed (boot failure, guest hang): infrastructure, not a test result.
 # Environment: TIMEOUT (s, whole VM run; default per suite), scenario selection by regex
-# E2E_ONLY (containers, provisioning + attestation, engines), HARD_ONLY, SEC_ONLY and CONT_ONLY
+# E2E_ONLY (containers, provisioning + attestation, engines), HARD_ONLY, SEC_ONLY, CONT_ONLY, COMP_ONLY
 # (hardening; '^$' skips that script), MANY (20), LOAD_N (50), LOAD_ROUNDS (3), LOAD_RUNC_N (50; 0 skips),
 # KILL_ROUNDS (12), TIMES (engines: start-time samples, 3), and run-vm.sh's MEM SMP CGROUP=v1|v2 KEEP VERBOSE VMLAB_CACHE.
 set -uo pipefail
