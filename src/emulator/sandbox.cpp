@@ -113,11 +113,17 @@ void add_rule(scmp_filter_ctx ctx, uint32_t action, int nr, const char* what,
     throw Error(std::string("seccomp: cannot add the rule for ") + what);
 }
 
-void drop_capabilities() {
+// Needs CAP_SETPCAP: done before the process gives up its uid (become), and again in
+// drop_capabilities for a process that stays root.
+void drop_bounding_set() {
   for (int cap = 0; cap <= 63; ++cap) {
     if (::prctl(PR_CAPBSET_READ, cap, 0, 0, 0) < 0) break;  // past the kernel's last cap
     (void)::prctl(PR_CAPBSET_DROP, cap, 0, 0, 0);  // fails without CAP_SETPCAP: nothing to drop
   }
+}
+
+void drop_capabilities() {
+  drop_bounding_set();
   (void)::prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0);  // capset below clears all
   __user_cap_header_struct hdr{_LINUX_CAPABILITY_VERSION_3, 0};
   __user_cap_data_struct data[2] = {};
@@ -132,6 +138,7 @@ void confine_to_dir(int dir_fd) {
 }
 
 void become(const Credentials& creds) {
+  drop_bounding_set();  // while it still can: an unprivileged uid keeps no way to get them back
   const gid_t groups[] = {creds.gid};
   if (::setgroups(1, groups) != 0) throw sys_error("setgroups");
   if (::setresgid(creds.gid, creds.gid, creds.gid) != 0) throw sys_error("setresgid");

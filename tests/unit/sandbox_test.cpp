@@ -372,6 +372,28 @@ TEST(Sandbox, NoCapabilitiesAndNoNewPrivs) {
   EXPECT_EQ(WEXITSTATUS(status), 0);
 }
 
+// The emulator user's process keeps no capability anywhere: not in its bounding set either,
+// which only a process that still has CAP_SETPCAP can empty (become does, before setresuid).
+TEST(Sandbox, AnEmulatorUserKeepsNoCapabilitySet) {
+  if (::geteuid() != 0) GTEST_SKIP() << "needs root to change uid";
+  const int status = in_child([] {
+    become({65534, 65534});
+    enter_emulator_sandbox();
+    FILE* f = std::fopen("/proc/self/status", "r");
+    if (!f) return 10;
+    char line[256];
+    int zero = 0;
+    while (std::fgets(line, sizeof line, f))
+      for (const char* set : {"CapInh:", "CapPrm:", "CapEff:", "CapBnd:", "CapAmb:"})
+        if (std::string(line) == std::string(set) + "\t0000000000000000\n") ++zero;
+    std::fclose(f);
+    return zero == 5 ? 0 : 20 + zero;
+  });
+  ASSERT_TRUE(WIFEXITED(status));
+  EXPECT_EQ(WEXITSTATUS(status), 0)
+      << "capability sets still set: " << 5 - (WEXITSTATUS(status) - 20);
+}
+
 TEST(Sandbox, ConfinedToTheStateDir) {
   if (::geteuid() != 0) GTEST_SKIP() << "chroot needs root";
   const auto dir =
