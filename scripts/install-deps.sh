@@ -1,7 +1,14 @@
 #!/bin/bash
-# Installs everything vtpm-hook needs to build, test and run its VM tests on Debian 12.
+# Installs everything vtpm-hook needs to build, test and run its VM tests on Debian 12, and the
+# system user its emulators and keepers run as.
+# (clang + libclang-rt-14-dev: the libFuzzer suite, fuzz.bounded; openssl: the CLI the
+# provisioning and attestation tests verify certificates with; git: tests/lint.sh)
 set -euo pipefail
-PKGS=(build-essential cmake ninja-build pkg-config clang-format
+SUDO=; [ "$(id -u)" -eq 0 ] || SUDO=sudo
+# the unprivileged user the emulators and keepers run as unless runAs is set
+getent passwd vtpm-hook >/dev/null ||
+  $SUDO adduser --system --group --no-create-home --home /nonexistent vtpm-hook >/dev/null
+PKGS=(build-essential cmake ninja-build pkg-config clang-format clang libclang-rt-14-dev git openssl
       libtpms-dev libtss2-dev nlohmann-json3-dev libcli11-dev libspdlog-dev libfmt-dev libgtest-dev
       libssl-dev libseccomp-dev libbenchmark-dev
       tpm2-tools jq python3 swtpm swtpm-tools shellcheck
@@ -12,7 +19,6 @@ for p in "${PKGS[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
 done
 [ ${#missing[@]} -eq 0 ] && exit 0
-SUDO=; [ "$(id -u)" -eq 0 ] || SUDO=sudo
 echo "install-deps: installing ${missing[*]}" >&2
 export DEBIAN_FRONTEND=noninteractive
 $SUDO apt-get update -qq

@@ -9,13 +9,15 @@
 #   1. starts `vtpm-hook emulate --state-dir D`, writes an incrementing counter
 #      into the NV index with TPM2_NV_Write (password session TPM_RS_PW, empty
 #      auth), one command at a time, each response read back (acknowledged);
-#   2. kills the emulator with SIGKILL at a random moment (some rounds within its
-#      first milliseconds: state load, TPM2_Startup; the rest while writing);
+#   2. kills the emulator with SIGKILL at a random moment: every 4th round within
+#      its first milliseconds (state load, TPM2_Startup), the others at a random
+#      moment after the round's first acknowledged write (while writing);
 #   3. starts a fresh emulator and reads the index with TPM2_NV_Read: the state
 #      must load (exit 0, no error line) and the value must be the last
 #      acknowledged write, or the one after it when a write was sent but its
 #      answer not read (it may or may not have landed).
-# The next round continues from the value read.
+# The next round continues from the value read. Every writing round must have been
+# killed after at least one acknowledged write (else the kills proved nothing about writes).
 #
 # Environment: CRASH_ROUNDS (30), CRASH_SEED (random; printed, to replay a run),
 # CRASH_MAX_DELAY_MS (300: upper bound of the kill moment), KEEP=1 (keep the
@@ -128,7 +130,7 @@ def read_value(tag):
         return None, "TPM2_NV_Read returned %d bytes" % n
     return struct.unpack(">Q", resp[16:24])[0], None
 
-passed = failed = survived = 0
+passed = failed = survived = killed_writing = 0
 total_acked = 0
 
 # ---- once: define the index and write 0, with a clean stop
@@ -155,11 +157,16 @@ passed += 1
 
 t_start = time.monotonic()
 for rnd in range(1, ROUNDS + 1):
-    # a quarter of the rounds die while starting (state load, Startup); the rest while writing
-    delay = rng.uniform(0, 0.015) if rng.random() < 0.25 else rng.uniform(0, MAX_DELAY)
+    # every 4th round dies while starting (state load, Startup); the others while writing: the
+    # kill moment counts from the round's first acknowledged write
+    writing = rnd % 4 != 1
+    delay = rng.uniform(0, MAX_DELAY) if writing else rng.uniform(0, 0.015)
     e = Emulator("r%d" % rnd)
     killed = threading.Event()
+    first_ack = threading.Event()
     def killer(p=e.p):
+        if writing:
+            first_ack.wait(30)          # (no write in 30 s: the round fails below)
         time.sleep(delay)
         try:
             p.send_signal(signal.SIGKILL)
@@ -183,6 +190,7 @@ for rnd in range(1, ROUNDS + 1):
             break
         acked, in_flight = nxt, None
         writes += 1
+        first_ack.set()
         if writes > 200000:
             stop_err = "no kill"
             break
@@ -193,12 +201,16 @@ for rnd in range(1, ROUNDS + 1):
     was_killed = status == -signal.SIGKILL
     new, problem = read_value("r%d-check" % rnd)
     allowed = [acked] + ([in_flight] if in_flight is not None else [])
-    line = ("round %d: kill after %.1f ms, %d writes acknowledged (last %d)%s, emulator %s; read back %s"
-            % (rnd, delay * 1000, writes, acked,
+    line = ("round %d: kill %.1f ms after %s, %d writes acknowledged (last %d)%s, emulator %s; read back %s"
+            % (rnd, delay * 1000, "the first acknowledged write" if writing else "the start", writes, acked,
                ", %d sent unacknowledged" % in_flight if in_flight is not None else "",
                "killed -9" if was_killed else "exit %s (%s)" % (status, stop_err), new))
     if not was_killed:
         problem = problem or "the emulator was not killed by SIGKILL (exit %s, %s)" % (status, stop_err)
+    elif writing and writes == 0:
+        problem = problem or "a writing round without an acknowledged write (%s)" % stop_err
+    elif writing:
+        killed_writing += 1
     elif stop_err and stop_err.startswith("NV_Write rc"):
         problem = problem or stop_err
     if problem is None and new not in allowed:
@@ -221,7 +233,13 @@ left = sorted(f for f in os.listdir(STATE))
 print("    state dir after the last round: %s" % " ".join(left))
 print("FIGURE: crash_writes_acknowledged=%d in %d rounds, %.1f s (%.0f NV writes/s incl. restarts)"
       % (total_acked, ROUNDS, elapsed, total_acked / elapsed if elapsed else 0))
-print("kill -9 rounds survived: %d" % survived)
+writing_rounds = sum(1 for r in range(1, ROUNDS + 1) if r % 4 != 1)
+print("kill -9 rounds survived: %d (%d of them killed after acknowledged writes)" % (survived, killed_writing))
+# the claim is about writes: every writing round killed while writing, acknowledged writes done
+if killed_writing < writing_rounds or total_acked < writing_rounds:
+    failed += 1
+    print("FAIL: kills during NV writes: %d of %d writing rounds killed after an acknowledged write, "
+          "%d writes acknowledged in all" % (killed_writing, writing_rounds, total_acked))
 print("%d passed, %d failed" % (passed, failed))
 sys.exit(0 if failed == 0 else 1)
 PY

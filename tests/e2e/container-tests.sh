@@ -54,7 +54,7 @@ t_run() {
 
 # detached: create (hooks run) / start / wait for exit / delete (poststop)
 t_detached() {
-    local rt=$1 id=e2e-$1-detached rc
+    local rt=$1 id=e2e-$1-detached rc keeper
     make_bundle "$rt" "$id" "" "$TPM2_SCRIPT" || return 1
     CLEANUP+=("$rt $id"); DIAG+=("$BUNDLE/out" "$BUNDLE/err" "$BUNDLE/ctl.err")
     ( timeout -k 5 "$RUN_TIMEOUT" "$rt" create --bundle "$BUNDLE" "$id" \
@@ -64,6 +64,9 @@ t_detached() {
     wait_status "$rt" "$id" created 20 || return 1
     # while the container exists: emulator, chip, run record, default state dir
     [ -n "$(live_emulators)" ] || { why "no live vtpm-emu process after '$rt create'"; return 1; }
+    # its keeper, found by the fds it holds (a pidfd of the emulator, a proxy fd), not by name
+    expect_keeper "$(live_emulators)" "after '$rt create'" || return 1
+    keeper=$KEEPER
     [ -n "$(tpm_chips)" ] || { why "no /sys/class/tpm entry after '$rt create'"; return 1; }
     [ -f "$RUN_ROOT/$id.json" ] || { why "no run record $RUN_ROOT/$id.json after '$rt create'"; return 1; }
     jq -e . "$RUN_ROOT/$id.json" > /dev/null 2>&1 || { why "run record $RUN_ROOT/$id.json is not JSON"; return 1; }
@@ -76,6 +79,8 @@ t_detached() {
     timeout 60 "$rt" delete "$id" > /dev/null 2> "$BUNDLE/ctl.err" ||
         { why "'$rt delete' failed: $(tail -n 3 "$BUNDLE/ctl.err" | tr '\n' ' ')"; return 1; }
     expect_clean "$id" "'$rt delete' returned" || return 1
+    ! alive "$keeper" || { why "the keeper $keeper is alive after '$rt delete'"; return 1; }
+    note "keeper $keeper (pidfd of the emulator, proxy fd) while the container existed; gone after delete"
 }
 
 # TPM state survives: NV index written in one container, read in a later one
@@ -127,23 +132,27 @@ python3 /root/tpm12.py' || return 1
 # t_bad CASE: the OCI state on stdin is built here per case
 t_bad() {
     local case=$1 in=$E2E_WORK/bad-$1.json S=$E2E_WORK/bad-state R=$E2E_WORK/bad-run
-    local cwd=$E2E_WORK/bad-cwd side=$E2E_WORK/bad-side-$1 rc lines
+    local cwd=$E2E_WORK/bad-cwd side=$E2E_WORK/bad-side-$1 rc lines want
     rm -rf "$S" "$R" "$cwd" "$side"; mkdir -p "$S" "$R" "$cwd"
     local st
     st=$(jq -nc --arg id "e2e-bad-$case" --argjson pid "$SLEEPER" \
          '{"ociVersion": "1.0.2", "id": $id, "status": "creating", "pid": $pid}')
+    # want: the one stderr line, exactly (the reason, not only a failure)
     case $case in
-        empty-stdin) : > "$in" ;;
-        not-json) printf 'this is {not JSON\n' > "$in" ;;
-        no-bundle) echo "$st" > "$in" ;;
+        empty-stdin) : > "$in"; want='OCI state on stdin is empty' ;;
+        not-json) printf 'this is {not JSON\n' > "$in"; want='OCI state on stdin is not valid JSON' ;;
+        no-bundle) echo "$st" > "$in"; want='OCI state: "bundle" is missing' ;;
         no-config) mkdir -p "$side/rootfs"
+                   want="cannot read $side/config.json: No such file or directory"
                    jq -c --arg b "$side" '.bundle = $b' <<< "$st" > "$in" ;;
         version-3|relative-statepath)
             local vt
             if [ "$case" = version-3 ]; then
                 vt=$(jq -nc --arg p "$side/tpm" '[{"statePath": $p, "vtpmVersion": "3", "statePathIsManaged": false}]')
+                want='linux.vtpms[0]: "vtpmVersion" must be "2" or "1.2", not "3"'
             else
                 vt='[{"statePath": "relative/tpm-state", "vtpmVersion": "2", "statePathIsManaged": false}]'
+                want='linux.vtpms[0]: "statePath" is not an absolute path: relative/tpm-state'
             fi
             make_bundle runc "bad-$case" "$vt" 'true' || return 1
             jq -c --arg b "$BUNDLE" '.bundle = $b' <<< "$st" > "$in" ;;
@@ -161,6 +170,8 @@ t_bad() {
     lines=$(awk 'END { print NR }' "$E2E_WORK/bad.err")
     [ "$lines" = 1 ] && [ -n "$(tr -d '[:space:]' < "$E2E_WORK/bad.err")" ] ||
         { why "stderr has $lines lines, wanted exactly one non-empty line"; return 1; }
+    [ "$(cat "$E2E_WORK/bad.err")" = "vtpm-hook: error: $want" ] ||
+        { why "the error is not 'vtpm-hook: error: $want'"; return 1; }
     [ -z "$(ls -A "$S")" ] || { why "left in the state root: $(ls -A "$S" | tr '\n' ' ')"; return 1; }
     [ -z "$(ls -A "$R")" ] || { why "left in the run root: $(ls -A "$R" | tr '\n' ' ')"; return 1; }
     [ -z "$(ls -A "$cwd")" ] || { why "created in the working directory: $(cd "$cwd" && find . | tr '\n' ' ')"; return 1; }

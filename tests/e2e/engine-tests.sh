@@ -193,11 +193,20 @@ t_policy_runtime_body() {
     [ "$(timeout 30 vtpm-runc --version 2>&1)" = "$(timeout 30 crun --version 2>&1)" ] ||
         { why "vtpm-runc --version is not crun's under runtime /usr/bin/crun"; return 1; }
     stock_bundle eng-crun "$TPM2_SCRIPT" || return 1
-    CLEANUP+=("crun eng-crun")
-    container_run vtpm-runc eng-crun || return 1
-    [ "$RC" = 0 ] || { why "vtpm-runc run (crun) exited with $RC: $(tail -n 3 "$BUNDLE/err" "$BUNDLE/out" | tr '\n' ' ')"; return 1; }
+    CLEANUP+=("crun eng-crun" "runc eng-crun")
+    DIAG+=("$BUNDLE/out" "$BUNDLE/err")
+    # detached, so that the container stays known to its runtime until the delete: crun's,
+    # not runc's (not only --version)
+    ( timeout -k 5 "$RUN_TIMEOUT" vtpm-runc run -d --bundle "$BUNDLE" eng-crun < /dev/null > "$BUNDLE/out" 2> "$BUNDLE/err" ) 2> /dev/null ||
+        { why "vtpm-runc run -d (crun) failed: $(tail -n 3 "$BUNDLE/err" | tr '\n' ' ')"; return 1; }
+    [ -n "$(runtime_status crun eng-crun)" ] || { why "crun does not know eng-crun after vtpm-runc run -d under runtime /usr/bin/crun"; return 1; }
+    [ -z "$(runtime_status runc eng-crun)" ] || { why "runc knows eng-crun: vtpm-runc ran it under runc, not crun"; return 1; }
+    wait_status crun eng-crun stopped "$RUN_TIMEOUT" || return 1
+    note "crun state eng-crun: $(runtime_status crun eng-crun); runc state: none"
     check_tpm2_output "$BUNDLE/out" || return 1
-    expect_clean eng-crun "vtpm-runc run (crun)" || return 1
+    timeout 60 vtpm-runc delete eng-crun > /dev/null 2> "$E2E_WORK/crun-delete.err" ||
+        { why "vtpm-runc delete (crun): $(head -c 200 "$E2E_WORK/crun-delete.err")"; return 1; }
+    expect_clean eng-crun "vtpm-runc run -d + delete (crun)" || return 1
     # the real runtime may not be the wrapper itself
     write_policy "$POLICY_FILE" "$(jq -c --arg w "$WRAPPER" '.runtime = $w' <<< "$POLICY_JSON")" || return 1
     timeout 30 vtpm-runc --version > /dev/null 2> "$E2E_WORK/self.err" && { why "runtime = the wrapper itself was accepted"; return 1; }
@@ -373,7 +382,8 @@ t_docker_body() {
 
     docker_do nv1 "${DRUN[@]}" --name eng-dk-nv --runtime vtpm vtpm-e2e:1 /bin/sh -c "$NV_SCRIPT"
     grep -q '^NV-WRITTEN' "$DW/nv1.out" || { why "NV write: rc $RC, $(tail -n 3 "$DW/nv1.err" "$DW/nv1.out" | tr '\n' ' ')"; return 1; }
-    id=$("${DK[@]}" inspect --format '{{.Id}}' eng-dk-nv 2>/dev/null)
+    id=$("${DK[@]}" inspect --format '{{.Id}}' eng-dk-nv 2> "$DW/inspect.err") && [[ $id =~ ^[0-9a-f]{64}$ ]] ||
+        { why "docker inspect eng-dk-nv: '$id' $(head -c 200 "$DW/inspect.err")"; return 1; }
     expect_clean "$id" "docker run --name (NV writer)" || return 1
     [ -d "$STATE_ROOT/$id" ] || { why "no state $STATE_ROOT/<container id> ($id)"; return 1; }
     docker_do nv2 start -a eng-dk-nv

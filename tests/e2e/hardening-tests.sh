@@ -9,10 +9,14 @@
 # 1. Hostile rootfs, with runc and crun (stock configs) and with the hook run by
 #    hand (`vtpm-hook setup`, the OCI state's pid a process in its own mount
 #    namespace, `unshare -m`, whose root.path rootfs has the hostile layout in
-#    plain view: with a runtime the container's /dev is a tmpfs that hides the
-#    image's /dev entries): /dev a symlink to a host directory, /dev/tpm0 a
-#    symlink to a host file, a regular file, a fifo, a directory; `..` in
-#    root.path. Checked on the host side afterwards: the host directory is
+#    plain view): /dev a symlink to a host directory, /dev/tpm0 a symlink to a
+#    host file, a regular file, a fifo, a directory; `..` in root.path. With a
+#    runtime, the tpm0-* cases drop the stock config's /dev tmpfs (which would
+#    hide the image's /dev entries), so the hook meets them: it replaces a
+#    symlink, file or fifo with its node and refuses a directory. A failed run
+#    is accepted with one hook error line, when the hook finished its setup and
+#    the runtime failed afterwards, or when the hook never ran (no hook log, no
+#    hook in the runtime's error); a hook crash or hang fails. Checked on the host side afterwards: the host directory is
 #    empty, the host files unchanged (content, inode, size, mtime, mode), no
 #    device node appeared outside the container's root (scan of /tmp /run
 #    /var/tmp /home /srv /opt /mnt and /dev); and the hook either gave a working
@@ -230,12 +234,15 @@ HOSTILE_SCRIPT='if [ -c /dev/tpm0 ]; then echo "DEV /dev/tpm0 c $(stat -c %t:%T 
 r=$(tpm2_getrandom -T device:/dev/tpm0 --hex 8) || { echo "getrandom failed rc=$?"; exit 3; }
 echo "RANDOM $r"; echo TPM-OK'
 t_runtime() {
-    local rt=$1 c=$2 id=hard-$1-$2 r x before extra=.
+    local rt=$1 c=$2 id=hard-$1-$2 r x before extra=. nodev="" n errs
     make_host_fixtures "$rt-$c"
     if [ "$c" = rootpath-dotdot ]; then
         x=$(mktemp -d /tmp/x-rootfs-XXXX); HOST_FIX+=("$x"); make_rootfs "$x"
         extra=".root.path = \"rootfs/../../../../../../../..$x\""
     fi
+    # the image's /dev/tpm0 entries: the stock config's /dev tmpfs would hide them, so without
+    # it (the runtime makes its nodes in the image's /dev) the hook meets them
+    case $c in tpm0-*) nodev=1; extra='.mounts |= map(select(.destination != "/dev"))' ;; esac
     make_bundle "$rt" "$id" "" "$HOSTILE_SCRIPT" "$extra" || return 1
     r=$BUNDLE/rootfs; [ -n "${x:-}" ] && r=$x
     hostile_layout "$c" "$r"
@@ -243,27 +250,51 @@ t_runtime() {
     dev_snapshot > "$before"
     container_run "$rt" "$id" || return 1
     note "$rt run exit $RC: $(grep -E '^(DEV|NODEV|RANDOM)' "$BUNDLE/out" | head -c 300 | tr '\n' ';') $(grep -iE 'error|vtpm-hook' "$BUNDLE/err" | head -c 300 | tr '\n' '|')"
+    errs=$(grep -c '\] error: ' "$LOG" 2>/dev/null); errs=${errs:-0}
     if [ "$RC" = 0 ]; then
         grep -q '^TPM-OK' "$BUNDLE/out" && grep -q '^DEV /dev/tpm0 c' "$BUNDLE/out" ||
             { why "'$rt run' exited 0 but the TPM did not work inside: $(tail -n 3 "$BUNDLE/out" | tr '\n' ' ')"; return 1; }
     else
-        # a refusal is fine when it is the runtime's or one clear hook error, and nothing is left
         grep -q 'setup took' "$LOG" 2>/dev/null && grep -q '^TPM-OK' "$BUNDLE/out" &&
             { why "TPM worked but '$rt run' exited $RC"; return 1; }
-        if grep -q '\] error: ' "$LOG" 2>/dev/null; then
-            [ "$(grep -c '\] error: ' "$LOG")" = 1 ] || { why "the hook logged $(grep -c '\] error: ' "$LOG") error lines"; return 1; }
+        if [ "$errs" -gt 0 ]; then   # refused by the hook: one clear error line
+            [ "$errs" = 1 ] || { why "the hook logged $errs error lines"; return 1; }
             note "hook refused: $(grep '\] error: ' "$LOG" | sed 's/^.*\] error: //' | head -c 250)"
-        else
-            note "refused by $rt itself (the hook did not run or did not fail): $(tail -n 2 "$BUNDLE/err" | head -c 250 | tr '\n' '|')"
+        elif grep -qi 'hook' "$BUNDLE/err"; then   # a hook crash, kill or time-out: no refusal
+            why "'$rt run' failed at the hook, which logged no error (crashed or hung?): $(tail -n 2 "$BUNDLE/err" | head -c 300 | tr '\n' '|')"; return 1
+        elif grep -q 'setup took' "$LOG" 2>/dev/null; then   # the hook's work done, then the runtime's own error
+            note "the hook's setup finished; $rt failed the container after it: $(tail -n 1 "$BUNDLE/err" | head -c 250)"
+        elif [ -s "$LOG" ]; then
+            why "'$rt run' failed; the hook ran ($(wc -l < "$LOG") log lines) but neither finished nor logged an error: $(grep -v 'vtpm-emu\|vtpm-keep' "$LOG" | tail -n 1 | head -c 200)"; return 1
+        elif ! grep -q . "$BUNDLE/err"; then
+            why "'$rt run' exited $RC without a word"; return 1
+        else   # the runtime stopped before its hooks: the hook never ran, nothing to prove of it
+            note "refused by $rt itself before the hook ran (no hook log): $(tail -n 2 "$BUNDLE/err" | head -c 250 | tr '\n' '|')"
         fi
     fi
+    # what the hook does with the image's entries: replaces a symlink, file or fifo with its
+    # node (never writing through), refuses a directory
+    case $c in
+        tpm0-symlink|tpm0-file|tpm0-fifo)
+            [ "$RC" = 0 ] || { why "'$rt run' exited $RC: the hook should have replaced the image's /dev/tpm0 ($c)"; return 1; }
+            [ -c "$r/dev/tpm0" ] && [ -c "$r/dev/tpmrm0" ] ||
+                { why "the image's /dev/tpm0 and /dev/tpmrm0 are not the hook's nodes now: $(ls -la "$r"/dev/tpm* 2>&1 | tr '\n' ';')"; return 1; }
+            note "the image's $c entries replaced by the hook's nodes: $(stat -c '%n %F %t:%T' "$r/dev/tpm0" "$r/dev/tpmrm0" | tr '\n' ';')" ;;
+        tpm0-dir)
+            [ "$RC" != 0 ] && [ "$(grep '\] error: ' "$LOG" | sed 's/^.*\] error: //')" = "the container's /dev/tpm0 is a directory; refusing to replace it" ] ||
+                { why "wanted the hook's refusal of the image's directory /dev/tpm0: exit $RC, $(grep '\] error: ' "$LOG" | head -c 200)"; return 1; }
+            [ -f "$r/dev/tpm0/sub/f" ] || { why "the image's directory /dev/tpm0 was changed"; return 1; } ;;
+    esac
     timeout 60 "$rt" delete -f "$id" > /dev/null 2>&1
     settle
     expect_clean "$id" "'$rt run' ($c)" || return 1
     check_host_fixtures "$rt" || return 1
-    [ -z "$(find "$r" -xdev \( -type c -o -type b \) 2>/dev/null)" ] ||
-        { why "device nodes in the rootfs on the host side: $(find "$r" -xdev \( -type c -o -type b \) | tr '\n' ' ')"; return 1; }
-    check_dev_snapshot "$before" || return 1
+    # device nodes in the rootfs, as the host sees it: none (with no /dev tmpfs, the image's
+    # /dev is the container's: the runtime's and the hook's nodes are there, and only there)
+    n=$(find "$r" -xdev \( -type c -o -type b \) ${nodev:+-not -path "$r/dev/*"} 2>/dev/null)
+    [ -z "$n" ] || { why "device nodes in the rootfs on the host side: $(tr '\n' ' ' <<< "$n")"; return 1; }
+    if [ -n "$nodev" ]; then check_dev_snapshot "$before" "$r/dev" || return 1
+    else check_dev_snapshot "$before" || return 1; fi
 }
 
 # ---------------------------------------------------------------- load
@@ -275,7 +306,10 @@ leak_report() {   # prints what is leaked ("" when nothing)
     e=$(live_keepers | wc -l); [ "$e" = 0 ] || out+="$e vtpm-keep alive; "
     c=$(tpm_chips); [ -z "$c" ] || out+="chips: $(echo "$c" | wc -w); "
     [ -z "$(run_records)" ] || out+="run records: $(run_records | head -n 3 | tr '\n' ' ')($(run_records | wc -l)); "
-    st=$("$HOOK" --run-root "$RUN_ROOT" status 2>&1 | tail -n +2)
+    e=$(proxy_holders | wc -l); [ "$e" = 0 ] || out+="$e process(es) holding a vTPM proxy fd; "
+    # (a failed status is no empty table)
+    st=$(timeout 20 "$HOOK" --run-root "$RUN_ROOT" status 2>&1) || out+="'vtpm-hook status' failed: $(head -c 200 <<< "$st" | tr '\n' ';'); "
+    st=$(tail -n +2 <<< "$st")
     [ -z "$st" ] || out+="status lists: $(echo "$st" | head -c 200 | tr '\n' ';'); "
     # POSIX locks on any state dir's .lock (matched by inode)
     locks=""

@@ -57,9 +57,44 @@ live_named() {
         [ "${rest%% *}" = Z ] || echo "${f//[^0-9]/}"
     done
 }
+# alive PID: a live process (a zombie is not)
+alive() { local st; [ -n "$1" ] && { read -r st < "/proc/$1/stat"; } 2>/dev/null || return 1; st=${st##*) }; [ "${st%% *}" != Z ]; }
 live_emulators() { live_named vtpm-emu; }
 # keepers: one per container, holding its device numbers until its cgroup is empty
 live_keepers() { live_named vtpm-keep; }
+
+# proxy_holders: pids of the processes that hold a vTPM proxy server fd (anon_inode:[vtpms]),
+# whatever they call themselves: emulators and keepers (one find, no process per /proc entry)
+proxy_holders() {
+    find /proc/[0-9]*/fd -maxdepth 1 -lname 'anon_inode:\[vtpms\]' 2>/dev/null |
+        sed 's,^/proc/\([0-9]*\)/.*,\1,' | sort -u
+}
+# keepers_of EMU: the keeper of the emulator EMU, found by what it holds, not by its name: a
+# process other than EMU holding a proxy server fd and a pidfd of EMU (fdinfo "Pid: EMU")
+keepers_of() {
+    local emu=$1 p f k v
+    for p in $(proxy_holders); do
+        [ "$p" = "$emu" ] && continue
+        while read -r f; do
+            while read -r k v; do
+                [ "$k" = Pid: ] && [ "$v" = "$emu" ] && { echo "$p"; break 2; }
+            done < "/proc/$p/fdinfo/${f##*/}" 2>/dev/null
+        done < <(find "/proc/$p/fd" -maxdepth 1 -lname 'anon_inode:\[pidfd\]' 2>/dev/null)
+    done
+}
+# expect_keeper EMU WHAT: exactly one keeper of EMU, and it is what live_keepers sees (the
+# name-based absence checks look for it by name); sets KEEPER
+# shellcheck disable=SC2034  # (KEEPER is for the caller)
+expect_keeper() {
+    local emu=$1 ctx=$2 k
+    [ -n "$emu" ] || { why "no emulator to find the keeper of ($ctx)"; return 1; }
+    k=$(keepers_of "$emu")
+    [ -n "$k" ] && [ "$(wc -w <<< "$k")" = 1 ] ||
+        { why "wanted one keeper of emulator $emu (a process holding a [vtpms] fd and a pidfd of it) $ctx, found '${k//$'\n'/ }' (proxy fd holders: $(proxy_holders | tr '\n' ' '))"; return 1; }
+    grep -qx "$k" <<< "$(live_keepers)" ||
+        { why "the keeper $k of emulator $emu is not named vtpm-keep ($(cat "/proc/$k/comm" 2>/dev/null)): the name-based checks miss it"; return 1; }
+    KEEPER=$k
+}
 
 tpm_chips() {
     local c out=""
@@ -88,6 +123,9 @@ leftovers() {
     [ -n "$e" ] && out+="vtpm-emu process(es) alive: ${e% }; "
     e=$(live_keepers | tr '\n' ' ')
     [ -n "$e" ] && out+="vtpm-keep process(es) alive: ${e% }; "
+    # whatever its name: a process still holding a proxy server fd keeps a device number taken
+    e=$(proxy_holders | tr '\n' ' ')
+    [ -n "$e" ] && out+="process(es) holding a vTPM proxy fd: ${e% }; "
     c=$(tpm_chips)
     [ -n "$c" ] && out+="/sys/class/tpm has: $c; "
     [ -n "$id" ] && [ -e "$RUN_ROOT/$id.json" ] && out+="run record $RUN_ROOT/$id.json exists; "
@@ -118,11 +156,11 @@ expect_clean() {
 # force everything back to a clean slate (used between and after scenarios)
 force_clean() {
     local p t0
-    [ -z "$(live_emulators)$(live_keepers)$(tpm_chips)" ] || {
+    [ -z "$(live_emulators)$(live_keepers)$(tpm_chips)$(proxy_holders)" ] || {
         for p in $(live_emulators); do kill -TERM "$p" 2>/dev/null; done
         t0=$(now_ms)
         while [ -n "$(live_emulators)" ] && [ $(( $(now_ms) - t0 )) -lt 5000 ]; do sleep 0.1; done
-        for p in $(live_emulators) $(live_keepers); do kill -KILL "$p" 2>/dev/null; done
+        for p in $(live_emulators) $(live_keepers) $(proxy_holders); do kill -KILL "$p" 2>/dev/null; done
         while [ -n "$(tpm_chips)" ] && [ $(( $(now_ms) - t0 )) -lt 10000 ]; do sleep 0.1; done
     }
     rm -f "$RUN_ROOT"/*.json

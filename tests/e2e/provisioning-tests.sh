@@ -179,7 +179,8 @@ t_certs() {
     note "$(grep -m1 '^SUBJECT rsa' "$BUNDLE/out" | cut -c1-200)"
     note "$(grep '^PERSISTENT' "$BUNDLE/out"); tpm2_createek ms: $(sed -n 's/^CREATEEK-MS //p' "$BUNDLE/out" | tr '\n' ' ')"
     note "CA: $(openssl x509 -in "$ca/cert.pem" -noout -subject) key $(openssl pkey -in "$ca/key.pem" -noout -text 2>/dev/null | head -n1)"
-    grep -q 'EKs and EK certificates created' "$LOG" || note "NOTE: no 'EKs and EK certificates created' line in the hook log"
+    # (without this line on the first run, the second run's "not made again" would be vacuous)
+    grep -q 'EKs and EK certificates created' "$LOG" || { why "no 'EKs and EK certificates created' line in the hook log of the first run"; return 1; }
     expect_clean "$id" "'runc run' (createCerts) returned" || return 1
 
     # a second container with the same state: certificates are still there, not re-made
@@ -340,7 +341,7 @@ echo \"NV \$(cat /tmp/r)\"" || return 1
     want=$E2E_WORK/enc-control.data; printf '%s' "$ENC_DATA" > "$want"
     timeout 60 tpm2_nvdefine -T "cmd:exec $HOOK emulate --state-dir $plain" 0x1500020 -C o -s 32 -a 'ownerread|ownerwrite' > /dev/null 2>> "$err" &&
         timeout 60 tpm2_nvwrite -T "cmd:exec $HOOK emulate --state-dir $plain" 0x1500020 -C o -i "$want" 2>> "$err" ||
-        { note "NOTE: control (unencrypted NV write via emulate) failed: $(tail -n 2 "$err" | tr '\n' ' ')"; return 0; }
+        { why "control (unencrypted NV write via emulate) failed, so the plaintext check proves nothing: $(tail -n 2 "$err" | tr '\n' ' ')"; return 1; }
     n=$(cat "$plain"/tpm2-00.* | grep -caF "$ENC_DATA")
     note "control: the unencrypted state files contain the NV data $n time(s)"
     [ "$n" -ge 1 ] || { why "control failed: the plaintext is not found even in an unencrypted state, so the check proves nothing"; return 1; }
@@ -410,7 +411,8 @@ t_status() {
     expect_clean "$id" "'runc delete -f'" || return 1
     j=$(timeout 20 "$HOOK" --run-root "$RUN_ROOT" status --json) || { why "'status --json' after delete failed"; return 1; }
     [ "$(jq length <<< "$j")" = 0 ] || { why "'status --json' after delete: $j"; return 1; }
-    n=$(timeout 20 "$HOOK" --run-root "$RUN_ROOT" status | tail -n +2 | grep -c .)
+    timeout 20 "$HOOK" --run-root "$RUN_ROOT" status > "$out" 2>&1 || { why "'vtpm-hook status' after delete failed: $(head -c 300 "$out")"; return 1; }
+    n=$(tail -n +2 "$out" | grep -c .)
     [ "$n" = 0 ] || { why "'status' after delete has $n rows"; return 1; }
 }
 
@@ -608,6 +610,9 @@ t_k8s_identity() {
     make_bundle runc k8s-bad "" "echo CONTAINER-RAN" ".annotations += $(cri cri-o shop ../x postgres)" || return 1
     container_run runc k8s-bad || return 1
     [ "$RC" != 0 ] && ! grep -q CONTAINER-RAN "$BUNDLE/out" || { why "a pod named '../x' started"; return 1; }
+    [ "$(grep -c '\] error: ' "$LOG")" = 1 ] &&
+        [ "$(grep '\] error: ' "$LOG" | sed 's/^.*\] error: //')" = 'annotation io.kubernetes.pod.name is not a Kubernetes name: "../x"' ] ||
+        { why "the pod named '../x' failed for another reason: $(grep '\] error: ' "$LOG" | head -c 300)"; return 1; }
     expect_clean k8s-bad "the refused start" || return 1
     # gc: the pods' states are default state too
     out=$(timeout 60 "$HOOK" --state-root "$STATE_ROOT" --run-root "$RUN_ROOT" gc --unused-for 0 --dry-run) ||

@@ -11,6 +11,8 @@ at_exit 'rm -rf "$TMP"'
 # exec: the TCTI signals its direct child; let that be the emulator, not a shell.
 tcti() { echo "cmd:exec $HOOK emulate --state-dir $1${2:+ --tpm-version $2}"; }
 t() { timeout 30 "$@"; }
+# refused RC: a refusal in time (non-zero, and not the time-out's 124/137)
+refused() { [ "$1" != 0 ] && [ "$1" != 124 ] && [ "$1" != 137 ]; }
 
 D=$TMP/tpm2
 out=$(t tpm2_getrandom -T "$(tcti "$D")" --hex 8 2>&1)
@@ -32,10 +34,13 @@ t tpm2_nvdefine -T "$(tcti "$D")" 0x1500016 -C o -s "$n" -a "ownerread|ownerwrit
 out=$(t tpm2_nvread -T "$(tcti "$D")" 0x1500016 -C o -s "$n" 2>&1)
 [[ $out == "$(cat "$TMP/nvdata")" ]] && pass "nvread in a later run" || fail "nvread in a later run" "$out"
 
-# A second state dir is a different TPM: the NV index is not there.
-if t tpm2_nvread -T "$(tcti "$TMP/other")" 0x1500016 -C o -s "$n" >/dev/null 2>&1; then
-  fail "separate state" "NV index visible in another state dir"
-else pass "separate state"; fi
+# A second state dir is a different TPM: the NV index is not there (TPM_RC_HANDLE of handle 1,
+# 0x18B, from NV_ReadPublic), not merely a failure.
+t tpm2_nvread -T "$(tcti "$TMP/other")" 0x1500016 -C o -s "$n" > "$TMP/out" 2>&1
+rc=$?
+if [ "$rc" = 0 ]; then fail "separate state" "NV index visible in another state dir"
+elif refused "$rc" && grep -q 'Esys_TR_FromTPMPublic(0x18B)' "$TMP/out"; then pass "separate state (TPM_RC_HANDLE)"
+else fail "separate state" "exit $rc, not TPM_RC_HANDLE: $(tr '\n' '|' < "$TMP/out" | cut -c1-300)"; fi
 
 # TPM 1.2 through the same path: TPM_GetCapability(TPM_CAP_VERSION_VAL).
 resp=$(printf '\x00\xc1\x00\x00\x00\x12\x00\x00\x00\x65\x00\x00\x00\x1a\x00\x00\x00\x00' |
@@ -43,9 +48,15 @@ resp=$(printf '\x00\xc1\x00\x00\x00\x12\x00\x00\x00\x65\x00\x00\x00\x1a\x00\x00\
 [[ $resp == 00c4*00000000* && ${resp:12:8} == 00000000 ]] && pass "TPM 1.2 GetCapability" || fail "TPM 1.2 GetCapability" "$resp"
 [ -f "$TMP/tpm12/tpm-00.permall" ] && pass "TPM 1.2 state file" || fail "TPM 1.2 state file" "$(ls -la "$TMP/tpm12")"
 
-# A malformed stream gets an error response and a non-zero exit; state stays loadable.
-printf '\x80\x01\x00\x01\x00\x00\x00\x00\x01\x7b' | t "$HOOK" emulate --state-dir "$D" >/dev/null 2>&1 &&
-  fail "bad size" "exit 0" || pass "bad size rejected"
+# A malformed stream (a size of 65536) gets TPM_RC_COMMAND_SIZE (0x142), one error line and a
+# non-zero exit; state stays loadable.
+printf '\x80\x01\x00\x01\x00\x00\x00\x00\x01\x7b' | t "$HOOK" emulate --state-dir "$D" > "$TMP/resp" 2> "$TMP/err"
+rc=$?
+resp=$(od -An -tx1 < "$TMP/resp" | tr -d ' \n')
+if refused "$rc" && [ "$resp" = 80010000000a00000142 ] &&
+   [ "$(cat "$TMP/err")" = "vtpm-hook: error: TPM command size 65536 is out of range" ]; then
+  pass "bad size rejected (TPM_RC_COMMAND_SIZE)"
+else fail "bad size" "exit $rc, answer '$resp', stderr: $(tr '\n' '|' < "$TMP/err")"; fi
 out=$(t tpm2_nvread -T "$(tcti "$D")" 0x1500016 -C o -s "$n" 2>&1)
 [[ $out == "$(cat "$TMP/nvdata")" ]] && pass "state intact after bad client" || fail "state intact" "$out"
 
@@ -115,20 +126,29 @@ if [ -n "$BROKEN_SHA256" ]; then
   t tpm2_pcrextend -T "cmd:exec $HOOK emulate --state-dir $TMP/broken" "16:sha256=$(printf '%064x' 7)" > /dev/null 2>&1 &&
     pass "broken SHA-256: the state is whole (works again without the shim)" ||
     fail "broken SHA-256" "the TPM does not work again without the shim"
-  if t tpm2_selftest -f -T "$broken" > "$TMP/out" 2>&1; then fail "broken SHA-256: full self-test" "passed"
-  else pass "broken SHA-256: the full self-test fails"; fi
+  t tpm2_selftest -f -T "$broken" > "$TMP/out" 2>&1
+  rc=$?
+  if [ "$rc" = 0 ]; then fail "broken SHA-256: full self-test" "passed"
+  elif refused "$rc" && grep -q 'failure mode' "$TMP/out"; then pass "broken SHA-256: the full self-test fails (failure mode)"
+  else fail "broken SHA-256: full self-test" "exit $rc, not the TPM's failure mode: $(tr '\n' '|' < "$TMP/out" | cut -c1-300)"; fi
 else
   echo "SKIP: the broken-SHA-256 checks (no shim given)"
 fi
 
 # Options that cannot go together are refused, not silently resolved (setup refuses them too).
 head -c 32 /dev/urandom > "$TMP/key"; echo pw > "$TMP/pw"; chmod 600 "$TMP/key" "$TMP/pw"
-for args in "--key-file $TMP/key --password-file $TMP/pw" "--tpm-version 1.2 --create-certs" \
-            "--tpm-version 1.2 --pcr-banks sha1" "--tpm-version 1.2 --close-platform" \
-            "--no-startup --close-platform"; do
+# ARGS|the first stderr line: the refusal names the conflict
+for c in "--key-file $TMP/key --password-file $TMP/pw|--key-file excludes --password-file" \
+         "--tpm-version 1.2 --create-certs|vtpm-hook: error: --create-certs and --pcr-banks need --tpm-version 2" \
+         "--tpm-version 1.2 --pcr-banks sha1|vtpm-hook: error: --create-certs and --pcr-banks need --tpm-version 2" \
+         "--tpm-version 1.2 --close-platform|vtpm-hook: error: --close-platform needs --tpm-version 2 and Startup" \
+         "--no-startup --close-platform|vtpm-hook: error: --close-platform needs --tpm-version 2 and Startup"; do
+  args=${c%%|*}
   # shellcheck disable=SC2086  # the words are the options
-  if out=$(t "$HOOK" emulate --state-dir "$TMP/conflict" $args < /dev/null 2>&1); then
-    fail "emulate $args" "accepted"
+  out=$(t "$HOOK" emulate --state-dir "$TMP/conflict" $args < /dev/null 2>&1)
+  rc=$?
+  if [ "$rc" = 0 ]; then fail "emulate $args" "accepted"
+  elif ! refused "$rc" || [ "${out%%$'\n'*}" != "${c#*|}" ]; then fail "emulate $args" "exit $rc, not '${c#*|}': $out"
   elif [ -e "$TMP/conflict" ]; then fail "emulate $args" "left $TMP/conflict behind"
   else pass "emulate $args refused: ${out%%$'\n'*}"; fi
 done

@@ -9,7 +9,8 @@
 #
 # Environment: FUZZ_SECONDS (per target, default 60), FUZZ_BUILD_DIR (default <repo>/build-fuzz).
 # Crash inputs are kept in <build>/fuzz-artifacts/<target>/. Prints the executions run per
-# target; exits non-zero when a target crashed, leaked, timed out or ran out of memory.
+# target; exits non-zero when a target crashed, leaked, timed out, ran out of memory or ran no
+# input at all.
 set -uo pipefail
 
 here=$(cd "$(dirname "$0")" && pwd)
@@ -38,8 +39,9 @@ CC=clang CXX=clang++ cmake -S "$repo" -B "$build" -G Ninja -DVTPM_FUZZ=ON \
 grep -q "^CMAKE_CXX_COMPILER:.*clang" "$build/CMakeCache.txt" ||
   die "$build was configured with another compiler; remove it"
 echo "== building $(printf "%s\n" "${binaries[@]}" | sort -u | tr "\n" " ")"
-mapfile -t targets < <(printf '%s\n' "${binaries[@]}" | sort -u)
-cmake --build "$build" --target "${targets[@]}" || die "build failed"
+# (the binaries, once each; the targets stay as given: fuzz_command_path_tpm12 shares a binary)
+mapfile -t build_targets < <(printf '%s\n' "${binaries[@]}" | sort -u)
+cmake --build "$build" --target "${build_targets[@]}" || die "build failed"
 
 work=$(mktemp -d /tmp/vtpm-fuzz-run.XXXXXX)
 at_exit 'rm -rf "$work"'
@@ -73,6 +75,11 @@ for t in "${targets[@]}"; do
     grep -v -e '^#[0-9]' "$log" | tail -40
     ls "$artifacts" | sed 's/^/  artifact: /'
     summary+=("$t: FAIL, $execs executions")
+  elif ! [[ $execs =~ ^[0-9]+$ ]] || [ "$execs" -eq 0 ]; then
+    # no input run (a fuzzer that exits at once, a changed stats line): nothing was fuzzed
+    fail "$t" "no executions counted (number_of_executed_units: $execs); last lines of $log:"
+    grep -v -e '^#[0-9]' "$log" | tail -20
+    summary+=("$t: FAIL, no executions")
   else
     pass "$t: $execs executions in ${secs}s"
     summary+=("$t: $execs executions")

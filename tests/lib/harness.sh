@@ -6,7 +6,11 @@
 #   fatal WHY               the environment is unusable (not a test result): "ERROR: WHY",
 #                           the summary line, exit 2
 #   finish                  the summary line "N passed, M failed"; exit 0 when none failed, 1
-#                           otherwise
+#                           otherwise; 1 too when no check ran at all (a renamed scenario, a
+#                           selection that matches nothing): nothing was proven. Under
+#                           HARNESS_TALLY=FILE (guest-suite.sh: one suite of several scripts)
+#                           it appends "PASSED FAILED" to FILE instead, and the suite fails
+#                           when none of its scripts ran a check
 #   at_exit CMD             run CMD (eval'd) when the suite exits, after the earlier ones; $? is
 #                           the suite's exit status there (which CMD cannot change)
 #   now_ms                  wall-clock milliseconds (no process spawned: under TCG each costs)
@@ -32,6 +36,11 @@ fail() { FAILED=$((FAILED + 1)); echo "FAIL: $1${2:+: $2}"; }
 fatal() { echo "ERROR: $*"; echo "$PASSED passed, $FAILED failed (environment unusable)"; exit 2; }
 finish() {
     echo "$PASSED passed, $FAILED failed"
+    if [ -n "${HARNESS_TALLY:-}" ]; then
+        echo "$PASSED $FAILED" >> "$HARNESS_TALLY"
+    elif [ $((PASSED + FAILED)) = 0 ]; then
+        echo "FAIL: no check ran (nothing selected, or every scenario renamed)"; exit 1
+    fi
     [ "$FAILED" = 0 ] && exit 0
     exit 1
 }
