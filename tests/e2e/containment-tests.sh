@@ -29,6 +29,7 @@ E2E_WORK=/run/vtpm-cont
 HOOK=${1:-${VTPM_HOOK:-$ROOT/build/vtpm-hook}}
 ONLY=${CONT_ONLY:-.}
 preflight runc crun jq stat readlink setpriv udevadm python3
+echo "# $(runc --version | head -n1), $(crun --version | head -n1), hook $HOOK"
 rm -rf "$E2E_WORK"
 mkdir -p "$STATE_ROOT" "$RUN_ROOT" "$LOG_DIR" "$BUNDLES"
 EMU_UID=$(id -u vtpm-hook 2>/dev/null) || fatal "no user vtpm-hook (scripts/install-deps.sh creates it)"
