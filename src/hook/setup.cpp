@@ -26,6 +26,7 @@
 #include "state/state_dir.h"
 #include "state/state_store.h"
 #include "state/swtpm_blob.h"
+#include "tpm/ca_signer.h"
 #include "tpm/local_ca.h"
 #include "tpm/provision.h"
 #include "tpm/tpm_engine.h"
@@ -86,24 +87,37 @@ void recover_leftovers(const HookOptions& opts, const std::string& id,
 
 std::string dev_name(const char* base, unsigned index) { return base + std::to_string(index); }
 
-// createCerts on a new TPM: manufactured, EKs and certificates made, in a child of its own, so
-// that the CA's private key is never in the hook's memory, and so never in any emulator's.
+std::string empty_dir(const std::string& run_root);
+
+// createCerts on a new TPM: manufactured, EKs and certificates made. The CA's private key is
+// only ever in the signer, a child that loads it itself (never the hook, so never an emulator),
+// keeps no fd but its socket, and is confined like an emulator before it takes a request. The
+// provisioning child, which runs libtpms, is confined before it touches the state, holds only
+// the socket to the signer, and refuses state that appeared after the check below.
 void provision_certificates(int dir_fd, const VtpmSpec& spec,
                             const std::optional<Credentials>& run_as, const HookOptions& opts,
                             const std::string& id) {
   if (::faccessat(dir_fd, state_file_name(spec.version, TPM_PERMANENT_ALL_NAME).c_str(), F_OK,
                   AT_SYMLINK_NOFOLLOW) == 0)
     return;  // manufactured before: its certificates are in its NV
+  const std::string root = empty_dir(opts.run_root);
+  const CaSigner signer = with_context("createCerts for " + spec.state_path, [&] {
+    return CaSigner::start(opts.ca_key, opts.ca_cert, "vtpm-hook EK " + id, [&] {
+      UniqueFd empty(::open(root.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+      if (!empty) throw sys_error("open " + root);
+      confine_to_dir(empty.get());
+      enter_emulator_sandbox();
+    });
+  });
   run_in_child(
       [&] {
-        const LocalCa ca = load_or_create_ca(opts.ca_key, opts.ca_cert);
         UniqueFd dir(::fcntl(dir_fd, F_DUPFD_CLOEXEC, 3));
         if (!dir) throw sys_error("dup state dir fd");
         const StateStore store = open_confined_state(std::move(dir), spec.state_path, spec.version,
                                                      load_state_key(spec), run_as);
-        TpmEngine engine(store);
-        if (!spec.pcr_banks.empty()) apply_pcr_banks(engine, spec.pcr_banks);
-        create_ek_certificates(engine, ca, "vtpm-hook EK " + id, store);
+        provision_new_tpm(store, spec.pcr_banks, [&](const EkPublic& ek) {
+          return request_ek_certificate(signer.fd(), ek);
+        });
       },
       "createCerts for " + spec.state_path);
 }

@@ -129,6 +129,8 @@ LocalCa read_ca(const std::string& key_file, const std::string& cert_file) {
   return ca;
 }
 
+}  // namespace
+
 PkeyPtr ek_public_key(const EkPublic& ek) {
   std::unique_ptr<OSSL_PARAM_BLD, decltype(&OSSL_PARAM_BLD_free)> bld(OSSL_PARAM_BLD_new(),
                                                                       OSSL_PARAM_BLD_free);
@@ -158,8 +160,6 @@ PkeyPtr ek_public_key(const EkPublic& ek) {
     throw ssl_error("EK public key");
   return PkeyPtr(key, EVP_PKEY_free);
 }
-
-}  // namespace
 
 LocalCa load_or_create_ca(const std::string& key_file, const std::string& cert_file) {
   struct stat st {};

@@ -30,6 +30,9 @@ struct EkPublic {
   std::vector<uint8_t> x, y;     // ECC P-256
 };
 
+// The key as OpenSSL holds it. Throws Error when OpenSSL refuses it.
+PkeyPtr ek_public_key(const EkPublic& ek);
+
 // A DER EK certificate (TCG EK credential profile shape) for ek, signed by ca.
 std::vector<uint8_t> make_ek_certificate(const EkPublic& ek, const LocalCa& ca,
                                          const std::string& subject_id);

@@ -1,5 +1,6 @@
 #include "tpm/provision.h"
 
+#include <libtpms/tpm_nvfilename.h>
 #include <spdlog/fmt/ranges.h>
 #include <spdlog/spdlog.h>
 
@@ -10,6 +11,7 @@
 #include "common/error.h"
 #include "common/io_util.h"
 #include "common/pcr_banks.h"
+#include "state/swtpm_blob.h"
 #include "tpm/local_ca.h"
 #include "tpm/tpm_proto.h"
 
@@ -258,8 +260,7 @@ void write_certificate(TpmEngine& engine, uint32_t index, const std::vector<uint
 
 }  // namespace
 
-std::vector<EkCertificate> create_ek_certificates(TpmEngine& engine, const LocalCa& ca,
-                                                  const std::string& subject,
+std::vector<EkCertificate> create_ek_certificates(TpmEngine& engine, const EkSigner& sign,
                                                   const StateStore& store) {
   ensure_started(engine);
   std::vector<EkCertificate> out;
@@ -282,7 +283,7 @@ std::vector<EkCertificate> create_ek_certificates(TpmEngine& engine, const Local
     proto::put_u32(flush, handle);
     check_rc(engine.process(proto::command(proto::kTpm2StNoSessions, TPM2_CC_FlushContext, flush)),
              "TPM2_FlushContext");
-    auto der = make_ek_certificate(pub, ca, subject);
+    auto der = sign(pub);
     write_certificate(engine, k.nv_index, der);
     out.push_back({k, std::move(der)});
   }
@@ -298,6 +299,26 @@ std::vector<EkCertificate> create_ek_certificates(TpmEngine& engine, const Local
                     std::span(reinterpret_cast<const uint8_t*>(pem.data()), pem.size()),
                     store.dir() + "/" + kEkCertificatesFile);
   return out;
+}
+
+std::vector<EkCertificate> create_ek_certificates(TpmEngine& engine, const LocalCa& ca,
+                                                  const std::string& subject,
+                                                  const StateStore& store) {
+  return create_ek_certificates(
+      engine, [&](const EkPublic& ek) { return make_ek_certificate(ek, ca, subject); }, store);
+}
+
+std::vector<EkCertificate> provision_new_tpm(const StateStore& store,
+                                             const std::vector<std::string>& pcr_banks,
+                                             const EkSigner& sign) {
+  for (const char* name : {TPM_PERMANENT_ALL_NAME, TPM_VOLATILESTATE_NAME, TPM_SAVESTATE_NAME})
+    if (store.has(name))
+      throw Error("createCerts: state dir " + store.dir() + " already holds " +
+                  state_file_name(store.version(), name) +
+                  ", although setup found no TPM there; refusing to certify a TPM it did not make");
+  TpmEngine engine(store);
+  if (!pcr_banks.empty()) apply_pcr_banks(engine, pcr_banks);
+  return create_ek_certificates(engine, sign, store);
 }
 
 void save_state(TpmEngine& engine) {

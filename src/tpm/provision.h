@@ -1,6 +1,7 @@
 #pragma once
 // Makes a TPM what its container asked for, in-process, before it serves anyone.
 #include <cstdint>
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -10,6 +11,10 @@
 namespace vtpm {
 
 struct LocalCa;
+struct EkPublic;
+
+// A DER certificate for an EK's public key (ca_signer.h: the CA's key is in another process).
+using EkSigner = std::function<std::vector<uint8_t>(const EkPublic&)>;
 
 // Where the TCG EK Credential Profile puts each EK and its certificate (low range: RSA 2048
 // template L-1, ECC P-256 template L-2).
@@ -26,12 +31,25 @@ struct EkCertificate {
 };
 
 // Persistent EKs from the TCG EK templates (RSA 2048, ECC P-256) and their certificates,
-// signed by ca, in their NV indices, write-locked for good; a PEM copy in the state directory
+// made by sign, in their NV indices, write-locked for good; a PEM copy in the state directory
 // (kEkCertificatesFile). For a new TPM only. Leaves the TPM reset and waiting for Startup;
 // returns the certificates. Throws Error.
+std::vector<EkCertificate> create_ek_certificates(TpmEngine& engine, const EkSigner& sign,
+                                                  const StateStore& store);
+// The same, signed in this process by ca, with `subject` (the stdin/stdout emulator).
 std::vector<EkCertificate> create_ek_certificates(TpmEngine& engine, const LocalCa& ca,
                                                   const std::string& subject,
                                                   const StateStore& store);
+
+// createCerts: a new TPM manufactured in store, its PCR banks set (when pcr_banks is not
+// empty), its EKs and certificates made. Refuses (Error, nothing written) when store already
+// holds any TPM state (permall, volatilestate, savestate): such files are checked here, under
+// the store's lock, before libtpms reads a byte, because whoever can write the state dir (a
+// compromised emulator, the runAs user) could plant a TPM whose seeds they know and have the
+// CA certify its EKs, or state crafted to exploit libtpms's unmarshalling. Throws Error.
+std::vector<EkCertificate> provision_new_tpm(const StateStore& store,
+                                             const std::vector<std::string>& pcr_banks,
+                                             const EkSigner& sign);
 
 // Startup(CLEAR) and a full self-test (TPM 1.2: TPM_Startup(ST_CLEAR), ContinueSelfTest):
 // what the kernel would otherwise do, under its per-command timeouts, while registering.
