@@ -3,7 +3,10 @@
 #include <grp.h>
 #include <pwd.h>
 
+#include <filesystem>
+
 #include "common/error.h"
+#include "oci/policy.h"
 
 namespace vtpm {
 namespace {
@@ -13,6 +16,14 @@ bool parse_id(const std::string& s, unsigned long& out) {
     return false;
   out = std::stoul(s);
   return out < 0xffffffffUL;
+}
+
+// A key file names a secret of the host's: no link on its path, owned by root or by the user
+// the TPM's emulator runs as (who could read it anyway), never by another.
+SecretFileRules key_file_rules(const VtpmSpec& spec) {
+  SecretFileRules r{true, {0}};
+  if (spec.run_as) r.owners.push_back(resolve_user(*spec.run_as).uid);
+  return r;
 }
 
 }  // namespace
@@ -45,15 +56,31 @@ Credentials resolve_user(const std::string& spec) {
   return c;
 }
 
+RequestDefaults request_defaults(const HookOptions& opts) {
+  RequestDefaults d{opts.state_root,
+                    load_policy(opts.policy, opts.policy_required),
+                    {},
+                    opts.default_vtpm,
+                    opts.run_root};
+  for (const auto& f : {opts.ca_key, opts.ca_cert})
+    d.reserved.push_back(normal_path(std::filesystem::path(f).parent_path(), "--ca-key/--ca-cert"));
+  check_policy_roots(d.policy, {opts.state_root, opts.run_root, d.reserved},
+                     "policy file " + opts.policy);
+  return d;
+}
+
 void check_key_files(const VtpmSpec& spec) {
-  if (spec.key_file) open_secret_file(*spec.key_file, "state key file", kMaxKeyFileSize);
+  if (!spec.key_file && !spec.password_file) return;
+  const SecretFileRules rules = key_file_rules(spec);
+  if (spec.key_file) open_secret_file(*spec.key_file, "state key file", kMaxKeyFileSize, rules);
   if (spec.password_file)
-    open_secret_file(*spec.password_file, "password file", kMaxPasswordFileSize);
+    open_secret_file(*spec.password_file, "password file", kMaxPasswordFileSize, rules);
 }
 
 std::optional<StateKey> load_state_key(const VtpmSpec& spec) {
-  if (spec.key_file) return load_key_file(*spec.key_file, "binary", 256);
-  if (spec.password_file) return derive_key_from_password_file(*spec.password_file, 256, "pbkdf2");
+  if (spec.key_file) return load_key_file(*spec.key_file, "binary", 256, key_file_rules(spec));
+  if (spec.password_file)
+    return derive_key_from_password_file(*spec.password_file, 256, "pbkdf2", key_file_rules(spec));
   return std::nullopt;
 }
 

@@ -163,12 +163,7 @@ void run_setup(const std::string& state_json, const HookOptions& opts) {
   const auto t0 = std::chrono::steady_clock::now();
   const OciState state = parse_oci_state(state_json);
   const BundleConfig config = load_bundle_config(state.bundle);
-  RequestDefaults defaults{
-      opts.state_root, load_policy(opts.policy, opts.policy_required), {}, opts.default_vtpm};
-  for (const auto& f : {opts.ca_key, opts.ca_cert})
-    defaults.reserved.push_back(
-        normal_path(std::filesystem::path(f).parent_path(), "--ca-key/--ca-cert"));
-  const auto specs = resolve_vtpms(state, config, defaults);
+  const auto specs = resolve_vtpms(state, config, request_defaults(opts));
   if (specs.empty()) {
     spdlog::info("container {} asks for no vTPM", state.id);
     return;

@@ -44,6 +44,18 @@ std::vector<std::string> parse_wrapper_hook_options(const nlohmann::json& v,
   return args;
 }
 
+// "statePathRoots"/"keyFileRoots": absolute directories, not "/".
+std::vector<std::string> parse_roots(const nlohmann::json& v, const std::string& key,
+                                     const std::string& what) {
+  if (!v.is_array()) throw Error(what + ": \"" + key + "\" is not an array");
+  std::vector<std::string> out;
+  for (const auto& r : v) {
+    if (!r.is_string()) throw Error(what + ": \"" + key + "\" has a non-string entry");
+    out.push_back(normal_path(r.get<std::string>(), what + ": " + key));
+  }
+  return out;
+}
+
 }  // namespace
 
 void check_vtpm_choice(const VtpmChoice& c, const std::string& what) {
@@ -79,11 +91,9 @@ Policy parse_policy(std::string_view json_text, const std::string& what) {
   Policy p;
   for (const auto& [k, v] : doc.items()) {
     if (k == "statePathRoots") {
-      if (!v.is_array()) throw Error(what + ": \"statePathRoots\" is not an array");
-      for (const auto& r : v) {
-        if (!r.is_string()) throw Error(what + ": \"statePathRoots\" has a non-string entry");
-        p.state_path_roots.push_back(normal_path(r.get<std::string>(), what + ": statePathRoots"));
-      }
+      p.state_path_roots = parse_roots(v, k, what);
+    } else if (k == "keyFileRoots") {
+      p.key_file_roots = parse_roots(v, k, what);
     } else if (k == "annotationFields") {
       if (!v.is_array()) throw Error(what + ": \"annotationFields\" is not an array");
       p.annotation_fields.clear();
@@ -108,6 +118,10 @@ Policy parse_policy(std::string_view json_text, const std::string& what) {
         p.kubernetes_identity = KubernetesIdentity::CriO;
       else if (s != "off")
         throw Error(what + ": \"kubernetesIdentity\" must be \"containerd\", \"cri-o\" or \"off\"");
+    } else if (k == "kubernetesIdentityIncludesPodUid") {
+      if (!v.is_boolean())
+        throw Error(what + ": \"kubernetesIdentityIncludesPodUid\" is not a boolean");
+      p.kubernetes_pod_uid = v.get<bool>();
     } else if (k == "runtime") {
       if (!v.is_string()) throw Error(what + ": \"runtime\" is not a string");
       p.runtime = normal_path(v.get<std::string>(), what + ": \"runtime\"");
@@ -117,7 +131,51 @@ Policy parse_policy(std::string_view json_text, const std::string& what) {
       throw Error(what + ": unknown key \"" + k + "\"");
     }
   }
+  if (p.kubernetes_pod_uid && p.kubernetes_identity == KubernetesIdentity::Off)
+    throw Error(what + ": \"kubernetesIdentityIncludesPodUid\" needs \"kubernetesIdentity\"");
   return p;
+}
+
+namespace {
+
+// Absolute (against the working directory), lexically normal, no trailing '/'.
+std::string lexical_path(const std::string& p) {
+  std::string out = std::filesystem::absolute(p).lexically_normal().string();
+  while (out.size() > 1 && out.back() == '/') out.pop_back();
+  return out;
+}
+
+// The same through the symlinks that exist now (a root that is a link to /var/lib).
+std::string resolved_path(const std::string& p) {
+  std::error_code ec;
+  const auto r = std::filesystem::weakly_canonical(p, ec);
+  return ec ? lexical_path(p) : lexical_path(r.string());
+}
+
+}  // namespace
+
+void check_policy_roots(const Policy& p, const HookDirs& dirs, const std::string& what) {
+  std::vector<std::pair<std::string, std::string>> kept = {{"the state root", dirs.state_root},
+                                                           {"the run root", dirs.run_root}};
+  for (const auto& c : dirs.ca_dirs) kept.emplace_back("the CA's directory", c);
+  for (const auto& [key, roots] : {std::pair{"statePathRoots", &p.state_path_roots},
+                                   std::pair{"keyFileRoots", &p.key_file_roots}}) {
+    for (const auto& r : *roots) {
+      for (const auto& [name, dir] : kept) {
+        if (dir.empty()) continue;
+        std::string a = lexical_path(r), b = lexical_path(dir), how;
+        if (!paths_overlap(a, b)) {
+          a = resolved_path(r);
+          b = resolved_path(dir);
+          if (!paths_overlap(a, b)) continue;
+          how = " (through symlinks: " + a + " and " + b + ")";
+        }
+        const char* verb = a == b ? "is" : a.size() < b.size() ? "contains" : "lies in";
+        throw Error(what + ": \"" + key + "\" entry " + r + " " + verb + " " + name + " " + dir +
+                    how + ", which no annotation may reach; name a directory of its own");
+      }
+    }
+  }
 }
 
 Policy load_policy(const std::string& path, bool required) {

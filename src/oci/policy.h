@@ -44,7 +44,28 @@ struct Policy {
   // "/srv/tpm"}, from the policy's "wrapperHookOptions" (stateRoot, runRoot, logFile,
   // logLevel, caKey, caCert).
   std::vector<std::string> wrapper_hook_args;
+  // Directories beneath which an annotation's encryptionKeyFile or encryptionPasswordFile may
+  // lie ("keyFileRoots"); none by default. config.json's key files are not confined to them.
+  std::vector<std::string> key_file_roots = {};
+  // kubernetesIdentityIncludesPodUid: the pod's UID in the kubernetesIdentity key too, so that
+  // a new pod of the same name (or in a namespace created again) gets a new TPM; off keeps a
+  // StatefulSet pod's TPM when the pod is created again.
+  bool kubernetes_pod_uid = false;
 };
+
+// What the hook keeps for itself, out of every annotation's reach: the state root (every
+// container's default state, the CA's by default), the run root (run records) and the
+// directories of --ca-key and --ca-cert.
+struct HookDirs {
+  std::string state_root;
+  std::string run_root;
+  std::vector<std::string> ca_dirs;
+};
+
+// Refuses a policy whose statePathRoots or keyFileRoots overlap one of the hook's directories
+// (are it, contain it or lie in it), as written or as resolved through symlinks: annotations
+// could then name other tenants' state or the CA's key. Throws Error naming `what`.
+void check_policy_roots(const Policy& p, const HookDirs& dirs, const std::string& what);
 
 // Parses a policy document; unknown keys and field names are errors. Throws Error.
 Policy parse_policy(std::string_view json_text, const std::string& what);

@@ -1,5 +1,9 @@
 #include "oci/vtpm_request.h"
 
+#include <openssl/evp.h>
+#include <openssl/sha.h>
+
+#include <climits>
 #include <filesystem>
 #include <set>
 #include <sstream>
@@ -27,15 +31,49 @@ TpmVersion parse_version(const std::string& s, const std::string& what) {
   throw Error(what + ": \"vtpmVersion\" must be \"2\" or \"1.2\", not \"" + s + "\"");
 }
 
+struct DefaultKey {
+  std::string key;          // the container id, or <namespace>_<pod>_<container>[_<uid>]
+  bool kubernetes = false;  // under <state-root>/kubernetes (policy kubernetesIdentity)
+  bool sandbox = false;     // the pod's pause container: no TPM of its own
+};
+
+// "@tpm7", the longest suffix a later TPM's directory gets, fits beside a hashed name.
+static_assert(kMaxVtpms <= 10);
+static_assert(kKubernetesKeyPrefix + 1 + 2 * SHA256_DIGEST_LENGTH + sizeof "@tpm7" - 1 <= NAME_MAX);
+
+// A Kubernetes key's directory name: <name><suffix> while that fits in NAME_MAX, so every name
+// that worked before keeps its directory (and its TPM); a longer one (namespace, pod and
+// container names may reach 63+253+63) becomes <prefix>+<SHA-256 of the whole name><suffix>.
+// No Kubernetes name has a '+', so a hashed name is no other key's unhashed one; it is
+// container-id-shaped, so gc treats it like the others.
+std::string kubernetes_dir_name(const std::string& name, const std::string& suffix) {
+  if (name.size() + suffix.size() <= NAME_MAX) return name + suffix;
+  unsigned char md[EVP_MAX_MD_SIZE];
+  unsigned int md_len = 0;
+  if (EVP_Digest(name.data(), name.size(), md, &md_len, EVP_sha256(), nullptr) != 1)
+    throw Error("SHA-256 of the Kubernetes key " + name.substr(0, kKubernetesKeyPrefix) +
+                "... failed");
+  static constexpr char kHex[] = "0123456789abcdef";
+  std::string out = name.substr(0, kKubernetesKeyPrefix) + "+";
+  for (unsigned k = 0; k < md_len; ++k) {
+    out += kHex[md[k] >> 4];
+    out += kHex[md[k] & 0xf];
+  }
+  return out + suffix;
+}
+
 // Later TPMs sit beside the first one, never inside a directory its runAs user owns. Ids are
 // [A-Za-z0-9_.+-] (validate_container_id), so "<id>@tpm<i>" can be no other container's default.
-// `key` is the container id, or kubernetes/<namespace>_<pod>_<container> (default_state_key).
-std::string default_state_path(const RequestDefaults& d, const std::string& key, unsigned i) {
-  const std::string path = d.state_root + "/" + key + (i == 0 ? "" : "@tpm" + std::to_string(i));
-  bool reserved = i == 0 && key == kKubernetesStateDir;
+std::string default_state_path(const RequestDefaults& d, const DefaultKey& key, unsigned i) {
+  const std::string suffix = i == 0 ? "" : "@tpm" + std::to_string(i);
+  const std::string path = d.state_root + "/" +
+                           (key.kubernetes ? std::string(kKubernetesStateDir) + "/" +
+                                                 kubernetes_dir_name(key.key, suffix)
+                                           : key.key + suffix);
+  bool reserved = i == 0 && !key.kubernetes && key.key == kKubernetesStateDir;
   for (const auto& r : d.reserved) reserved |= path == r;
   if (reserved)
-    throw Error("container id \"" + key + "\" names " + path +
+    throw Error("container id \"" + key.key + "\" names " + path +
                 ", which the hook keeps for itself; give this container a statePath");
   return path;
 }
@@ -45,18 +83,22 @@ std::string default_state_path(const RequestDefaults& d, const std::string& key,
 // kubelet's labels last). The pod's infrastructure (pause) container gets no TPM: containerd
 // marks it with container-type "sandbox"; CRI-O names it "POD" (its ContainerType annotation
 // can be overwritten by a pod annotation there, the name cannot, and no container is "POD").
+// The pod's UID comes the same way: containerd's own sandbox-uid, the kubelet's label in CRI-O.
 struct CriKeys {
   const char* ns;
   const char* pod;
   const char* container;
+  const char* uid;
   const char* sandbox_key;
   const char* sandbox_value;
 };
 constexpr CriKeys kContainerdKeys{
     "io.kubernetes.cri.sandbox-namespace", "io.kubernetes.cri.sandbox-name",
-    "io.kubernetes.cri.container-name", "io.kubernetes.cri.container-type", "sandbox"};
-constexpr CriKeys kCrioKeys{"io.kubernetes.pod.namespace", "io.kubernetes.pod.name",
-                            "io.kubernetes.container.name", "io.kubernetes.container.name", "POD"};
+    "io.kubernetes.cri.container-name",    "io.kubernetes.cri.sandbox-uid",
+    "io.kubernetes.cri.container-type",    "sandbox"};
+constexpr CriKeys kCrioKeys{"io.kubernetes.pod.namespace",  "io.kubernetes.pod.name",
+                            "io.kubernetes.container.name", "io.kubernetes.pod.uid",
+                            "io.kubernetes.container.name", "POD"};
 
 // What the API server allows in these names (DNS-1123 labels, the pod's a subdomain): then
 // '_' cannot occur in them and <namespace>_<pod>_<container> names one container only.
@@ -67,11 +109,6 @@ void check_kubernetes_name(const std::string& v, size_t max, bool dots, const st
   if (!ok) throw Error("annotation " + what + " is not a Kubernetes name: \"" + v + "\"");
 }
 
-struct DefaultKey {
-  std::string key;       // beneath the state root
-  bool sandbox = false;  // the pod's pause container: no TPM of its own
-};
-
 DefaultKey default_state_key(const std::string& id, const std::map<std::string, std::string>& ann,
                              const Policy& policy) {
   if (policy.kubernetes_identity == KubernetesIdentity::Off) return {id};
@@ -81,18 +118,55 @@ DefaultKey default_state_key(const std::string& id, const std::map<std::string, 
     const auto it = ann.find(name);
     return it == ann.end() ? std::optional<std::string>() : it->second;
   };
-  if (get(k.sandbox_key) == k.sandbox_value) return {id, true};
+  if (get(k.sandbox_key) == k.sandbox_value) return {id, false, true};
   const auto ns = get(k.ns), pod = get(k.pod), container = get(k.container);
   if (!ns || !pod || !container) return {id};  // not a Kubernetes container
   check_kubernetes_name(*ns, 63, false, k.ns);
   check_kubernetes_name(*pod, 253, true, k.pod);
   check_kubernetes_name(*container, 63, false, k.container);
-  return {std::string(kKubernetesStateDir) + "/" + *ns + "_" + *pod + "_" + *container};
+  std::string key = *ns + "_" + *pod + "_" + *container;
+  if (policy.kubernetes_pod_uid) {
+    // A UUID from the API server, or a static pod's 32 hex digits: a DNS label's characters.
+    // Three '_' instead of two: no name-only key is ever equal to one with a UID.
+    const auto uid = get(k.uid);
+    if (!uid)
+      throw Error(std::string("annotation ") + k.uid +
+                  " is missing; the policy's kubernetesIdentityIncludesPodUid needs it");
+    check_kubernetes_name(*uid, 64, false, k.uid);
+    key += "_" + *uid;
+  }
+  return {key, true};
 }
 
 bool is_beneath(const std::string& path, const std::string& root) {
   return path.size() > root.size() && path.compare(0, root.size(), root) == 0 &&
          (root == "/" || path[root.size()] == '/');
+}
+
+// What no annotation's path may reach, named for errors: the state root (every container's
+// default state), the run root and the reserved (CA) directories.
+std::vector<std::pair<std::string, std::string>> kept_from_annotations(const RequestDefaults& d) {
+  std::vector<std::pair<std::string, std::string>> out;
+  const auto add = [&](const char* name, const std::string& p) {
+    if (p.empty()) return;
+    std::string n = std::filesystem::path(p).lexically_normal().string();
+    while (n.size() > 1 && n.back() == '/') n.pop_back();
+    out.emplace_back(name, n);
+  };
+  add("the state root", d.state_root);
+  add("the run root", d.run_root);
+  for (const auto& r : d.reserved) add("the CA's directory", r);
+  return out;
+}
+
+// An annotation's path may not be, contain or lie in one of them, whatever roots the policy
+// names (load refuses roots that overlap them; this holds for any Policy).
+void check_out_of_reach(const std::string& path, const std::string& field, const RequestDefaults& d,
+                        const std::string& what) {
+  for (const auto& [name, dir] : kept_from_annotations(d))
+    if (paths_overlap(path, dir))
+      throw Error(what + ": \"" + field + "\" " + path + " reaches " + name + " " + dir +
+                  ", which no annotation may reach");
 }
 
 // Config values end up in logs, status tables and paths: no control characters anywhere.
@@ -118,9 +192,10 @@ std::string allowed_root(const std::string& path, const RequestDefaults& d, bool
       continue;
     }
     for (const auto& k : d.reserved)
-      if (path == k || is_beneath(path, k) || is_beneath(k, path))
+      if (paths_overlap(path, k))
         throw Error(what + ": \"statePath\" " + path + " overlaps " + k +
                     ", which the hook keeps for itself");
+    if (by_annotation) check_out_of_reach(path, "statePath", d, what);
     return r;
   }
   throw Error(what + ": \"statePath\" " + path + " is not under an allowed state root (" +
@@ -128,7 +203,31 @@ std::string allowed_root(const std::string& path, const RequestDefaults& d, bool
               ")");
 }
 
+// encryptionKeyFile/encryptionPasswordFile: never in the state root, the run root or the CA's
+// directory (another tenant's key, the CA's key as a password), whoever names it; from an
+// annotation, only strictly beneath a policy keyFileRoots entry.
+std::string key_file_path(const std::string& value, const std::string& field,
+                          const RequestDefaults& d, bool by_annotation, const std::string& what) {
+  const std::string path = normal_path(value, what + ": \"" + field + "\"");
+  for (const auto& [name, dir] : kept_from_annotations(d))
+    if (path == dir || is_beneath(path, dir))
+      throw Error(what + ": \"" + field + "\" " + path + " lies in " + name + " " + dir +
+                  ", where no key file may be");
+  if (!by_annotation) return path;
+  std::string names;
+  for (const auto& r : d.policy.key_file_roots) {
+    if (is_beneath(path, r)) return path;
+    names += (names.empty() ? "" : ", ") + r;
+  }
+  throw Error(what + ": \"" + field + "\" " + path + " is not under a policy keyFileRoots entry (" +
+              (names.empty() ? "none" : names) + ")");
+}
+
 }  // namespace
+
+bool paths_overlap(const std::string& a, const std::string& b) {
+  return a == b || is_beneath(a, b) || is_beneath(b, a);
+}
 
 const std::set<std::string>& vtpm_fields() {
   static const std::set<std::string> fields = {
@@ -169,7 +268,7 @@ void check_run_as(const std::string& user, const std::string& what) {
     throw Error(what + ": \"runAs\" is not a user name or uid[:gid]");
 }
 
-VtpmSpec parse_entry(const nlohmann::json& e, unsigned i, const std::string& key,
+VtpmSpec parse_entry(const nlohmann::json& e, unsigned i, const DefaultKey& key,
                      const RequestDefaults& d, bool by_annotation, const std::string& what) {
   if (!e.is_object()) throw Error(what + " is not an object");
   for (const auto& [k, v] : e.items()) {
@@ -202,9 +301,9 @@ VtpmSpec parse_entry(const nlohmann::json& e, unsigned i, const std::string& key
     s.run_as = *u;
   }
   if (auto k = optional_string(e, "encryptionKeyFile", what))
-    s.key_file = normal_path(*k, what + ": \"encryptionKeyFile\"");
+    s.key_file = key_file_path(*k, "encryptionKeyFile", d, by_annotation, what);
   if (auto k = optional_string(e, "encryptionPasswordFile", what))
-    s.password_file = normal_path(*k, what + ": \"encryptionPasswordFile\"");
+    s.password_file = key_file_path(*k, "encryptionPasswordFile", d, by_annotation, what);
   if (s.key_file && s.password_file)
     throw Error(what + ": give \"encryptionKeyFile\" or \"encryptionPasswordFile\", not both");
   check_vtpm_choice({s.version, s.pcr_banks, s.create_certs}, what);
@@ -280,7 +379,7 @@ std::vector<VtpmSpec> resolve_vtpms(const OciState& state, const BundleConfig& c
   } else {
     if (key.sandbox) return {};  // the pause container: the pod's containers get the TPMs
     VtpmSpec s;
-    s.state_path = default_state_path(defaults, key.key, 0);
+    s.state_path = default_state_path(defaults, key, 0);
     s.state_root = defaults.state_root;
     s.version = defaults.vtpm.version;
     s.pcr_banks = defaults.vtpm.pcr_banks;
@@ -295,7 +394,7 @@ std::vector<VtpmSpec> resolve_vtpms(const OciState& state, const BundleConfig& c
   std::set<std::string> paths;
   for (unsigned i = 0; i < arr.size(); ++i) {
     const std::string entry = what + "[" + std::to_string(i) + "]";
-    auto s = parse_entry(arr[i], i, key.key, defaults, !config.vtpms, entry);
+    auto s = parse_entry(arr[i], i, key, defaults, !config.vtpms, entry);
     if (!paths.insert(s.state_path).second)
       throw Error(entry + ": \"statePath\" " + s.state_path + " is used twice");
     out.push_back(std::move(s));

@@ -39,19 +39,26 @@ struct RequestDefaults {
   // The TPM a container gets when neither linux.vtpms nor an annotation asks for anything: the
   // administrator's, from the hook's command line (setup --default-version, e.g. a CDI device).
   VtpmChoice vtpm = {};
+  // The hook's run root: like the state root and `reserved`, out of every annotation's reach.
+  std::string run_root = {};
 };
 
 // From linux.vtpms, else the io.vtpm-hook.* annotations (of the state and of config.json),
 // else one TPM (defaults.vtpm: 2.0 unless the administrator chose otherwise) under
 // <state_root>/<id>. Annotations are the workload author's: they may
-// set only the policy's annotationFields, and their statePaths only the policy's extra roots.
+// set only the policy's annotationFields, their statePaths only the policy's extra roots and
+// their key files only its keyFileRoots, and no path of theirs reaches the state root, the run
+// root or a reserved directory, whatever the policy's roots. No key file lies there either.
 // Every statePath lies strictly beneath an allowed root. Throws Error naming the bad field.
 std::vector<VtpmSpec> resolve_vtpms(const OciState& state, const BundleConfig& config,
                                     const RequestDefaults& defaults);
 
 // Under <state-root>: the default states of Kubernetes containers (policy kubernetesIdentity),
-// <namespace>_<pod>_<container>[@tpm<i>]. No container id may take this name.
+// <namespace>_<pod>_<container>[_<pod uid>][@tpm<i>]; a name longer than NAME_MAX becomes
+// <its first kKubernetesKeyPrefix characters>+<SHA-256 of it, hex>[@tpm<i>]. No container id
+// may take this name.
 inline constexpr const char* kKubernetesStateDir = "kubernetes";
+inline constexpr size_t kKubernetesKeyPrefix = 128;
 
 // The administrator's way to keep the platform hierarchy open: never an annotation's, whatever
 // the policy says (it reallocates PCRs, clears the TPM, rewrites the platform's NV).
@@ -59,6 +66,9 @@ inline constexpr const char* kOpenPlatformField = "openPlatformHierarchy";
 
 // The linux.vtpms field names.
 const std::set<std::string>& vtpm_fields();
+
+// a and b (both normal) are one path, or one lies beneath the other.
+bool paths_overlap(const std::string& a, const std::string& b);
 
 // Absolute, lexically normal, no trailing '/', not "/". Throws Error naming `what`.
 std::string normal_path(const std::string& p, const std::string& what);

@@ -1,6 +1,7 @@
 #include "state/state_key.h"
 
 #include <fcntl.h>
+#include <linux/openat2.h>
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
 #include <sys/stat.h>
@@ -29,8 +30,8 @@ struct SecretBuffer {
 
 // Reads all of `path` (at most max_size bytes; more is an error).
 void read_secret_file(const std::string& path, const std::string& what, size_t max_size,
-                      SecretBuffer& out) {
-  UniqueFd fd = open_secret_file(path, what, max_size);
+                      const SecretFileRules& rules, SecretBuffer& out) {
+  UniqueFd fd = open_secret_file(path, what, max_size, rules);
   out.data.resize(max_size + 1);
   size_t have = 0;
   while (have < out.data.size()) {
@@ -67,10 +68,35 @@ StateKey::~StateKey() {
   if (!bytes.empty()) OPENSSL_cleanse(bytes.data(), bytes.size());
 }
 
-UniqueFd open_secret_file(const std::string& path, const std::string& what, size_t max_size) {
+UniqueFd open_secret_file(const std::string& path, const std::string& what, size_t max_size,
+                          const SecretFileRules& rules) {
   struct stat st {};
-  UniqueFd fd = open_regular_file(AT_FDCWD, path, what + " " + path, st);
+  UniqueFd dir;
+  std::string name = path;
+  if (rules.no_symlinks) {
+    // The directory without following any link on the way (RESOLVE_NO_SYMLINKS), then the
+    // file in it with O_NOFOLLOW: the file opened is the one the path names, so the lexical
+    // checks made on the path hold for it.
+    const auto slash = path.rfind('/');
+    if (slash == std::string::npos) throw Error(what + " " + path + " is not an absolute path");
+    const std::string parent = slash == 0 ? "/" : path.substr(0, slash);
+    name = path.substr(slash + 1);
+    dir = open_resolved(AT_FDCWD, parent, O_PATH | O_DIRECTORY, RESOLVE_NO_SYMLINKS);
+    if (!dir) throw sys_error("cannot open " + what + " " + path + ": directory " + parent);
+  }
+  UniqueFd fd = open_regular_file(dir ? dir.get() : AT_FDCWD, name, what + " " + path, st);
   if (!fd) throw sys_error("cannot open " + what + " " + path);
+  if (!rules.owners.empty()) {
+    bool ok = false;
+    std::string names;
+    for (uid_t u : rules.owners) {
+      ok |= st.st_uid == u;
+      names += (names.empty() ? "uid " : " or ") + std::to_string(u);
+    }
+    if (!ok)
+      throw Error(what + " " + path + " belongs to uid " + std::to_string(st.st_uid) + ", not to " +
+                  names);
+  }
   if (st.st_mode & (S_IWGRP | S_IWOTH))
     throw Error(what + " " + path + " is writable by group or others");
   if (static_cast<size_t>(st.st_size) > max_size)
@@ -79,13 +105,14 @@ UniqueFd open_secret_file(const std::string& path, const std::string& what, size
   return fd;
 }
 
-StateKey load_key_file(const std::string& path, const std::string& format, int bits) {
+StateKey load_key_file(const std::string& path, const std::string& format, int bits,
+                       const SecretFileRules& rules) {
   const size_t want = key_bytes_for(bits);
   const std::string what = "state key file";
   StateKey key;
   if (format == "binary") {
     SecretBuffer buf;
-    read_secret_file(path, what, kMaxKeyFileSize, buf);
+    read_secret_file(path, what, kMaxKeyFileSize, rules, buf);
     if (buf.data.size() != want)
       throw Error(what + " " + path + " has " + std::to_string(buf.data.size()) +
                   " bytes; a binary AES-" + std::to_string(bits) + " key has exactly " +
@@ -98,7 +125,7 @@ StateKey load_key_file(const std::string& path, const std::string& format, int b
                 " (expected binary or hex)");
 
   SecretBuffer buf;
-  read_secret_file(path, what, kMaxKeyFileSize, buf);
+  read_secret_file(path, what, kMaxKeyFileSize, rules, buf);
   const std::vector<uint8_t>& d = buf.data;
   size_t i = 0;
   if (d.size() >= 2 && d[0] == '0' && (d[1] == 'x' || d[1] == 'X')) i = 2;
@@ -123,13 +150,14 @@ StateKey load_key_file(const std::string& path, const std::string& format, int b
   return key;
 }
 
-StateKey derive_key_from_password_file(const std::string& path, int bits, const std::string& kdf) {
+StateKey derive_key_from_password_file(const std::string& path, int bits, const std::string& kdf,
+                                       const SecretFileRules& rules) {
   const size_t want = key_bytes_for(bits);
   if (kdf != "pbkdf2" && kdf != "sha512")
     throw Error("unknown key derivation '" + kdf + "' for password file " + path +
                 " (expected pbkdf2 or sha512)");
   SecretBuffer pwd;
-  read_secret_file(path, "password file", kMaxPasswordFileSize, pwd);
+  read_secret_file(path, "password file", kMaxPasswordFileSize, rules, pwd);
   if (pwd.data.empty()) throw Error("password file " + path + " is empty");
 
   StateKey key;

@@ -494,6 +494,92 @@ key_row "encryptionPasswordFile larger than 1 MiB" 'too large' encryptionPasswor
 key_row "encryptionKeyFile missing" 'cannot open state key file' encryptionKeyFile "$KEYS/missing.key"
 key_row "encryptionKeyFile valid (fails only at the missing vtpmx)" 'not available' encryptionKeyFile "$KEYS/good.key"
 
+echo "== the hook's own directories stay out of every annotation's reach (issue 18, holes 5 and 11)"
+# A policy whose statePathRoots or keyFileRoots are, contain or lie in the state root, the run
+# root or the CA's directory is refused at load, whatever the container asks for: here an
+# annotation naming another container's state, with managed deletion.
+ALL_ANN='"vtpmVersion","statePath","statePathIsManaged","encryptionKeyFile","encryptionPasswordFile"'
+ann_row 'policy statePathRoots contains the state root (annotation names another container, managed)' \
+  "\"statePathRoots\" entry $T contains the state root $S, which no annotation may reach" \
+  "{\"io.vtpm-hook.vtpm\":\"2\",\"io.vtpm-hook.state-path\":\"$S/c2\",\"io.vtpm-hook.state-path-is-managed\":\"true\"}" - \
+  --policy "$(policy wide "{\"statePathRoots\":[\"$T\"],\"annotationFields\":[$ALL_ANN]}")"
+pol_row "statePathRoots entry is the state root" "entry $S is the state root" \
+  "$(policy is-state-root "{\"statePathRoots\":[\"$S\"]}")"
+pol_row "statePathRoots entry inside the run root" "entry $R/tpms lies in the run root" \
+  "$(policy in-run-root "{\"statePathRoots\":[\"$SP\",\"$R/tpms\"]}")"
+ln -s "$T" "$POL/root-link"
+pol_row "statePathRoots entry is a symlink to an ancestor of the state root" 'contains the state root .*through symlinks' \
+  "$(policy root-link "{\"statePathRoots\":[\"$POL/root-link\"]}")"
+pol_row "keyFileRoots contains the state root" "\"keyFileRoots\" entry $T contains the state root" \
+  "$(policy key-roots-wide "{\"keyFileRoots\":[\"$T\"]}")"
+mkdir -p "$T/ca-elsewhere"
+row "policy: keyFileRoots is the CA's directory (--ca-key elsewhere)" "fail~entry $T/ca-elsewhere is the CA's directory" \
+  setup "$(input "$(ok_state "$B_OK")")" --ca-key "$T/ca-elsewhere/key.pem" --ca-cert "$T/ca-elsewhere/cert.pem" \
+  --policy "$(policy key-roots-ca "{\"keyFileRoots\":[\"$T/ca-elsewhere\"]}")"
+pol_row "kubernetesIdentityIncludesPodUid is a string" '"kubernetesIdentityIncludesPodUid" is not a boolean' \
+  "$(policy uid-string '{"kubernetesIdentity":"containerd","kubernetesIdentityIncludesPodUid":"yes"}')"
+pol_row "kubernetesIdentityIncludesPodUid without kubernetesIdentity" 'needs "kubernetesIdentity"' \
+  "$(policy uid-alone '{"kubernetesIdentityIncludesPodUid":true}')"
+# Key files from config.json (the runtime's): anywhere as before, but never the CA's key (as a
+# password), another container's key or state beside its TPM, or a run record. The files exist:
+# a hook that only checked the file itself would take them.
+mkdir -p "$S/ca" "$S/c2"
+head -c 32 /dev/urandom >"$S/c2/key"
+printf 'ca key\n' >"$S/ca/ek-ca-key.pem"
+printf 'ca key\n' >"$T/ca-elsewhere/key.pem"
+chmod 600 "$S/c2/key" "$S/ca/ek-ca-key.pem" "$T/ca-elsewhere/key.pem"
+NO_KEY_HERE='where no key file may be'
+key_row "encryptionPasswordFile is the CA's key" "lies in the state root $S, $NO_KEY_HERE" \
+  encryptionPasswordFile "$S/ca/ek-ca-key.pem"
+cfg_row "encryptionPasswordFile is the CA's key (--ca-key elsewhere)" "lies in the CA's directory $T/ca-elsewhere, $NO_KEY_HERE" \
+  "$(vt "[{\"encryptionPasswordFile\":\"$T/ca-elsewhere/key.pem\"}]")" \
+  --ca-key "$T/ca-elsewhere/key.pem" --ca-cert "$T/ca-elsewhere/cert.pem"
+key_row "encryptionKeyFile is another container's key under the state root" "lies in the state root $S, $NO_KEY_HERE" \
+  encryptionKeyFile "$S/c2/key"
+key_row "encryptionKeyFile under the run root" "lies in the run root $R, $NO_KEY_HERE" encryptionKeyFile "$R/c2.json"
+# Its path is checked as a string: no symlink may lie anywhere on it, not only at its end.
+ln -s "$S/c2" "$KEYS/dir-link"
+key_row "encryptionKeyFile through a directory symlink into the state root" 'cannot open state key file .*symbolic link' \
+  encryptionKeyFile "$KEYS/dir-link/key"
+install -o 65534 -g 65534 -m 600 "$KEYS/good.key" "$KEYS/nobody.key"
+key_row "encryptionKeyFile owned by another user" 'belongs to uid 65534, not to uid 0' encryptionKeyFile "$KEYS/nobody.key"
+cfg_row "encryptionKeyFile owned by the runAs user (fails only at the missing vtpmx)" 'not available' \
+  "$(vt "[{\"statePath\":\"$SP/nobody\",\"runAs\":\"65534:65534\",\"encryptionKeyFile\":\"$KEYS/nobody.key\"}]")"
+# From an annotation (the policy allows the field): only beneath its keyFileRoots; none by default.
+P_ANN_KEYS=$(policy ann-keys "{\"statePathRoots\":[\"$SP\"],\"annotationFields\":[$ALL_ANN]}")
+ann_row 'annotation encryptionKeyFile without keyFileRoots' 'not under a policy keyFileRoots entry \(none\)' \
+  "{\"io.vtpm-hook.vtpms\":\"[{\\\"encryptionKeyFile\\\":\\\"$KEYS/good.key\\\"}]\"}" - --policy "$P_ANN_KEYS"
+P_ANN_KEYROOT=$(policy ann-keyroot "{\"keyFileRoots\":[\"$KEYS\"],\"annotationFields\":[$ALL_ANN]}")
+ann_row 'annotation encryptionPasswordFile outside keyFileRoots (the CA key)' "lies in the state root $S, $NO_KEY_HERE" \
+  "{\"io.vtpm-hook.vtpms\":\"[{\\\"encryptionPasswordFile\\\":\\\"$S/ca/ek-ca-key.pem\\\"}]\"}" - --policy "$P_ANN_KEYROOT"
+ann_row 'annotation encryptionPasswordFile outside keyFileRoots' "not under a policy keyFileRoots entry \\($KEYS\\)" \
+  "{\"io.vtpm-hook.vtpms\":\"[{\\\"encryptionPasswordFile\\\":\\\"$T/policy/default.json\\\"}]\"}" - --policy "$P_ANN_KEYROOT"
+ann_row 'annotation encryptionKeyFile beneath keyFileRoots (fails only at the missing vtpmx)' 'not available' \
+  "{\"io.vtpm-hook.vtpms\":\"[{\\\"encryptionKeyFile\\\":\\\"$KEYS/good.key\\\"}]\"}" - --policy "$P_ANN_KEYROOT"
+rm -rf "$S/ca" "$S/c2" "$KEYS/dir-link"
+
+echo "== Kubernetes identity (issue 18, hole 8)"
+P_K8S=$(policy k8s '{"kubernetesIdentity":"containerd"}')
+K8S_NS=$(printf 'n%.0s' $(seq 63))
+K8S_POD=$(printf 'p%.0s' $(seq 253))
+K8S_CTR=$(printf 'c%.0s' $(seq 63))
+k8s_ann() {  # NS POD CONTAINER [extra JSON members]
+  printf '{"io.kubernetes.cri.sandbox-namespace":"%s","io.kubernetes.cri.sandbox-name":"%s","io.kubernetes.cri.container-name":"%s","io.kubernetes.cri.container-type":"container"%s}' \
+    "$1" "$2" "$3" "${4:-}"
+}
+# 63+253+63 characters: a hashed directory name; --vtpmx /dev/null gets setup past mkdir to the
+# proxy ioctl (an unhashed name fails mkdir with ENAMETOOLONG). The kubernetes/ directory
+# exists, so nothing is left behind when the TPM's directory is removed again.
+mkdir -p "$S/kubernetes"
+ann_row 'Kubernetes names of 63+253+63 characters (fail only at the proxy ioctl)' 'VTPM_PROXY|/dev/null' \
+  "$(k8s_ann "$K8S_NS" "$K8S_POD" "$K8S_CTR")" - --policy "$P_K8S" --vtpmx /dev/null
+ann_row 'kubernetesIdentityIncludesPodUid and no sandbox-uid' 'io\.kubernetes\.cri\.sandbox-uid is missing' \
+  "$(k8s_ann shop db-0 postgres)" - \
+  --policy "$(policy k8s-uid '{"kubernetesIdentity":"containerd","kubernetesIdentityIncludesPodUid":true}')"
+ann_row 'kubernetesIdentityIncludesPodUid and a sandbox-uid with ../' 'sandbox-uid is not a Kubernetes name' \
+  "$(k8s_ann shop db-0 postgres ',"io.kubernetes.cri.sandbox-uid":"../x"')" - --policy "$POL/k8s-uid.json"
+rmdir "$S/kubernetes"
+
 echo "== the host"
 row "host: /dev/vtpmx missing (--vtpmx /nonexistent/vtpmx)" 'fail~/nonexistent/vtpmx is not available' setup \
   "$(input "$(ok_state "$B_OK")")" --vtpmx /nonexistent/vtpmx

@@ -67,6 +67,72 @@ TEST(Policy, RejectsWhatItDoesNotKnow) {
   expect_error([] { parse_policy("[1]", "p"); }, {"not a JSON object"});
 }
 
+TEST(Policy, ParsesKeyFileRootsAndThePodUidOption) {
+  const auto p = parse_policy(
+      R"({"keyFileRoots":["/etc/tenant-keys/"],"kubernetesIdentity":"containerd",
+          "kubernetesIdentityIncludesPodUid":true})",
+      "p");
+  EXPECT_EQ(p.key_file_roots, std::vector<std::string>{"/etc/tenant-keys"});
+  EXPECT_TRUE(p.kubernetes_pod_uid);
+  const Policy d = parse_policy("{}", "p");
+  EXPECT_TRUE(d.key_file_roots.empty());
+  EXPECT_FALSE(d.kubernetes_pod_uid);
+  expect_error([] { parse_policy(R"({"keyFileRoots":["keys"]})", "p"); },
+               {"keyFileRoots", "not an absolute path"});
+  expect_error([] { parse_policy(R"({"keyFileRoots":"/k"})", "p"); },
+               {"\"keyFileRoots\" is not an array"});
+  expect_error([] { parse_policy(R"({"kubernetesIdentityIncludesPodUid":"yes"})", "p"); },
+               {"\"kubernetesIdentityIncludesPodUid\" is not a boolean"});
+  expect_error([] { parse_policy(R"({"kubernetesIdentityIncludesPodUid":true})", "p"); },
+               {"\"kubernetesIdentityIncludesPodUid\" needs \"kubernetesIdentity\""});
+}
+
+// ---- roots that would open the hook's own directories to annotations (issue 18, hole 5) ----
+
+const HookDirs kDirs{kRoot, "/run/vtpm-hook", {kRoot + "/ca", "/etc/vtpm-ca"}};
+
+TEST(PolicyRoots, RootsOverlappingTheHooksDirectoriesAreRefused) {
+  for (const auto& [json, want] : std::vector<std::pair<std::string, std::string>>{
+           {R"({"statePathRoots":["/var/lib"]})",
+            "\"statePathRoots\" entry /var/lib contains the state root /var/lib/vtpm-hook"},
+           {R"({"statePathRoots":["/srv","/var/lib/vtpm-hook"]})",
+            "entry /var/lib/vtpm-hook is the state root"},
+           {R"({"statePathRoots":["/var/lib/vtpm-hook/tenants"]})",
+            "entry /var/lib/vtpm-hook/tenants lies in the state root"},
+           {R"({"statePathRoots":["/run"]})", "entry /run contains the run root /run/vtpm-hook"},
+           {R"({"statePathRoots":["/etc"]})",
+            "entry /etc contains the CA's directory /etc/vtpm-ca"},
+           {R"({"keyFileRoots":["/var"]})", "\"keyFileRoots\" entry /var contains the state root"},
+           {R"({"keyFileRoots":["/etc/vtpm-ca/keys"]})",
+            "entry /etc/vtpm-ca/keys lies in the CA's directory"}}) {
+    const Policy p = parse_policy(json, "p");
+    expect_error(
+        [&] { check_policy_roots(p, kDirs, "policy file /etc/vtpm-hook/policy.json"); },
+        {"policy file /etc/vtpm-hook/policy.json: ", want, "which no annotation may reach"});
+  }
+  // Roots of their own pass; so do the defaults.
+  check_policy_roots(
+      parse_policy(R"({"statePathRoots":["/var/lib/tpms","/srv"],"keyFileRoots":["/etc/keys"]})",
+                   "p"),
+      kDirs, "p");
+  check_policy_roots(Policy{}, kDirs, "p");
+}
+
+TEST(PolicyRoots, ARootThatIsASymlinkToAnAncestorIsRefused) {
+  const auto dir = vtpm::testing::test_dir("policy-roots");
+  std::filesystem::create_directories(dir / "lib" / "vtpm-hook");
+  std::filesystem::create_directories(dir / "srv");
+  std::filesystem::create_directory_symlink(dir / "lib", dir / "srv" / "tpms");
+  Policy p;
+  p.state_path_roots = {(dir / "srv" / "tpms").string()};
+  const HookDirs dirs{(dir / "lib" / "vtpm-hook").string(), (dir / "run").string(), {}};
+  expect_error([&] { check_policy_roots(p, dirs, "p"); },
+               {"contains the state root", "through symlinks"});
+  p.state_path_roots = {(dir / "srv").string()};
+  check_policy_roots(p, dirs, "p");
+  std::filesystem::remove_all(dir);
+}
+
 class PolicyFile : public ::testing::Test {
  protected:
   void SetUp() override {
@@ -354,6 +420,83 @@ TEST(KubernetesIdentity, NamesThatAreNotKubernetesNamesAreRefused) {
                 }(),
                 KubernetesIdentity::Containerd),
             kRoot + "/kubernetes/shop_web-7c9f.example_postgres");
+}
+
+// Names up to 63+253+63 characters: a directory name longer than NAME_MAX (255) is hashed;
+// every name that fitted keeps its directory, so no TPM is lost on upgrade.
+TEST(KubernetesIdentity, LongNamesAreHashedShortOnesKept) {
+  using namespace k8s;
+  const auto with_names = [](const std::string& ns, const std::string& pod, const std::string& c) {
+    auto a = kContainerd;
+    a["io.kubernetes.cri.sandbox-namespace"] = ns;
+    a["io.kubernetes.cri.sandbox-name"] = pod;
+    a["io.kubernetes.cri.container-name"] = c;
+    return a;
+  };
+  const std::string ns(63, 'n'), pod(253, 'p'), c(63, 'c');
+  const std::string full = ns + "_" + pod + "_" + c;  // 381 characters
+  const auto specs = resolve_vtpms(state_with(with_names(ns, pod, c)), config("[{},{}]"),
+                                   defaults(with(KubernetesIdentity::Containerd)));
+  ASSERT_EQ(specs.size(), 2u);
+  const std::string dir = kRoot + "/kubernetes/";
+  ASSERT_EQ(specs[0].state_path.substr(0, dir.size()), dir);
+  const std::string name = specs[0].state_path.substr(dir.size());
+  // <first 128 characters>+<SHA-256 hex of the whole name>
+  EXPECT_EQ(name, full.substr(0, 128) + "+" +
+                      "07d11aac2a473a26a8dde60e593be626ff1243691b03d6651813c28c05927500");
+  EXPECT_LE(name.size(), 255u);
+  EXPECT_EQ(specs[1].state_path, specs[0].state_path + "@tpm1");
+  // Stable across container ids; another name (same first 128 characters) another directory.
+  EXPECT_EQ(path_of(with_names(ns, pod, c), KubernetesIdentity::Containerd, "id-2"),
+            specs[0].state_path);
+  EXPECT_NE(
+      path_of(with_names(ns, pod, std::string(62, 'c') + "d"), KubernetesIdentity::Containerd),
+      specs[0].state_path);
+  // At the limit: a 255-character name is kept as it is for its first TPM (it worked before);
+  // its second TPM's "@tpm1" would not fit, so that one is hashed.
+  const std::string pod2(255 - 2 - 63 - 63, 'p');
+  const auto at_limit = resolve_vtpms(state_with(with_names(ns, pod2, c)), config("[{},{}]"),
+                                      defaults(with(KubernetesIdentity::Containerd)));
+  EXPECT_EQ(at_limit[0].state_path, dir + ns + "_" + pod2 + "_" + c);
+  EXPECT_NE(at_limit[1].state_path.find("+"), std::string::npos);
+  EXPECT_EQ(at_limit[1].state_path.substr(at_limit[1].state_path.size() - 5), "@tpm1");
+  EXPECT_LE(at_limit[1].state_path.size() - dir.size(), 255u);
+}
+
+TEST(KubernetesIdentity, PodUidInTheKeyWhenThePolicySaysSo) {
+  using namespace k8s;
+  Policy p = with(KubernetesIdentity::Containerd);
+  p.kubernetes_pod_uid = true;
+  const std::string uid = "5f0c8a2e-2f4b-4c1e-9f3a-0d6e7b8c9a10";
+  auto ann = kContainerd;
+  ann["io.kubernetes.cri.sandbox-uid"] = uid;
+  const auto path = [&](const std::map<std::string, std::string>& a, const Policy& pol) {
+    return resolve_vtpms(state_with(a), config(), defaults(pol)).at(0).state_path;
+  };
+  EXPECT_EQ(path(ann, p), kRoot + "/kubernetes/shop_db-0_postgres_" + uid);
+  // A new pod of the same name (another UID) gets another TPM...
+  auto again = ann;
+  again["io.kubernetes.cri.sandbox-uid"] = "0b6f2d4c-1111-4222-8333-944455566677";
+  EXPECT_NE(path(again, p), path(ann, p));
+  // ...and without the option the name alone is the key (a StatefulSet keeps its TPM).
+  EXPECT_EQ(path(ann, with(KubernetesIdentity::Containerd)),
+            kRoot + "/kubernetes/shop_db-0_postgres");
+  // CRI-O: the kubelet's label; a static pod's UID is 32 hex digits.
+  Policy crio = with(KubernetesIdentity::CriO);
+  crio.kubernetes_pod_uid = true;
+  auto c = kCrio;
+  c["io.kubernetes.pod.uid"] = "0123456789abcdef0123456789abcdef";
+  EXPECT_EQ(path(c, crio),
+            kRoot + "/kubernetes/shop_db-0_postgres_0123456789abcdef0123456789abcdef");
+  // Missing or malformed: the container does not start.
+  expect_error(
+      [&] { path(kContainerd, p); },
+      {"annotation io.kubernetes.cri.sandbox-uid is missing", "kubernetesIdentityIncludesPodUid"});
+  for (const char* bad : {"../x", "A-B", "a_b", ""}) {
+    auto b = ann;
+    b["io.kubernetes.cri.sandbox-uid"] = bad;
+    expect_error([&] { path(b, p); }, {"annotation io.kubernetes.cri.sandbox-uid"});
+  }
 }
 
 TEST(KubernetesIdentity, NoContainerIdTakesTheirDirectory) {

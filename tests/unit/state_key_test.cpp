@@ -118,6 +118,39 @@ TEST(StateKey, MissingFilesAndBadParametersAreErrors) {
   expect_error([&] { derive_key_from_password_file(k, 128, "scrypt"); }, {k, "scrypt"});
 }
 
+// The hook's rules for a container's key files (issue 18, hole 11): no symlink anywhere on the
+// path (the path was checked as a string against the state root and the CA's directory), and
+// the owner one the hook names. The emulate command's own files keep the basic rules.
+TEST(StateKey, HookRulesRefuseLinksOnThePathAndForeignOwners) {
+  TempDir tmp;
+  const std::string key = tmp.file("k", std::string(32, 'k'));
+  const fs::path dir = fs::path(key).parent_path();
+  fs::create_directory(dir / "real");
+  tmp.file("real/k", std::string(32, 'r'));
+  fs::create_directory_symlink(dir / "real", dir / "link");
+  fs::create_symlink(key, dir / "last");
+  const std::string via_dir_link = (dir / "link" / "k").string(), last = (dir / "last").string();
+  const uid_t me = ::geteuid();
+  const SecretFileRules hook{true, {me}};
+
+  EXPECT_EQ(load_key_file(via_dir_link, "binary", 256).bytes, Bytes(32, 'r'));
+  expect_error([&] { load_key_file(via_dir_link, "binary", 256, hook); },
+               {"state key file " + via_dir_link, "symbolic link"});
+  expect_error([&] { derive_key_from_password_file(via_dir_link, 256, "pbkdf2", hook); },
+               {"password file " + via_dir_link, "symbolic link"});
+  expect_error([&] { open_secret_file(via_dir_link, "password file", kMaxPasswordFileSize, hook); },
+               {via_dir_link, "symbolic link"});
+  expect_error([&] { load_key_file(last, "binary", 256, hook); }, {last, "symbolic link"});
+  EXPECT_EQ(load_key_file(key, "binary", 256, hook).bytes, Bytes(32, 'k'));
+
+  const SecretFileRules other{true, {me + 1}};
+  expect_error(
+      [&] { load_key_file(key, "binary", 256, other); },
+      {key, "belongs to uid " + std::to_string(me), "not to uid " + std::to_string(me + 1)});
+  const SecretFileRules either{true, {me + 1, me}};
+  EXPECT_EQ(derive_key_from_password_file(key, 256, "pbkdf2", either).bytes.size(), 32u);
+}
+
 TEST(StateKey, Pbkdf2LikeSwtpm) {
   // PBKDF2-HMAC-SHA512(password, salt "swtpm", 1000 iterations), computed independently.
   const std::string pwd = (kData / "pbkdf2-pwd.txt").string();  // "secret-pass", no newline

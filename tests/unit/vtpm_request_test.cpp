@@ -2,6 +2,7 @@
 
 #include <gtest/gtest.h>
 
+#include <array>
 #include <nlohmann/json.hpp>
 #include <string>
 
@@ -249,6 +250,148 @@ TEST(ResolveVtpms, EightEntriesAreAccepted) {
 }
 
 TEST(ResolveVtpms, EmptyArrayMeansNoVtpms) { EXPECT_TRUE(resolve("[]").empty()); }
+
+// ---- annotation paths never reach the hook's own directories (issue 18, hole 5) ----
+
+// A policy that load refuses (check_policy_roots, policy_test.cpp), handed to resolve_vtpms
+// anyway: statePathRoots ["/var/lib", "/run"] and statePath (managed) by annotation.
+RequestDefaults wide_roots(const std::string& state_root = "/var/lib/vtpm-hook") {
+  RequestDefaults d{
+      state_root, Policy{{"/var/lib", "/run"}, {}, {}, {}, {}, {}}, {state_root + "/ca"}};
+  d.run_root = "/run/vtpm-hook";
+  d.policy.annotation_fields = {"vtpmVersion", "statePath", "statePathIsManaged"};
+  return d;
+}
+
+OciState attacker(std::map<std::string, std::string> annotations) {
+  OciState st = state_for("attacker");
+  st.annotations = std::move(annotations);
+  return st;
+}
+
+std::string annotation_error(const std::string& state_path, bool managed,
+                             const RequestDefaults& d = wide_roots()) {
+  std::map<std::string, std::string> ann = {{kAnnotationVtpm, "2"},
+                                            {"io.vtpm-hook.state-path", state_path}};
+  if (managed) ann["io.vtpm-hook.state-path-is-managed"] = "true";
+  return error_of([&] { resolve_vtpms(attacker(ann), BundleConfig{"/b/rootfs", {}, {}}, d); });
+}
+
+TEST(AnnotationPaths, AnotherContainersStateIsOutOfReachWhateverThePolicyRoots) {
+  for (bool managed : {false, true}) {
+    const auto msg = annotation_error("/var/lib/vtpm-hook/victim", managed);
+    EXPECT_NE(msg.find("\"statePath\" /var/lib/vtpm-hook/victim reaches the state root "
+                       "/var/lib/vtpm-hook, which no annotation may reach"),
+              std::string::npos)
+        << msg;
+  }
+  // The io.vtpm-hook.vtpms form, managed deletion included.
+  const auto st =
+      attacker({{kAnnotationVtpms,
+                 R"([{"statePath":"/var/lib/vtpm-hook/victim","statePathIsManaged":true}])"}});
+  EXPECT_NE(error_of([&] {
+              resolve_vtpms(st, BundleConfig{"/b/rootfs", {}, {}}, wide_roots());
+            }).find("reaches the state root"),
+            std::string::npos);
+}
+
+TEST(AnnotationPaths, TheStateRootRunRootAndCaAreOutOfReach) {
+  for (const auto& [path, what] : std::vector<std::pair<std::string, std::string>>{
+           {"/var/lib/vtpm-hook/kubernetes/shop_db-0_postgres", "the state root"},
+           {"/var/lib/vtpm-hook/victim@tpm1", "the state root"},
+           {"/var/lib/vtpm-hook/ca/x", "keeps for itself"},  // reserved from any source
+           {"/run/vtpm-hook/victim", "the run root"},
+           {"/run/vtpm-hook/empty", "the run root"}})
+    EXPECT_NE(annotation_error(path, true).find(what), std::string::npos)
+        << annotation_error(path, true);
+  // A directory above the state root: managed deletion would take every TPM with it.
+  auto d = wide_roots("/var/lib/hook/states");
+  d.reserved = {"/etc/vtpm-ca"};
+  const auto msg = annotation_error("/var/lib/hook", true, d);
+  EXPECT_NE(msg.find("\"statePath\" /var/lib/hook reaches the state root /var/lib/hook/states"),
+            std::string::npos)
+      << msg;
+}
+
+TEST(AnnotationPaths, OtherPathsUnderTheRootsAndTheRuntimesPathsStillWork) {
+  std::map<std::string, std::string> ann = {{kAnnotationVtpm, "2"},
+                                            {"io.vtpm-hook.state-path", "/var/lib/tpms/a"}};
+  const auto specs = resolve_vtpms(attacker(ann), BundleConfig{"/b/rootfs", {}, {}}, wide_roots());
+  EXPECT_EQ(specs.at(0).state_path, "/var/lib/tpms/a");
+  // config.json is the runtime's: it may still name directories of the state root.
+  BundleConfig cfg =
+      config_with(R"([{"statePath":"/var/lib/vtpm-hook/x","statePathIsManaged":true}])");
+  const auto mine = resolve_vtpms(state_for("c1"), cfg, wide_roots());
+  EXPECT_EQ(mine.at(0).state_path, "/var/lib/vtpm-hook/x");
+  EXPECT_EQ(mine.at(0).state_root, "/var/lib/vtpm-hook");
+}
+
+// ---- key files: never the CA's or another tenant's (issue 18, hole 11) ----
+
+RequestDefaults key_defaults(std::vector<std::string> key_roots = {}) {
+  RequestDefaults d{
+      "/var/lib/vtpm-hook", Policy{{"/srv/tpms"}, {}, {}, {}, {}, {}}, {"/etc/vtpm-ca"}};
+  d.run_root = "/run/vtpm-hook";
+  d.policy.annotation_fields = {"vtpmVersion", "encryptionKeyFile", "encryptionPasswordFile"};
+  d.policy.key_file_roots = std::move(key_roots);
+  return d;
+}
+
+std::string config_key_error(const std::string& field, const std::string& path,
+                             const RequestDefaults& d = key_defaults()) {
+  const auto cfg = config_with(R"([{")" + field + R"(":")" + path + R"("}])");
+  return error_of([&] { resolve_vtpms(state_for("c1"), cfg, d); });
+}
+
+TEST(KeyFiles, NeverInTheStateRootRunRootOrCaDirectoryFromAnySource) {
+  for (const auto& [field, path, where] : std::vector<std::array<std::string, 3>>{
+           // the CA's key as a password: its directory is reserved (--ca-key elsewhere too)
+           {"encryptionPasswordFile", "/etc/vtpm-ca/ek-ca-key.pem", "the CA's directory"},
+           {"encryptionPasswordFile", "/var/lib/vtpm-hook/ca/ek-ca-key.pem", "the state root"},
+           // another tenant's key beside its state, a TPM's state file as a password
+           {"encryptionKeyFile", "/var/lib/vtpm-hook/victim/key", "the state root"},
+           {"encryptionPasswordFile", "/var/lib/vtpm-hook/victim/tpm2-00.permall",
+            "the state root"},
+           {"encryptionKeyFile", "/run/vtpm-hook/victim.json", "the run root"},
+           {"encryptionKeyFile", "/var/lib/vtpm-hook/x/../victim/key", "the state root"}}) {
+    const auto msg = config_key_error(field, path);
+    EXPECT_NE(msg.find("\"" + field + "\""), std::string::npos) << msg;
+    EXPECT_NE(msg.find("lies in " + where), std::string::npos) << msg;
+    EXPECT_NE(msg.find("where no key file may be"), std::string::npos) << msg;
+  }
+  // Elsewhere, config.json (the runtime's) names any path, as before.
+  const auto specs =
+      resolve_vtpms(state_for("c1"), config_with(R"([{"encryptionKeyFile":"/etc/keys/c1.key"}])"),
+                    key_defaults());
+  EXPECT_EQ(specs.at(0).key_file, "/etc/keys/c1.key");
+}
+
+TEST(KeyFiles, FromAnAnnotationOnlyBeneathTheKeyFileRoots) {
+  const auto ann = [](const std::string& field, const std::string& path) {
+    return attacker({{kAnnotationVtpms, R"([{")" + field + R"(":")" + path + R"("}])"}});
+  };
+  const BundleConfig cfg{"/b/rootfs", {}, {}};
+  // No keyFileRoots (the default): allowed as a field, but no path is.
+  auto msg = error_of(
+      [&] { resolve_vtpms(ann("encryptionKeyFile", "/etc/keys/k"), cfg, key_defaults()); });
+  EXPECT_NE(msg.find("not under a policy keyFileRoots entry (none)"), std::string::npos) << msg;
+  const auto d = key_defaults({"/etc/tenant-keys"});
+  EXPECT_EQ(resolve_vtpms(ann("encryptionKeyFile", "/etc/tenant-keys/a/k"), cfg, d).at(0).key_file,
+            "/etc/tenant-keys/a/k");
+  for (const char* path :
+       {"/etc/shadow", "/etc/tenant-keys", "/etc/tenant-keys/../shadow", "/etc/tenant-keysx/k"}) {
+    msg = error_of([&] { resolve_vtpms(ann("encryptionPasswordFile", path), cfg, d); });
+    EXPECT_NE(msg.find("not under a policy keyFileRoots entry (/etc/tenant-keys)"),
+              std::string::npos)
+        << msg;
+  }
+  // Roots that load would refuse still do not open the state root or the CA to annotations.
+  const auto wide = key_defaults({"/var/lib", "/etc"});
+  for (const char* path : {"/var/lib/vtpm-hook/victim/key", "/etc/vtpm-ca/ek-ca-key.pem"}) {
+    msg = error_of([&] { resolve_vtpms(ann("encryptionPasswordFile", path), cfg, wide); });
+    EXPECT_NE(msg.find("where no key file may be"), std::string::npos) << msg;
+  }
+}
 
 }  // namespace
 }  // namespace vtpm
