@@ -6,7 +6,9 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <cstdlib>
 #include <cstring>
+#include <string>
 
 #include "common/error.h"
 
@@ -43,6 +45,43 @@ bool stop_process(pid_t pid, std::chrono::milliseconds grace) {
   UniqueFd fd(::pidfd_open(pid, 0));
   if (!fd) return errno == ESRCH;  // already gone
   return stop_pidfd(fd.get(), grace);
+}
+
+std::optional<unsigned long long> process_start_time(pid_t pid) {
+  const std::string path = "/proc/" + std::to_string(pid) + "/stat";
+  UniqueFd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
+  if (!fd) {
+    if (errno == ENOENT || errno == ESRCH) return std::nullopt;
+    throw sys_error("open " + path);
+  }
+  char buf[1024];
+  ssize_t n;
+  while ((n = ::read(fd.get(), buf, sizeof buf - 1)) < 0 && errno == EINTR) {
+  }
+  if (n < 0) {
+    if (errno == ESRCH) return std::nullopt;  // it exited after the open
+    throw sys_error("read " + path);
+  }
+  const std::string text(buf, static_cast<size_t>(n));
+  // The name (field 2) is in parentheses and may hold anything, ')' and spaces included.
+  const auto close = text.rfind(')');
+  if (close == std::string::npos) throw Error(path + " has no command name");
+  // Fields 3.. follow "comm) ": the start time is the 20th of them.
+  size_t pos = close + 1;
+  for (int field = 3; field <= 22; ++field) {
+    pos = text.find_first_not_of(' ', pos);
+    if (pos == std::string::npos) break;
+    if (field == 22) {
+      const char* p = text.c_str() + pos;
+      char* end = nullptr;
+      errno = 0;
+      const unsigned long long t = std::strtoull(p, &end, 10);
+      if (end != p && errno == 0) return t;
+      break;
+    }
+    pos = text.find(' ', pos);
+  }
+  throw Error(path + " has no start time");
 }
 
 void run_in_child(const std::function<void()>& body, const std::string& what) {

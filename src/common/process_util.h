@@ -7,6 +7,7 @@ extern "C" {  // glibc 2.36's header lacks the C++ guard
 
 #include <chrono>
 #include <functional>
+#include <optional>
 #include <string>
 
 #include "common/unique_fd.h"
@@ -20,6 +21,11 @@ bool wait_pidfd(int pidfd, std::chrono::milliseconds timeout);
 bool stop_process(pid_t pid, std::chrono::milliseconds grace);
 // Same, for a process whose pidfd we hold.
 bool stop_pidfd(int pidfd, std::chrono::milliseconds grace);
+
+// When the process started, in clock ticks after boot (/proc/PID/stat, field 22): with the pid,
+// it names one process, where a pid alone may be another's by now. nullopt when there is no
+// such process. Throws Error on an unreadable entry.
+std::optional<unsigned long long> process_start_time(pid_t pid);
 
 // Runs body in a forked child and waits for it; the child's exception text comes back as the
 // Error "what: <text>". For steps that need another namespace, or must not leave their secrets

@@ -91,9 +91,10 @@ struct KeeperOptions {
 void spawn_keeper(std::vector<KeptDevice> devs, const CgroupWatch& cgroup,
                   const KeeperOptions& opts);
 
-// Asks the emulator pid to save and release state_path (SIGTERM) and waits until it has;
-// SIGKILL after grace. False if it still holds it.
-bool release_emulator(pid_t pid, const std::string& state_path, std::chrono::milliseconds grace);
+// Asks the emulator whose pidfd this is to save its state and exit (SIGTERM) and waits until
+// the pidfd says it exited; SIGKILL after grace. False if it still runs. Whether it holds its
+// state's lock is not asked: code running inside it can close the lock and live on.
+bool release_emulator(int pidfd, std::chrono::milliseconds grace);
 
 // Waits until the kernel registered /dev/tpmN (+ tpmrmN), watching the emulator meanwhile.
 HostDevices wait_for_registration(const EmulatorProcess& emu, unsigned tpm_num, TpmVersion v,

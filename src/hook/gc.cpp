@@ -81,7 +81,11 @@ class Collector {
     for (const auto& rec : list_run_records(opts.run_root)) {
       if (stale(rec) && drop_record(rec)) continue;  // its state is a candidate like any other
       live_ids_.insert(rec.container_id);
-      for (const auto& v : rec.vtpms) live_paths_.insert(v.state_path);
+      for (const auto& v : rec.vtpms) {
+        live_paths_.insert(v.state_path);
+        // the same directory by another name (a bind-mounted policy root)
+        if (v.state_dir) live_dirs_.insert({v.state_dir->dev, v.state_dir->ino});
+      }
     }
   }
 
@@ -102,18 +106,22 @@ class Collector {
       struct stat dir_st {};
       if (::fstat(dir.fd.get(), &dir_st) != 0) throw sys_error("stat " + path);
       const auto dir_time = mtime_of(dir_st);
+      if (live_dirs_.count({dir.id.dev, dir.id.ino}))
+        return skip(path, "the directory a run record names");
       if (!holds_only_tpm_files(dir.fd.get())) return skip(path, "holds files that are no TPM's");
       if (recently_used(dir.fd.get(), dir_time)) return skip(path, "used recently");
-      if (const auto pid = state_lock_holder(path))
+      if (const auto pid = state_lock_holder(dir.fd.get()))
         return skip(path, "locked by process " + std::to_string(*pid));
       if (gc_.dry_run) return report(path);
       // Locked from here until it is gone: an emulator that starts on it now fails to lock.
       const bool had_lock_file = ::faccessat(dir.fd.get(), ".lock", F_OK, AT_SYMLINK_NOFOLLOW) == 0;
+      const UniqueFd probe(::fcntl(dir.fd.get(), F_DUPFD_CLOEXEC, 0));  // the lock takes dir.fd
+      if (!probe) throw sys_error("dup " + path);
       std::optional<StateStore> lock;
       try {
         lock.emplace(std::move(dir.fd), path, TpmVersion::V2);
       } catch (const Error& e) {
-        if (const auto pid = state_lock_holder(path))
+        if (const auto pid = state_lock_holder(probe.get()))
           return skip(path, "locked by process " + std::to_string(*pid));
         throw;
       }
@@ -125,12 +133,13 @@ class Collector {
       // What a run record or emulator could have changed before the lock was ours.
       for (const auto& rec : list_run_records(opts_.run_root)) {
         bool names_it = rec.container_id == *id;
-        for (const auto& v : rec.vtpms) names_it |= v.state_path == path;
+        for (const auto& v : rec.vtpms) names_it |= v.state_path == path || v.state_dir == dir.id;
         if (names_it) return skip(path, "container " + rec.container_id + " started meanwhile");
       }
       if (!holds_only_tpm_files(lock->dir_fd()) || recently_used(lock->dir_fd(), dir_time))
         return skip(path, "changed meanwhile");
-      if (!remove_state_dir(opts_.state_root, path))
+      // The directory just checked and locked, not one put in its place since.
+      if (!remove_state_dir(opts_.state_root, path, dir.id))
         throw Error("files appeared in it while it was being removed");
       return report(path);
     } catch (const std::exception& e) {
@@ -145,6 +154,7 @@ class Collector {
   std::ostream& out_;
   const Clock::time_point now_;
   std::set<std::string> live_ids_, live_paths_;
+  std::set<std::pair<dev_t, ino_t>> live_dirs_;
 
   unsigned record_failures_ = 0;
 

@@ -13,22 +13,29 @@
 
 #include "common/error.h"
 #include "common/io_util.h"
+#include "common/process_util.h"
 #include "state/state_store.h"
 
 namespace vtpm {
 namespace {
 
 nlohmann::json to_json(const VtpmRecord& v) {
-  return {{"index", v.index},
-          {"vtpmVersion", to_string(v.version)},
-          {"statePath", v.state_path},
-          {"stateRoot", v.state_root},
-          {"statePathIsManaged", v.state_path_managed},
-          {"statePathCreated", v.state_path_created},
-          {"emulatorPid", v.emulator_pid},
-          {"hostTpmNum", v.host_tpm_num},
-          {"hostDevice", v.host_device},
-          {"containerDevice", v.container_device}};
+  nlohmann::json j = {{"index", v.index},
+                      {"vtpmVersion", to_string(v.version)},
+                      {"statePath", v.state_path},
+                      {"stateRoot", v.state_root},
+                      {"statePathIsManaged", v.state_path_managed},
+                      {"statePathCreated", v.state_path_created},
+                      {"emulatorPid", v.emulator_pid},
+                      {"hostTpmNum", v.host_tpm_num},
+                      {"hostDevice", v.host_device},
+                      {"containerDevice", v.container_device}};
+  if (v.state_dir) {
+    j["stateDirDev"] = static_cast<uint64_t>(v.state_dir->dev);
+    j["stateDirIno"] = static_cast<uint64_t>(v.state_dir->ino);
+  }
+  if (v.emulator_start_time) j["emulatorStartTime"] = v.emulator_start_time;
+  return j;
 }
 
 VtpmRecord vtpm_from_json(const nlohmann::json& j) {
@@ -41,11 +48,22 @@ VtpmRecord vtpm_from_json(const nlohmann::json& j) {
   v.state_root = j.value("stateRoot", "");
   v.state_path_managed = j.at("statePathIsManaged").get<bool>();
   v.state_path_created = j.value("statePathCreated", false);
+  if (j.contains("stateDirDev") || j.contains("stateDirIno"))
+    v.state_dir = DirId{static_cast<dev_t>(j.at("stateDirDev").get<uint64_t>()),
+                        static_cast<ino_t>(j.at("stateDirIno").get<uint64_t>())};
   v.emulator_pid = j.at("emulatorPid").get<pid_t>();
+  v.emulator_start_time = j.value("emulatorStartTime", 0ULL);
   v.host_tpm_num = j.at("hostTpmNum").get<unsigned>();
   v.host_device = j.at("hostDevice").get<std::string>();
   v.container_device = j.at("containerDevice").get<std::string>();
   return v;
+}
+
+// Empty when no process has that pid.
+UniqueFd pidfd_if_running(pid_t pid) {
+  UniqueFd fd(::pidfd_open(pid, 0));
+  if (!fd && errno != ESRCH) throw sys_error("pidfd_open(" + std::to_string(pid) + ")");
+  return fd;
 }
 
 }  // namespace
@@ -118,9 +136,37 @@ void remove_run_record(const std::string& run_root, const std::string& id) {
   if (::unlink(path.c_str()) != 0 && errno != ENOENT) throw sys_error("remove " + path);
 }
 
+UniqueFd open_recorded_emulator(const VtpmRecord& v) {
+  if (v.emulator_pid <= 0) return {};
+  if (v.emulator_start_time) {
+    // The pidfd first: a start time that matches after it was opened proves it is that process.
+    UniqueFd fd = pidfd_if_running(v.emulator_pid);
+    if (!fd || process_start_time(v.emulator_pid) != v.emulator_start_time) return {};
+    return fd;
+  }
+  // An older record: the emulator was the one holding its state's lock (and one that closed
+  // it is not found). Without a root the directory cannot be reached safely: nothing is.
+  if (v.state_root.empty()) return {};
+  try {
+    const StateDir dir = reopen_state_dir(v.state_root, v.state_path, v.state_dir);
+    if (state_lock_holder(dir.fd.get()) != v.emulator_pid) return {};
+    UniqueFd fd = pidfd_if_running(v.emulator_pid);
+    // Still the holder once the pidfd is open: the pidfd is that process.
+    if (!fd || state_lock_holder(dir.fd.get()) != v.emulator_pid) return {};
+    return fd;
+  } catch (const Error& e) {
+    spdlog::debug("emulator {} of {}: {}", v.emulator_pid, v.state_path, e.what());
+    return {};
+  }
+}
+
 bool emulator_alive(const VtpmRecord& v) {
-  const auto holder = state_lock_holder(v.state_path);
-  return holder && *holder == v.emulator_pid;
+  try {
+    return static_cast<bool>(open_recorded_emulator(v));
+  } catch (const Error& e) {
+    spdlog::warn("emulator {} of {}: {}", v.emulator_pid, v.state_path, e.what());
+    return false;
+  }
 }
 
 }  // namespace vtpm

@@ -8,6 +8,7 @@
 
 #include "common/tpm_version.h"
 #include "common/unique_fd.h"
+#include "state/state_dir.h"
 
 namespace vtpm {
 
@@ -18,7 +19,13 @@ struct VtpmRecord {
   std::string state_root;  // the allowed root state_path lies beneath
   bool state_path_managed = false;
   bool state_path_created = false;  // this setup made the directory
+  // The directory setup opened: teardown, gc and status act on it only while the path still
+  // names it. Unknown in records written before it was recorded.
+  std::optional<DirId> state_dir;
   pid_t emulator_pid = 0;
+  // When the emulator started (process_start_time): the pid and this name one process, where
+  // the pid alone may be another's by now. 0: unknown (a record older than the field).
+  unsigned long long emulator_start_time = 0;
   unsigned host_tpm_num = 0;
   std::string host_device;       // "/dev/tpm3" (the host's name for the chip)
   std::string container_device;  // "/dev/tpm0"
@@ -45,8 +52,12 @@ std::optional<RunRecord> read_run_record(const std::string& run_root, const std:
 // Every record under run_root; unreadable ones are skipped with a warning.
 std::vector<RunRecord> list_run_records(const std::string& run_root);
 void remove_run_record(const std::string& run_root, const std::string& id);
-// Whether the recorded emulator still serves this vTPM: it holds its state dir's lock for as
-// long as it lives (a pid alone may have been reused).
+// A pidfd of the recorded emulator while it still runs; empty once it is gone. Its identity is
+// confirmed before the pidfd is returned: the recorded start time, or (a record without one)
+// the lock of its state dir, reached beneath the state root (and only in the recorded dir).
+// Whether it holds its lock proves nothing else: code running inside it can close it and live on.
+UniqueFd open_recorded_emulator(const VtpmRecord& v);
+// Whether the recorded emulator still runs (open_recorded_emulator).
 bool emulator_alive(const VtpmRecord& v);
 
 }  // namespace vtpm

@@ -61,23 +61,28 @@ long long unix_ms() {
       .count();
 }
 
-// Leftovers of a runtime that died before teardown: an emulator of an earlier run of this same
-// container is told to save and release its state, and its record dropped; a state dir held by
-// anything else is an error.
+// Leftovers of a runtime that died before teardown: the emulators of an earlier run of this
+// same container (confirmed by pid and start time, see open_recorded_emulator) are told to
+// save their state and exit, and its record dropped; a state dir still locked by anything
+// else then is an error.
 void recover_leftovers(const HookOptions& opts, const std::string& id,
                        const std::vector<VtpmSpec>& specs) {
   const auto old = read_run_record(opts.run_root, id);
+  for (const auto& v : old ? old->vtpms : std::vector<VtpmRecord>{}) {
+    const UniqueFd emu = open_recorded_emulator(v);
+    if (!emu) continue;
+    spdlog::warn("container {}: stopping emulator {} left by an earlier run", id, v.emulator_pid);
+    if (!release_emulator(emu.get(), std::chrono::seconds(10)))
+      throw Error("cannot stop emulator " + std::to_string(v.emulator_pid) + " of an earlier run");
+  }
   for (const auto& s : specs) {
-    const auto holder = state_lock_holder(s.state_path);
-    if (!holder) continue;
-    const bool ours =
-        old && std::any_of(old->vtpms.begin(), old->vtpms.end(),
-                           [&](const VtpmRecord& v) { return v.emulator_pid == *holder; });
-    if (!ours)
+    std::optional<pid_t> holder;
+    try {  // reached as setup reaches it below, which says why when it cannot be
+      holder = state_lock_holder(open_state_dir(s.state_root, s.state_path, false).fd.get());
+    } catch (const Error&) {
+    }
+    if (holder)
       throw Error("state dir " + s.state_path + " is in use by process " + std::to_string(*holder));
-    spdlog::warn("container {}: stopping emulator {} left by an earlier run", id, *holder);
-    if (!release_emulator(*holder, s.state_path, std::chrono::seconds(10)))
-      throw Error("cannot stop emulator " + std::to_string(*holder) + " of an earlier run");
   }
   if (old) {
     spdlog::warn("container {}: removing the run record of an earlier run", id);
@@ -200,6 +205,7 @@ void run_setup(const std::string& state_json, const HookOptions& opts) {
     StateDir dir = open_state_dir(spec.state_root, spec.state_path, /*create=*/true,
                                   run_as[spec.index], /*adopt_root_owned=*/!spec.run_as);
     vr.state_path_created = dir.created;
+    vr.state_dir = dir.id;  // teardown, gc and status act on this directory only
     if (dir.created)
       rollback.add([root = spec.state_root, p = spec.state_path] { remove_state_dir(root, p); });
     if (spec.create_certs)
@@ -227,6 +233,8 @@ void run_setup(const std::string& state_json, const HookOptions& opts) {
     server_fds.push_back(std::move(server_fd));
     vr.host_tpm_num = tpm_num;
     vr.emulator_pid = emulators.back().pid();
+    // Read while its pidfd is held and it is unreaped: this is the emulator's.
+    vr.emulator_start_time = process_start_time(vr.emulator_pid).value_or(0);
     spdlog::debug("emulator {} serves tpm{}", vr.emulator_pid, tpm_num);
     const HostDevices host = wait_for_registration(emulators.back(), vr.host_tpm_num, spec.version,
                                                    kRegistrationTimeout);

@@ -9,6 +9,7 @@
 #include "common/error.h"
 #include "hook/ek_export.h"
 #include "hook/run_record.h"
+#include "state/state_dir.h"
 
 namespace vtpm {
 namespace {
@@ -34,6 +35,7 @@ std::string render_status(const std::string& run_root, bool json) {
       const bool alive = emulator_alive(v);
       nlohmann::json eks = nlohmann::json::array();
       try {
+        (void)reopen_state_dir(v.state_root, v.state_path, v.state_dir);  // still setup's dir
         for (const auto& c : read_ek_certificates(v.state_root, v.state_path))
           eks.push_back(
               {{"type", c.rsa ? "rsa" : "ecc"}, {"publicKeySha256", c.public_key_sha256}});

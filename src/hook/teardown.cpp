@@ -18,21 +18,44 @@ namespace {
 
 constexpr auto kStopGrace = std::chrono::seconds(10);
 
-// Stops the emulator of one vTPM; false when its state must not be touched.
+// Stops the emulator of one vTPM, confirmed by its pidfd to have exited; false when it still
+// runs. Nothing is signalled that is not that emulator (open_recorded_emulator).
 bool stop_emulator(const std::string& id, const VtpmRecord& v) {
-  const auto holder = state_lock_holder(v.state_path);
-  if (!holder) return true;  // already exited (it does when the container's init exits)
-  if (*holder != v.emulator_pid) {
-    spdlog::warn(
-        "container {}: state dir {} is held by process {}, not by its emulator {}; leaving it", id,
-        v.state_path, *holder, v.emulator_pid);
+  const UniqueFd emu = open_recorded_emulator(v);
+  if (!emu) return true;  // already exited (it does when the container's init exits)
+  if (release_emulator(emu.get(), kStopGrace)) return true;
+  spdlog::warn("container {}: emulator {} did not exit", id, v.emulator_pid);
+  return false;
+}
+
+// A managed state dir's TPM files and then the dir, once its emulator is gone: only the
+// directory setup opened (device and inode), reached beneath the root setup checked, and not
+// while another process holds its lock. Returns whether it went.
+bool remove_managed_state(const std::string& id, const VtpmRecord& v) {
+  if (v.state_root.empty()) {
+    spdlog::warn("run record of {} names no state root; keeping {}", id, v.state_path);
     return false;
   }
-  if (!release_emulator(*holder, v.state_path, kStopGrace)) {
-    spdlog::warn("container {}: emulator {} did not stop", id, *holder);
-    return false;
+  try {
+    StateDir dir;
+    try {
+      dir = reopen_state_dir(v.state_root, v.state_path, v.state_dir);
+    } catch (const SysError& e) {
+      if (e.err == ENOENT) return true;  // gone already
+      throw;
+    }
+    if (const auto holder = state_lock_holder(dir.fd.get())) {
+      spdlog::warn(
+          "container {}: state dir {} is held by process {}, not by its emulator; leaving it", id,
+          v.state_path, *holder);
+      return false;
+    }
+    if (remove_state_dir(v.state_root, v.state_path, dir.id)) return true;
+    spdlog::warn("managed state {} holds other files; kept them", v.state_path);
+  } catch (const Error& e) {
+    spdlog::warn("container {}: {}; nothing of it removed", id, one_line(e.what()));
   }
-  return true;
+  return false;
 }
 
 }  // namespace
@@ -61,20 +84,15 @@ void run_teardown(const std::string& state_json, const HookOptions& opts) {
     return;
   }
   for (const auto& v : rec->vtpms) {
-    const bool stopped = stop_emulator(state.id, v);
-    if (stopped && v.state_path_managed) {
-      // Only the TPM's own files, reached beneath the root setup checked: never anything else.
-      try {
-        if (v.state_root.empty())
-          spdlog::warn("run record of {} names no state root; keeping {}", state.id, v.state_path);
-        else if (!remove_state_dir(v.state_root, v.state_path))
-          spdlog::warn("managed state {} holds other files; kept them", v.state_path);
-      } catch (const Error& e) {
-        spdlog::warn("cannot remove managed state {}: {}", v.state_path, e.what());
-      }
+    bool stopped = false;
+    try {
+      stopped = stop_emulator(state.id, v);
+    } catch (const Error& e) {
+      spdlog::warn("container {}: emulator {}: {}", state.id, v.emulator_pid, one_line(e.what()));
     }
+    const bool removed = stopped && v.state_path_managed && remove_managed_state(state.id, v);
     spdlog::info("container {}: {} torn down (state {} {})", state.id, v.container_device,
-                 v.state_path, v.state_path_managed && stopped ? "removed" : "kept");
+                 v.state_path, removed ? "removed" : "kept");
   }
   // The emulators have left the container's cgroup now; the runtime's rmdir may have come first.
   remove_empty_cgroup(rec->cgroup);

@@ -124,13 +124,25 @@ StateDir open_state_dir(const std::string& root, const std::string& path, bool c
     }
   }
   out.fd = std::move(cur);
+  out.id = {st.st_dev, st.st_ino};
   return out;
 }
 
-bool remove_state_dir(const std::string& root, const std::string& path) {
+StateDir reopen_state_dir(const std::string& root, const std::string& path,
+                          const std::optional<DirId>& recorded) {
+  StateDir dir = open_state_dir(root, path, /*create=*/false);
+  if (recorded && dir.id != *recorded)
+    throw Error("state dir " + path + " is not the directory setup opened (device:inode " +
+                std::to_string(dir.id.dev) + ":" + std::to_string(dir.id.ino) + ", recorded " +
+                std::to_string(recorded->dev) + ":" + std::to_string(recorded->ino) + ")");
+  return dir;
+}
+
+bool remove_state_dir(const std::string& root, const std::string& path,
+                      const std::optional<DirId>& recorded) {
   StateDir dir;
   try {
-    dir = open_state_dir(root, path, /*create=*/false);
+    dir = reopen_state_dir(root, path, recorded);
   } catch (const SysError& e) {
     if (e.err == ENOENT) return true;  // already gone
     throw;
@@ -148,6 +160,10 @@ bool remove_state_dir(const std::string& root, const std::string& path) {
   UniqueFd parent_fd = parent == root || parent.empty()
                            ? open_root(root.empty() ? "/" : root, false)
                            : std::move(open_state_dir(root, parent, false).fd);
+  struct stat st {};
+  if (::fstatat(parent_fd.get(), leaf.c_str(), &st, AT_SYMLINK_NOFOLLOW) == 0 &&
+      DirId{st.st_dev, st.st_ino} != dir.id)
+    throw Error("state dir " + path + " was replaced while it was being removed; kept the new one");
   if (::unlinkat(parent_fd.get(), leaf.c_str(), AT_REMOVEDIR) != 0) {
     if (errno == ENOTEMPTY || errno == EEXIST) return false;
     if (errno != ENOENT) throw sys_error("remove " + path);

@@ -1,6 +1,7 @@
 #include "state/state_store.h"
 
 #include <fcntl.h>
+#include <linux/openat2.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -116,9 +117,11 @@ bool StateStore::has(std::string_view name) const {
   return ::faccessat(dir_fd_.get(), file.c_str(), F_OK, AT_SYMLINK_NOFOLLOW) == 0;
 }
 
-std::optional<pid_t> state_lock_holder(const std::string& dir) {
+std::optional<pid_t> state_lock_holder(int dir_fd) {
   // O_NONBLOCK: whoever owns the directory could have put a FIFO there.
-  UniqueFd fd(::open((dir + "/.lock").c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK));
+  UniqueFd fd = open_resolved(
+      dir_fd, ".lock", O_RDONLY | O_NONBLOCK,
+      RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS | RESOLVE_NO_XDEV);
   if (!fd) return std::nullopt;
   struct flock q = write_lock_query();
   if (::fcntl(fd.get(), F_GETLK, &q) != 0 || q.l_type == F_UNLCK) return std::nullopt;

@@ -58,7 +58,9 @@ class StateStore {
   void lock(std::chrono::milliseconds wait);
 };
 
-// The pid holding the lock of a state dir, if any. Never takes the lock.
-std::optional<pid_t> state_lock_holder(const std::string& dir);
+// The pid holding the lock of an open state dir (see open_state_dir), if any. Never takes the
+// lock. The lock file is reached by openat2 beneath dir_fd, never through a link or a mount:
+// whoever owns the directory (a compromised emulator) may have put one there.
+std::optional<pid_t> state_lock_holder(int dir_fd);
 
 }  // namespace vtpm

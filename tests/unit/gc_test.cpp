@@ -13,8 +13,10 @@
 #include <fstream>
 #include <sstream>
 
+#include "common/process_util.h"
 #include "error_matchers.h"
 #include "hook/run_record.h"
+#include "state/state_dir.h"
 #include "state/state_store.h"
 
 namespace vtpm {
@@ -226,6 +228,50 @@ TEST_F(GcTest, RecordOfAContainerGoneForGoodGoes) {
     EXPECT_TRUE(fs::exists(root() / id / "tpm2-00.permall")) << id;
   }
   EXPECT_TRUE(fs::exists(opts_.run_root + "/live.json"));  // no cgroup recorded: cannot tell
+}
+
+// An emulator that closed its lock (code running inside it can) still runs: its record and
+// its state stay. Known by its pid and the start time setup recorded, not by the lock.
+TEST_F(GcTest, RecordOfAnEmulatorThatDroppedItsLockStays) {
+  state("dropped", {"tpm2-00.permall"}, 40 * 24h);
+  const pid_t emu = ::fork();
+  ASSERT_GE(emu, 0);
+  if (emu == 0) {
+    for (;;) ::pause();
+  }
+  holder_ = emu;  // killed and reaped by TearDown
+  RunRecord rec{"dropped", "/b/dropped", 1000, {}, (base_ / "cgroup/gone").string()};
+  rec.vtpms.push_back({});
+  rec.vtpms[0].state_path = root() / "dropped";
+  rec.vtpms[0].state_root = root();
+  rec.vtpms[0].emulator_pid = emu;
+  rec.vtpms[0].emulator_start_time = process_start_time(emu).value_or(0);
+  ASSERT_NE(rec.vtpms[0].emulator_start_time, 0u);
+  write_run_record(opts_.run_root, rec);
+  gc(30 * 24h);
+  EXPECT_TRUE(fs::exists(opts_.run_root + "/dropped.json"));
+  EXPECT_TRUE(fs::exists(root() / "dropped/tpm2-00.permall"));
+  // once it has exited, both go
+  ::kill(emu, SIGKILL);
+  ::waitpid(emu, nullptr, 0);
+  holder_ = -1;
+  gc(30 * 24h);
+  EXPECT_FALSE(fs::exists(opts_.run_root + "/dropped.json"));
+  EXPECT_FALSE(fs::exists(root() / "dropped"));
+}
+
+// A record names a state dir by identity too: the same directory under another name (a
+// policy root bind-mounted from the state root) is never collected.
+TEST_F(GcTest, DirectoryARecordNamesByIdentityStays) {
+  RunRecord rec{"elsewhere", "/b/e", 1, {}};
+  rec.vtpms.push_back({});
+  rec.vtpms[0].state_path = "/srv/tpms/old";  // how that container named it
+  rec.vtpms[0].state_root = "/srv/tpms";
+  rec.vtpms[0].state_dir = open_state_dir(root(), root() / "old", false).id;
+  write_run_record(opts_.run_root, rec);
+  EXPECT_EQ(gc(30 * 24h), (std::vector<std::string>{root() / "locked", root() / "never-saved",
+                                                    root() / "old@tpm1"}));
+  EXPECT_TRUE(fs::exists(root() / "old/tpm2-00.permall"));
 }
 
 TEST_F(GcTest, MissingStateRootIsNothingToDo) {

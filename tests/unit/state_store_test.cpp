@@ -316,15 +316,21 @@ TEST(StateStore, LockHeldByAnotherProcessNamesItsPid) {
   EXPECT_NO_THROW(StateStore(dir, TpmVersion::V2, false));
 }
 
+UniqueFd open_dir(const std::string& dir) {
+  return UniqueFd(::open(dir.c_str(), O_PATH | O_DIRECTORY | O_CLOEXEC));
+}
+
 TEST(StateStore, LockHolderReportsThePidThenNothing) {
   TempDir tmp;
   const std::string dir = tmp.path() + "/tpm";
-  EXPECT_FALSE(state_lock_holder(dir).has_value());  // no dir at all
+  fs::create_directory(dir);
+  const UniqueFd fd = open_dir(dir);
+  EXPECT_FALSE(state_lock_holder(fd.get()).has_value());  // no lock file yet
   LockHolder child(dir);
   const pid_t pid = child.pid();
-  EXPECT_EQ(state_lock_holder(dir), std::optional<pid_t>(pid));
+  EXPECT_EQ(state_lock_holder(fd.get()), std::optional<pid_t>(pid));
   EXPECT_EQ(child.release(), 0);
-  EXPECT_FALSE(state_lock_holder(dir).has_value());
+  EXPECT_FALSE(state_lock_holder(fd.get()).has_value());
   EXPECT_TRUE(fs::exists(dir + "/.lock"));
 }
 
@@ -332,7 +338,19 @@ TEST(StateStore, LockHolderDoesNotSeeOwnProcess) {
   TempDir tmp;
   StateStore s(tmp.path(), TpmVersion::V2, false);
   // fcntl locks never conflict with their own process.
-  EXPECT_FALSE(state_lock_holder(tmp.path()).has_value());
+  EXPECT_FALSE(state_lock_holder(open_dir(tmp.path()).get()).has_value());
+}
+
+// Whoever owns a state dir can put a link where the lock was: the holder of the file it
+// points to (another TPM's lock) is not this dir's.
+TEST(StateStore, LockHolderFollowsNoLink) {
+  TempDir tmp;
+  const std::string dir = tmp.path() + "/tpm", other = tmp.path() + "/other";
+  fs::create_directory(dir);
+  LockHolder child(other);
+  fs::create_symlink(other + "/.lock", dir + "/.lock");
+  EXPECT_FALSE(state_lock_holder(open_dir(dir).get()).has_value());
+  EXPECT_EQ(state_lock_holder(open_dir(other).get()), std::optional<pid_t>(child.pid()));
 }
 
 TEST(StateStore, LockWaitWaitsForRelease) {
