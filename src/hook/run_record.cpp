@@ -72,7 +72,7 @@ std::string run_record_path(const std::string& run_root, const std::string& id) 
   return run_root + "/" + id + ".json";
 }
 
-RecordFile write_run_record(const std::string& run_root, const RunRecord& rec) {
+void write_run_record(const std::string& run_root, const RunRecord& rec) {
   std::error_code ec;
   std::filesystem::create_directories(run_root, ec);
   if (ec) throw Error("cannot create run root " + run_root + ": " + ec.message());
@@ -85,14 +85,6 @@ RecordFile write_run_record(const std::string& run_root, const RunRecord& rec) {
   const std::string path = run_record_path(run_root, rec.container_id);
   const std::string text = j.dump(2) + "\n";
   write_file_atomic(path, std::span(reinterpret_cast<const uint8_t*>(text.data()), text.size()));
-  RecordFile f{UniqueFd(::open(run_root.c_str(), O_PATH | O_DIRECTORY | O_CLOEXEC)),
-               rec.container_id + ".json"};
-  struct stat st {};
-  if (!f.dir || ::fstatat(f.dir.get(), f.name.c_str(), &st, AT_SYMLINK_NOFOLLOW) != 0)
-    throw sys_error("run record " + path);
-  f.dev = st.st_dev;
-  f.ino = st.st_ino;
-  return f;
 }
 
 std::optional<RunRecord> read_run_record(const std::string& run_root, const std::string& id) {

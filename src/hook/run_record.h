@@ -40,14 +40,7 @@ struct RunRecord {
 };
 
 std::string run_record_path(const std::string& run_root, const std::string& id);
-// Where a record was written: that file, not a later one of the same name.
-struct RecordFile {
-  UniqueFd dir;  // the run root, O_PATH
-  std::string name;
-  dev_t dev = 0;
-  ino_t ino = 0;
-};
-RecordFile write_run_record(const std::string& run_root, const RunRecord& rec);  // atomic
+void write_run_record(const std::string& run_root, const RunRecord& rec);  // atomic
 std::optional<RunRecord> read_run_record(const std::string& run_root, const std::string& id);
 // Every record under run_root; unreadable ones are skipped with a warning.
 std::vector<RunRecord> list_run_records(const std::string& run_root);

@@ -92,7 +92,14 @@ void recover_leftovers(const HookOptions& opts, const std::string& id,
 
 std::string dev_name(const char* base, unsigned index) { return base + std::to_string(index); }
 
-std::string empty_dir(const std::string& run_root);
+// An empty directory: the root of the keeper and of the CA's signer.
+std::string empty_dir(const std::string& run_root) {
+  const std::string dir = run_root + "/empty";
+  std::error_code ec;
+  std::filesystem::create_directories(run_root, ec);  // when it fails, mkdir says why
+  if (::mkdir(dir.c_str(), 0555) != 0 && errno != EEXIST) throw sys_error("create " + dir);
+  return dir;
+}
 
 // createCerts on a new TPM: manufactured, EKs and certificates made. The CA's private key is
 // only ever in the signer, a child that loads it itself (never the hook, so never an emulator),
@@ -151,15 +158,6 @@ Credentials emulator_user(const std::string& spec) {
   if (c.uid == 0 || c.gid == 0)
     throw Error("--emulator-user " + spec + " is root: emulators never run as root");
   return c;
-}
-
-// An empty directory for the keeper's root.
-std::string empty_dir(const std::string& run_root) {
-  const std::string dir = run_root + "/empty";
-  std::error_code ec;
-  std::filesystem::create_directories(run_root, ec);  // when it fails, mkdir says why
-  if (::mkdir(dir.c_str(), 0555) != 0 && errno != EEXIST) throw sys_error("create " + dir);
-  return dir;
 }
 
 }  // namespace
