@@ -58,23 +58,7 @@ kill_victims() { local p; for p in "${KILL_AT_END[@]}"; do kill -9 "$p" 2>/dev/n
 at_exit kill_victims
 
 # ---------------------------------------------------------------- helpers
-alive() { local st; [ -n "$1" ] && { read -r st < "/proc/$1/stat"; } 2>/dev/null || return 1; st=${st##*) }; [ "${st%% *}" != Z ]; }
-gen_secret() { head -c 8 /dev/urandom | od -An -tx1 | tr -d ' \n'; }
-hexof() { printf '%s' "$1" | od -An -tx1 | tr -d ' \n'; }
-wait_grep() {   # wait_grep PATTERN FILE SECONDS
-    local t0; t0=$(now_ms)
-    until grep -q -- "$1" "$2" 2>/dev/null; do
-        [ $(( $(now_ms) - t0 )) -lt $(( $3 * 1000 )) ] || return 1
-        sleep 0.2
-    done
-}
-tree_fp() {   # names, types, modes, owners, sizes, mtimes, inodes, contents
-    ( cd "$1" 2>/dev/null || { echo MISSING; exit; }
-      find . -printf '%p|%y|%m|%U:%G|%s|%T@|%i|%l\n' | sort
-      find . -type f -exec md5sum {} + | sort -k2 )
-}
 emu_pid_of() { jq -r '[.. | .emulatorPid? // empty][0] // empty' "$RUN_ROOT/$1.json" 2>/dev/null; }
-status_field() { sed -n "s/^$2:[[:space:]]*//p" "/proc/$1/status" 2>/dev/null | head -n1; }
 # fd_listing PID: "fd -> target [dir]" per fd
 fd_listing() {
     local f

@@ -35,8 +35,6 @@ mkdir -p "$STATE_ROOT" "$RUN_ROOT" "$LOG_DIR" "$BUNDLES"
 EMU_UID=$(id -u vtpm-hook 2>/dev/null) || fatal "no user vtpm-hook (scripts/install-deps.sh creates it)"
 EMU_GID=$(id -g vtpm-hook)
 
-# status_field PID NAME: the first value of NAME: in /proc/PID/status
-status_field() { local k v rest; while read -r k v rest; do [ "$k" = "$2:" ] && { echo "$v"; return; }; done < "/proc/$1/status"; }
 
 # confined PID KIND ROOT: runs as the emulator user, no capability, no_new_privs, seccomp, root ROOT
 confined() {

@@ -59,6 +59,31 @@ live_named() {
 }
 # alive PID: a live process (a zombie is not)
 alive() { local st; [ -n "$1" ] && { read -r st < "/proc/$1/stat"; } 2>/dev/null || return 1; st=${st##*) }; [ "${st%% *}" != Z ]; }
+# status_field PID NAME: the value of NAME: in /proc/PID/status (all of it: Uid has four)
+status_field() { local k v; while read -r k v; do [ "$k" = "$2:" ] && { echo "$v"; return; }; done < "/proc/$1/status"; } 2>/dev/null
+# wait_grep PATTERN FILE SECONDS: bounded wait until FILE has a line matching PATTERN
+wait_grep() {
+    local t0; t0=$(now_ms)
+    until grep -q -- "$1" "$2" 2>/dev/null; do
+        [ $(( $(now_ms) - t0 )) -lt $(( $3 * 1000 )) ] || return 1
+        sleep 0.2
+    done
+}
+# tree_fp DIR: names, types, modes, owners, sizes, mtimes, inodes, link targets, contents
+tree_fp() {
+    [ -e "$1" ] || [ -L "$1" ] || { echo MISSING; return; }
+    if [ -d "$1" ] && [ ! -L "$1" ]; then
+        ( cd "$1" || exit
+          find . -printf '%p|%y|%m|%U:%G|%s|%T@|%i|%l\n' | sort
+          find . -type f -exec md5sum {} + | sort -k2 )
+    else
+        find "$1" -maxdepth 0 -printf '%p|%y|%m|%U:%G|%s|%T@|%i|%l\n'
+        [ -f "$1" ] && md5sum < "$1"
+    fi
+}
+gen_secret() { head -c 8 /dev/urandom | od -An -tx1 | tr -d ' \n'; }   # 16 hex characters
+# hexof TEXT: its bytes in hex
+hexof() { printf '%s' "$1" | od -An -tx1 | tr -d ' \n'; }
 live_emulators() { live_named vtpm-emu; }
 # keepers: one per container, holding its device numbers until its cgroup is empty
 live_keepers() { live_named vtpm-keep; }

@@ -68,18 +68,6 @@ FAILS=()                        # findings of the current scenario (it goes on a
 check() { WHY=""; "$@" || FAILS+=("${WHY:-$* failed}"); WHY=""; return 0; }
 verdict() { [ ${#FAILS[@]} = 0 ] && return 0; local IFS='|'; why "${FAILS[*]}"; return 1; }
 
-# tree_fp DIR: names, types, modes, owners, sizes, mtimes, inodes, link targets, contents
-tree_fp() {
-    [ -e "$1" ] || [ -L "$1" ] || { echo MISSING; return; }
-    if [ -d "$1" ] && [ ! -L "$1" ]; then
-        ( cd "$1" || exit
-          find . -printf '%p|%y|%m|%U:%G|%s|%T@|%i|%l\n' | sort
-          find . -type f -exec md5sum {} + | sort -k2 )
-    else
-        find "$1" -maxdepth 0 -printf '%p|%y|%m|%U:%G|%s|%T@|%i|%l\n'
-        [ -f "$1" ] && md5sum < "$1"
-    fi
-}
 save_fp() { tree_fp "$2" > "$E2E_WORK/fp/$1"; }
 check_fp() {   # check_fp NAME DIR: unchanged since save_fp NAME DIR
     local d
@@ -191,13 +179,6 @@ wait_file() {   # wait_file FILE SECONDS
         sleep 0.2
     done
 }
-wait_grep() {   # wait_grep PATTERN FILE SECONDS
-    local t0; t0=$(now_ms)
-    until grep -q -- "$1" "$2" 2>/dev/null; do
-        [ $(( $(now_ms) - t0 )) -lt $(( $3 * 1000 )) ] || return 1
-        sleep 0.2
-    done
-}
 wait_gone() {   # wait_gone PID SECONDS
     local t0; t0=$(now_ms)
     while alive "$1"; do
@@ -205,8 +186,6 @@ wait_gone() {   # wait_gone PID SECONDS
         sleep 0.2
     done
 }
-gen_secret() { head -c 8 /dev/urandom | od -An -tx1 | tr -d ' \n'; }   # 16 hex characters
-hexof() { printf '%s' "$1" | od -An -tx1 | tr -d ' \n'; }
 # PCR value after one sha256 extend of a fresh (zero) PCR with digest HEX
 pcr_after() { python3 -c 'import hashlib, sys; print(hashlib.sha256(bytes(32) + bytes.fromhex(sys.argv[1])).hexdigest())' "$1"; }
 lock_holder() {   # lock_holder DIR: "pid" of a POSIX lock on DIR/.lock, "" when none
