@@ -40,7 +40,9 @@ int main(int argc, char** argv) {
   }
   vtpm::HookOptions opts;
   CLI::App app{"vtpm-hook: an OCI runtime hook that gives each container its own TPM"};
+  app.name("vtpm-hook");  // not argv[0]: the usage line is the man page's (help2man)
   app.set_version_flag("--version", std::string("vtpm-hook ") + VTPM_HOOK_VERSION);
+  app.set_help_all_flag("--help-all", "Print the help of every subcommand and exit");
   app.require_subcommand(1);
   app.fallthrough();
   auto* state_root =

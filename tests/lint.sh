@@ -10,9 +10,12 @@ case "${1:-}" in
     [ ${#files[@]} -gt 0 ] || { echo "lint $1: no files to check (not a git checkout?)" >&2; exit 1; }
     clang-format --dry-run -Werror "${files[@]}" ;;
   shellcheck)
-    mapfile -t files < <(git ls-files '*.sh')
+    # the scripts, the package's maintainer scripts (sh) and the bash completion
+    mapfile -t files < <(git ls-files '*.sh' debian/postinst debian/postrm)
     [ ${#files[@]} -gt 0 ] || { echo "lint $1: no files to check (not a git checkout?)" >&2; exit 1; }
-    shellcheck -S warning "${files[@]}" ;;
+    shellcheck -S warning "${files[@]}"
+    shellcheck -S warning -s bash system/bash-completion/vtpm-hook
+    files+=(system/bash-completion/vtpm-hook) ;;
   *) echo "usage: $0 clang-format|shellcheck" >&2; exit 2 ;;
 esac
 echo "lint $1: ${#files[@]} files clean"

@@ -191,6 +191,37 @@ force_clean() {
     rm -f "$RUN_ROOT"/*.json
 }
 
+# ---------------------------------------------------------------- engine daemons
+# wait_daemon PID NAME LOG CLIENT...: until CLIENT answers (120 s at most)
+wait_daemon() {
+    local pid=$1 name=$2 log=$3 t0; shift 3
+    t0=$(now_ms)
+    until timeout 10 "$@" > /dev/null 2>&1; do
+        kill -0 "$pid" 2>/dev/null || { why "$name exited: $(tail -n 3 "$log")"; return 1; }
+        [ $(( $(now_ms) - t0 )) -lt 120000 ] || { why "$name did not answer within 120 s"; return 1; }
+        sleep 0.5
+    done
+    note "$name answered after $(( $(now_ms) - t0 )) ms"
+}
+stop_daemon() {   # stop_daemon PID NAME: SIGTERM, 60 s, SIGKILL
+    local pid=$1 t0
+    [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null || return 0
+    kill -TERM "$pid"; t0=$(now_ms)
+    while kill -0 "$pid" 2>/dev/null && [ $(( $(now_ms) - t0 )) -lt 60000 ]; do sleep 0.2; done
+    kill -KILL "$pid" 2>/dev/null
+    wait "$pid" 2>/dev/null
+    # its shims and (dockerd's) containerd go with it (engine_processes)
+    t0=$(now_ms)
+    while [ -n "$(engine_processes)" ] && [ $(( $(now_ms) - t0 )) -lt 30000 ]; do sleep 0.2; done
+    [ -z "$(engine_processes)" ] || { why "after stopping $2: still alive: $(engine_processes)"; return 1; }
+}
+engine_processes() {
+    local n
+    for n in dockerd containerd containerd-shim; do
+        [ -z "$(live_named "$n")" ] || printf '%s(%s) ' "$n" "$(live_named "$n" | tr '\n' ' ')"
+    done
+}
+
 # ---------------------------------------------------------------- rootfs + bundle
 # make_rootfs DIR: a rootfs without any files of its own; /usr and /etc come
 # from read-only bind mounts of the host's (declared in config.json).

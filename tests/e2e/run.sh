@@ -11,6 +11,8 @@
 #   provisioning   provisioning-tests.sh, then attestation-tests.sh: podman (hooks.d),
 #                  createCerts, pcrBanks, runAs, encryption, annotations, status; the
 #                  attestation flow, the platform hierarchy, tss2_provision
+#   package        package-tests.sh (PKG_DEB installed with apt, each engine with no other
+#                  step, doctor, units), then its upgrade (PKG_DEB_NEXT) and remove/purge part
 #   engines        engine-tests.sh: vtpm-runc (the runtime wrapper) under runc, crun,
 #                  containerd 1.6 (ctr) and Docker 20.10, the host's Debian packages, with
 #                  daemons the test starts in the guest; start times (TIMES samples, 3)
@@ -25,7 +27,7 @@
 set -uo pipefail
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 ROOT=$(cd "$HERE/../.." && pwd)
-usage() { sed -n '2,22p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2; }
+usage() { sed -n '2,24p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2; }
 
 SUITE=${1:-}
 case $SUITE in
@@ -37,6 +39,8 @@ case $SUITE in
                   for t in containerd ctr dockerd; do
                       command -v "$t" > /dev/null || { echo "run.sh: $t is not installed (apt-get install --no-install-recommends docker.io containerd); the guest uses the host's programs" >&2; exit 2; }
                   done ;;
+    package)      SCRIPTS=(package-tests.sh package-tests.sh@remove); : "${TIMEOUT:=1200}" "${MEM:=3072}"
+                  [ -r "${PKG_DEB:-}" ] || { echo "run.sh: PKG_DEB must name the package (tests/package/package_test.sh builds it)" >&2; exit 2; } ;;
     -h|--help|"") usage ;;
     *)            echo "run.sh: unknown suite '$SUITE'" >&2; usage ;;
 esac
@@ -50,7 +54,8 @@ q() { printf '%q' "$1"; }
 # The guest starts with an empty environment: pass what the scripts read (when set here;
 # each script has its own defaults).
 CMD="export VTPM_HOOK=$(q "$HOOK");"
-for v in E2E_ONLY HARD_ONLY SEC_ONLY CONT_ONLY COMP_ONLY MANY LOAD_N LOAD_ROUNDS LOAD_RUNC_N KILL_ROUNDS TIMES; do
+for v in E2E_ONLY HARD_ONLY SEC_ONLY CONT_ONLY COMP_ONLY MANY LOAD_N LOAD_ROUNDS LOAD_RUNC_N KILL_ROUNDS TIMES \
+         PKG_DEB PKG_DEB_NEXT; do
     [ -n "${!v+x}" ] && CMD+=" export $v=$(q "${!v}");"
 done
 CMD+=" exec bash $(q "$HERE/guest-suite.sh") $((TIMEOUT - 30)) $(q "$HOOK")"
