@@ -13,6 +13,7 @@
 #include "common/logging.h"
 #include "emulator/stream_emulator.h"
 #include "hook/cdi.h"
+#include "hook/doctor.h"
 #include "hook/ek_export.h"
 #include "hook/gc.h"
 #include "hook/hooks.h"
@@ -159,6 +160,11 @@ int main(int argc, char** argv) {
       ->capture_default_str();
   gc->add_flag("--dry-run", dry_run, "Only list what would be removed");
 
+  auto* doctor = app.add_subcommand(
+      "doctor",
+      "Check this host for vTPMs: one line per check (ok, info, warn or fail, with its fix); "
+      "exit 1 when something blocks vTPMs, 2 when only warnings");
+
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
@@ -222,6 +228,10 @@ int main(int argc, char** argv) {
         std::fputs(text.c_str(), stdout);
       else
         vtpm::install_cdi_spec(cdi_output, text);
+    } else if (*doctor) {
+      const vtpm::DoctorReport report = vtpm::run_doctor(opts);
+      for (const auto& f : report.findings) std::puts(vtpm::render_finding(f).c_str());
+      return vtpm::doctor_exit_code(report);
     } else if (*gc) {
       vtpm::GcOptions go{vtpm::parse_duration(unused_for), dry_run};
       return vtpm::run_gc(opts, go, std::cout) == 0 ? 0 : 1;
