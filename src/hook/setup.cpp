@@ -153,7 +153,7 @@ Credentials emulator_user(const std::string& spec) {
     c = resolve_user(spec);
   } catch (const Error& e) {
     throw Error("--emulator-user " + spec + ": " + e.what() +
-                " (create it: adduser --system --group --no-create-home vtpm-hook)");
+                " (create it: adduser --system --group --no-create-home --home /nonexistent vtpm-hook)");
   }
   if (c.uid == 0 || c.gid == 0)
     throw Error("--emulator-user " + spec + " is root: emulators never run as root");

@@ -103,6 +103,8 @@ t_install() {
     modprobe -r tpm_vtpm_proxy 2>/dev/null
     [ ! -e /dev/vtpmx ] || { why "cannot unload tpm_vtpm_proxy before the install"; return 1; }
 
+    # man-db's trigger re-indexes every man page: minutes under TCG, and not what is tested
+    echo 'man-db man-db/auto-update boolean false' | debconf-set-selections 2>/dev/null
     t0=$(now_ms)
     run_cmd apt-install "${APT[@]}" install "$DEB"
     [ "$RC" = 0 ] || { why "apt install ./$(basename "$DEB") exited with $RC: $(out_of apt-install)"; return 1; }
@@ -139,19 +141,24 @@ t_install() {
 
 # ---------------------------------------------------------------- doctor
 t_doctor() {
+    # passes: nothing fails, and the only warnings are the engines the package leaves to the
+    # administrator (the VM has dockerd and containerd, not yet configured: see t_docker)
     run_cmd doctor "$HOOK" doctor
-    [ "$RC" = 0 ] || { why "doctor fails on the fresh install (exit $RC): $(grep -v '^ok' "$E2E_WORK/doctor.out" | tr '\n' ' ') $(head -c 200 "$E2E_WORK/doctor.err")"; return 1; }
-    note "doctor: $(grep -c '' "$E2E_WORK/doctor.out") lines, $(grep -vc '^ok' "$E2E_WORK/doctor.out") not ok"
+    [ "$RC" = 0 ] || [ "$RC" = 2 ] && ! grep -q '^fail' "$E2E_WORK/doctor.out" &&
+        ! grep '^warn' "$E2E_WORK/doctor.out" | grep -qviE 'docker|containerd' ||
+        { why "doctor on the fresh install (exit $RC): $(grep -Ev '^(ok|info)' "$E2E_WORK/doctor.out" | tr '\n' ' ') $(head -c 200 "$E2E_WORK/doctor.err")"; return 1; }
+    note "doctor: $(grep -c '' "$E2E_WORK/doctor.out") lines, exit $RC; $(grep -Ev '^(ok|info)' "$E2E_WORK/doctor.out" | cut -c1-90 | tr '\n' ';')"
     modprobe -r tpm_vtpm_proxy || { why "cannot unload tpm_vtpm_proxy"; return 1; }
     run_cmd doctor-nomod "$HOOK" doctor
     modprobe tpm_vtpm_proxy
-    [ "$RC" != 0 ] || { why "doctor passed with tpm_vtpm_proxy unloaded"; return 1; }
+    [ "$RC" = 1 ] || { why "doctor exit $RC with tpm_vtpm_proxy unloaded (1: blocked)"; return 1; }
     grep -q 'modprobe tpm_vtpm_proxy' "$E2E_WORK/doctor-nomod.out" ||
         { why "doctor without the module does not name the fix: $(tr '\n' ' ' < "$E2E_WORK/doctor-nomod.out")"; return 1; }
     mv /run/cdi/vtpm-hook.json "$E2E_WORK/cdi.json"
     run_cmd doctor-nocdi "$HOOK" doctor
     mv "$E2E_WORK/cdi.json" /run/cdi/vtpm-hook.json
     [ "$RC" != 0 ] || { why "doctor passed without the CDI spec"; return 1; }
+    grep -q '^warn: .*CDI' "$E2E_WORK/doctor-nocdi.out" || { why "doctor without the CDI spec: no warning about it"; return 1; }
     grep -q 'vtpm-hook cdi --output' "$E2E_WORK/doctor-nocdi.out" ||
         { why "doctor without the CDI spec does not name the fix: $(tr '\n' ' ' < "$E2E_WORK/doctor-nocdi.out")"; return 1; }
     note "$(grep -m1 -i 'modprobe' "$E2E_WORK/doctor-nomod.out")"
@@ -243,7 +250,7 @@ t_docker_body() {
     check_tpm "$E2E_WORK/docker-run.out" || return 1
     expect_clean "" "docker run --rm --runtime vtpm" || return 1
     run_cmd doctor-docker "$HOOK" doctor
-    grep -q 'docker' "$E2E_WORK/doctor-docker.out" && ! grep -i 'docker' "$E2E_WORK/doctor-docker.out" | grep -qv '^ok' ||
+    grep -qi '^ok: .*docker' "$E2E_WORK/doctor-docker.out" && ! grep -i 'docker' "$E2E_WORK/doctor-docker.out" | grep -qv '^ok' ||
         { why "doctor does not find Docker's vtpm runtime: $(grep -i docker "$E2E_WORK/doctor-docker.out" | tr '\n' ' ')"; return 1; }
 }
 
@@ -289,7 +296,11 @@ t_remove_purge() {
         { why "the live container's TPM after apt remove: rc $RC $(out_of exec-live)"; return 1; }
     timeout 30 runc kill pkg-live KILL; wait_status runc pkg-live stopped 60 || { why "pkg-live did not stop"; return 1; }
     timeout 30 runc delete pkg-live 2>/dev/null   # (its poststop hook is gone with the package)
-    [ -d "$STATE_ROOT/pkg-live" ] || { why "no state of the live container after its stop"; return 1; }
+    # its emulator saw the container's end and stopped, state saved; the run record stays
+    # (no teardown ran) until a reinstalled gc removes it
+    rm -f "$RUN_ROOT/pkg-live.json"
+    expect_clean pkg-live "the live container's stop after apt remove" || return 1
+    [ -s "$STATE_ROOT/pkg-live/tpm2-00.permall" ] || { why "no state of the live container after its stop"; return 1; }
     run_cmd apt-purge "${APT[@]}" purge vtpm-hook
     [ "$RC" = 0 ] || { why "apt purge exited with $RC: $(out_of apt-purge)"; return 1; }
     grep -q '^vtpm-hook: kept the TPM state in /var/lib/vtpm-hook' "$E2E_WORK/apt-purge.out" "$E2E_WORK/apt-purge.err" ||

@@ -82,7 +82,8 @@ class LockHolder {
         if (hold_ms >= 0) {
           ::usleep(static_cast<useconds_t>(hold_ms) * 1000);
         } else {
-          (void)::read(go[0], &c, 1);  // until the parent writes or dies
+          // until the parent writes or dies (either way the child then exits)
+          if (::read(go[0], &c, 1) < 0) ::_exit(0);
         }
       } catch (...) {
         ::_exit(2);
