@@ -36,7 +36,7 @@ STATE_ROOT=/var/lib/vtpm-hook
 RUN_ROOT=/run/vtpm-hook
 # shellcheck disable=SC2034  # (read by lib.sh's expect_clean)
 SETTLE_TIMEOUT=30
-HOOK=/usr/bin/vtpm-hook
+HOOK=${1:-}     # the build's binary: only for preflight's checks; the tests use the installed one
 PHASE=${PHASE:-install}
 ONLY=${E2E_ONLY:-.}
 DEB=${PKG_DEB:-}
@@ -46,6 +46,7 @@ DOCKER=/usr/bin/docker
 [ -x /run/vtpmvm/stage2 ] || fatal "runs only inside the test VM (tests/e2e/run.sh package): it installs a package"
 [ -r "$DEB" ] || fatal "no package: PKG_DEB='$DEB' (scripts/package.sh writes it under dist/)"
 preflight apt-get dpkg-deb podman runc jq dockerd "$DOCKER" tpm2_getrandom tpm2_nvdefine tpm2_nvread timeout
+HOOK=/usr/bin/vtpm-hook
 mkdir -p "$E2E_WORK" "$BUNDLES" "$LOG_DIR"
 export DEBIAN_FRONTEND=noninteractive
 APT=(timeout 300 apt-get -y -q -o Dpkg::Use-Pty=0 -o APT::Sandbox::User=root)

@@ -24,7 +24,7 @@ deb=$("$ROOT/scripts/package.sh" --prebuilt "$BUILD" --output "$OUT" | tail -n1)
 version=$(dpkg-deb -f "$deb" Version)
 next=$("$ROOT/scripts/package.sh" --prebuilt "$BUILD" --output "$OUT-next" --version "$version+1" | tail -n1)
 echo "FIGURE: package_build_s=$(( $(date +%s) - t0 )) (two packages, lintian on each)"
-echo "# lintian on $(basename "$deb") (warnings and errors; info lines too):"
+echo "# lintian on $(basename "$deb") (every level from info up):"
 sed 's/^/#   /' "$OUT/lintian.txt"
 [ -s "$OUT/lintian.txt" ] || echo "#   (nothing)"
 echo "# files:"; dpkg-deb -c "$deb" | awk '{ print "#   " $1 " " $6 ($7 ? " " $7 " " $8 : "") }'
