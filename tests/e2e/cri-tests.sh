@@ -36,6 +36,9 @@
 #   pod-recreate           pod A/db-0 created again (new sandbox, new pod UID): reads the secret,
 #                          same EK
 #   other-namespace        pod db-0 in namespace B: NV index absent, another EK, its own state
+#   example-statefulset    examples/kubernetes/: the RuntimeClass's handler is vtpm; the
+#                          StatefulSet's container (command, env) writes NV, stops at once on
+#                          SIGTERM, and its restart reads NV back
 # Environment: VTPM_RUNC (default: vtpm-runc beside the hook), CRI_POLICY (a policy file to use
 # as /etc/vtpm-hook/policy.json, e.g. the installed package's; default: this script writes one
 # with "kubernetesIdentity": "$CRI_K8S_IDENTITY" (default containerd; "off" shows the scenarios
@@ -172,9 +175,9 @@ start_containerd() {
     WHY=""      # (the tries before it answered)
     echo "FIGURE: cri_containerd_ready_ms=$ms (containerd started -> CRI Version answered)"
 }
-# stop_containerd: pods left by a failure first (the kubelet's way), then SIGTERM, 60 s, SIGKILL
+# stop_containerd: pods left by a failure first (the kubelet's way), then containerd itself
 stop_containerd() {
-    local s t0
+    local s
     [ -n "$CD_PID" ] || return 0
     if cri ListPodSandbox; then
         for s in $(jqo '.items[].id'); do
@@ -182,10 +185,9 @@ stop_containerd() {
         done
     fi
     cri_client_stop
-    kill -TERM "$CD_PID" 2>/dev/null; t0=$(now_ms)
-    while alive "$CD_PID" && [ $(( $(now_ms) - t0 )) -lt 60000 ]; do sleep 0.2; done
-    kill -KILL "$CD_PID" 2>/dev/null; wait "$CD_PID" 2>/dev/null; CD_PID=""
-    # a shim outlives containerd while its pod lives
+    stop_daemon "$CD_PID" containerd || echo "# $WHY"
+    CD_PID=""
+    # a shim outlives containerd while its pod lives: none may stay for a later script
     for s in $(live_named containerd-shim); do kill -KILL "$s" 2>/dev/null; done
 }
 at_exit stop_containerd
@@ -266,25 +268,32 @@ fi
 echo READY
 if [ "$STAY" = 1 ]; then trap "echo TERM; exit 0" TERM; sleep 600 & wait; fi'
 
-# start_app NAME ATTEMPT MODE STAY: CreateContainer (image tools, the host's /usr read-only)
-# in sandbox $SID with $PODCFG, then StartContainer; sets CID and CLOG (its CRI log file)
-start_app() {
-    local name=$1 attempt=$2 cfg
-    cfg=$(jq -nc --arg n "$name" --argjson a "$attempt" --arg img "$TOOLS_IMAGE" --arg s "$APP_SCRIPT" \
-        --arg mode "$3" --arg stay "$4" --arg secret "$SECRET" '
+# start_container CONFIG: CreateContainer (a ContainerConfig's JSON) in sandbox $SID with
+# $PODCFG, then StartContainer; sets CID and CLOG (its CRI log file)
+start_container() {
+    cri CreateContainer "{\"pod_sandbox_id\": \"$SID\", \"config\": $1, \"sandbox_config\": $PODCFG}" || return 1
+    CID=$(jqo .container_id)
+    [[ $CID =~ ^[0-9a-f]{64}$ ]] || { why "CreateContainer gave no container id: $CRI_OUT"; return 1; }
+    CLOG=$(jq -r .log_directory <<< "$PODCFG")/$(jq -r .log_path <<< "$1")
+    DIAG+=("$CLOG")
+    cri StartContainer "{\"container_id\": \"$CID\"}"
+}
+# app_config NAME ATTEMPT ENV_JSON COMMAND_JSON: a ContainerConfig as the kubelet makes it, the
+# image tools with the host's /usr (tpm2-tools) mounted read-only
+app_config() {
+    jq -nc --arg n "$1" --argjson a "$2" --argjson env "$3" --argjson cmd "$4" --arg img "$TOOLS_IMAGE" '
         {"metadata": {"name": $n, "attempt": $a}, "image": {"image": $img},
-         "command": ["/bin/sh", "-c", $s],
-         "envs": [{"key": "MODE", "value": $mode}, {"key": "STAY", "value": $stay}, {"key": "SECRET", "value": $secret}],
+         "command": $cmd, "envs": $env,
          "mounts": [{"container_path": "/usr", "host_path": "/usr", "readonly": true}],
          "log_path": "\($n)/\($a).log",
          "labels": {"io.kubernetes.container.name": $n},
-         "linux": {"security_context": {"namespace_options": {"network": "NODE", "pid": "CONTAINER", "ipc": "POD"}}}}')
-    cri CreateContainer "{\"pod_sandbox_id\": \"$SID\", \"config\": $cfg, \"sandbox_config\": $PODCFG}" || return 1
-    CID=$(jqo .container_id)
-    [[ $CID =~ ^[0-9a-f]{64}$ ]] || { why "CreateContainer gave no container id: $CRI_OUT"; return 1; }
-    CLOG=$(jq -r .log_directory <<< "$PODCFG")/$name/$attempt.log
-    DIAG+=("$CLOG")
-    cri StartContainer "{\"container_id\": \"$CID\"}"
+         "linux": {"security_context": {"namespace_options": {"network": "NODE", "pid": "CONTAINER", "ipc": "POD"}}}}'
+}
+# start_app NAME ATTEMPT MODE STAY: the container running APP_SCRIPT
+start_app() {
+    start_container "$(app_config "$1" "$2" "$(jq -nc --arg m "$3" --arg s "$4" --arg x "$SECRET" \
+        '[{"key": "MODE", "value": $m}, {"key": "STAY", "value": $s}, {"key": "SECRET", "value": $x}]')" \
+        "$(jq -nc --arg s "$APP_SCRIPT" '["/bin/sh", "-c", $s]')")"
 }
 # ctr_state ID: CSTATE, CEXIT (ContainerStatus)
 ctr_state() {
@@ -493,6 +502,47 @@ t_other_ns() {
     note "$NS_B/$POD: EK $ek"
 }
 
+# examples/kubernetes/: the StatefulSet's container (its command and env, the RuntimeClass's
+# handler) as the kubelet would run its pod <name>-0; the image is the tools image (tpm2-tools
+# from the host's /usr) instead of debian:12, so the example's apt-get step is skipped
+EXAMPLES=$(cd "$HERE/../../examples/kubernetes" && pwd)
+t_example() {
+    local ex name env cmd ns t0
+    need CRI_READY || return 1
+    ex=$("$PY" - "$EXAMPLES/runtimeclass.yaml" "$EXAMPLES/statefulset.yaml" <<'PYEOF'
+import json, sys, yaml
+rc = next(d for d in yaml.safe_load_all(open(sys.argv[1])) if d["kind"] == "RuntimeClass")
+ss = next(d for d in yaml.safe_load_all(open(sys.argv[2])) if d["kind"] == "StatefulSet")
+pod = ss["spec"]["template"]["spec"]
+print(json.dumps({"handler": rc["handler"], "class": rc["metadata"]["name"],
+                  "runtimeClassName": pod.get("runtimeClassName"), "name": ss["metadata"]["name"],
+                  "container": pod["containers"][0]}))
+PYEOF
+) || { why "cannot read the examples in $EXAMPLES"; return 1; }
+    [ "$(jq -r '"\(.handler) \(.class) \(.runtimeClassName)"' <<< "$ex")" = "vtpm vtpm vtpm" ] ||
+        { why "the examples' RuntimeClass/handler/runtimeClassName are not vtpm: $ex"; return 1; }
+    name=$(jq -r .name <<< "$ex")-0
+    # env: values, and the downward API's metadata.name (the pod's name)
+    env=$(jq -c --arg pod "$name" '[.container.env[] | {"key": .name,
+        "value": (.value // (if .valueFrom.fieldRef.fieldPath == "metadata.name" then $pod else error("env \(.name)") end))}]' <<< "$ex") &&
+        cmd=$(jq -c '.container.command + (.container.args // [])' <<< "$ex") || { why "the example's env/command: $ex"; return 1; }
+    ns=cri-e-${NS_A#cri-a-}
+    run_pod "$ns" "$name" "$(new_uid)" || return 1
+    start_container "$(app_config "$(jq -r .container.name <<< "$ex")" 0 "$env" "$cmd")" || return 1
+    wait_grep "std[a-z]* F NV written: $name\$" "$CLOG" 120 || { why "the example's first start: $(app_out | tr '\n' ' ')"; return 1; }
+    # its SIGTERM trap: StopContainer ends it at once, with status 0 (no 30 s grace, no SIGKILL)
+    t0=$(now_ms)
+    cri StopContainer "{\"container_id\": \"$CID\", \"timeout\": 30}" && wait_exited "$CID" 60 || return 1
+    [ "$CEXIT" = 0 ] && [ $(( $(now_ms) - t0 )) -lt 20000 ] ||
+        { why "StopContainer of the example: exit $CEXIT after $(( $(now_ms) - t0 )) ms"; return 1; }
+    expect_clean "$CID" "StopContainer (example)" || return 1
+    start_container "$(app_config "$(jq -r .container.name <<< "$ex")" 1 "$env" "$cmd")" || return 1
+    wait_grep "std[a-z]* F NV read: $name *\$" "$CLOG" 120 || { why "the example's restart: $(app_out | tr '\n' ' ')"; return 1; }
+    remove_pod "$SID" || return 1
+    expect_clean "$CID" "RemovePodSandbox (example)" || return 1
+    note "pod $ns/$name: $(app_out | grep '^NV read' | head -n 1)"
+}
+
 # ---------------------------------------------------------------- run
 with_diag() { [ -z "$WLOG" ] || DIAG+=("$WLOG"); "$@"; local rc=$?; [ $rc = 0 ] || note "kernel: $(tpm_dmesg 5 | tr '\n' ' ')"; return $rc; }
 run_if() { local n=$1; shift; [[ $n =~ $ONLY ]] && scenario "$n" with_diag "$@"; return 0; }
@@ -504,6 +554,7 @@ run_if kubelet-restart  t_restart
 run_if pod-remove-clean t_remove
 run_if pod-recreate     t_recreate
 run_if other-namespace  t_other_ns
+run_if example-statefulset t_example
 
 [ -z "$WLOG" ] || echo "FIGURE: setup_ms=$(grep -ho 'setup took [0-9]* ms' "$WLOG" 2>/dev/null | awk '{print $3}' | median) (the hook's own, per container)"
 echo "FIGURE: guest_test_time_ms=$(( $(now_ms) - T_START ))"
