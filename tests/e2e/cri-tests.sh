@@ -39,7 +39,8 @@
 #   example-statefulset    examples/kubernetes/: the RuntimeClass's handler is vtpm; the
 #                          StatefulSet's container (command, env) writes NV, stops at once on
 #                          SIGTERM, and its restart reads NV back
-# Environment: VTPM_RUNC (default: vtpm-runc beside the hook), CRI_POLICY (a policy file to use
+# Environment: VTPM_RUNC (default: vtpm-runc beside the hook; when set, the hook is the file it
+# links to, whatever the argument), CRI_POLICY (a policy file to use
 # as /etc/vtpm-hook/policy.json, e.g. the installed package's; default: this script writes one
 # with "kubernetesIdentity": "$CRI_K8S_IDENTITY" (default containerd; "off" shows the scenarios
 # that need it fail) and wrapperHookOptions under $E2E_WORK), E2E_ONLY (regex of scenarios).
@@ -58,6 +59,11 @@ ONLY=${E2E_ONLY:-.}
 PY=/usr/bin/python3            # Debian's, with python3-grpcio and python3-protobuf
 POLICY_FILE=/etc/vtpm-hook/policy.json     # the only file vtpm-runc reads
 
+# The hook is what the wrapper runs as its hooks: itself. A given VTPM_RUNC (e.g. an installed
+# /usr/bin/vtpm-runc) decides, whatever hook the suite runner passed.
+if [ -n "${VTPM_RUNC:-}" ]; then
+    HOOK=$(readlink -f "$VTPM_RUNC") || HOOK=$VTPM_RUNC
+fi
 # it writes the wrapper's fixed policy path and starts containerd: only in the throw-away guest
 [ -x /run/vtpmvm/stage2 ] || fatal "runs only inside the test VM (tests/e2e/run.sh cri): it writes $POLICY_FILE"
 preflight containerd ctr containerd-shim-runc-v2 runc jq gcc protoc tar sha256sum "$PY" \
