@@ -100,8 +100,12 @@ def main():
     except ValueError:
         sys.exit(f"md2man: no heading {args.heading!r} in {args.doc}")
     level = len(args.heading.split(" ", 1)[0])
-    end = start + 1
-    while end < len(doc) and not re.match(r"#{1,%d} " % level, doc[end]):
+    end, fenced = start + 1, False
+    while end < len(doc):
+        if doc[end].startswith("```"):
+            fenced = not fenced
+        elif not fenced and re.match(r"#{1,%d} " % level, doc[end]):  # a "# comment" in code is no heading
+            break
         end += 1
     name = args.name.replace("-", "\\-")
     out = [f'.TH {args.name.upper()} {args.section} "" "vtpm-hook {args.version}" "vtpm-hook"',

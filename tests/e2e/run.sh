@@ -16,18 +16,21 @@
 #   engines        engine-tests.sh: vtpm-runc (the runtime wrapper) under runc, crun,
 #                  containerd 1.6 (ctr) and Docker 20.10, the host's Debian packages, with
 #                  daemons the test starts in the guest; start times (TIMES samples, 3)
+#   cri            cri-tests.sh: a Kubernetes node at containerd 1.6's CRI plugin (runtime
+#                  handler vtpm = vtpm-runc, kubernetesIdentity), pods made the kubelet's way by
+#                  cri/cri_client.py; VTPM_RUNC, CRI_POLICY, CRI_K8S_IDENTITY (see the script)
 # The VM (tests/vm/run-vm.sh) sees the host's / at the same paths, so the hook binary and the
 # scripts are used in place. Exit status: the worst of the scripts' (124 the tests did not
 # finish in time > 2 unusable environment > 1 some scenario failed > 0 all passed), or 255
 # when the VM itself failed (boot failure, guest hang): infrastructure, not a test result.
 # Environment: TIMEOUT (s, whole VM run; default per suite), scenario selection by regex
-# E2E_ONLY (containers, provisioning + attestation, engines), HARD_ONLY, SEC_ONLY, CONT_ONLY, COMP_ONLY
+# E2E_ONLY (containers, provisioning + attestation, engines, cri), HARD_ONLY, SEC_ONLY, CONT_ONLY, COMP_ONLY
 # (hardening; '^$' skips that script), MANY (20), LOAD_N (50), LOAD_ROUNDS (3), LOAD_RUNC_N (50; 0 skips),
 # KILL_ROUNDS (12), TIMES (engines: start-time samples, 3), and run-vm.sh's MEM SMP CGROUP=v1|v2 KEEP VERBOSE VMLAB_CACHE.
 set -uo pipefail
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 ROOT=$(cd "$HERE/../.." && pwd)
-usage() { sed -n '2,24p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2; }
+usage() { sed -n '2,29p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2; }
 
 SUITE=${1:-}
 case $SUITE in
@@ -41,6 +44,11 @@ case $SUITE in
                   done ;;
     package)      SCRIPTS=(package-tests.sh package-tests.sh@remove); : "${TIMEOUT:=1200}" "${MEM:=3072}"
                   [ -r "${PKG_DEB:-}" ] || { echo "run.sh: PKG_DEB must name the package (tests/package/package_test.sh builds it)" >&2; exit 2; } ;;
+    cri)          SCRIPTS=(cri-tests.sh); : "${TIMEOUT:=480}"
+                  for t in containerd ctr containerd-shim-runc-v2 protoc gcc; do
+                      command -v "$t" > /dev/null || { echo "run.sh: $t is not installed (apt-get install --no-install-recommends containerd protobuf-compiler gcc libc6-dev); the guest uses the host's programs" >&2; exit 2; }
+                  done
+                  /usr/bin/python3 -c 'import grpc, google.protobuf' 2> /dev/null || { echo "run.sh: /usr/bin/python3 lacks grpc or protobuf (apt-get install python3-grpcio python3-protobuf)" >&2; exit 2; } ;;
     -h|--help|"") usage ;;
     *)            echo "run.sh: unknown suite '$SUITE'" >&2; usage ;;
 esac
@@ -55,7 +63,7 @@ q() { printf '%q' "$1"; }
 # each script has its own defaults).
 CMD="export VTPM_HOOK=$(q "$HOOK");"
 for v in E2E_ONLY HARD_ONLY SEC_ONLY CONT_ONLY COMP_ONLY MANY LOAD_N LOAD_ROUNDS LOAD_RUNC_N KILL_ROUNDS TIMES \
-         PKG_DEB PKG_DEB_NEXT; do
+         PKG_DEB PKG_DEB_NEXT VTPM_RUNC CRI_POLICY CRI_K8S_IDENTITY; do
     [ -n "${!v+x}" ] && CMD+=" export $v=$(q "${!v}");"
 done
 CMD+=" exec bash $(q "$HERE/guest-suite.sh") $((TIMEOUT - 30)) $(q "$HOOK")"
