@@ -20,6 +20,8 @@
 #   podman-cdi      podman run --device vtpm-hook.io/tpm=2 (the CDI spec postinst wrote)
 #   runc-config     runc run with the README's two hooks in config.json
 #   docker          dockerd with the documented daemon.json runtime: docker run --runtime vtpm
+#   k8s-policy      the administrator's step for a Kubernetes node (integration.md): policy.json
+#                   gets "kubernetesIdentity": "containerd"; doctor accepts it (cri-tests.sh next)
 #   upgrade         (phase remove) an NV secret written before `apt install ./DEB_NEXT` is read
 #                   after it; the administrator's changed policy.json is kept
 #   remove-purge    (phase remove) a live container keeps its TPM through `apt remove`; its
@@ -255,6 +257,15 @@ t_docker_body() {
         { why "doctor does not find Docker's vtpm runtime: $(grep -i docker "$E2E_WORK/doctor-docker.out" | tr '\n' ' ')"; return 1; }
 }
 
+# ---------------------------------------------------------------- Kubernetes node
+t_k8s_policy() {
+    jq '.kubernetesIdentity = "containerd"' /etc/vtpm-hook/policy.json > "$E2E_WORK/policy.json" &&
+        write_policy /etc/vtpm-hook/policy.json "$(cat "$E2E_WORK/policy.json")" || return 1
+    run_cmd doctor-k8s "$HOOK" doctor
+    grep -q '^ok: .*policy' "$E2E_WORK/doctor-k8s.out" ||
+        { why "doctor on the Kubernetes policy: $(grep -i policy "$E2E_WORK/doctor-k8s.out" | tr '\n' ' ')"; return 1; }
+}
+
 # ---------------------------------------------------------------- upgrade, remove, purge
 t_upgrade() {
     local before after
@@ -326,7 +337,8 @@ case $PHASE in
         run_if podman-hooksd  t_podman_hooksd
         run_if podman-cdi     t_podman_cdi
         run_if runc-config    t_runc_config
-        run_if docker         t_docker ;;
+        run_if docker         t_docker
+        run_if k8s-policy     t_k8s_policy ;;
     remove)
         run_if upgrade        t_upgrade
         run_if remove-purge   t_remove_purge ;;

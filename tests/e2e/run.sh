@@ -12,7 +12,8 @@
 #                  createCerts, pcrBanks, runAs, encryption, annotations, status; the
 #                  attestation flow, the platform hierarchy, tss2_provision
 #   package        package-tests.sh (PKG_DEB installed with apt, each engine with no other
-#                  step, doctor, units), then its upgrade (PKG_DEB_NEXT) and remove/purge part
+#                  step, doctor, units), cri-tests.sh with the installed vtpm-runc and policy,
+#                  then package-tests.sh's upgrade (PKG_DEB_NEXT) and remove/purge part
 #   engines        engine-tests.sh: vtpm-runc (the runtime wrapper) under runc, crun,
 #                  containerd 1.6 (ctr) and Docker 20.10, the host's Debian packages, with
 #                  daemons the test starts in the guest; start times (TIMES samples, 3)
@@ -42,7 +43,10 @@ case $SUITE in
                   for t in containerd ctr dockerd; do
                       command -v "$t" > /dev/null || { echo "run.sh: $t is not installed (apt-get install --no-install-recommends docker.io containerd); the guest uses the host's programs" >&2; exit 2; }
                   done ;;
-    package)      SCRIPTS=(package-tests.sh package-tests.sh@remove); : "${TIMEOUT:=1200}" "${MEM:=3072}"
+    package)      # cri-tests.sh against the installed package: its vtpm-runc, its policy file (which
+                  # package-tests.sh's k8s-policy scenario sets up as integration.md says)
+                  SCRIPTS=(package-tests.sh cri-tests.sh package-tests.sh@remove); : "${TIMEOUT:=1200}" "${MEM:=3072}"
+                  export VTPM_RUNC=/usr/bin/vtpm-runc CRI_POLICY=/etc/vtpm-hook/policy.json
                   [ -r "${PKG_DEB:-}" ] || { echo "run.sh: PKG_DEB must name the package (tests/package/package_test.sh builds it)" >&2; exit 2; } ;;
     cri)          SCRIPTS=(cri-tests.sh); : "${TIMEOUT:=480}"
                   for t in containerd ctr containerd-shim-runc-v2 protoc gcc; do
