@@ -248,14 +248,7 @@ ctr_run() {
     MS=$(( $(now_ms) - t0 ))
 }
 
-NV_SCRIPT='if tpm2_nvread -T device:/dev/tpmrm0 0x1500016 -C o -s 12 -o /tmp/r 2>/dev/null; then
-  echo "NV-READ $(cat /tmp/r)"
-else
-  tpm2_nvdefine -T device:/dev/tpmrm0 0x1500016 -C o -s 12 -a "ownerread|ownerwrite|authread|authwrite" > /dev/null || exit 6
-  printf "engine-check" > /tmp/d
-  tpm2_nvwrite -T device:/dev/tpmrm0 0x1500016 -C o -i /tmp/d || exit 7
-  echo NV-WRITTEN
-fi'
+NV_SCRIPT=$(nv_script 0x1500016 engine-check)
 NODEV_SCRIPT='if [ -e /dev/tpm0 ] || [ -e /dev/tpmrm0 ]; then echo HAS-TPM; else echo NO-TPM; fi'
 
 t_containerd() {

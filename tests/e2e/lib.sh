@@ -191,6 +191,19 @@ force_clean() {
     rm -f "$RUN_ROOT"/*.json
 }
 
+# nv_script INDEX SECRET: a container script that reads NV index INDEX ("NV-READ <secret>") or,
+# when it does not exist yet, defines it and writes SECRET ("NV-WRITTEN")
+nv_script() {
+    printf '%s' "if tpm2_nvread -T device:/dev/tpmrm0 $1 -C o -s ${#2} -o /tmp/r 2>/dev/null; then
+  echo \"NV-READ \$(cat /tmp/r)\"
+else
+  tpm2_nvdefine -T device:/dev/tpmrm0 $1 -C o -s ${#2} -a \"ownerread|ownerwrite|authread|authwrite\" > /dev/null || exit 6
+  printf '%s' '$2' > /tmp/d
+  tpm2_nvwrite -T device:/dev/tpmrm0 $1 -C o -i /tmp/d || exit 7
+  echo NV-WRITTEN
+fi"
+}
+
 # ---------------------------------------------------------------- engine daemons
 # wait_daemon PID NAME LOG CLIENT...: until CLIENT answers (120 s at most)
 wait_daemon() {

@@ -57,14 +57,7 @@ TPM_SCRIPT='for d in /dev/tpm0 /dev/tpmrm0; do
   if [ -c $d ]; then echo "DEV $d"; else echo "NODEV $d"; fi; done
 r=$(tpm2_getrandom -T device:/dev/tpmrm0 --hex 8) || { echo "getrandom failed rc=$?"; exit 3; }
 echo "RANDOM $r"'
-NV_SCRIPT='if tpm2_nvread -T device:/dev/tpmrm0 0x1500017 -C o -s 14 -o /tmp/r 2>/dev/null; then
-  echo "NV-READ $(cat /tmp/r)"
-else
-  tpm2_nvdefine -T device:/dev/tpmrm0 0x1500017 -C o -s 14 -a "ownerread|ownerwrite|authread|authwrite" > /dev/null || exit 6
-  printf "package-secret" > /tmp/d
-  tpm2_nvwrite -T device:/dev/tpmrm0 0x1500017 -C o -i /tmp/d || exit 7
-  echo NV-WRITTEN
-fi'
+NV_SCRIPT=$(nv_script 0x1500017 package-secret)
 
 # check_tpm FILE: the container saw both nodes and read random bytes
 check_tpm() {
