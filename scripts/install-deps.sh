@@ -4,7 +4,7 @@
 # (clang + libclang-rt-14-dev: the libFuzzer suite, fuzz.bounded; openssl: the CLI the
 # provisioning and attestation tests verify certificates with; git: tests/lint.sh;
 # debhelper, lintian, help2man: scripts/package.sh; python3-grpcio, -protobuf, protobuf-compiler:
-# the CRI client of the Kubernetes node test)
+# the CRI client of the Kubernetes node test; python3-yaml: it reads examples/kubernetes/)
 set -euo pipefail
 SUDO=; [ "$(id -u)" -eq 0 ] || SUDO=sudo
 # the unprivileged user the emulators and keepers run as unless runAs is set
@@ -17,7 +17,7 @@ PKGS=(build-essential cmake ninja-build pkg-config clang-format clang libclang-r
       runc crun podman docker.io containerd
       qemu-system-x86 linux-image-amd64 busybox-static cpio xz-utils kmod
       debhelper dpkg-dev lintian help2man bash-completion
-      python3-grpcio python3-protobuf protobuf-compiler)
+      python3-grpcio python3-protobuf protobuf-compiler python3-yaml)
 missing=()
 for p in "${PKGS[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")

@@ -38,8 +38,10 @@ WORK=$(mktemp -d /tmp/vtpm-hook-pkg.XXXXXX)
 trap 'rm -rf "$WORK"' EXIT
 SRC=$WORK/vtpm-hook-${VERSION:-$changelog_version}
 mkdir -p "$SRC"
-# the tracked files and new ones not ignored: never a build directory
-git ls-files -z --cached --others --exclude-standard | grep -zv '^dist/' |
+# the tracked files (as they are in the working tree): never a build directory or a stray file
+[ -z "$(git status --porcelain --untracked-files=no)" ] ||
+    echo "package.sh: note: packing the working tree's changes to tracked files" >&2
+git ls-files -z --cached |
     xargs -0 cp --parents -t "$SRC" 2>/dev/null || { echo "package.sh: cannot copy the tree" >&2; exit 1; }
 if [ -n "$VERSION" ]; then
     { printf 'vtpm-hook (%s) unstable; urgency=medium\n\n  * Rebuilt as %s.\n\n -- %s  %s\n\n' \
@@ -50,12 +52,16 @@ fi
     tail -40 "$WORK/build.log" >&2; echo "package.sh: dpkg-buildpackage failed" >&2; exit 1; }
 grep -E '^\[ *(PASSED|FAILED) *\]' "$WORK/build.log" >&2 || true   # the unit tests' verdict
 mkdir -p "$OUT"
+rm -f "$OUT"/vtpm-hook_*.deb "$OUT"/vtpm-hook-dbgsym_*.deb   # one version here: apt install ./dist/*.deb
 mapfile -t debs < <(find "$WORK" -maxdepth 1 -name '*.deb')
 mv -f "${debs[@]}" "$OUT/"
 deb=$(find "$OUT" -maxdepth 1 -name "vtpm-hook_${VERSION:-$changelog_version}_*.deb" | head -n1)
 echo "package.sh: $deb" >&2
 # lintian as root is refused without --allow-root (the machines here build as root)
-lintian --allow-root --display-level '>=info' "$deb" | tee "$OUT/lintian.txt" >&2 || true
+lrc=0   # 0 clean, 1 tags found (judged below), anything else: lintian itself failed
+lintian --allow-root --display-level '>=info' "$deb" > "$OUT/lintian.txt" || lrc=$?
+cat "$OUT/lintian.txt" >&2
+[ "$lrc" -le 1 ] || { echo "package.sh: lintian failed (exit $lrc)" >&2; exit 1; }
 if grep -q '^E: ' "$OUT/lintian.txt"; then
     echo "package.sh: lintian reports errors (above)" >&2; exit 1
 fi

@@ -11,7 +11,7 @@ case "${1:-}" in
     clang-format --dry-run -Werror "${files[@]}" ;;
   shellcheck)
     # the scripts, the package's maintainer scripts (sh) and the bash completion
-    mapfile -t files < <(git ls-files '*.sh' debian/postinst debian/postrm)
+    mapfile -t files < <(git ls-files '*.sh' debian/postinst debian/postrm debian/prerm)
     [ ${#files[@]} -gt 0 ] || { echo "lint $1: no files to check (not a git checkout?)" >&2; exit 1; }
     shellcheck -S warning "${files[@]}"
     shellcheck -S warning -s bash system/bash-completion/vtpm-hook

@@ -75,12 +75,18 @@ struct Doctor {
 // The whole file (links followed, as the engines read it); nullopt when it does not exist.
 // Throws Error when it is something else than a readable regular file.
 std::optional<std::string> read_text(const std::string& path) {
+  // the type first: opening a device node (through a link) can have effects of its own
+  struct stat st {};
+  if (::stat(path.c_str(), &st) != 0) {
+    if (errno == ENOENT) return std::nullopt;
+    throw sys_error("stat " + path);
+  }
+  if (!S_ISREG(st.st_mode)) throw Error(path + " is not a regular file");
   UniqueFd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK));
   if (!fd) {
     if (errno == ENOENT) return std::nullopt;
     throw sys_error("cannot open " + path);
   }
-  struct stat st {};
   if (::fstat(fd.get(), &st) != 0) throw sys_error("stat " + path);
   if (!S_ISREG(st.st_mode)) throw Error(path + " is not a regular file");
   return read_all(fd.get(), kMaxConfigSize, path);
@@ -380,10 +386,8 @@ void Doctor::containerd() {
   if (!bin) return info("containerd is not installed: not checked");
   const std::string& cfg = paths.containerd_config;
   const std::string runc = runc_path();
-  const std::string table = "[plugins.\"io.containerd.grpc.v1.cri\".containerd.runtimes.vtpm]";
-  const std::string lines = "'" + table + "' '  runtime_type = \"io.containerd.runc.v2\"' '" +
-                            table.substr(0, table.size() - 1) + ".options]' '  BinaryName = \"" +
-                            runc + "\"'";
+  const std::string runtimes = "[plugins.\"io.containerd.grpc.v1.cri\".containerd.runtimes.";
+  const std::string table = runtimes + "vtpm]";
   const std::string restart = ", then restart containerd";
   std::optional<std::string> text;
   try {
@@ -391,6 +395,16 @@ void Doctor::containerd() {
   } catch (const std::exception& e) {
     return warn("containerd: " + std::string(e.what()), "check " + cfg);
   }
+  // A config that declares runtimes replaces containerd's built-in table: without a runc
+  // entry (the default runtime) containerd 1.6 starts without its CRI plugin.
+  const std::string runc_table =
+      text && text->find(runtimes + "runc]") != std::string::npos
+          ? ""
+          : "'" + runtimes + "runc]' '  runtime_type = \"io.containerd.runc.v2\"' ";
+  const std::string lines = runc_table + "'" + table +
+                            "' '  runtime_type = \"io.containerd.runc.v2\"' '" +
+                            table.substr(0, table.size() - 1) + ".options]' '  BinaryName = \"" +
+                            runc + "\"'";
   if (!text)
     return warn("containerd: no " + cfg + ", so no runtime runs " + kWrapperName,
                 "printf '%s\\n' 'version = 2' " + lines + " > " + cfg + restart);
@@ -473,8 +487,12 @@ void Doctor::udev_rule() {
     } catch (const std::exception& e) {
       return warn("udev rule " + file + " is unusable: " + e.what(), fix);
     }
-    if (!text || text->find("/devices/virtual/tpm/") == std::string::npos ||
-        text->find("MODE=\"0600\"") == std::string::npos)
+    std::string rules;  // its rules: a commented-out line keeps nothing
+    for (const auto& l : lines_of(text.value_or("")))
+      if (const auto c = l.find_first_not_of(" \t"); c != std::string::npos && l[c] != '#')
+        rules += l + "\n";
+    if (rules.find("/devices/virtual/tpm/") == std::string::npos ||
+        rules.find("MODE=\"0600\"") == std::string::npos)
       return warn("udev rule " + file + " does not keep vTPM proxy chips root:root 0600", fix);
     return ok("udev rule " + file + " keeps vTPM proxy chips root:root 0600");
   }

@@ -13,13 +13,16 @@
 #                   from the guest's overlay first) and is there after `apt install ./DEB`;
 #                   postinst made the user vtpm-hook (deleted beforehand), loaded tpm_vtpm_proxy
 #                   (unloaded beforehand) and wrote the CDI spec naming /usr/bin/vtpm-hook
-#   doctor          `vtpm-hook doctor` passes; with the module unloaded, and with the CDI spec
-#                   missing, it fails naming each fix
+#   doctor          `vtpm-hook doctor`: nothing fails, warnings only for the engines the package
+#                   leaves to the administrator; with the module unloaded it fails naming the fix
 #   units           systemd-analyze verify of the units; their ExecStart commands run
 #   podman-hooksd   podman run --annotation io.vtpm-hook.vtpm=2 (the installed hooks.d file)
 #   podman-cdi      podman run --device vtpm-hook.io/tpm=2 (the CDI spec postinst wrote)
 #   runc-config     runc run with the README's two hooks in config.json
 #   docker          dockerd with the documented daemon.json runtime: docker run --runtime vtpm
+#   containerd-fix  doctor's containerd fix, run as printed on Debian's config.toml: containerd's
+#                   CRI plugin serves, with the runtime vtpm naming /usr/bin/vtpm-runc
+#   doctor-all-ok   doctor exits 0 with every line ok/info; without the CDI spec exit 2, one warning
 #   k8s-policy      the administrator's step for a Kubernetes node (integration.md): policy.json
 #                   gets "kubernetesIdentity": "containerd"; doctor accepts it (cri-tests.sh next)
 #   upgrade         (phase remove) an NV secret written before `apt install ./DEB_NEXT` is read
@@ -90,6 +93,7 @@ t_install() {
     done < "$E2E_WORK/files"
     rm -f /usr/local/bin/vtpm-hook /usr/local/bin/vtpm-runc /usr/local/share/containers/oci/hooks.d/vtpm-hook.json
     [ "$removed" = 0 ] || note "removed $removed of the package's paths the host had, from the guest's overlay"
+    ! dpkg -s vtpm-hook > /dev/null 2>&1 || { why "vtpm-hook is installed on the host already: not a fresh install"; return 1; }
     [ ! -e /etc/vtpm-hook/policy.json ] || rm -f /etc/vtpm-hook/policy.json
     rm -rf /run/cdi /etc/cdi/vtpm-hook.json "$STATE_ROOT" "$RUN_ROOT"
     if getent passwd vtpm-hook > /dev/null; then
@@ -130,6 +134,10 @@ t_install() {
     # the man pages render, and the completion knows the subcommands from the binary
     man -l /usr/share/man/man5/vtpm-hook-policy.5.gz 2>/dev/null | grep -q statePathRoots ||
         { why "vtpm-hook-policy(5) does not render the policy keys"; return 1; }
+    man -l /usr/share/man/man8/vtpm-hook.8.gz 2>/dev/null | grep -q 'doctor' ||
+        { why "vtpm-hook(8) does not list the doctor subcommand"; return 1; }
+    man -l /usr/share/man/man8/vtpm-runc.8.gz 2>/dev/null | grep -q 'BinaryName' ||
+        { why "vtpm-runc(8) lacks containerd's BinaryName"; return 1; }
     f=$(bash -c '. /usr/share/bash-completion/bash_completion; . /usr/share/bash-completion/completions/vtpm-hook
         COMP_WORDS=(vtpm-hook ""); COMP_CWORD=1; COMP_LINE="vtpm-hook "; COMP_POINT=10; _vtpm_hook; echo "${COMPREPLY[*]}"')
     [[ " $f " == *" setup "* && " $f " == *" gc "* ]] || { why "bash completion of subcommands: '$f'"; return 1; }
@@ -150,14 +158,21 @@ t_doctor() {
     [ "$RC" = 1 ] || { why "doctor exit $RC with tpm_vtpm_proxy unloaded (1: blocked)"; return 1; }
     grep -q 'modprobe tpm_vtpm_proxy' "$E2E_WORK/doctor-nomod.out" ||
         { why "doctor without the module does not name the fix: $(tr '\n' ' ' < "$E2E_WORK/doctor-nomod.out")"; return 1; }
+    note "$(grep -m1 -i 'modprobe' "$E2E_WORK/doctor-nomod.out")"
+}
+# after Docker's and containerd's entries (t_docker, t_containerd_fix): doctor is all ok, and
+# without the CDI spec it warns (exit 2) with exactly that one line, naming the fix
+t_doctor_all_ok() {
+    run_cmd doctor-ok "$HOOK" doctor
+    [ "$RC" = 0 ] && ! grep -Evq '^(ok|info): ' "$E2E_WORK/doctor-ok.out" ||
+        { why "doctor on the configured host: exit $RC: $(grep -Ev '^(ok|info): ' "$E2E_WORK/doctor-ok.out" | tr '\n' ' ')"; return 1; }
     mv /run/cdi/vtpm-hook.json "$E2E_WORK/cdi.json"
     run_cmd doctor-nocdi "$HOOK" doctor
     mv "$E2E_WORK/cdi.json" /run/cdi/vtpm-hook.json
-    [ "$RC" != 0 ] || { why "doctor passed without the CDI spec"; return 1; }
-    grep -q '^warn: .*CDI' "$E2E_WORK/doctor-nocdi.out" || { why "doctor without the CDI spec: no warning about it"; return 1; }
-    grep -q 'vtpm-hook cdi --output' "$E2E_WORK/doctor-nocdi.out" ||
-        { why "doctor without the CDI spec does not name the fix: $(tr '\n' ' ' < "$E2E_WORK/doctor-nocdi.out")"; return 1; }
-    note "$(grep -m1 -i 'modprobe' "$E2E_WORK/doctor-nomod.out")"
+    [ "$RC" = 2 ] || { why "doctor without the CDI spec: exit $RC (2: warnings)"; return 1; }
+    [ "$(grep -Evc '^(ok|info): ' "$E2E_WORK/doctor-nocdi.out")" = 1 ] &&
+        grep -q '^warn: .*CDI.*vtpm-hook cdi --output' "$E2E_WORK/doctor-nocdi.out" ||
+        { why "doctor without the CDI spec: $(grep -Ev '^(ok|info): ' "$E2E_WORK/doctor-nocdi.out" | tr '\n' ' ')"; return 1; }
     note "$(grep -m1 'cdi --output' "$E2E_WORK/doctor-nocdi.out")"
 }
 
@@ -178,6 +193,13 @@ t_units() {
         [ "$RC" = 0 ] || { why "$u.service's '$cmd' exited with $RC: $(out_of "$u")"; return 1; }
     done
     [ -s /run/cdi/vtpm-hook.json ] || { why "vtpm-hook-cdi.service's command wrote no /run/cdi/vtpm-hook.json"; return 1; }
+    # its stop removes the spec (which names a binary a remove takes away)
+    cmd=$(sed -n 's/^ExecStopPost=//p' /lib/systemd/system/vtpm-hook-cdi.service)
+    # shellcheck disable=SC2086
+    $cmd && [ ! -e /run/cdi/vtpm-hook.json ] || { why "vtpm-hook-cdi.service's ExecStopPost '$cmd' left the spec"; return 1; }
+    cmd=$(sed -n 's/^ExecStart=//p' /lib/systemd/system/vtpm-hook-cdi.service)
+    # shellcheck disable=SC2086
+    $cmd || { why "vtpm-hook-cdi.service's ExecStart '$cmd' (again)"; return 1; }
     grep -q '^OnCalendar=daily' /lib/systemd/system/vtpm-hook-gc.timer || { why "the gc timer is not daily"; return 1; }
 }
 
@@ -250,6 +272,30 @@ t_docker_body() {
         { why "doctor does not find Docker's vtpm runtime: $(grep -i docker "$E2E_WORK/doctor-docker.out" | tr '\n' ' ')"; return 1; }
 }
 
+# containerd: the fix doctor prints, applied to Debian's own config.toml as printed, gives a
+# containerd whose CRI plugin serves and has the runtime vtpm with the installed vtpm-runc
+CD_PID=""
+t_containerd_fix() { t_containerd_fix_body; local rc=$?; stop_daemon "$CD_PID" containerd || rc=1; return $rc; }
+t_containerd_fix_body() {
+    local fix
+    run_cmd doctor-cd "$HOOK" doctor
+    fix=$(sed -n 's/^warn: containerd: .*(fix: \(.*\), then restart containerd)$/\1/p' "$E2E_WORK/doctor-cd.out")
+    [ -n "$fix" ] || { why "doctor names no containerd fix: $(grep containerd "$E2E_WORK/doctor-cd.out" | tr '\n' ' ')"; return 1; }
+    note "fix: $fix"
+    sh -c "$fix" || { why "doctor's containerd fix failed: $fix"; return 1; }
+    containerd > "$E2E_WORK/containerd.log" 2>&1 &
+    CD_PID=$!
+    DIAG+=("$E2E_WORK/containerd.log" "$E2E_WORK/cri-status.out" "$E2E_WORK/cri-status.err")
+    wait_daemon "$CD_PID" containerd "$E2E_WORK/containerd.log" \
+        /usr/bin/python3 "$HERE/cri/cri_client.py" --socket /run/containerd/containerd.sock call Version || return 1
+    run_cmd cri-status /usr/bin/python3 "$HERE/cri/cri_client.py" --socket /run/containerd/containerd.sock \
+        call Status '{"verbose": true}'
+    [ "$RC" = 0 ] || { why "CRI Status: $(out_of cri-status)"; return 1; }
+    [ "$(jq -r '.info.config | fromjson | .containerd.runtimes.vtpm.options.BinaryName' "$E2E_WORK/cri-status.out")" = /usr/bin/vtpm-runc ] ||
+        { why "the CRI plugin's runtime vtpm: $(jq -c '.info.config | fromjson | .containerd.runtimes | keys' "$E2E_WORK/cri-status.out" 2>&1)"; return 1; }
+    note "CRI runtimes: $(jq -c '.info.config | fromjson | .containerd.runtimes | keys' "$E2E_WORK/cri-status.out")"
+}
+
 # ---------------------------------------------------------------- Kubernetes node
 t_k8s_policy() {
     jq '.kubernetesIdentity = "containerd"' /etc/vtpm-hook/policy.json > "$E2E_WORK/policy.json" &&
@@ -291,6 +337,8 @@ t_remove_purge() {
     before=$(tree_fp "$STATE_ROOT")
     run_cmd apt-remove "${APT[@]}" remove vtpm-hook
     [ "$RC" = 0 ] || { why "apt remove exited with $RC: $(out_of apt-remove)"; return 1; }
+    grep -q '^vtpm-hook: 1 container(s) have a live vTPM and keep it' "$E2E_WORK/apt-remove.out" "$E2E_WORK/apt-remove.err" ||
+        { why "apt remove did not say a live container keeps its vTPM: $(out_of apt-remove)"; return 1; }
     [ ! -e /usr/bin/vtpm-hook ] && [ ! -e /usr/bin/vtpm-runc ] || { why "apt remove left the binaries"; return 1; }
     [ ! -e /lib/systemd/system/vtpm-hook-gc.timer ] || { why "apt remove left the units"; return 1; }
     [ ! -e /run/cdi/vtpm-hook.json ] || { why "apt remove left a CDI spec naming the removed binary"; return 1; }
@@ -331,6 +379,8 @@ case $PHASE in
         run_if podman-cdi     t_podman_cdi
         run_if runc-config    t_runc_config
         run_if docker         t_docker
+        run_if containerd-fix t_containerd_fix
+        run_if doctor-all-ok  t_doctor_all_ok
         run_if k8s-policy     t_k8s_policy ;;
     remove)
         run_if upgrade        t_upgrade

@@ -36,6 +36,8 @@ std::string slurp(const fs::path& p) {
 class DoctorTest : public ::testing::Test {
  protected:
   void SetUp() override {
+    // the scratch host's policy and roots must be root's, as doctor (like setup) demands
+    if (::geteuid() != 0) GTEST_SKIP() << "needs root (files owned by root)";
     base_ = vtpm::testing::test_dir("doctor");
     fs::remove_all(base_);
     fs::create_directories(base_);
@@ -407,8 +409,11 @@ TEST_F(DoctorTest, DockerRuntimeEntry) {
 }
 
 TEST_F(DoctorTest, ContainerdRuntimeEntry) {
+  // no runc table in the file: the fix declares it too (else containerd loses its CRI plugin)
   const std::string toml_lines =
-      "printf '%s\\n' '[plugins.\"io.containerd.grpc.v1.cri\".containerd.runtimes.vtpm]' '  "
+      "printf '%s\\n' '[plugins.\"io.containerd.grpc.v1.cri\".containerd.runtimes.runc]' '  "
+      "runtime_type = \"io.containerd.runc.v2\"' "
+      "'[plugins.\"io.containerd.grpc.v1.cri\".containerd.runtimes.vtpm]' '  "
       "runtime_type = \"io.containerd.runc.v2\"' "
       "'[plugins.\"io.containerd.grpc.v1.cri\".containerd.runtimes.vtpm.options]' '  BinaryName "
       "= \"" +
@@ -420,6 +425,11 @@ TEST_F(DoctorTest, ContainerdRuntimeEntry) {
                                             " has BinaryName " + runc() + " (fix: " + toml_lines +
                                             " >> " + p_.containerd_config +
                                             ", then restart containerd)");
+  // a file that declares runc already: the fix adds only vtpm's tables
+  write(p_.containerd_config,
+        "version = 2\n[plugins.\"io.containerd.grpc.v1.cri\".containerd.runtimes.runc]\n");
+  run();
+  EXPECT_EQ(line("warn", "containerd").find("runtimes.runc]' "), std::string::npos) << lines_;
   // another binary of that name, in the table the fix would add: edit it instead
   write(p_.containerd_config, containerd_toml("/opt/old/vtpm-runc"));
   run();
@@ -441,6 +451,8 @@ TEST_F(DoctorTest, ContainerdRuntimeEntry) {
   ASSERT_EQ(std::system(fix.c_str()), 0) << fix;
   EXPECT_EQ(slurp(p_.containerd_config),
             "version = 2\n"
+            "[plugins.\"io.containerd.grpc.v1.cri\".containerd.runtimes.runc]\n"
+            "  runtime_type = \"io.containerd.runc.v2\"\n"
             "[plugins.\"io.containerd.grpc.v1.cri\".containerd.runtimes.vtpm]\n"
             "  runtime_type = \"io.containerd.runc.v2\"\n"
             "[plugins.\"io.containerd.grpc.v1.cri\".containerd.runtimes.vtpm.options]\n"
@@ -502,6 +514,16 @@ TEST_F(DoctorTest, UdevRuleMissingOrMasked) {
   run();
   EXPECT_EQ(exit_code(), 2);
   line("warn", "udev rule " + (base_ / "etc/udev/rules.d/70-vtpm-hook.rules").string());
+  // a copy whose rules are commented out keeps nothing either
+  fs::remove(base_ / "etc/udev/rules.d/70-vtpm-hook.rules");
+  std::string commented;
+  std::istringstream rules(slurp(fs::path(VTPM_SOURCE_DIR) / "udev/70-vtpm-hook.rules"));
+  for (std::string l; std::getline(rules, l);) commented += "# " + l + "\n";
+  write(base_ / "lib/udev/rules.d/70-vtpm-hook.rules", commented);
+  run();
+  EXPECT_EQ(exit_code(), 2);
+  line("warn", "udev rule " + (base_ / "lib/udev/rules.d/70-vtpm-hook.rules").string() +
+                   " does not keep");
 }
 
 TEST_F(DoctorTest, BlockingWinsOverWarnings) {
