@@ -401,10 +401,9 @@ void Doctor::containerd() {
       text && text->find(runtimes + "runc]") != std::string::npos
           ? ""
           : "'" + runtimes + "runc]' '  runtime_type = \"io.containerd.runc.v2\"' ";
-  const std::string lines = runc_table + "'" + table +
-                            "' '  runtime_type = \"io.containerd.runc.v2\"' '" +
-                            table.substr(0, table.size() - 1) + ".options]' '  BinaryName = \"" +
-                            runc + "\"'";
+  const std::string lines =
+      runc_table + "'" + table + "' '  runtime_type = \"io.containerd.runc.v2\"' '" +
+      table.substr(0, table.size() - 1) + ".options]' '  BinaryName = \"" + runc + "\"'";
   if (!text)
     return warn("containerd: no " + cfg + ", so no runtime runs " + kWrapperName,
                 "printf '%s\\n' 'version = 2' " + lines + " > " + cfg + restart);

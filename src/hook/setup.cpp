@@ -152,8 +152,9 @@ Credentials emulator_user(const std::string& spec) {
   try {
     c = resolve_user(spec);
   } catch (const Error& e) {
-    throw Error("--emulator-user " + spec + ": " + e.what() +
-                " (create it: adduser --system --group --no-create-home --home /nonexistent vtpm-hook)");
+    throw Error(
+        "--emulator-user " + spec + ": " + e.what() +
+        " (create it: adduser --system --group --no-create-home --home /nonexistent vtpm-hook)");
   }
   if (c.uid == 0 || c.gid == 0)
     throw Error("--emulator-user " + spec + " is root: emulators never run as root");

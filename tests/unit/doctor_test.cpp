@@ -522,8 +522,8 @@ TEST_F(DoctorTest, UdevRuleMissingOrMasked) {
   write(base_ / "lib/udev/rules.d/70-vtpm-hook.rules", commented);
   run();
   EXPECT_EQ(exit_code(), 2);
-  line("warn", "udev rule " + (base_ / "lib/udev/rules.d/70-vtpm-hook.rules").string() +
-                   " does not keep");
+  line("warn",
+       "udev rule " + (base_ / "lib/udev/rules.d/70-vtpm-hook.rules").string() + " does not keep");
 }
 
 TEST_F(DoctorTest, BlockingWinsOverWarnings) {
