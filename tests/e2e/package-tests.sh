@@ -290,10 +290,12 @@ t_containerd_fix_body() {
         /usr/bin/python3 "$HERE/cri/cri_client.py" --socket /run/containerd/containerd.sock call Version || return 1
     run_cmd cri-status /usr/bin/python3 "$HERE/cri/cri_client.py" --socket /run/containerd/containerd.sock \
         call Status '{"verbose": true}'
-    [ "$RC" = 0 ] || { why "CRI Status: $(out_of cri-status)"; return 1; }
-    [ "$(jq -r '.info.config | fromjson | .containerd.runtimes.vtpm.options.BinaryName' "$E2E_WORK/cri-status.out")" = /usr/bin/vtpm-runc ] ||
-        { why "the CRI plugin's runtime vtpm: $(jq -c '.info.config | fromjson | .containerd.runtimes | keys' "$E2E_WORK/cri-status.out" 2>&1)"; return 1; }
-    note "CRI runtimes: $(jq -c '.info.config | fromjson | .containerd.runtimes | keys' "$E2E_WORK/cri-status.out")"
+    # the client's answer: "OK <json>" or "ERR <code> <message>"
+    [ "$RC" = 0 ] && grep -q '^OK ' "$E2E_WORK/cri-status.out" || { why "CRI Status: $(out_of cri-status)"; return 1; }
+    sed 's/^OK //' "$E2E_WORK/cri-status.out" > "$E2E_WORK/cri-status.json"
+    [ "$(jq -r '.info.config | fromjson | .containerd.runtimes.vtpm.options.BinaryName' "$E2E_WORK/cri-status.json")" = /usr/bin/vtpm-runc ] ||
+        { why "the CRI plugin's runtime vtpm: $(jq -c '.info.config | fromjson | .containerd.runtimes | keys' "$E2E_WORK/cri-status.json" 2>&1)"; return 1; }
+    note "CRI runtimes: $(jq -c '.info.config | fromjson | .containerd.runtimes | keys' "$E2E_WORK/cri-status.json")"
 }
 
 # ---------------------------------------------------------------- Kubernetes node
