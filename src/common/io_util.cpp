@@ -141,6 +141,13 @@ UniqueFd receive_fd(int sock) {
   return UniqueFd(fd);
 }
 
+bool same_file(const std::string& a, const std::string& b) {
+  struct stat sa {
+  }, sb{};
+  return ::stat(a.c_str(), &sa) == 0 && ::stat(b.c_str(), &sb) == 0 && sa.st_dev == sb.st_dev &&
+         sa.st_ino == sb.st_ino;
+}
+
 UniqueFd open_regular_file(int dir_fd, const std::string& path, const std::string& what,
                            struct stat& st) {
   UniqueFd fd(

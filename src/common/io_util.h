@@ -34,6 +34,9 @@ UniqueFd open_resolved(int dir_fd, const std::string& path, uint64_t flags, uint
 UniqueFd open_regular_file(int dir_fd, const std::string& path, const std::string& what,
                            struct stat& st);
 
+// true when both paths (links followed) name one file: same device and inode.
+bool same_file(const std::string& a, const std::string& b);
+
 // Passes one file descriptor over a unix socket (SCM_RIGHTS), and takes one (close-on-exec).
 void send_fd(int sock, int fd);
 UniqueFd receive_fd(int sock);

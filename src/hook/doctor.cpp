@@ -50,12 +50,7 @@ struct Doctor {
   }
 
   // true when `path` (a link is followed) is this executable's file
-  bool is_self(const std::string& path) const {
-    struct stat a {
-    }, b{};
-    return ::stat(path.c_str(), &a) == 0 && ::stat(paths.self_exe.c_str(), &b) == 0 &&
-           a.st_dev == b.st_dev && a.st_ino == b.st_ino;
-  }
+  bool is_self(const std::string& path) const { return same_file(path, paths.self_exe); }
   std::string runc_path() const { return (fs::path(self).parent_path() / kWrapperName).string(); }
 
   void module();

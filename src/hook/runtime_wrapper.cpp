@@ -65,12 +65,7 @@ std::string self_exe() {
 }
 
 // true when `path` is the file /proc/self/exe is (the wrapper and the hook are one binary)
-bool is_this_executable(const std::string& path) {
-  struct stat a {
-  }, b{};
-  return ::stat(path.c_str(), &a) == 0 && ::stat("/proc/self/exe", &b) == 0 &&
-         a.st_dev == b.st_dev && a.st_ino == b.st_ino;
-}
+bool is_this_executable(const std::string& path) { return same_file(path, "/proc/self/exe"); }
 
 // "runc" on PATH (the engine's), never the wrapper itself (e.g. a vtpm-runc named runc)
 std::string find_runc() {
