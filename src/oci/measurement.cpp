@@ -10,6 +10,7 @@
 #include <span>
 
 #include "common/error.h"
+#include "common/io_util.h"
 #include "common/pcr_banks.h"
 
 namespace vtpm {
@@ -38,17 +39,6 @@ const EVP_MD* bank_md(std::string_view bank) {
     for (const auto& h : kBankHashes)
       if (h.alg == *alg) return h.md();
   throw Error("unknown PCR bank \"" + one_line(bank) + "\"");
-}
-
-std::string to_hex(std::span<const uint8_t> bytes) {
-  static constexpr char kHex[] = "0123456789abcdef";
-  std::string out;
-  out.reserve(2 * bytes.size());
-  for (const uint8_t b : bytes) {
-    out += kHex[b >> 4];
-    out += kHex[b & 0xf];
-  }
-  return out;
 }
 
 // UTF-16 code units of valid UTF-8 (checked by the caller's strict dump): the JCS member order.
