@@ -35,9 +35,16 @@ int in_child(const std::function<int()>& body) {
   return status;
 }
 
+// A workload's TPM 2 command, as bytes, with an empty-password session (TPM_RS_PW).
 std::vector<uint8_t> command(uint32_t cc, std::vector<uint32_t> handles,
                              const std::vector<uint8_t>& params) {
-  return proto::password_session_command(cc, handles, params);
+  std::vector<uint8_t> body;
+  for (uint32_t h : handles) proto::put_u32(body, h);
+  proto::put_u32(body, 9);  // authorization area: handle, empty nonce, attributes, empty hmac
+  proto::put_u32(body, TPM2_RS_PW);
+  body.insert(body.end(), {0, 0, 0, 0, 0});
+  body.insert(body.end(), params.begin(), params.end());
+  return proto::command(proto::kTpm2StSessions, cc, body);
 }
 
 std::vector<uint8_t> bytes(std::initializer_list<int> b) { return {b.begin(), b.end()}; }
