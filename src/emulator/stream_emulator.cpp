@@ -11,8 +11,8 @@
 #include "emulator/serve_loop.h"
 #include "state/state_store.h"
 #include "tpm/command_handler.h"
-#include "tpm/esys.h"
 #include "tpm/provision.h"
+#include "tpm/sapi.h"
 #include "tpm/tpm_engine.h"
 #include "tpm/tpm_proto.h"
 
@@ -32,9 +32,9 @@ int run_stream_emulator(const StreamOptions& opts) {
     // Each client process is a power cycle: resume the state the last one saved when there is
     // one, so PCRs and sessions carry over like a suspend, else start clear.
     if (v == TpmVersion::V2) {
-      Esys esys(engine);
-      if (Esys_Startup(esys.get(), TPM2_SU_STATE) != TSS2_RC_SUCCESS)  // resume is always tried
-        check(Esys_Startup(esys.get(), TPM2_SU_CLEAR), "TPM Startup");
+      Sapi sapi(engine);
+      if (Tss2_Sys_Startup(sapi.get(), TPM2_SU_STATE) != TSS2_RC_SUCCESS)  // resume always tried
+        check(Tss2_Sys_Startup(sapi.get(), TPM2_SU_CLEAR), "TPM Startup");
     } else {  // tpm2-tss has no TPM 1.2
       bool ok = false;
       if (resume) ok = proto::response_code(engine.process(proto::startup_command(v, false))) == 0;

@@ -1,5 +1,5 @@
 #pragma once
-// A TCTI (tpm2-tss's transport interface) over the in-process engine: ESAPI commands go
+// A TCTI (tpm2-tss's transport interface) over the in-process engine: SAPI commands go
 // straight to libtpms, synchronously, with no device or socket in between.
 #include <tss2/tss2_tcti.h>
 
@@ -17,7 +17,7 @@ class EngineTcti {
   EngineTcti(const EngineTcti&) = delete;
   EngineTcti& operator=(const EngineTcti&) = delete;
 
-  // What Esys_Initialize and the Tss2_Tcti_* macros take. Valid while this object lives.
+  // What Tss2_Sys_Initialize and the Tss2_Tcti_* macros take. Valid while this object lives.
   TSS2_TCTI_CONTEXT* get() { return reinterpret_cast<TSS2_TCTI_CONTEXT*>(this); }
 
  private:

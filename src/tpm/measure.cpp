@@ -7,7 +7,7 @@
 
 #include "common/error.h"
 #include "common/pcr_banks.h"
-#include "tpm/esys.h"
+#include "tpm/sapi.h"
 #include "tpm/tpm_proto.h"
 
 namespace vtpm {
@@ -56,14 +56,12 @@ struct LocalityZero {
   ~LocalityZero() { engine.set_locality(0); }
 };
 
-std::vector<PcrBank> active_banks(Esys& esys, unsigned pcr) {
+std::vector<PcrBank> active_banks(Sapi& sapi, unsigned pcr) {
   TPMI_YES_NO more = TPM2_NO;
-  TPMS_CAPABILITY_DATA* raw = nullptr;
-  check(Esys_GetCapability(esys.get(), ESYS_TR_NONE, ESYS_TR_NONE, ESYS_TR_NONE, TPM2_CAP_PCRS, 0,
-                           1, &more, &raw),
+  TPMS_CAPABILITY_DATA data{};
+  check(Tss2_Sys_GetCapability(sapi.get(), nullptr, TPM2_CAP_PCRS, 0, 1, &more, &data, nullptr),
         "TPM2_GetCapability(PCRS)");
-  const EsysPtr<TPMS_CAPABILITY_DATA> data(raw);
-  const TPML_PCR_SELECTION& sel = data->data.assignedPCR;
+  const TPML_PCR_SELECTION& sel = data.data.assignedPCR;
   std::vector<PcrBank> banks;
   for (const PcrBank& b : kPcrBanks)  // kPcrBanks is in TPM_ALG_ID order
     for (uint32_t i = 0; i < sel.count; ++i) {
@@ -87,19 +85,16 @@ TPML_PCR_SELECTION selection(const std::vector<PcrBank>& banks, unsigned pcr) {
 
 // 0-15 cannot be reset: after Startup(CLEAR) they read zero, after a resumed Startup(STATE)
 // they may not, and a measurement on top of old values could not be replayed from a log.
-void require_zero(Esys& esys, const std::vector<PcrBank>& banks, unsigned pcr) {
+void require_zero(Sapi& sapi, const std::vector<PcrBank>& banks, unsigned pcr) {
   const TPML_PCR_SELECTION sel = selection(banks, pcr);
   uint32_t counter = 0;
-  TPML_PCR_SELECTION* sel_out = nullptr;
-  TPML_DIGEST* raw = nullptr;
-  check(Esys_PCR_Read(esys.get(), ESYS_TR_NONE, ESYS_TR_NONE, ESYS_TR_NONE, &sel, &counter,
-                      &sel_out, &raw),
+  TPML_PCR_SELECTION sel_out{};
+  TPML_DIGEST values{};
+  check(Tss2_Sys_PCR_Read(sapi.get(), nullptr, &sel, &counter, &sel_out, &values, nullptr),
         "TPM2_PCR_Read");
-  const EsysPtr<TPML_PCR_SELECTION> sel_owner(sel_out);
-  const EsysPtr<TPML_DIGEST> values(raw);
-  if (values->count != banks.size()) throw Error("TPM2_PCR_Read: fewer banks than selected");
-  for (uint32_t i = 0; i < values->count; ++i) {
-    const TPM2B_DIGEST& d = values->digests[i];
+  if (values.count != banks.size()) throw Error("TPM2_PCR_Read: fewer banks than selected");
+  for (uint32_t i = 0; i < values.count; ++i) {
+    const TPM2B_DIGEST& d = values.digests[i];
     if (std::any_of(d.buffer, d.buffer + d.size, [](uint8_t x) { return x != 0; }))
       throw Error(fmt::format(
           "PCR {} is not zero after Startup (resumed TPM state): it cannot hold the launch "
@@ -108,15 +103,13 @@ void require_zero(Esys& esys, const std::vector<PcrBank>& banks, unsigned pcr) {
   }
 }
 
-void measure_tpm2(Esys& esys, unsigned pcr, const std::vector<PcrBank>& banks,
+void measure_tpm2(Sapi& sapi, unsigned pcr, const std::vector<PcrBank>& banks,
                   const std::vector<EventDigests>& events) {
-  const ESYS_TR handle = ESYS_TR_PCR0 + pcr;
   if (resettable(pcr)) {
-    check(Tss2_Tcti_SetLocality(esys.tcti(), kLaunchLocality), "setting locality 2");
-    check(Esys_PCR_Reset(esys.get(), handle, ESYS_TR_PASSWORD, ESYS_TR_NONE, ESYS_TR_NONE),
-          "TPM2_PCR_Reset");
+    check(Tss2_Tcti_SetLocality(sapi.tcti(), kLaunchLocality), "setting locality 2");
+    check(Tss2_Sys_PCR_Reset(sapi.get(), pcr, Sapi::password(), nullptr), "TPM2_PCR_Reset");
   } else {
-    require_zero(esys, banks, pcr);
+    require_zero(sapi, banks, pcr);
   }
   for (const EventDigests& e : events) {
     TPML_DIGEST_VALUES values{};
@@ -126,9 +119,8 @@ void measure_tpm2(Esys& esys, unsigned pcr, const std::vector<PcrBank>& banks,
       const auto& d = e.at(std::string(b.name));
       std::copy(d.begin(), d.end(), reinterpret_cast<uint8_t*>(&ha.digest));
     }
-    check(
-        Esys_PCR_Extend(esys.get(), handle, ESYS_TR_PASSWORD, ESYS_TR_NONE, ESYS_TR_NONE, &values),
-        "TPM2_PCR_Extend");
+    check(Tss2_Sys_PCR_Extend(sapi.get(), pcr, Sapi::password(), &values, nullptr),
+          "TPM2_PCR_Extend");
   }
 }
 
@@ -190,11 +182,11 @@ std::vector<std::string> measure_launch(TpmEngine& engine, unsigned pcr,
   const LocalityZero at_zero{engine};
   std::vector<PcrBank> banks;
   if (engine.version() == TpmVersion::V2) {
-    Esys esys(engine);
-    banks = active_banks(esys, pcr);
+    Sapi sapi(engine);
+    banks = active_banks(sapi, pcr);
     if (banks.empty()) throw Error(fmt::format("PCR {} is in no active bank", pcr));
     check_events(banks, events);
-    measure_tpm2(esys, pcr, banks, events);
+    measure_tpm2(sapi, pcr, banks, events);
   } else {
     banks = {kPcrBanks[0]};  // sha1
     check_events(banks, events);

@@ -11,8 +11,8 @@
 #include "common/io_util.h"
 #include "common/pcr_banks.h"
 #include "state/swtpm_blob.h"
-#include "tpm/esys.h"
 #include "tpm/local_ca.h"
+#include "tpm/sapi.h"
 #include "tpm/tpm_proto.h"
 
 namespace vtpm {
@@ -23,21 +23,18 @@ struct Bank {
   bool active;
 };
 
-void ensure_started(Esys& esys) {
-  // INITIALIZE (already up): ESAPI itself answers it as success; accepted here either way.
-  const TSS2_RC rc = Esys_Startup(esys.get(), TPM2_SU_CLEAR);
-  if (rc != TPM2_RC_INITIALIZE) check(rc, "TPM2_Startup");
+void ensure_started(Sapi& sapi) {
+  const TSS2_RC rc = Tss2_Sys_Startup(sapi.get(), TPM2_SU_CLEAR);
+  if (rc != TPM2_RC_INITIALIZE) check(rc, "TPM2_Startup");  // INITIALIZE: already up
 }
 
 // TPM2_GetCapability(TPM_CAP_PCRS): every implemented bank, active or not.
-std::vector<Bank> read_banks(Esys& esys) {
+std::vector<Bank> read_banks(Sapi& sapi) {
   TPMI_YES_NO more = TPM2_NO;
-  TPMS_CAPABILITY_DATA* raw = nullptr;
-  check(Esys_GetCapability(esys.get(), ESYS_TR_NONE, ESYS_TR_NONE, ESYS_TR_NONE, TPM2_CAP_PCRS, 0,
-                           1, &more, &raw),
+  TPMS_CAPABILITY_DATA data{};
+  check(Tss2_Sys_GetCapability(sapi.get(), nullptr, TPM2_CAP_PCRS, 0, 1, &more, &data, nullptr),
         "TPM2_GetCapability(PCRS)");
-  const EsysPtr<TPMS_CAPABILITY_DATA> data(raw);
-  const TPML_PCR_SELECTION& sel = data->data.assignedPCR;
+  const TPML_PCR_SELECTION& sel = data.data.assignedPCR;
   std::vector<Bank> banks;
   for (uint32_t i = 0; i < sel.count; ++i) {
     const TPMS_PCR_SELECTION& s = sel.pcrSelections[i];
@@ -47,19 +44,16 @@ std::vector<Bank> read_banks(Esys& esys) {
   return banks;
 }
 
-void close_platform_hierarchy(Esys& esys) {
-  check(Esys_HierarchyControl(esys.get(), ESYS_TR_RH_PLATFORM, ESYS_TR_PASSWORD, ESYS_TR_NONE,
-                              ESYS_TR_NONE, ESYS_TR_RH_PLATFORM, TPM2_NO),
+void close_platform_hierarchy(Sapi& sapi) {
+  check(Tss2_Sys_HierarchyControl(sapi.get(), TPM2_RH_PLATFORM, Sapi::password(), TPM2_RH_PLATFORM,
+                                  TPM2_NO, nullptr),
         "TPM2_HierarchyControl(platform, NO)");
 }
 
 // A power cycle: the allocation or the new objects count from the next Startup on.
 void shutdown_and_reset(TpmEngine& engine) {
-  {
-    Esys esys(engine);
-    check(Esys_Shutdown(esys.get(), ESYS_TR_NONE, ESYS_TR_NONE, ESYS_TR_NONE, TPM2_SU_CLEAR),
-          "TPM2_Shutdown");
-  }  // its ESYS_TRs die with the TPM's volatile state
+  Sapi sapi(engine);
+  check(Tss2_Sys_Shutdown(sapi.get(), nullptr, TPM2_SU_CLEAR, nullptr), "TPM2_Shutdown");
   engine.reset();
 }
 
@@ -69,19 +63,18 @@ void close_platform_hierarchy(TpmEngine& engine) {
   // Disabled rather than given a random platformAuth: no secret to keep, and GetCapability
   // shows the workload that it is closed. phEnable is volatile (every Startup sets it again),
   // and only this process can power-cycle the TPM.
-  Esys esys(engine);
-  close_platform_hierarchy(esys);
+  Sapi sapi(engine);
+  close_platform_hierarchy(sapi);
 }
 
 void power_on(TpmEngine& engine, bool close_platform) {
   if (engine.version() == TpmVersion::V2) {
-    Esys esys(engine);
-    ensure_started(esys);
+    Sapi sapi(engine);
+    ensure_started(sapi);
     spdlog::debug("TPM2_Startup done; the full self-test next");  // bench/ times the phases
-    check(Esys_SelfTest(esys.get(), ESYS_TR_NONE, ESYS_TR_NONE, ESYS_TR_NONE, TPM2_YES),
-          "TPM2_SelfTest");
+    check(Tss2_Sys_SelfTest(sapi.get(), nullptr, TPM2_YES, nullptr), "TPM2_SelfTest");
     spdlog::debug("full self-test passed");
-    if (close_platform) close_platform_hierarchy(esys);
+    if (close_platform) close_platform_hierarchy(sapi);
     return;
   }
   // tpm2-tss has no TPM 1.2: its few commands stay hand-built.
@@ -95,9 +88,9 @@ void power_on(TpmEngine& engine, bool close_platform) {
 
 void apply_pcr_banks(TpmEngine& engine, const std::vector<std::string>& wanted) {
   {
-    Esys esys(engine);
-    ensure_started(esys);
-    const auto banks = read_banks(esys);
+    Sapi sapi(engine);
+    ensure_started(sapi);
+    const auto banks = read_banks(sapi);
     for (const auto& name : wanted) {
       const auto alg = *pcr_bank_alg(name);
       if (std::none_of(banks.begin(), banks.end(), [&](const Bank& b) { return b.alg == alg; }))
@@ -120,8 +113,8 @@ void apply_pcr_banks(TpmEngine& engine, const std::vector<std::string>& wanted) 
     if (!same) {
       TPMI_YES_NO ok = TPM2_NO;
       uint32_t max_pcr = 0, needed = 0, available = 0;
-      check(Esys_PCR_Allocate(esys.get(), ESYS_TR_RH_PLATFORM, ESYS_TR_PASSWORD, ESYS_TR_NONE,
-                              ESYS_TR_NONE, &sel, &ok, &max_pcr, &needed, &available),
+      check(Tss2_Sys_PCR_Allocate(sapi.get(), TPM2_RH_PLATFORM, Sapi::password(), &sel, &ok,
+                                  &max_pcr, &needed, &available, nullptr),
             "TPM2_PCR_Allocate");
       spdlog::info("PCR banks allocated: {}", fmt::join(wanted, ","));
     }
@@ -181,54 +174,52 @@ std::vector<uint8_t> bytes_of(const B& tpm2b) {
   return {tpm2b.buffer, tpm2b.buffer + tpm2b.size};
 }
 
-void write_certificate(Esys& esys, uint32_t index, const std::vector<uint8_t>& der) {
+void write_certificate(Sapi& sapi, uint32_t index, const std::vector<uint8_t>& der) {
   TPM2B_NV_PUBLIC pub{};
   pub.nvPublic.nvIndex = index;
   pub.nvPublic.nameAlg = TPM2_ALG_SHA256;
   pub.nvPublic.attributes = kEkCertNvAttributes;
   pub.nvPublic.dataSize = static_cast<uint16_t>(der.size());
   const TPM2B_AUTH no_auth{};
-  ESYS_TR nv = ESYS_TR_NONE;
-  check(Esys_NV_DefineSpace(esys.get(), ESYS_TR_RH_PLATFORM, ESYS_TR_PASSWORD, ESYS_TR_NONE,
-                            ESYS_TR_NONE, &no_auth, &pub, &nv),
+  check(Tss2_Sys_NV_DefineSpace(sapi.get(), TPM2_RH_PLATFORM, Sapi::password(), &no_auth, &pub,
+                                nullptr),
         "TPM2_NV_DefineSpace");
   for (size_t off = 0; off < der.size(); off += kNvChunk) {
     TPM2B_MAX_NV_BUFFER chunk{};
     chunk.size = static_cast<uint16_t>(std::min(kNvChunk, der.size() - off));
     std::copy_n(der.begin() + static_cast<std::ptrdiff_t>(off), chunk.size, chunk.buffer);
-    check(Esys_NV_Write(esys.get(), ESYS_TR_RH_PLATFORM, nv, ESYS_TR_PASSWORD, ESYS_TR_NONE,
-                        ESYS_TR_NONE, &chunk, static_cast<uint16_t>(off)),
+    check(Tss2_Sys_NV_Write(sapi.get(), TPM2_RH_PLATFORM, index, Sapi::password(), &chunk,
+                            static_cast<uint16_t>(off), nullptr),
           "TPM2_NV_Write");
   }
   // WRITEDEFINE: locked until the index is undefined, as swtpm_setup --lock-nvram leaves it.
-  check(Esys_NV_WriteLock(esys.get(), ESYS_TR_RH_PLATFORM, nv, ESYS_TR_PASSWORD, ESYS_TR_NONE,
-                          ESYS_TR_NONE),
+  check(Tss2_Sys_NV_WriteLock(sapi.get(), TPM2_RH_PLATFORM, index, Sapi::password(), nullptr),
         "TPM2_NV_WriteLock");
-  (void)Esys_TR_Close(esys.get(), &nv);  // ESAPI's record only; on error Esys_Finalize frees it
 }
 
 // A persistent EK from the slot's template; returns its public part.
-EkPublic create_ek(Esys& esys, const EkSlot& k) {
+EkPublic create_ek(Sapi& sapi, const EkSlot& k) {
   const TPM2B_SENSITIVE_CREATE sensitive{};  // no auth, no data
   const TPM2B_PUBLIC tmpl = ek_template(k.rsa);
   const TPM2B_DATA outside{};
   const TPML_PCR_SELECTION creation_pcr{};
-  ESYS_TR obj = ESYS_TR_NONE;
-  TPM2B_PUBLIC* raw = nullptr;
-  check(Esys_CreatePrimary(esys.get(), ESYS_TR_RH_ENDORSEMENT, ESYS_TR_PASSWORD, ESYS_TR_NONE,
-                           ESYS_TR_NONE, &sensitive, &tmpl, &outside, &creation_pcr, &obj, &raw,
-                           nullptr, nullptr, nullptr),
+  TPM2_HANDLE handle = 0;
+  TPM2B_PUBLIC out{};
+  TPM2B_CREATION_DATA creation_data{};
+  TPM2B_DIGEST creation_hash{};
+  TPMT_TK_CREATION ticket{};
+  TPM2B_NAME name{};
+  check(Tss2_Sys_CreatePrimary(sapi.get(), TPM2_RH_ENDORSEMENT, Sapi::password(), &sensitive, &tmpl,
+                               &outside, &creation_pcr, &handle, &out, &creation_data,
+                               &creation_hash, &ticket, &name, nullptr),
         k.rsa ? "TPM2_CreatePrimary(RSA EK)" : "TPM2_CreatePrimary(ECC EK)");
-  const EsysPtr<TPM2B_PUBLIC> out(raw);
-  ESYS_TR persistent = ESYS_TR_NONE;
-  check(Esys_EvictControl(esys.get(), ESYS_TR_RH_OWNER, obj, ESYS_TR_PASSWORD, ESYS_TR_NONE,
-                          ESYS_TR_NONE, k.persistent_handle, &persistent),
+  check(Tss2_Sys_EvictControl(sapi.get(), TPM2_RH_OWNER, handle, Sapi::password(),
+                              k.persistent_handle, nullptr),
         "TPM2_EvictControl");
-  (void)Esys_TR_Close(esys.get(), &persistent);  // ESAPI's record only
-  check(Esys_FlushContext(esys.get(), obj), "TPM2_FlushContext");
-  const TPMU_PUBLIC_ID& u = out->publicArea.unique;
+  check(Tss2_Sys_FlushContext(sapi.get(), handle), "TPM2_FlushContext");
+  const TPMU_PUBLIC_ID& u = out.publicArea.unique;
   EkPublic ek;
-  ek.rsa = out->publicArea.type == TPM2_ALG_RSA;
+  ek.rsa = out.publicArea.type == TPM2_ALG_RSA;
   if (ek.rsa) {
     ek.modulus = bytes_of(u.rsa);
   } else {
@@ -244,11 +235,11 @@ std::vector<EkCertificate> create_ek_certificates(TpmEngine& engine, const EkSig
                                                   const StateStore& store) {
   std::vector<EkCertificate> out;
   {
-    Esys esys(engine);
-    ensure_started(esys);
+    Sapi sapi(engine);
+    ensure_started(sapi);
     for (const EkSlot& k : kEkSlots) {
-      auto der = sign(create_ek(esys, k));
-      write_certificate(esys, k.nv_index, der);
+      auto der = sign(create_ek(sapi, k));
+      write_certificate(sapi, k.nv_index, der);
       out.push_back({k, std::move(der)});
     }
   }
@@ -288,8 +279,8 @@ void save_state(TpmEngine& engine) {
   // Shutdown(STATE) keeps volatile state and spares the dictionary-attack counter.
   uint32_t rc = 0;
   if (engine.version() == TpmVersion::V2) {
-    Esys esys(engine);
-    rc = Esys_Shutdown(esys.get(), ESYS_TR_NONE, ESYS_TR_NONE, ESYS_TR_NONE, TPM2_SU_STATE);
+    Sapi sapi(engine);
+    rc = Tss2_Sys_Shutdown(sapi.get(), nullptr, TPM2_SU_STATE, nullptr);
   } else {
     rc = proto::response_code(engine.process(proto::shutdown_state_command(engine.version())));
   }

@@ -67,7 +67,7 @@ std::vector<uint8_t> command(uint16_t tag, uint32_t ordinal, std::span<const uin
 uint32_t response_code(std::span<const uint8_t> response);
 
 // Startup and Shutdown(STATE) / SaveState as bytes: the emulator sends the TPM 1.2 ones (tpm2-tss
-// has no 1.2; its TPM 2 commands go through ESAPI, tpm/esys.h), tests and fuzzers both.
+// has no 1.2; its TPM 2 commands go through SAPI, tpm/sapi.h), tests and fuzzers both.
 std::vector<uint8_t> startup_command(TpmVersion v, bool clear);  // TPM2_Startup / TPM_Startup
 std::vector<uint8_t> shutdown_state_command(TpmVersion v);       // Shutdown(STATE) / SaveState
 

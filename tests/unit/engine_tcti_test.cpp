@@ -1,5 +1,5 @@
 // The TCTI over the in-process engine: tpm2-tss's receive protocol (size query, a buffer too
-// small, calls out of sequence) and ESAPI on top of it, against real libtpms.
+// small, calls out of sequence) and SAPI on top of it, against real libtpms.
 #include "tpm/engine_tcti.h"
 
 #include <gtest/gtest.h>
@@ -9,7 +9,7 @@
 
 #include "error_matchers.h"
 #include "state/state_store.h"
-#include "tpm/esys.h"
+#include "tpm/sapi.h"
 #include "tpm/tpm_engine.h"
 #include "tpm/tpm_proto.h"
 
@@ -76,28 +76,30 @@ TEST_F(EngineTctiTest, ForeignContextIsRefused) {
   EXPECT_EQ(other.v1.receive(c, &size, nullptr, 0), TSS2_TCTI_RC_BAD_CONTEXT);
 }
 
-// ESAPI on top: a TPM error keeps its number in the message (e2e tests grep for it).
-TEST_F(EngineTctiTest, EsysCommandsAndErrors) {
+// SAPI on top: a TPM error keeps its number in the message (e2e tests grep for it).
+TEST_F(EngineTctiTest, SapiCommandsAndErrors) {
   const StateStore store(dir_.string(), TpmVersion::V2, /*create=*/true);
   TpmEngine engine(store);
-  Esys esys(engine);
+  Sapi sapi(engine);
   // A fresh TPM has nothing to resume: TPM_RC_VALUE + parameter 1.
-  expect_error([&] { check(Esys_Startup(esys.get(), TPM2_SU_STATE), "TPM2_Startup"); },
+  expect_error([&] { check(Tss2_Sys_Startup(sapi.get(), TPM2_SU_STATE), "TPM2_Startup"); },
                {"TPM2_Startup failed with TPM rc 0x1c4"});
-  check(Esys_Startup(esys.get(), TPM2_SU_CLEAR), "TPM2_Startup");
-  // ESAPI itself takes TPM_RC_INITIALIZE (started already) as success.
-  check(Esys_Startup(esys.get(), TPM2_SU_CLEAR), "TPM2_Startup again");
-  TPM2B_DIGEST* raw = nullptr;
-  check(Esys_GetRandom(esys.get(), ESYS_TR_NONE, ESYS_TR_NONE, ESYS_TR_NONE, 8, &raw),
-        "TPM2_GetRandom");
-  const EsysPtr<TPM2B_DIGEST> random(raw);
-  EXPECT_EQ(random->size, 8u);
+  check(Tss2_Sys_Startup(sapi.get(), TPM2_SU_CLEAR), "TPM2_Startup");
+  EXPECT_EQ(Tss2_Sys_Startup(sapi.get(), TPM2_SU_CLEAR), TPM2_RC_INITIALIZE);
+  TPM2B_DIGEST random{};
+  check(Tss2_Sys_GetRandom(sapi.get(), nullptr, 8, &random, nullptr), "TPM2_GetRandom");
+  EXPECT_EQ(random.size, 8u);
+  // An authorized command with the password session: PCR_Extend(16).
+  TPML_DIGEST_VALUES v{};
+  v.count = 1;
+  v.digests[0].hashAlg = TPM2_ALG_SHA256;
+  check(Tss2_Sys_PCR_Extend(sapi.get(), 16, Sapi::password(), &v, nullptr), "TPM2_PCR_Extend");
 }
 
-TEST_F(EngineTctiTest, EsysIsTpm2Only) {
+TEST_F(EngineTctiTest, SapiIsTpm2Only) {
   const StateStore store(dir_.string(), TpmVersion::V1_2, /*create=*/true);
   TpmEngine engine(store);
-  expect_error([&] { Esys esys(engine); }, {"TPM 2 only"});
+  expect_error([&] { Sapi sapi(engine); }, {"TPM 2 only"});
 }
 
 }  // namespace

@@ -15,8 +15,8 @@
 #include "error_matchers.h"
 #include "state/state_store.h"
 #include "tpm/command_handler.h"
-#include "tpm/esys.h"
 #include "tpm/provision.h"
+#include "tpm/sapi.h"
 #include "tpm/tpm_engine.h"
 #include "tpm/tpm_proto.h"
 
@@ -66,22 +66,19 @@ Bytes replay(const std::string& bank, const std::vector<EventDigests>& evs, uint
 }
 
 Bytes pcr_read(TpmEngine& engine, const std::string& bank, unsigned pcr) {
-  Esys esys(engine);
+  Sapi sapi(engine);
   TPML_PCR_SELECTION sel{};
   sel.count = 1;
   sel.pcrSelections[0].hash = *pcr_bank_alg(bank);
   sel.pcrSelections[0].sizeofSelect = 3;
   sel.pcrSelections[0].pcrSelect[pcr / 8] = static_cast<uint8_t>(1u << (pcr % 8));
   uint32_t counter = 0;
-  TPML_PCR_SELECTION* out_sel = nullptr;
-  TPML_DIGEST* raw = nullptr;
-  check(Esys_PCR_Read(esys.get(), ESYS_TR_NONE, ESYS_TR_NONE, ESYS_TR_NONE, &sel, &counter,
-                      &out_sel, &raw),
+  TPML_PCR_SELECTION out_sel{};
+  TPML_DIGEST d{};
+  check(Tss2_Sys_PCR_Read(sapi.get(), nullptr, &sel, &counter, &out_sel, &d, nullptr),
         "TPM2_PCR_Read");
-  const EsysPtr<TPML_PCR_SELECTION> s(out_sel);
-  const EsysPtr<TPML_DIGEST> d(raw);
-  if (d->count != 1) return {};
-  return {d->digests[0].buffer, d->digests[0].buffer + d->digests[0].size};
+  if (d.count != 1) return {};
+  return {d.digests[0].buffer, d.digests[0].buffer + d.digests[0].size};
 }
 
 // The workload's commands, as bytes, the way they reach the engine (no ESAPI of ours).
@@ -205,10 +202,7 @@ TEST_F(MeasureTest, StaticPcrStartsFromClearOnly) {
   EXPECT_EQ(pcr_read(engine, "sha384", 15), replay("sha384", evs));
   save_state(engine);
   engine.reset();
-  {
-    Esys esys(engine);
-    check(Esys_Startup(esys.get(), TPM2_SU_STATE), "TPM2_Startup(STATE)");
-  }
+  check(Tss2_Sys_Startup(Sapi(engine).get(), TPM2_SU_STATE), "TPM2_Startup(STATE)");
   expect_error([&] { measure_launch(engine, 15, evs); }, {"PCR 15", "resumed TPM state"});
   EXPECT_EQ(pcr_read(engine, "sha384", 15), replay("sha384", evs));  // nothing added
 }

@@ -463,14 +463,13 @@ TEST(Sandbox, TpmWorkloadRunsUnderTheFilter) {
   EXPECT_EQ(WEXITSTATUS(status), 0);
 }
 
-// The project's own commands (tpm2-tss's ESAPI over the in-process TCTI) where the emulator and
+// The project's own commands (tpm2-tss's SAPI over the in-process TCTI) where the emulator and
 // the provisioning child send them: confined to the state dir, under the filter and the
-// resource bounds. ESAPI computes names and parameter hashes (OpenSSL) for NV_DefineSpace,
-// NV_Write, EvictControl; all of it must work without a syscall the filter refuses.
-TEST(Sandbox, EsapiRunsUnderTheFilter) {
+// resource bounds; all of it must work without a syscall the filter refuses.
+TEST(Sandbox, Tss2RunsUnderTheFilter) {
   if (::geteuid() != 0) GTEST_SKIP() << "chroot needs root";
-  const auto dir = scratch_dir("esapi");
-  const auto ca_dir = scratch_dir("esapi-ca");
+  const auto dir = scratch_dir("tss2");
+  const auto ca_dir = scratch_dir("tss2-ca");
   // A certificate to write into the EK NV indices: any valid DER does (signed outside).
   const LocalCa ca = load_or_create_ca(ca_dir / "ca.key", ca_dir / "ca.pem");
   EkPublic any;
@@ -493,7 +492,7 @@ TEST(Sandbox, EsapiRunsUnderTheFilter) {
     try {
       UniqueFd dir_fd(::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
       const StateStore store =
-          open_confined_state(std::move(dir_fd), "esapi", TpmVersion::V2, std::nullopt, {});
+          open_confined_state(std::move(dir_fd), "tss2", TpmVersion::V2, std::nullopt, {});
       TpmEngine engine(store);
       apply_pcr_banks(engine, {"sha1", "sha256"});
       create_ek_certificates(
