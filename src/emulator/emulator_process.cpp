@@ -25,6 +25,7 @@
 #include "emulator/serve_loop.h"
 #include "state/state_store.h"
 #include "tpm/command_handler.h"
+#include "tpm/measure.h"
 #include "tpm/provision.h"
 #include "tpm/tpm_engine.h"
 #include "tpm/tpm_proto.h"
@@ -136,7 +137,7 @@ void run_tpm(const EmulatorOptions& opts, UniqueFd dir_fd, int sock, int contain
   server = receive_fd(sock);
   CommandHandler handler(
       engine.version(), [&](std::span<const uint8_t> c) { return engine.process(c); },
-      [&](uint8_t l) { engine.set_locality(l); }, /*accept_vendor=*/true);
+      workload_locality_sink(engine), /*accept_vendor=*/true);  // always locality 0
   send_to_parent(sock, kReady);
   spdlog::info("serving TPM {} from {}", to_string(engine.version()), store.dir());
   const StopReason why = serve_proxy(server.get(), container_pidfd, sig, handler);

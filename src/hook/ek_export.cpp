@@ -16,6 +16,7 @@
 #include "oci/oci_state.h"
 #include "state/state_dir.h"
 #include "state/state_store.h"
+#include "tpm/measure.h"
 #include "tpm/provision.h"
 
 namespace vtpm {
@@ -47,9 +48,9 @@ std::string render_measurement_log(const HookOptions& opts, const std::string& i
   if (!rec)
     throw Error(
         fmt::format("container {} is not running (its log went with its TPM's PCR values)", id));
-  if (std::none_of(rec->vtpms.begin(), rec->vtpms.end(),
-                   [&](const VtpmRecord& v) { return v.index == index; }))
-    throw Error(fmt::format("container {} has no vTPM {}", id, index));
+  const auto v = std::find_if(rec->vtpms.begin(), rec->vtpms.end(),
+                              [&](const VtpmRecord& v) { return v.index == index; });
+  if (v == rec->vtpms.end()) throw Error(fmt::format("container {} has no vTPM {}", id, index));
   const std::string path = measurement_log_path(opts.run_root, id, index);
   UniqueFd fd(::open(path.c_str(), O_RDONLY | O_NOFOLLOW | O_CLOEXEC));
   if (!fd && errno == ENOENT)
@@ -63,7 +64,8 @@ std::string render_measurement_log(const HookOptions& opts, const std::string& i
     throw Error(path + " is not a measured launch's log");
   const unsigned pcr = records[0]["pcr"].get<unsigned>();
   nlohmann::json banks = nlohmann::json::object();
-  for (const auto& [bank, value] : replay_cel(text, pcr)) banks[bank] = to_hex(value);
+  for (const auto& [bank, value] : replay_cel(text, pcr, measurement_start_byte(v->version, pcr)))
+    banks[bank] = to_hex(value);
   return nlohmann::json{{"pcr", pcr}, {"banks", banks}}.dump() + "\n";
 }
 

@@ -431,7 +431,8 @@ std::string cel_log(const std::vector<LaunchEvent>& events, unsigned pcr,
   return log.dump(2, ' ', false, nlohmann::ordered_json::error_handler_t::strict) + "\n";
 }
 
-std::map<std::string, std::vector<uint8_t>> replay_cel(std::string_view cel_text, unsigned pcr) {
+std::map<std::string, std::vector<uint8_t>> replay_cel(std::string_view cel_text, unsigned pcr,
+                                                       uint8_t start_byte) {
   const std::string what = "measurement log";
   json log;
   try {
@@ -474,7 +475,7 @@ std::map<std::string, std::vector<uint8_t>> replay_cel(std::string_view cel_text
       const auto digest = bank_digest(bank, canonical);
       if (hex->get_ref<const std::string&>() != to_hex(digest))
         throw Error(rec + ": its " + bank + " digest is not the digest of its content");
-      auto [it, fresh] = pcrs.try_emplace(bank, digest.size(), uint8_t{0});
+      auto [it, fresh] = pcrs.try_emplace(bank, digest.size(), start_byte);
       if (!first && fresh) throw Error(rec + " has a bank the records before it have not");
       // PCR_Extend: new = H(old || digest)
       std::string data(it->second.begin(), it->second.end());

@@ -59,8 +59,10 @@ std::vector<uint8_t> bank_digest(std::string_view bank, std::string_view data);
 std::string cel_log(const std::vector<LaunchEvent>& events, unsigned pcr,
                     const std::vector<std::string>& banks);
 
-// Replays a CEL log's records for `pcr` from zeros: bank -> expected PCR value. Throws Error if
-// the text is not such a log or a record's digest is not H(canonical_json(content)).
-std::map<std::string, std::vector<uint8_t>> replay_cel(std::string_view cel_text, unsigned pcr);
+// Replays a CEL log's records for `pcr` from every byte start_byte (0; a TPM 1.2's PCRs 20-22
+// start from all ones): bank -> expected PCR value. Throws Error if the text is not such a log or
+// a record's digest is not H(canonical_json(content)).
+std::map<std::string, std::vector<uint8_t>> replay_cel(std::string_view cel_text, unsigned pcr,
+                                                       uint8_t start_byte = 0);
 
 }  // namespace vtpm
