@@ -316,9 +316,12 @@ TEST_F(ContainerDev, ReadOnlyFileShowsInTheContainerOnly) {
   // The host's mount namespace sees only the empty mount point; the host file is unchanged.
   EXPECT_EQ(read_text(rootfs_ + "/run/vtpm-hook/measurements.cel.json"), "");
   EXPECT_EQ(read_text(host_file), "[1,2,3]");
-  // Placed again (a restart in the same namespace): the new mount covers the old one.
-  place_readonly_file(c.pid(), rootfs_, "run/vtpm-hook", "measurements.cel.json", host_file);
-  EXPECT_EQ(read_text(inside), "[1,2,3]");
+  // A restart: a new mount namespace on the same rootfs, whose mount point is left from the
+  // first start; the new log covers it there.
+  write_text(host_file, "[4]");
+  MountNsChild again;
+  place_readonly_file(again.pid(), rootfs_, "run/vtpm-hook", "measurements.cel.json", host_file);
+  EXPECT_EQ(read_text(again.root_view(rootfs_ + "/run/vtpm-hook/measurements.cel.json")), "[4]");
 }
 
 TEST_F(ContainerDev, ReadOnlyFileNeverLandsOutsideTheRoot) {
