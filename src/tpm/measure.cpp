@@ -170,7 +170,6 @@ uint8_t measurement_start_byte(TpmVersion version, unsigned pcr) {
   return version == TpmVersion::V1_2 && resettable(pcr) ? 0xff : 0x00;
 }
 
-
 std::vector<std::string> measure_launch(TpmEngine& engine, unsigned pcr,
                                         const std::vector<EventDigests>& events) {
   if (!measurable_pcr(pcr))
