@@ -127,21 +127,36 @@ void attach_in_container(pid_t pid, const std::string& root_path, const std::str
         if (::setns(mntns.get(), CLONE_NEWNS) != 0) throw sys_error("setns into the container");
         UniqueFd top(::open("/", O_PATH | O_DIRECTORY | O_CLOEXEC));
         UniqueFd root = open_root_below(top, root_path);
+        // An empty file to mount over, put in place like a node: rename replaces what was there.
+        auto make_mount_point = [&] {
+          UniqueFd at = open_dir_in_root(root.get(), dir, make_dir);
+          const std::string tmp = ".vtpm-hook." + name + "." + std::to_string(::getpid());
+          (void)::unlinkat(at.get(), tmp.c_str(), 0);  // a leftover of a killed hook, if any
+          UniqueFd f(::openat(at.get(), tmp.c_str(),
+                              O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600));
+          if (!f) throw sys_error("create " + target + " in the container");
+          f.reset();
+          if (::renameat(at.get(), tmp.c_str(), at.get(), name.c_str()) != 0) {
+            const int err = errno;
+            (void)::unlinkat(at.get(), tmp.c_str(), 0);  // undo; the rename error counts
+            throw sys_error("rename into " + target + " in the container", err);
+          }
+          return at;
+        };
         // The container's directories belong to its user namespace, where the host's root has
         // no id: create as the container's root (mount itself needs no fs id).
         (void)::setfsgid(root_gid);  // returns the old id, never an error; openat checks
         (void)::setfsuid(root_uid);
-        UniqueFd at = open_dir_in_root(root.get(), dir, make_dir);
-        const std::string tmp = ".vtpm-hook." + name + "." + std::to_string(::getpid());
-        (void)::unlinkat(at.get(), tmp.c_str(), 0);  // a leftover of a killed hook, if any
-        UniqueFd f(::openat(at.get(), tmp.c_str(),
-                            O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600));
-        if (!f) throw sys_error("create " + target + " in the container");
-        f.reset();
-        if (::renameat(at.get(), tmp.c_str(), at.get(), name.c_str()) != 0) {
-          const int err = errno;
-          (void)::unlinkat(at.get(), tmp.c_str(), 0);  // undo; the rename error counts
-          throw sys_error("rename into " + target + " in the container", err);
+        UniqueFd at;
+        try {
+          at = make_mount_point();
+        } catch (const SysError& e) {
+          // A rootfs not shifted to the user namespace (the host's root owns it): only the
+          // host's root can make entries there, which the container sees as nobody's.
+          if ((e.err != EACCES && e.err != EPERM) || root_uid == 0) throw;
+          (void)::setfsgid(0);
+          (void)::setfsuid(0);
+          at = make_mount_point();
         }
         struct stat ts {};
         if (::fstatat(at.get(), name.c_str(), &ts, AT_SYMLINK_NOFOLLOW) != 0 ||
