@@ -26,11 +26,11 @@
 #                       error line, nothing left behind
 #   ek-export-errors    `vtpm-hook ek` of a TPM without certificates / an unknown
 #                       container: one error line, exit 1
-#   measured-crun       crun: ECC EK/AK, activatecredential, quote over sha256:21, the verifier
+#   measured-crun       crun: ECC EK/AK, makecredential/activatecredential, quote over sha256:21, the verifier
 #                       accepts log + config.json + quote; the workload cannot reset or extend
 #                       PCR 21 (bad locality), write or remount its log copy; the TPM's PCR 21
 #                       (every bank) and `vtpm-hook log` unchanged afterwards
-#   measured-podman     podman (hooks.d): the same ECC quote flow, config.json from podman
+#   measured-podman     podman (hooks.d): ECC EK/AK and the quote (no credential), config.json from podman
 #   measured-variants   runc, tpm2_pcrread only: one env var, one arg, one capability, one
 #                       mount option changed: PCR 21 differs, the verifier refuses the log with
 #                       the base config.json and accepts it with its own; the same container
@@ -316,7 +316,7 @@ t_measured_crun() {
     wait_status crun "$id" running 20 || return 1
     hook log --id "$id" > "$X/log.cel.json" 2> "$X/host.out" || { why "'vtpm-hook log' failed: $(tail -n 1 "$X/host.out")"; return 1; }
     t0=$(now_ms)
-    measured_quote "$X" crun exec "$id" || return 1
+    measured_quote "$X" --credential crun exec "$id" || return 1
     verify_launch "$X" quote "$BUNDLE/config.json" "$X/log.cel.json" --pcrs "$X/q.check" ||
         { why "the verifier refused crun's measured launch: $(tr '\n' ' ' < "$X/quote.verify")"; return 1; }
     note "ECC quote verified: $(cut -c1-120 "$X/quote.verify")"

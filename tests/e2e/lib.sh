@@ -471,35 +471,47 @@ in_container() {
     ( timeout -k 5 120 "$@" /bin/sh -c "$script" < /dev/null > "$x/$out" 2>&1 ) 2> /dev/null
 }
 
-# measured_quote DIR CMD...: what a verifier does with a running container's TPM, ECC keys only
-# (no RSA key generation under TCG). DIR is the container's /x; CMD... runs a command inside
-# (in_container). Container: an EK (tpm2_createek -G ecc) and an ECDSA AK under it; host:
-# tpm2_makecredential with that EK and the AK's name; container: tpm2_activatecredential, then
-# tpm2_quote over sha256:MEASURE_PCR with a fresh nonce; host: tpm2_checkquote (its output, the
-# quoted PCR values, in DIR/q.check), and refused with another nonce.
+# measured_quote DIR [--credential] CMD...: what a verifier does with a running container's
+# TPM, ECC keys only (no RSA key generation under TCG). DIR is the container's /x; CMD... runs a
+# command inside (in_container). Container: an EK (tpm2_createek -G ecc) and an ECDSA AK under
+# it, then tpm2_quote over sha256:MEASURE_PCR with a fresh nonce; host: tpm2_checkquote (its
+# output, the quoted PCR values, in DIR/q.check), refused with another nonce. --credential: in
+# between, the host's tpm2_makecredential with that EK and the AK's name and the container's
+# tpm2_activatecredential (binds the AK to the EK; 2 s more under TCG).
 measured_quote() {
-    local x=$1 nonce; shift
-    in_container "$x" mq-a.out 'T=device:/dev/tpm0; set -e
-      tpm2_createek -T $T -c /tmp/mq-ek.ctx -G ecc -u /x/ek.pem -f pem > /dev/null
-      tpm2_createak -T $T -C /tmp/mq-ek.ctx -c /tmp/mq-ak.ctx -G ecc -g sha256 -s ecdsa -u /x/ak.pem -f pem -n /x/ak.name > /dev/null
-      tpm2_flushcontext -T $T -t
-      echo STEP-A-OK' "$@" || { why "ECC EK/AK in the container failed: $(tail -n 2 "$x/mq-a.out" | tr '\n' ' ')"; return 1; }
-    head -c 32 /dev/urandom > "$x/secret.bin"
-    tpm2_makecredential -T none -G ecc -u "$x/ek.pem" -s "$x/secret.bin" -n "$(od -An -v -tx1 "$x/ak.name" | tr -d ' \n')" \
-        -o "$x/cred.out" > "$x/mq-host.out" 2>&1 ||
-        { why "host tpm2_makecredential (ECC EK) failed: $(tail -n 2 "$x/mq-host.out" | tr '\n' ' ')"; return 1; }
+    local x=$1 nonce cred=""; shift
+    [ "$1" = --credential ] && { cred=1; shift; }
     nonce=$(head -c 16 /dev/urandom | od -An -v -tx1 | tr -d ' \n')
-    # /dev/tpm0 (no resource manager): the policy session outlives one tool's connection
-    in_container "$x" mq-b.out "T=device:/dev/tpm0; set -e
-      tpm2_startauthsession -T \$T --policy-session -S /tmp/mq-s.ctx
-      tpm2_policysecret -T \$T -S /tmp/mq-s.ctx -c e
-      tpm2_activatecredential -T \$T -c /tmp/mq-ak.ctx -C /tmp/mq-ek.ctx -i /x/cred.out -o /x/secret.out -P session:/tmp/mq-s.ctx
-      tpm2_flushcontext -T \$T /tmp/mq-s.ctx 2> /dev/null || true
-      tpm2_quote -T \$T -c /tmp/mq-ak.ctx -l sha256:$MEASURE_PCR -q $nonce -m /x/q.msg -s /x/q.sig -o /x/q.pcrs -g sha256 > /dev/null
-      tpm2_flushcontext -T \$T -t
-      echo STEP-B-OK" "$@" ||
-        { why "activatecredential + quote in the container failed: $(tail -n 2 "$x/mq-b.out" | tr '\n' ' ')"; return 1; }
-    cmp -s "$x/secret.bin" "$x/secret.out" || { why "activatecredential (ECC EK) recovered another secret"; return 1; }
+    local quote="tpm2_quote -T \$T -c /tmp/mq-ak.ctx -l sha256:$MEASURE_PCR -q $nonce -m /x/q.msg -s /x/q.sig -o /x/q.pcrs -g sha256 > /dev/null"
+    if [ -z "$cred" ]; then
+        # one exec; the resource manager flushes the transient objects after each tool
+        in_container "$x" mq-a.out "T=device:/dev/tpmrm0; set -e
+          tpm2_createek -T \$T -c /tmp/mq-ek.ctx -G ecc -u /x/ek.pem -f pem > /dev/null
+          tpm2_createak -T \$T -C /tmp/mq-ek.ctx -c /tmp/mq-ak.ctx -G ecc -g sha256 -s ecdsa -u /x/ak.pem -f pem -n /x/ak.name > /dev/null
+          $quote
+          echo STEP-A-OK" "$@" || { why "ECC EK/AK + quote in the container failed: $(tail -n 2 "$x/mq-a.out" | tr '\n' ' ')"; return 1; }
+    else
+        in_container "$x" mq-a.out 'T=device:/dev/tpm0; set -e
+          tpm2_createek -T $T -c /tmp/mq-ek.ctx -G ecc -u /x/ek.pem -f pem > /dev/null
+          tpm2_createak -T $T -C /tmp/mq-ek.ctx -c /tmp/mq-ak.ctx -G ecc -g sha256 -s ecdsa -u /x/ak.pem -f pem -n /x/ak.name > /dev/null
+          tpm2_flushcontext -T $T -t
+          echo STEP-A-OK' "$@" || { why "ECC EK/AK in the container failed: $(tail -n 2 "$x/mq-a.out" | tr '\n' ' ')"; return 1; }
+        head -c 32 /dev/urandom > "$x/secret.bin"
+        tpm2_makecredential -T none -G ecc -u "$x/ek.pem" -s "$x/secret.bin" -n "$(od -An -v -tx1 "$x/ak.name" | tr -d ' \n')" \
+            -o "$x/cred.out" > "$x/mq-host.out" 2>&1 ||
+            { why "host tpm2_makecredential (ECC EK) failed: $(tail -n 2 "$x/mq-host.out" | tr '\n' ' ')"; return 1; }
+        # /dev/tpm0 (no resource manager): the policy session outlives one tool's connection
+        in_container "$x" mq-b.out "T=device:/dev/tpm0; set -e
+          tpm2_startauthsession -T \$T --policy-session -S /tmp/mq-s.ctx
+          tpm2_policysecret -T \$T -S /tmp/mq-s.ctx -c e
+          tpm2_activatecredential -T \$T -c /tmp/mq-ak.ctx -C /tmp/mq-ek.ctx -i /x/cred.out -o /x/secret.out -P session:/tmp/mq-s.ctx
+          tpm2_flushcontext -T \$T /tmp/mq-s.ctx 2> /dev/null || true
+          $quote
+          tpm2_flushcontext -T \$T -t
+          echo STEP-B-OK" "$@" ||
+            { why "activatecredential + quote in the container failed: $(tail -n 2 "$x/mq-b.out" | tr '\n' ' ')"; return 1; }
+        cmp -s "$x/secret.bin" "$x/secret.out" || { why "activatecredential (ECC EK) recovered another secret"; return 1; }
+    fi
     tpm2_checkquote -u "$x/ak.pem" -m "$x/q.msg" -s "$x/q.sig" -f "$x/q.pcrs" -g sha256 -q "$nonce" > "$x/q.check" 2>&1 ||
         { why "host tpm2_checkquote refused the ECDSA quote: $(tail -n 2 "$x/q.check" | tr '\n' ' ')"; return 1; }
     if tpm2_checkquote -u "$x/ak.pem" -m "$x/q.msg" -s "$x/q.sig" -f "$x/q.pcrs" -g sha256 -q "00$nonce" > /dev/null 2>&1; then
