@@ -158,11 +158,12 @@ def project_mount(m):
     for k in ("destination", "type", "options", "uidMappings", "gidMappings"):
         if k in m:
             out[k] = m[k]
+    t = m.get("type") if isinstance(m.get("type"), str) else ""
     opts = m.get("options") if isinstance(m.get("options"), list) else []
-    bind = m.get("type") == "bind" or "bind" in opts or "rbind" in opts
-    if "source" in m and not bind and m.get("type") in NAMED_SOURCE_TYPES:
+    bind = t == "bind" or "bind" in opts or "rbind" in opts
+    if "source" in m and not bind and t in NAMED_SOURCE_TYPES:
         out["source"] = m["source"]
-    if m.get("type") == "overlay" and isinstance(m.get("options"), list):
+    if t == "overlay" and isinstance(m.get("options"), list):
         out["options"] = [o for o in m["options"]
                           if not (isinstance(o, str) and o.startswith(OVERLAY_PATH_OPTIONS))]
     return out
