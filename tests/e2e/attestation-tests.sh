@@ -294,7 +294,6 @@ t_ek_errors() {
 NEGATIVE_SCRIPT='T=device:/dev/tpm0; L=/run/vtpm-hook/measurements.cel.json
 try() { if "$@" > /tmp/o.txt 2>&1; then echo "ALLOWED $1"; else echo "REFUSED $1 :: $(grep -m1 -o "tpm:.*" /tmp/o.txt)"; fi; }
 [ -f $L ] && echo LOG-PRESENT
-cat $L > /x/container-before.cel.json
 try tpm2_pcrreset -T $T '"$MEASURE_PCR"'
 try tpm2_pcrextend -T $T '"$MEASURE_PCR"':sha256=0000000000000000000000000000000000000000000000000000000000000007
 if (echo x > $L) 2> /tmp/w.txt; then echo "ALLOWED write"; else echo "REFUSED write :: $(cat /tmp/w.txt)"; fi
@@ -337,10 +336,8 @@ t_measured_crun() {
     note "$(grep '^REFUSED' "$X/neg.out" | cut -c1-90 | tr '\n' ';')"
     hook log --id "$id" > "$X/log-after.cel.json" 2>> "$X/host.out" || { why "'vtpm-hook log' (after) failed"; return 1; }
     cmp -s "$X/log.cel.json" "$X/log-after.cel.json" || { why "'vtpm-hook log' changed while the workload attacked it"; return 1; }
-    for f in container-before container; do
-        same_json "$X/$f.cel.json" "$X/log.cel.json" ||
-            { why "the container's copy ($f) differs from the host's log: $(head -c 200 "$X/$f.cel.json")"; return 1; }
-    done
+    same_json "$X/container.cel.json" "$X/log.cel.json" ||
+        { why "the container's copy differs from the host's log: $(head -c 200 "$X/container.cel.json")"; return 1; }
     # every bank of PCR 21 the TPM has, after the attempts, against the log (a bank the log
     # lacks fails too)
     verify_launch "$X" after "$BUNDLE/config.json" "$X/log.cel.json" --pcrs "$X/pcrread.txt" ||
@@ -412,18 +409,15 @@ t_measured_variants() {
     t0=$(now_ms)
     make_bundle runc measured-var "" "$VARIANT_SCRIPT" "$X_MOUNT" || return 1
     measured_run base measured-var || return 1
-    verify_launch "$X" base "$X/base.config.json" "$X/base.cel.json" --pcrs "$X/base.pcrs" ||
-        { why "base run: $(tr '\n' ' ' < "$X/base.verify")"; return 1; }
     base=$(pcr_of "$X/base.pcrs" sha256)
     [[ $base =~ ^[0-9A-Fa-f]{64}$ ]] || { why "no sha256 PCR $MEASURE_PCR in the base run's pcrread: $(head -c 200 "$X/base.pcrs")"; return 1; }
     # the same container again (same id, bundle and state): a fresh log, the same value
     measured_run restart measured-var || return 1
-    verify_launch "$X" restart "$X/base.config.json" "$X/restart.cel.json" --pcrs "$X/restart.pcrs" ||
-        { why "restart: $(tr '\n' ' ' < "$X/restart.verify")"; return 1; }
     [ "$(pcr_of "$X/restart.pcrs" sha256)" = "$base" ] ||
         { why "the restarted container's PCR $MEASURE_PCR is $(pcr_of "$X/restart.pcrs" sha256), the first run's $base"; return 1; }
     same_json "$X/restart.cel.json" "$X/base.cel.json" || { why "the restart's log differs from the first run's"; return 1; }
-    note "base and restart: PCR $MEASURE_PCR sha256 ${base:0:16}..., logs equal (3 records)"
+    # the verifications, run at the end in one python process (one start: seconds under TCG)
+    printf '%s\n' "restart --config $X/base.config.json --log $X/restart.cel.json --pcrs $X/restart.pcrs" > "$X/batch"
     for v in env arg capability mount-option; do
         case $v in
             env)          filter='.process.env += ["MEASURED_VARIANT=1"]' ;;
@@ -434,13 +428,18 @@ t_measured_variants() {
         make_bundle runc "measured-$v" "" "$VARIANT_SCRIPT" "$X_MOUNT | $filter" || return 1
         measured_run "$v" "measured-$v" || return 1
         [ "$(pcr_of "$X/$v.pcrs" sha256)" != "$base" ] || { why "$v changed: PCR $MEASURE_PCR is still the base's"; return 1; }
-        verify_launch "$X" "$v-own" "$X/$v.config.json" "$X/$v.cel.json" --pcrs "$X/$v.pcrs" ||
-            { why "$v with its own config.json: $(tr '\n' ' ' < "$X/$v-own.verify")"; return 1; }
-        if verify_launch "$X" "$v-base" "$X/base.config.json" "$X/$v.cel.json" --pcrs "$X/$v.pcrs"; then
-            why "the verifier accepted the $v variant's launch with the base config.json"; return 1
-        fi
-        grep -q '^FAIL event1' "$X/$v-base.verify" || { why "$v with the base config.json: $(tr '\n' ' ' < "$X/$v-base.verify")"; return 1; }
-        note "$v: $(cut -c1-150 "$X/$v-base.verify" | head -n1)"
+        printf '%s\n' "$v-own --config $X/$v.config.json --log $X/$v.cel.json --pcrs $X/$v.pcrs" \
+                      "$v-base --config $X/base.config.json --log $X/$v.cel.json --pcrs $X/$v.pcrs" >> "$X/batch"
+    done
+    timeout 120 python3 "$VERIFY_PY" --batch "$X/batch" > "$X/batch.out" 2>&1 || { why "verifier --batch: $(tail -n 3 "$X/batch.out")"; return 1; }
+    DIAG+=("$X/batch.out")
+    grep -qx 'restart exit 0' "$X/batch.out" || { why "restart: $(grep '^restart ' "$X/batch.out" | tr '\n' ' ')"; return 1; }
+    note "base and restart: PCR $MEASURE_PCR sha256 ${base:0:16}..., logs equal, verified (3 records)"
+    for v in env arg capability mount-option; do
+        grep -qx "$v-own exit 0" "$X/batch.out" || { why "$v with its own config.json: $(grep "^$v-own " "$X/batch.out" | tr '\n' ' ')"; return 1; }
+        grep -qx "$v-base exit 1" "$X/batch.out" && grep -q "^$v-base FAIL event1: " "$X/batch.out" ||
+            { why "$v with the base config.json (wanted refused, event1): $(grep "^$v-base " "$X/batch.out" | tr '\n' ' ')"; return 1; }
+        note "$(grep -m1 "^$v-base FAIL" "$X/batch.out" | cut -c1-150)"
     done
     note "FIGURE: measured_variants_ms=$(( $(now_ms) - t0 )) (6 runc runs)"
 }

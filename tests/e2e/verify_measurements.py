@@ -7,6 +7,7 @@ re-implements the projection of config.json (docs: issue 20 design 1.1/1.2) and 
   verify_measurements.py --config CONFIG.json --log LOG.cel.json [--pcr 21]
                          [--pcrs FILE] [--image-source none|containerd|cri-o]
                          [--replay-json FILE]
+  verify_measurements.py --batch FILE
   verify_measurements.py --self-test DIR
 
 Checks (each failure prints one line "FAIL <check>: <why>"; exit 0 only if all pass):
@@ -23,6 +24,10 @@ Checks (each failure prints one line "FAIL <check>: <why>"; exit 0 only if all p
   replay      (--replay-json) `vtpm-hook log --replay`'s {"pcr":N,"banks":{alg:hex}} equals
               the replay
 On success one line "OK pcr N <alg>=<hex> ..." (the replayed values).
+
+--batch FILE: one verification per line of FILE, "NAME ARGS..." (the options above, split
+as the shell would), in one process (a python start costs seconds under TCG emulation): its
+output lines prefixed with "NAME ", then "NAME exit N". Exit 0 if FILE was read.
 
 --self-test DIR: RFC 8785 Appendix B number vectors (built in), then every
 DIR/jcs-<name>.input.json against DIR/jcs-<name>.expected (its canonical bytes; a trailing
@@ -534,6 +539,26 @@ def self_test(d):
     return 1 if failed else 0
 
 
+def batch(ap, path):
+    import contextlib
+    import io
+    import shlex
+    with open(path) as f:
+        lines = [shlex.split(line) for line in f if line.strip()]
+    for words in lines:
+        name, out = words[0], io.StringIO()
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(out):
+            try:
+                a = ap.parse_args(words[1:])
+                rc = Verifier().run(a) if a.config and a.log else 2
+            except SystemExit as e:  # argparse's error
+                rc = e.code if isinstance(e.code, int) else 2
+        for line in out.getvalue().splitlines():
+            print(name, line)
+        print(name, "exit", rc)
+    return 0
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--config")
@@ -543,9 +568,12 @@ def main():
     ap.add_argument("--image-source", choices=sorted(IMAGE_KEYS), default="none")
     ap.add_argument("--replay-json", help="`vtpm-hook log --replay` output")
     ap.add_argument("--self-test", metavar="DIR")
+    ap.add_argument("--batch", metavar="FILE")
     a = ap.parse_args()
     if a.self_test:
         return self_test(a.self_test)
+    if a.batch:
+        return batch(ap, a.batch)
     if not a.config or not a.log:
         ap.error("--config and --log are required (or --self-test DIR)")
     return Verifier().run(a)
