@@ -37,6 +37,17 @@ std::vector<uint8_t> plain(uint32_t cc, const std::vector<uint8_t>& body) {
   return c;
 }
 
+// A command with an empty-password session (TPM_RS_PW) authorizing handle h, as a client sends it.
+std::vector<uint8_t> password_session(uint32_t cc, uint32_t h, const std::vector<uint8_t>& p) {
+  std::vector<uint8_t> body;
+  proto::put_u32(body, h);
+  proto::put_u32(body, 9);                   // authorization area size
+  proto::put_u32(body, 0x40000009);          // TPM_RS_PW
+  body.insert(body.end(), {0, 0, 0, 0, 0});  // empty nonce, attributes, empty password
+  body.insert(body.end(), p.begin(), p.end());
+  return proto::command(proto::kTpm2StSessions, cc, body);
+}
+
 std::vector<uint8_t> get_random(uint16_t n) {
   std::vector<uint8_t> b;
   proto::put_u16(b, n);
@@ -48,8 +59,7 @@ std::vector<uint8_t> pcr_extend(uint32_t pcr) {
   proto::put_u32(p, 1);       // TPML_DIGEST_VALUES.count
   proto::put_u16(p, 0x000b);  // TPM_ALG_SHA256
   for (int i = 0; i < 32; ++i) p.push_back(static_cast<uint8_t>(i));
-  const uint32_t h[] = {pcr};
-  return proto::password_session_command(kCcPcrExtend, h, p);
+  return password_session(kCcPcrExtend, pcr, p);
 }
 
 // Storage key templates (restricted decrypt, AES-128-CFB), owner hierarchy, as
@@ -80,8 +90,7 @@ std::vector<uint8_t> create_primary(bool rsa) {
   p.insert(p.end(), pub.begin(), pub.end());
   proto::put_u16(p, 0);  // outsideInfo
   proto::put_u32(p, 0);  // creationPCR: none
-  const uint32_t h[] = {kRhOwner};
-  return proto::password_session_command(kCcCreatePrimary, h, p);
+  return password_session(kCcCreatePrimary, kRhOwner, p);
 }
 
 std::vector<uint8_t> flush(uint32_t handle) {
@@ -161,7 +170,7 @@ void engine_init_bench(benchmark::State& st, bool fresh) {
     StateStore s(dir, TpmVersion::V2, true);
     TpmEngine e(s);
     must(e, proto::startup_command(TpmVersion::V2, true), "Startup");
-    e.process(proto::shutdown_command(TpmVersion::V2, false));
+    e.process(proto::shutdown_state_command(TpmVersion::V2));
   }
   for (auto _ : st) {
     {

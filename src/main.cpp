@@ -140,6 +140,16 @@ int main(int argc, char** argv) {
   ek->add_option("--index", ek_index, "Which of its vTPMs (its /dev/tpm<index>)")
       ->capture_default_str();
   ek->add_flag("--json", ek_json, "One JSON object instead of PEM");
+  std::string log_id;
+  unsigned log_index = 0;
+  bool log_replay = false;
+  auto* log_cmd = app.add_subcommand(
+      "log", "Print a running container's measured-launch event log (TCG CEL JSON) for a verifier");
+  log_cmd->add_option("--id", log_id, "The container's id")->required();
+  log_cmd->add_option("--index", log_index, "Which of its vTPMs (its /dev/tpm<index>)")
+      ->capture_default_str();
+  log_cmd->add_flag("--replay", log_replay,
+                    "Print the PCR values the log replays to instead (JSON: pcr, banks)");
   auto* ca_cmd = app.add_subcommand("ca", "Print the local CA's certificate (PEM)");
   std::string cdi_output, hook_path;
   bool cdi_no_cgroup = false;
@@ -200,6 +210,8 @@ int main(int argc, char** argv) {
     } else if (*ek) {
       const auto found = vtpm::find_ek_certificates(opts, ek_id, ek_index);
       std::fputs(vtpm::render_ek(found, ek_json).c_str(), stdout);
+    } else if (*log_cmd) {
+      std::fputs(vtpm::render_measurement_log(opts, log_id, log_index, log_replay).c_str(), stdout);
     } else if (*ca_cmd) {
       std::fputs(vtpm::render_ca(opts).c_str(), stdout);
     } else if (*cdi) {

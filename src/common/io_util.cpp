@@ -29,8 +29,21 @@ std::string read_all(int fd, size_t max_size, const std::string& what) {
   }
 }
 
+namespace {
+constexpr char kHex[] = "0123456789abcdef";
+}
+
+std::string to_hex(std::span<const uint8_t> bytes) {
+  std::string out;
+  out.reserve(bytes.size() * 2);
+  for (const uint8_t b : bytes) {
+    out += kHex[b >> 4];
+    out += kHex[b & 0xf];
+  }
+  return out;
+}
+
 std::string one_line(std::string_view msg) {
-  static constexpr char kHex[] = "0123456789abcdef";
   std::string out;
   for (const char c : msg) {
     const auto u = static_cast<unsigned char>(c);

@@ -13,6 +13,9 @@ namespace vtpm {
 // Everything up to EOF; more than max_size bytes is an Error naming `what`.
 std::string read_all(int fd, size_t max_size, const std::string& what);
 
+// Lowercase hex digits of the bytes.
+std::string to_hex(std::span<const uint8_t> bytes);
+
 // All of data, or an Error naming `what` (with errno).
 void write_all(int fd, std::span<const uint8_t> data, const std::string& what);
 

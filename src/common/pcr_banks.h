@@ -25,4 +25,10 @@ inline std::optional<uint16_t> pcr_bank_alg(std::string_view name) {
   return std::nullopt;
 }
 
+// The PCRs a container's launch may be measured into: 0-15 (nothing resets them; they must read
+// zeros after Startup) and 20-22 (reset and extended at locality 2 only, which a container never
+// reaches). Not 16 and 23 (the workload can reset them at locality 0), nor 17-19 (only a
+// dynamic launch resets them).
+constexpr bool measurable_pcr(uint64_t pcr) { return pcr <= 15 || (pcr >= 20 && pcr <= 22); }
+
 }  // namespace vtpm

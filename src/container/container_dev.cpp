@@ -14,6 +14,7 @@
 #include <cstring>
 #include <fstream>
 #include <functional>
+#include <ranges>
 
 #include "common/error.h"
 #include "common/io_util.h"
@@ -82,68 +83,111 @@ unsigned mapped_root(pid_t pid, const std::string& proc, const char* map) {
   throw Error("the container's user namespace maps no root user (" + p + ")");
 }
 
+// <root>/<rel> as an O_PATH directory fd, every component resolved in the root; with `create`,
+// missing components are made (0755, as the caller's fs ids).
+UniqueFd open_dir_in_root(int root_fd, const std::string& rel, bool create) {
+  std::string path;
+  UniqueFd dir;
+  for (const auto& part : std::views::split(rel, '/')) {
+    const std::string comp(part.begin(), part.end());
+    if (comp.empty()) continue;
+    const std::string parent = path.empty() ? "." : path;
+    path = path.empty() ? comp : path + "/" + comp;
+    dir =
+        open_resolved(root_fd, path, O_PATH | O_DIRECTORY, RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS);
+    if (!dir && errno == ENOENT && create) {
+      UniqueFd up = open_in_root(root_fd, parent, "the container's /" + parent);
+      if (::mkdirat(up.get(), comp.c_str(), 0755) != 0 && errno != EEXIST)
+        throw sys_error("create /" + path + " in the container");
+      dir = open_resolved(root_fd, path, O_PATH | O_DIRECTORY,
+                          RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS);
+    }
+    if (!dir) throw sys_error("open the container's /" + path);
+  }
+  if (!dir) throw Error("no directory named in the container");
+  return dir;
+}
+
+// Attaches the detached mount `tree` (open_tree) at <root>/<dir>/<name> in the container's
+// mount namespace, over an empty file put there as the container's root user (a mount needs
+// something to cover; rename replaces whatever non-directory was there). `dir` is made where
+// missing when `make_dir`. `is_it` checks what the name shows once mounted.
+void attach_in_container(pid_t pid, const std::string& root_path, const std::string& dir,
+                         bool make_dir, const std::string& name, int tree, const std::string& what,
+                         const std::function<bool(const struct stat&)>& is_it,
+                         const std::string& proc) {
+  const uid_t root_uid = mapped_root(pid, proc, "uid_map");
+  const gid_t root_gid = mapped_root(pid, proc, "gid_map");
+  const std::string ns = proc + "/" + std::to_string(pid) + "/ns/mnt";
+  UniqueFd mntns(::open(ns.c_str(), O_RDONLY | O_CLOEXEC));
+  if (!mntns) throw sys_error("open " + ns);
+  const std::string target = "/" + dir + "/" + name;
+  run_in_child(
+      [&] {
+        if (::setns(mntns.get(), CLONE_NEWNS) != 0) throw sys_error("setns into the container");
+        UniqueFd top(::open("/", O_PATH | O_DIRECTORY | O_CLOEXEC));
+        UniqueFd root = open_root_below(top, root_path);
+        // The container's directories belong to its user namespace, where the host's root has
+        // no id: create as the container's root (mount itself needs no fs id).
+        (void)::setfsgid(root_gid);  // returns the old id, never an error; openat checks
+        (void)::setfsuid(root_uid);
+        UniqueFd at = open_dir_in_root(root.get(), dir, make_dir);
+        const std::string tmp = ".vtpm-hook." + name + "." + std::to_string(::getpid());
+        (void)::unlinkat(at.get(), tmp.c_str(), 0);  // a leftover of a killed hook, if any
+        UniqueFd f(::openat(at.get(), tmp.c_str(),
+                            O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600));
+        if (!f) throw sys_error("create " + target + " in the container");
+        f.reset();
+        if (::renameat(at.get(), tmp.c_str(), at.get(), name.c_str()) != 0) {
+          const int err = errno;
+          (void)::unlinkat(at.get(), tmp.c_str(), 0);  // undo; the rename error counts
+          throw sys_error("rename into " + target + " in the container", err);
+        }
+        struct stat ts {};
+        if (::fstatat(at.get(), name.c_str(), &ts, AT_SYMLINK_NOFOLLOW) != 0 ||
+            !S_ISREG(ts.st_mode))
+          throw Error(target + " in the container changed under us");
+        if (::move_mount(tree, "", at.get(), name.c_str(), MOVE_MOUNT_F_EMPTY_PATH) != 0)
+          throw sys_error("bind-mount " + what + " onto the container's " + target);
+        if (::fstatat(at.get(), name.c_str(), &ts, AT_SYMLINK_NOFOLLOW) != 0 || !is_it(ts))
+          throw Error(target + " in the container is not " + what + " after mounting");
+      },
+      "put " + what + " into the container");
+}
+
+// A detached copy of the mount of what `fd` is (open_tree): a bind mount cannot take its
+// source from another mount namespace, but such a copy can be attached in any.
+UniqueFd detached_mount(int fd, uint64_t attrs, const std::string& what) {
+  UniqueFd tree(::open_tree(fd, "", OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC | AT_EMPTY_PATH));
+  if (!tree) throw sys_error("open_tree " + what);
+  mount_attr attr{};
+  attr.attr_set = attrs;
+  if (::mount_setattr(tree.get(), "", AT_EMPTY_PATH, &attr, sizeof attr) != 0)
+    throw sys_error("set the mount attributes of " + what);
+  return tree;
+}
+
 void bind_host_node(pid_t pid, const std::string& root_path, const std::string& name, DevNum dev,
                     const std::string& host_node, const std::string& proc) {
   check_name(name);
   UniqueFd node(::open(host_node.c_str(), O_PATH | O_NOFOLLOW | O_CLOEXEC));
   if (!node) throw sys_error("open host node " + host_node);
   struct stat st {};
-  if (::fstat(node.get(), &st) != 0 || !S_ISCHR(st.st_mode) ||
-      st.st_rdev != makedev(dev.major, dev.minor))
+  const dev_t rdev = makedev(dev.major, dev.minor);
+  if (::fstat(node.get(), &st) != 0 || !S_ISCHR(st.st_mode) || st.st_rdev != rdev)
     throw Error(host_node + " is not the character device " + std::to_string(dev.major) + ":" +
                 std::to_string(dev.minor));
   // The node is the container's alone: its root user owns it, nobody else on the host may use it.
   const std::string node_path = "/proc/self/fd/" + std::to_string(node.get());
-  const uid_t root_uid = mapped_root(pid, proc, "uid_map");
-  const gid_t root_gid = mapped_root(pid, proc, "gid_map");
-  if (::chown(node_path.c_str(), root_uid, root_gid) != 0 || ::chmod(node_path.c_str(), 0600) != 0)
+  if (::chown(node_path.c_str(), mapped_root(pid, proc, "uid_map"),
+              mapped_root(pid, proc, "gid_map")) != 0 ||
+      ::chmod(node_path.c_str(), 0600) != 0)
     throw sys_error("hand " + host_node + " to the container's root user");
-  // A bind mount cannot take its source from another mount namespace, but a detached copy
-  // of it (open_tree) can be attached in any.
-  UniqueFd tree(::open_tree(node.get(), "", OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC | AT_EMPTY_PATH));
-  if (!tree) throw sys_error("open_tree " + host_node);
   // nosuid, noexec, like the runtimes' own device mounts
-  mount_attr attr{};
-  attr.attr_set = MOUNT_ATTR_NOSUID | MOUNT_ATTR_NOEXEC;
-  if (::mount_setattr(tree.get(), "", AT_EMPTY_PATH, &attr, sizeof attr) != 0)
-    throw sys_error("make the mount of " + host_node + " nosuid,noexec");
-  const std::string ns = proc + "/" + std::to_string(pid) + "/ns/mnt";
-  UniqueFd mntns(::open(ns.c_str(), O_RDONLY | O_CLOEXEC));
-  if (!mntns) throw sys_error("open " + ns);
-
-  run_in_child(
-      [&] {
-        if (::setns(mntns.get(), CLONE_NEWNS) != 0) throw sys_error("setns into the container");
-        UniqueFd top(::open("/", O_PATH | O_DIRECTORY | O_CLOEXEC));
-        UniqueFd root = open_root_below(top, root_path);
-        UniqueFd dev_dir = open_in_root(root.get(), "dev", "the container's /dev");
-        // The container's /dev belongs to its user namespace, where the host's root has no id:
-        // create the mount point as the container's root (mount itself needs no fs id).
-        (void)::setfsgid(root_gid);  // returns the old id, never an error; openat checks
-        (void)::setfsuid(root_uid);
-        // An empty file to mount over, put in place like a node: rename replaces what was there.
-        const std::string tmp = ".vtpm-hook." + name + "." + std::to_string(::getpid());
-        (void)::unlinkat(dev_dir.get(), tmp.c_str(), 0);  // a leftover of a killed hook, if any
-        UniqueFd f(::openat(dev_dir.get(), tmp.c_str(),
-                            O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600));
-        if (!f) throw sys_error("create /dev/" + name + " in the container");
-        f.reset();
-        if (::renameat(dev_dir.get(), tmp.c_str(), dev_dir.get(), name.c_str()) != 0) {
-          const int err = errno;
-          (void)::unlinkat(dev_dir.get(), tmp.c_str(), 0);  // undo; the rename error counts
-          throw sys_error("rename into /dev/" + name + " in the container", err);
-        }
-        struct stat ts {};
-        if (::fstatat(dev_dir.get(), name.c_str(), &ts, AT_SYMLINK_NOFOLLOW) != 0 ||
-            !S_ISREG(ts.st_mode))
-          throw Error("/dev/" + name + " in the container changed under us");
-        if (::move_mount(tree.get(), "", dev_dir.get(), name.c_str(), MOVE_MOUNT_F_EMPTY_PATH) != 0)
-          throw sys_error("bind-mount " + host_node + " onto the container's /dev/" + name);
-        if (::fstatat(dev_dir.get(), name.c_str(), &ts, AT_SYMLINK_NOFOLLOW) != 0 ||
-            !S_ISCHR(ts.st_mode) || ts.st_rdev != makedev(dev.major, dev.minor))
-          throw Error("/dev/" + name + " in the container is not the TPM after mounting");
-      },
-      "put " + host_node + " into the container");
+  UniqueFd tree = detached_mount(node.get(), MOUNT_ATTR_NOSUID | MOUNT_ATTR_NOEXEC, host_node);
+  attach_in_container(
+      pid, root_path, "dev", /*make_dir=*/false, name, tree.get(), host_node,
+      [&](const struct stat& ts) { return S_ISCHR(ts.st_mode) && ts.st_rdev == rdev; }, proc);
 }
 
 }  // namespace
@@ -195,6 +239,26 @@ void place_device_node(pid_t container_pid, const std::string& root_path, const 
   }
   UniqueFd root = open_container_root(container_pid, root_path, proc);
   place_device_node_at(root.get(), name, dev);
+}
+
+void place_readonly_file(pid_t container_pid, const std::string& root_path, const std::string& dir,
+                         const std::string& name, const std::string& host_file,
+                         const std::string& proc) {
+  check_name(name);
+  UniqueFd file(::open(host_file.c_str(), O_PATH | O_NOFOLLOW | O_CLOEXEC));
+  if (!file) throw sys_error("open " + host_file);
+  struct stat st {};
+  if (::fstat(file.get(), &st) != 0 || !S_ISREG(st.st_mode))
+    throw Error(host_file + " is not a regular file");
+  UniqueFd tree = detached_mount(
+      file.get(), MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV | MOUNT_ATTR_NOEXEC,
+      host_file);
+  attach_in_container(
+      container_pid, root_path, dir, /*make_dir=*/true, name, tree.get(), host_file,
+      [&](const struct stat& ts) {
+        return S_ISREG(ts.st_mode) && ts.st_dev == st.st_dev && ts.st_ino == st.st_ino;
+      },
+      proc);
 }
 
 void remove_device_node(pid_t container_pid, const std::string& root_path, const std::string& name,

@@ -1,5 +1,6 @@
 #pragma once
-// The only module that touches the container's filesystem: device nodes in its /dev.
+// The only module that touches the container's filesystem: device nodes in its /dev, and the
+// read-only files the host puts there (the measured launch's event log).
 #include <sys/types.h>
 
 #include <string>
@@ -22,6 +23,14 @@ void check_container_process(pid_t container_pid, const std::string& proc = "/pr
 
 // Same, with the container root given as an open directory fd (testable without a container).
 void place_device_node_at(int root_fd, const std::string& name, DevNum dev);
+
+// Bind-mounts host_file read-only (nosuid, nodev, noexec) at <root>/<dir>/<name> in the
+// container's mount namespace, making <dir> (relative to the root, e.g. "run/vtpm-hook") where
+// missing, as the container's root user. Never follows a link out of the root. The mount goes
+// with the container's mount namespace. Throws Error.
+void place_readonly_file(pid_t container_pid, const std::string& root_path, const std::string& dir,
+                         const std::string& name, const std::string& host_file,
+                         const std::string& proc = "/proc");
 
 // Best effort removal (undo on failed setup).
 void remove_device_node(pid_t container_pid, const std::string& root_path, const std::string& name,

@@ -12,17 +12,20 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <ranges>
 #include <set>
 #include <thread>
 
 #include "common/error.h"
 #include "common/io_util.h"
 #include "common/logging.h"
+#include "common/pcr_banks.h"
 #include "common/process_util.h"
 #include "emulator/sandbox.h"
 #include "emulator/serve_loop.h"
 #include "state/state_store.h"
 #include "tpm/command_handler.h"
+#include "tpm/measure.h"
 #include "tpm/provision.h"
 #include "tpm/tpm_engine.h"
 #include "tpm/tpm_proto.h"
@@ -81,6 +84,19 @@ void detach_stdio_and_fds(const std::set<int>& keep) {
   for (int fd : to_close) ::close(fd);
 }
 
+// "loaded sha1,sha256": the banks an emulator says it measured the launch into. Only known bank
+// names pass (they name digests in the log; the emulator's word is checked by the verifier's
+// replay against the quote).
+std::vector<std::string> split_measured_banks(const std::string& list) {
+  std::vector<std::string> banks;
+  for (const auto& part : std::views::split(list, ',')) {
+    std::string name(part.begin(), part.end());
+    if (!pcr_bank_alg(name)) throw Error("the emulator measured an unknown PCR bank");
+    banks.push_back(std::move(name));
+  }
+  return banks;
+}
+
 void send_to_parent(int fd, const std::string& msg) {
   // The parent reads EOF as failure if this does not arrive; once setup is over it is gone
   // (EPIPE: SIGPIPE is ignored, see reset_signals). write(): the seccomp filter has no send().
@@ -110,11 +126,18 @@ void run_tpm(const EmulatorOptions& opts, UniqueFd dir_fd, int sock, int contain
   // started and self-tested before the device exists, so it answers at once on a busy host.
   power_on(engine, opts.close_platform);
   spdlog::debug("TPM started and self-tested");
-  send_to_parent(sock, kLoaded);
+  std::string loaded = kLoaded;
+  if (const auto& m = opts.measurement) {
+    // Before the device exists: no command of the workload's can come between these.
+    const auto banks = measure_launch(engine, m->pcr, m->events);
+    for (size_t i = 0; i < banks.size(); ++i) loaded += (i ? "," : " ") + banks[i];
+    spdlog::debug("launch measured into PCR {}", m->pcr);
+  }
+  send_to_parent(sock, loaded);
   server = receive_fd(sock);
   CommandHandler handler(
       engine.version(), [&](std::span<const uint8_t> c) { return engine.process(c); },
-      [&](uint8_t l) { engine.set_locality(l); }, /*accept_vendor=*/true);
+      workload_locality_sink(engine), /*accept_vendor=*/true);  // always locality 0
   send_to_parent(sock, kReady);
   spdlog::info("serving TPM {} from {}", to_string(engine.version()), store.dir());
   const StopReason why = serve_proxy(server.get(), container_pidfd, sig, handler);
@@ -236,13 +259,19 @@ SpawnedEmulator spawn_emulator(const EmulatorOptions& opts, UniqueFd dir_fd, int
     emu.release();
     return Error(msg.empty() ? "the emulator died while starting" : msg);
   };
-  if (const auto msg = receive_message(ours.get()); msg != kLoaded) throw fail(msg);
+  const std::string loaded = receive_message(ours.get());
+  std::vector<std::string> banks;
+  if (loaded.starts_with(std::string(kLoaded) + " "))
+    banks = split_measured_banks(loaded.substr(sizeof kLoaded));
+  else if (loaded != kLoaded)
+    throw fail(loaded);
+  if (opts.measurement && banks.empty()) throw fail("the emulator measured no PCR bank");
   // The ioctl needs CAP_SYS_ADMIN, which the emulator gave up before it read its state: the
   // hook creates the device and hands the server fd over. Its own copy goes to the keeper.
   ProxyDevice dev = create_proxy_device(opts.version, opts.vtpmx);
   send_fd(ours.get(), dev.server_fd.get());
   if (const auto msg = receive_message(ours.get()); msg != kReady) throw fail(msg);
-  return {std::move(emu), dev.tpm_num, std::move(dev.server_fd)};
+  return {std::move(emu), dev.tpm_num, std::move(dev.server_fd), std::move(banks)};
 }
 
 void spawn_keeper(std::vector<KeptDevice> devs, const CgroupWatch& cgroup,

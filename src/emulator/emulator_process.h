@@ -16,8 +16,16 @@
 #include "kernel/vtpm_proxy.h"
 #include "state/state_key.h"
 #include "state/state_store.h"
+#include "tpm/measure.h"
 
 namespace vtpm {
+
+// A launch to measure at power-on, before the device exists (docs/attestation.md): each event's
+// digest per bank, extended into `pcr` in order.
+struct LaunchMeasurement {
+  unsigned pcr = 0;
+  std::vector<EventDigests> events;
+};
 
 // What one emulator needs to know; nothing of other TPMs.
 struct EmulatorOptions {
@@ -33,6 +41,7 @@ struct EmulatorOptions {
   std::optional<Credentials> run_as;  // resolved by the hook, before anything was created
   std::optional<StateKey> key;        // this TPM's key only, read by the hook
   std::string vtpmx = "/dev/vtpmx";
+  std::optional<LaunchMeasurement> measurement = {};
 };
 
 // What an emulator (or the provisioning child) does before libtpms reads a byte of the
@@ -72,6 +81,7 @@ struct SpawnedEmulator {
   EmulatorProcess emulator;
   unsigned tpm_num = 0;
   UniqueFd server_fd;  // the hook's copy, for the keeper; the device lives while any is open
+  std::vector<std::string> measured_banks = {};  // the banks the launch was measured into
 };
 SpawnedEmulator spawn_emulator(const EmulatorOptions& opts, UniqueFd dir_fd, int container_pidfd);
 

@@ -12,6 +12,7 @@
 #include "state/state_store.h"
 #include "tpm/command_handler.h"
 #include "tpm/provision.h"
+#include "tpm/sapi.h"
 #include "tpm/tpm_engine.h"
 #include "tpm/tpm_proto.h"
 
@@ -30,15 +31,16 @@ int run_stream_emulator(const StreamOptions& opts) {
   if (opts.startup) {
     // Each client process is a power cycle: resume the state the last one saved when there is
     // one, so PCRs and sessions carry over like a suspend, else start clear.
-    bool ok = false;
-    if (resume) {
-      const auto r = engine.process(proto::startup_command(v, /*clear=*/false));
-      ok = proto::parse_header(r)->code == 0;
-    }
-    if (!ok) {
-      const auto r = engine.process(proto::startup_command(v, /*clear=*/true));
-      if (const auto rc = proto::parse_header(r)->code; rc != 0)
-        throw Error(fmt::format("TPM Startup failed with rc 0x{:x}", rc));
+    if (v == TpmVersion::V2) {
+      Sapi sapi(engine);
+      if (Tss2_Sys_Startup(sapi.get(), TPM2_SU_STATE) != TSS2_RC_SUCCESS)  // resume always tried
+        check(Tss2_Sys_Startup(sapi.get(), TPM2_SU_CLEAR), "TPM Startup");
+    } else {  // tpm2-tss has no TPM 1.2
+      bool ok = false;
+      if (resume) ok = proto::response_code(engine.process(proto::startup_command(v, false))) == 0;
+      if (!ok)
+        check(proto::response_code(engine.process(proto::startup_command(v, /*clear=*/true))),
+              "TPM Startup");
     }
     if (opts.close_platform) close_platform_hierarchy(engine);
   }

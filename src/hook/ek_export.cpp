@@ -5,21 +5,25 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <nlohmann/json.hpp>
 
 #include "common/error.h"
 #include "common/io_util.h"
 #include "hook/hooks.h"
 #include "hook/run_record.h"
+#include "oci/measurement.h"
 #include "oci/oci_state.h"
 #include "state/state_dir.h"
 #include "state/state_store.h"
+#include "tpm/measure.h"
 #include "tpm/provision.h"
 
 namespace vtpm {
 namespace {
 
 constexpr size_t kMaxPemSize = 64 * 1024;
+constexpr size_t kMaxLogSize = 16u << 20;  // the config.json it holds is read up to that size
 
 // A public file, maybe in a directory its TPM's emulator may write to: no link, no FIFO, capped.
 std::optional<std::string> read_public_file(int dir_fd, const std::string& name,
@@ -36,6 +40,34 @@ std::optional<std::string> read_public_file(int dir_fd, const std::string& name,
 const EkSlot& slot_of(const CertificateInfo& c) { return c.rsa ? kEkSlots[0] : kEkSlots[1]; }
 
 }  // namespace
+
+std::string render_measurement_log(const HookOptions& opts, const std::string& id, unsigned index,
+                                   bool replay) {
+  validate_container_id(id, "--id");
+  const auto rec = read_run_record(opts.run_root, id);
+  if (!rec)
+    throw Error(
+        fmt::format("container {} is not running (its log went with its TPM's PCR values)", id));
+  const auto v = std::find_if(rec->vtpms.begin(), rec->vtpms.end(),
+                              [&](const VtpmRecord& v) { return v.index == index; });
+  if (v == rec->vtpms.end()) throw Error(fmt::format("container {} has no vTPM {}", id, index));
+  const std::string path = measurement_log_path(opts.run_root, id, index);
+  UniqueFd fd(::open(path.c_str(), O_RDONLY | O_NOFOLLOW | O_CLOEXEC));
+  if (!fd && errno == ENOENT)
+    throw Error(fmt::format("container {}'s vTPM {} has no measured launch (policy measurementPcr)",
+                            id, index));
+  if (!fd) throw sys_error("open " + path);
+  const std::string text = read_all(fd.get(), kMaxLogSize, path);
+  if (!replay) return text;
+  const auto records = nlohmann::json::parse(text, nullptr, /*allow_exceptions=*/false);
+  if (!records.is_array() || records.empty() || !records[0].contains("pcr"))
+    throw Error(path + " is not a measured launch's log");
+  const unsigned pcr = records[0]["pcr"].get<unsigned>();
+  nlohmann::json banks = nlohmann::json::object();
+  for (const auto& [bank, value] : replay_cel(text, pcr, measurement_start_byte(v->version, pcr)))
+    banks[bank] = to_hex(value);
+  return nlohmann::json{{"pcr", pcr}, {"banks", banks}}.dump() + "\n";
+}
 
 std::vector<CertificateInfo> read_ek_certificates(const std::string& root,
                                                   const std::string& state_path) {

@@ -30,6 +30,13 @@ std::vector<CertificateInfo> read_ek_certificates(const std::string& root,
 // PEM (with a comment line per key) or one JSON object.
 std::string render_ek(const EkExport& ek, bool json);
 
+// The measured launch's event log (TCG CEL JSON) of a running container's vTPM `index`, as
+// setup wrote it; with `replay`, {"pcr": N, "banks": {"sha256": "<hex>", ...}}: the values its
+// PCR must have now (before the workload extended it). Throws Error when the container is not
+// running (its log went with its PCR values) or its launch was not measured.
+std::string render_measurement_log(const HookOptions& opts, const std::string& id, unsigned index,
+                                   bool replay);
+
 // The local CA's certificate as PEM. Throws Error when there is no CA yet.
 std::string render_ca(const HookOptions& opts);
 

@@ -123,9 +123,43 @@ std::vector<RunRecord> list_run_records(const std::string& run_root) {
   return out;
 }
 
+namespace {
+
+std::string measurement_dir(const std::string& run_root, const std::string& id) {
+  return run_root + "/measurements/" + id;
+}
+
+}  // namespace
+
 void remove_run_record(const std::string& run_root, const std::string& id) {
   const std::string path = run_record_path(run_root, id);
   if (::unlink(path.c_str()) != 0 && errno != ENOENT) throw sys_error("remove " + path);
+  std::error_code ec;
+  std::filesystem::remove_all(measurement_dir(run_root, id), ec);  // symlinks are not followed
+  if (ec) throw Error("remove " + measurement_dir(run_root, id) + ": " + ec.message());
+}
+
+std::string measurement_log_path(const std::string& run_root, const std::string& id, unsigned index,
+                                 bool container_copy) {
+  return measurement_dir(run_root, id) + "/" + std::to_string(index) +
+         (container_copy ? ".container.cel.json" : ".cel.json");
+}
+
+void write_measurement_log(const std::string& run_root, const std::string& id, unsigned index,
+                           std::string_view text) {
+  const std::string dir = measurement_dir(run_root, id);
+  std::error_code ec;
+  std::filesystem::create_directories(run_root + "/measurements", ec);
+  if (::mkdir(dir.c_str(), 0700) != 0 && errno != EEXIST) throw sys_error("create " + dir);
+  const auto bytes = std::span(reinterpret_cast<const uint8_t*>(text.data()), text.size());
+  for (const bool copy : {false, true}) {
+    const std::string path = measurement_log_path(run_root, id, index, copy);
+    (void)::unlink(path.c_str());  // a log of an earlier start goes: this start's is new
+    // Readable by every user of the container (0444 whatever the umask); written once.
+    UniqueFd fd(::open(path.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0444));
+    if (!fd || ::fchmod(fd.get(), 0444) != 0) throw sys_error("create " + path);
+    write_all(fd.get(), bytes, path);
+  }
 }
 
 UniqueFd open_recorded_emulator(const VtpmRecord& v) {

@@ -4,6 +4,7 @@
 
 #include <optional>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "common/tpm_version.h"
@@ -44,7 +45,18 @@ void write_run_record(const std::string& run_root, const RunRecord& rec);  // at
 std::optional<RunRecord> read_run_record(const std::string& run_root, const std::string& id);
 // Every record under run_root; unreadable ones are skipped with a warning.
 std::vector<RunRecord> list_run_records(const std::string& run_root);
+// Removes the record and its measurement logs.
 void remove_run_record(const std::string& run_root, const std::string& id);
+
+// The measured launch's event log of the container's vTPM `index`, kept beside its record
+// (<run-root>/measurements/<id>/<index>.cel.json): the host's copy, which `vtpm-hook log` prints,
+// or (container_copy) the one bind-mounted into the container, a file of its own so that nothing
+// done to it in there reaches the host's.
+std::string measurement_log_path(const std::string& run_root, const std::string& id, unsigned index,
+                                 bool container_copy = false);
+// Writes both copies (root's, 0444). Throws Error.
+void write_measurement_log(const std::string& run_root, const std::string& id, unsigned index,
+                           std::string_view text);
 // A pidfd of the recorded emulator while it still runs; empty once it is gone. Its identity is
 // confirmed before the pidfd is returned: the recorded start time, or (a record without one)
 // the lock of its state dir, reached beneath the state root (and only in the recorded dir).

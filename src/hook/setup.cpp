@@ -19,6 +19,7 @@
 #include "hook/run_record.h"
 #include "kernel/device_cgroup.h"
 #include "kernel/vtpm_proxy.h"
+#include "oci/measurement.h"
 #include "oci/oci_config.h"
 #include "oci/oci_state.h"
 #include "oci/policy.h"
@@ -91,6 +92,12 @@ void recover_leftovers(const HookOptions& opts, const std::string& id,
 }
 
 std::string dev_name(const char* base, unsigned index) { return base + std::to_string(index); }
+
+// Where the container finds the measured launch's log of its /dev/tpm<index>.
+constexpr char kContainerLogDir[] = "run/vtpm-hook";
+std::string container_log_name(unsigned index) {
+  return index ? "measurements-" + std::to_string(index) + ".cel.json" : "measurements.cel.json";
+}
 
 // An empty directory: the root of the keeper and of the CA's signer.
 std::string empty_dir(const std::string& run_root) {
@@ -167,11 +174,17 @@ void run_setup(const std::string& state_json, const HookOptions& opts) {
   const auto t0 = std::chrono::steady_clock::now();
   const OciState state = parse_oci_state(state_json);
   const BundleConfig config = load_bundle_config(state.bundle);
-  const auto specs = resolve_vtpms(state, config, request_defaults(opts));
+  const RequestDefaults defaults = request_defaults(opts);
+  const auto specs = resolve_vtpms(state, config, defaults);
   if (specs.empty()) {
     spdlog::info("container {} asks for no vTPM", state.id);
     return;
   }
+  // What the engine asked to run, measured into every vTPM before the workload can reach it.
+  const auto& measure_pcr = defaults.policy.measurement_pcr;
+  const std::vector<LaunchEvent> launch =
+      measure_pcr ? launch_events(config.document, defaults.policy.measurement_image)
+                  : std::vector<LaunchEvent>{};
   const Credentials emu_user = emulator_user(opts.emulator_user);
   std::vector<std::optional<Credentials>> run_as;
   for (const auto& s : specs) {
@@ -187,6 +200,8 @@ void run_setup(const std::string& state_json, const HookOptions& opts) {
   recover_leftovers(opts, state.id, specs);
 
   Rollback rollback;
+  // (the measurement logs: any run record's removal removes them)
+  if (measure_pcr) rollback.add([&] { remove_run_record(opts.run_root, state.id); });
   std::vector<EmulatorProcess> emulators;  // declared after rollback: stopped before it runs
   RunRecord rec{state.id, state.bundle, unix_ms(), {}};
   std::vector<DevNum> granted;
@@ -214,6 +229,10 @@ void run_setup(const std::string& state_json, const HookOptions& opts) {
                        spec.pcr_banks,     !spec.open_platform,  state.id,
                        opts.log_level,     opts.log_file,        -1,
                        run_as[spec.index], load_state_key(spec), opts.vtpmx};
+    if (measure_pcr) {
+      eo.measurement = LaunchMeasurement{*measure_pcr, {}};
+      for (const auto& e : launch) eo.measurement->events.push_back(e.digests);
+    }
     // With a keeper, the emulator logs through it: it holds no host file.
     UniqueFd log_wr;
     if (cgroup) {
@@ -225,7 +244,8 @@ void run_setup(const std::string& state_json, const HookOptions& opts) {
       eo.log_pipe = p[1];
     }
     spdlog::debug("starting the emulator for {}", spec.state_path);
-    auto [emu, tpm_num, server_fd] = spawn_emulator(eo, std::move(dir.fd), container_pidfd.get());
+    auto [emu, tpm_num, server_fd, banks] =
+        spawn_emulator(eo, std::move(dir.fd), container_pidfd.get());
     log_wr.reset();
     eo.key.reset();  // wiped: the next emulator must not inherit this TPM's key
     emulators.push_back(std::move(emu));
@@ -250,6 +270,14 @@ void run_setup(const std::string& state_json, const HookOptions& opts) {
       rollback.add([=, root = config.root_path] { remove_device_node(pid, root, tpmrm); });
     }
     vr.container_device = "/dev/" + tpm;
+    if (measure_pcr) {
+      // The log as the emulator measured it: the host's copy, and the container's (read-only)
+      // at a fixed path. Any run record's removal (rollback too) removes them.
+      write_measurement_log(opts.run_root, state.id, spec.index,
+                            cel_log(launch, *measure_pcr, banks));
+      place_readonly_file(pid, config.root_path, kContainerLogDir, container_log_name(spec.index),
+                          measurement_log_path(opts.run_root, state.id, spec.index, true));
+    }
     granted.push_back(host.tpm);
     if (host.tpmrm) granted.push_back(*host.tpmrm);
     spdlog::info("container {}: {} ({}:{}) is the container's {} (TPM {}, state {}, emulator {})",

@@ -29,6 +29,7 @@ BundleConfig parse_bundle_config(std::string_view json_text, const std::string& 
   if (auto linux = doc.find("linux"); linux != doc.end() && linux->is_object()) {
     if (auto v = linux->find("vtpms"); v != linux->end() && !v->is_null()) cfg.vtpms = *v;
   }
+  cfg.document = doc;
   return cfg;
 }
 

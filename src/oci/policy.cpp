@@ -7,6 +7,7 @@
 
 #include "common/error.h"
 #include "common/io_util.h"
+#include "common/pcr_banks.h"
 #include "common/unique_fd.h"
 #include "oci/json_util.h"
 #include "oci/vtpm_request.h"
@@ -89,6 +90,7 @@ VtpmChoice parse_cdi_device(const nlohmann::json& e, const std::string& what) {
 Policy parse_policy(std::string_view json_text, const std::string& what) {
   const auto doc = parse_json_object(json_text, what);
   Policy p;
+  bool image_auto = true;
   for (const auto& [k, v] : doc.items()) {
     if (k == "statePathRoots") {
       p.state_path_roots = parse_roots(v, k, what);
@@ -122,6 +124,27 @@ Policy parse_policy(std::string_view json_text, const std::string& what) {
       if (!v.is_boolean())
         throw Error(what + ": \"kubernetesIdentityIncludesPodUid\" is not a boolean");
       p.kubernetes_pod_uid = v.get<bool>();
+    } else if (k == "measurementPcr") {
+      if (v.is_null()) {
+        p.measurement_pcr.reset();
+      } else {
+        if (!v.is_number_unsigned() || !measurable_pcr(v.get<uint64_t>()))
+          throw Error(what + ": \"measurementPcr\" must be null, 0-15 or 20-22 (16 and 23 " +
+                      "can be reset by the workload, 17-19 not by the emulator)");
+        p.measurement_pcr = v.get<unsigned>();
+      }
+    } else if (k == "measurementImage") {
+      const std::string s = v.is_string() ? v.get<std::string>() : "";
+      image_auto = s == "auto";
+      if (s == "none")
+        p.measurement_image = ImageSource::None;
+      else if (s == "containerd")
+        p.measurement_image = ImageSource::Containerd;
+      else if (s == "cri-o")
+        p.measurement_image = ImageSource::CriO;
+      else if (!image_auto)
+        throw Error(what + ": \"measurementImage\" must be \"auto\", \"none\", " +
+                    "\"containerd\" or \"cri-o\"");
     } else if (k == "runtime") {
       if (!v.is_string()) throw Error(what + ": \"runtime\" is not a string");
       p.runtime = normal_path(v.get<std::string>(), what + ": \"runtime\"");
@@ -133,6 +156,11 @@ Policy parse_policy(std::string_view json_text, const std::string& what) {
   }
   if (p.kubernetes_pod_uid && p.kubernetes_identity == KubernetesIdentity::Off)
     throw Error(what + ": \"kubernetesIdentityIncludesPodUid\" needs \"kubernetesIdentity\"");
+  if (image_auto)
+    p.measurement_image = p.kubernetes_identity == KubernetesIdentity::Containerd
+                              ? ImageSource::Containerd
+                          : p.kubernetes_identity == KubernetesIdentity::CriO ? ImageSource::CriO
+                                                                              : ImageSource::None;
   return p;
 }
 

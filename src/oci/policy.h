@@ -2,12 +2,14 @@
 // The administrator's policy file: what a workload's author may choose and where TPM state may
 // live. Everything here is the administrator's; nothing a workload writes can widen it.
 #include <map>
+#include <optional>
 #include <set>
 #include <string>
 #include <string_view>
 #include <vector>
 
 #include "common/tpm_version.h"
+#include "oci/measurement.h"
 
 namespace vtpm {
 
@@ -27,6 +29,10 @@ void check_vtpm_choice(const VtpmChoice& c, const std::string& what);
 // default state. Only the runtime the administrator names: with any other way in (podman,
 // runc), the workload's author writes those annotations himself.
 enum class KubernetesIdentity { Off, Containerd, CriO };
+
+// The PCR a launch is measured into by default: 21 can be reset and extended only at
+// locality 2, which a container never reaches (docs/attestation.md says why not another).
+inline constexpr unsigned kDefaultMeasurementPcr = 21;
 
 struct Policy {
   // Directories under which a statePath may lie, besides the hook's --state-root.
@@ -51,6 +57,12 @@ struct Policy {
   // a new pod of the same name (or in a namespace created again) gets a new TPM; off keeps a
   // StatefulSet pod's TPM when the pod is created again.
   bool kubernetes_pod_uid = false;
+  // measurementPcr: where setup measures the container's launch; none (null) measures nothing.
+  std::optional<unsigned> measurement_pcr = kDefaultMeasurementPcr;
+  // measurementImage: whose annotations name the image in a measured launch. "auto" (the
+  // default) is the engine of kubernetesIdentity, none without it: with podman or runc, the
+  // workload's author writes annotations himself, and they are no engine's statement.
+  ImageSource measurement_image = ImageSource::None;
 };
 
 // What the hook keeps for itself, out of every annotation's reach: the state root (every

@@ -9,6 +9,7 @@
 #include <sstream>
 
 #include "common/error.h"
+#include "common/io_util.h"
 #include "common/pcr_banks.h"
 #include "oci/json_util.h"
 
@@ -53,13 +54,7 @@ std::string kubernetes_dir_name(const std::string& name, const std::string& suff
   if (EVP_Digest(name.data(), name.size(), md, &md_len, EVP_sha256(), nullptr) != 1)
     throw Error("SHA-256 of the Kubernetes key " + name.substr(0, kKubernetesKeyPrefix) +
                 "... failed");
-  static constexpr char kHex[] = "0123456789abcdef";
-  std::string out = name.substr(0, kKubernetesKeyPrefix) + "+";
-  for (unsigned k = 0; k < md_len; ++k) {
-    out += kHex[md[k] >> 4];
-    out += kHex[md[k] & 0xf];
-  }
-  return out + suffix;
+  return name.substr(0, kKubernetesKeyPrefix) + "+" + to_hex(std::span(md, md_len)) + suffix;
 }
 
 // Later TPMs sit beside the first one, never inside a directory its runAs user owns. Ids are

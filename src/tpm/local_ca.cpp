@@ -262,8 +262,7 @@ std::vector<CertificateInfo> parse_certificates(const std::string& pem, const st
     const bool ok = EVP_Digest(spki, static_cast<size_t>(n), md, &md_len, EVP_sha256(), nullptr);
     OPENSSL_free(spki);
     if (!ok) throw ssl_error(what + ": SHA-256");
-    for (unsigned int i = 0; i < md_len; ++i)
-      info.public_key_sha256 += fmt::format("{:02x}", md[i]);
+    info.public_key_sha256 = to_hex(std::span(md, md_len));
     out.push_back(std::move(info));
   }
   // The loop ends at the first non-certificate: only "no more PEM" is a clean end.

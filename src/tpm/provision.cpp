@@ -5,7 +5,6 @@
 #include <spdlog/spdlog.h>
 
 #include <algorithm>
-#include <array>
 #include <map>
 
 #include "common/error.h"
@@ -13,6 +12,7 @@
 #include "common/pcr_banks.h"
 #include "state/swtpm_blob.h"
 #include "tpm/local_ca.h"
+#include "tpm/sapi.h"
 #include "tpm/tpm_proto.h"
 
 namespace vtpm {
@@ -23,43 +23,38 @@ struct Bank {
   bool active;
 };
 
-void check_rc(const std::vector<uint8_t>& resp, const std::string& what) {
-  if (const uint32_t rc = proto::response_code(resp); rc != 0)
-    throw Error(fmt::format("{} failed with TPM rc 0x{:x}", what, rc));
-}
-
-void ensure_started(TpmEngine& engine) {
-  const auto r = engine.process(proto::startup_command(TpmVersion::V2, /*clear=*/true));
-  const uint32_t rc = proto::response_code(r);
-  if (rc != 0 && rc != TPM2_RC_INITIALIZE) check_rc(r, "TPM2_Startup");  // INITIALIZE: already up
+void ensure_started(Sapi& sapi) {
+  const TSS2_RC rc = Tss2_Sys_Startup(sapi.get(), TPM2_SU_CLEAR);
+  if (rc != TPM2_RC_INITIALIZE) check(rc, "TPM2_Startup");  // INITIALIZE: already up
 }
 
 // TPM2_GetCapability(TPM_CAP_PCRS): every implemented bank, active or not.
-std::vector<Bank> read_banks(TpmEngine& engine) {
-  std::vector<uint8_t> params;
-  for (uint32_t w : {5u /*TPM_CAP_PCRS*/, 0u, 1u}) proto::put_u32(params, w);
-  const auto r =
-      engine.process(proto::command(proto::kTpm2StNoSessions, TPM2_CC_GetCapability, params));
-  check_rc(r, "TPM2_GetCapability(PCRS)");
-  // header, moreData (1), capability (4), TPML_PCR_SELECTION
-  size_t off = proto::kHeaderSize + 1 + 4;
-  const std::span<const uint8_t> b(r);
-  if (b.size() < off + 4) throw Error("short TPM2_GetCapability(PCRS) response");
-  const uint32_t count = proto::get_u32(b, off);
-  off += 4;
+std::vector<Bank> read_banks(Sapi& sapi) {
+  TPMI_YES_NO more = TPM2_NO;
+  TPMS_CAPABILITY_DATA data{};
+  check(Tss2_Sys_GetCapability(sapi.get(), nullptr, TPM2_CAP_PCRS, 0, 1, &more, &data, nullptr),
+        "TPM2_GetCapability(PCRS)");
+  const TPML_PCR_SELECTION& sel = data.data.assignedPCR;
   std::vector<Bank> banks;
-  for (uint32_t i = 0; i < count; ++i) {
-    if (b.size() < off + 3) throw Error("short TPM2_GetCapability(PCRS) response");
-    const uint16_t alg = proto::get_u16(b, off);
-    const uint8_t n = b[off + 2];
-    off += 3;
-    if (b.size() < off + n) throw Error("short TPM2_GetCapability(PCRS) response");
-    const bool active =
-        std::any_of(b.begin() + off, b.begin() + off + n, [](uint8_t x) { return x; });
-    off += n;
-    banks.push_back({alg, active});
+  for (uint32_t i = 0; i < sel.count; ++i) {
+    const TPMS_PCR_SELECTION& s = sel.pcrSelections[i];
+    const auto* end = s.pcrSelect + s.sizeofSelect;
+    banks.push_back({s.hash, std::any_of(s.pcrSelect, end, [](uint8_t x) { return x != 0; })});
   }
   return banks;
+}
+
+void close_platform_hierarchy(Sapi& sapi) {
+  check(Tss2_Sys_HierarchyControl(sapi.get(), TPM2_RH_PLATFORM, Sapi::password(), TPM2_RH_PLATFORM,
+                                  TPM2_NO, nullptr),
+        "TPM2_HierarchyControl(platform, NO)");
+}
+
+// A power cycle: the allocation or the new objects count from the next Startup on.
+void shutdown_and_reset(TpmEngine& engine) {
+  Sapi sapi(engine);
+  check(Tss2_Sys_Shutdown(sapi.get(), nullptr, TPM2_SU_CLEAR, nullptr), "TPM2_Shutdown");
+  engine.reset();
 }
 
 }  // namespace
@@ -68,63 +63,65 @@ void close_platform_hierarchy(TpmEngine& engine) {
   // Disabled rather than given a random platformAuth: no secret to keep, and GetCapability
   // shows the workload that it is closed. phEnable is volatile (every Startup sets it again),
   // and only this process can power-cycle the TPM.
-  std::vector<uint8_t> params;
-  proto::put_u32(params, TPM2_RH_PLATFORM);  // enable: phEnable
-  params.push_back(TPM2_NO);                 // state
-  check_rc(engine.process(proto::password_session_command(TPM2_CC_HierarchyControl,
-                                                          std::array{TPM2_RH_PLATFORM}, params)),
-           "TPM2_HierarchyControl(platform, NO)");
+  Sapi sapi(engine);
+  close_platform_hierarchy(sapi);
 }
 
 void power_on(TpmEngine& engine, bool close_platform) {
   if (engine.version() == TpmVersion::V2) {
-    ensure_started(engine);
+    Sapi sapi(engine);
+    ensure_started(sapi);
     spdlog::debug("TPM2_Startup done; the full self-test next");  // bench/ times the phases
-    const uint8_t full_test[] = {TPM2_YES};
-    check_rc(engine.process(proto::command(proto::kTpm2StNoSessions, TPM2_CC_SelfTest, full_test)),
-             "TPM2_SelfTest");
+    check(Tss2_Sys_SelfTest(sapi.get(), nullptr, TPM2_YES, nullptr), "TPM2_SelfTest");
     spdlog::debug("full self-test passed");
-    if (close_platform) close_platform_hierarchy(engine);
+    if (close_platform) close_platform_hierarchy(sapi);
     return;
   }
+  // tpm2-tss has no TPM 1.2: its few commands stay hand-built.
   const auto r = engine.process(proto::startup_command(TpmVersion::V1_2, /*clear=*/true));
   if (const uint32_t rc = proto::response_code(r); rc != 0 && rc != proto::kTpm12InvalidPostinit)
-    check_rc(r, "TPM_Startup");
-  check_rc(engine.process(
-               proto::command(proto::kTpm12TagRquCommand, proto::kTpm12OrdContinueSelfTest, {})),
-           "TPM_ContinueSelfTest");
+    check(rc, "TPM_Startup");
+  check(proto::response_code(engine.process(
+            proto::command(proto::kTpm12TagRquCommand, proto::kTpm12OrdContinueSelfTest, {}))),
+        "TPM_ContinueSelfTest");
 }
 
 void apply_pcr_banks(TpmEngine& engine, const std::vector<std::string>& wanted) {
-  ensure_started(engine);
-  const auto banks = read_banks(engine);
-  bool same = true;
-  for (const auto& name : wanted) {
-    const auto alg = *pcr_bank_alg(name);
-    if (std::none_of(banks.begin(), banks.end(), [&](const Bank& b) { return b.alg == alg; }))
-      throw Error("this TPM does not implement PCR bank " + name);
-  }
-  std::vector<uint8_t> sel;
-  proto::put_u32(sel, static_cast<uint32_t>(banks.size()));
-  for (const auto& b : banks) {
-    const bool want = std::any_of(wanted.begin(), wanted.end(),
-                                  [&](const std::string& n) { return *pcr_bank_alg(n) == b.alg; });
-    same &= want == b.active;
-    proto::put_u16(sel, b.alg);
-    sel.push_back(3);  // 24 PCRs
-    for (int i = 0; i < 3; ++i) sel.push_back(want ? 0xff : 0x00);
-  }
-  if (!same) {
-    check_rc(engine.process(proto::password_session_command(TPM2_CC_PCR_Allocate,
-                                                            std::array{TPM2_RH_PLATFORM}, sel)),
-             "TPM2_PCR_Allocate");
-    spdlog::info("PCR banks allocated: {}", fmt::join(wanted, ","));
+  {
+    Sapi sapi(engine);
+    ensure_started(sapi);
+    const auto banks = read_banks(sapi);
+    for (const auto& name : wanted) {
+      const auto alg = *pcr_bank_alg(name);
+      if (std::none_of(banks.begin(), banks.end(), [&](const Bank& b) { return b.alg == alg; }))
+        throw Error("this TPM does not implement PCR bank " + name);
+    }
+    TPML_PCR_SELECTION sel{};
+    if (banks.size() > std::size(sel.pcrSelections))
+      throw Error("the TPM reports more PCR banks than TPM2_NUM_PCR_BANKS");
+    bool same = true;
+    for (const auto& b : banks) {
+      const bool want = std::any_of(wanted.begin(), wanted.end(), [&](const std::string& n) {
+        return *pcr_bank_alg(n) == b.alg;
+      });
+      same &= want == b.active;
+      TPMS_PCR_SELECTION& s = sel.pcrSelections[sel.count++];
+      s.hash = b.alg;
+      s.sizeofSelect = 3;  // 24 PCRs
+      std::fill_n(s.pcrSelect, s.sizeofSelect, want ? 0xff : 0x00);
+    }
+    if (!same) {
+      TPMI_YES_NO ok = TPM2_NO;
+      uint32_t max_pcr = 0, needed = 0, available = 0;
+      check(Tss2_Sys_PCR_Allocate(sapi.get(), TPM2_RH_PLATFORM, Sapi::password(), &sel, &ok,
+                                  &max_pcr, &needed, &available, nullptr),
+            "TPM2_PCR_Allocate");
+      spdlog::info("PCR banks allocated: {}", fmt::join(wanted, ","));
+    }
   }
   // A new allocation takes effect at the next TPM reset: power-cycle now, so the first Startup
   // (the kernel's or ours) sees it.
-  check_rc(engine.process(proto::shutdown_command(TpmVersion::V2, /*clear=*/true)),
-           "TPM2_Shutdown");
-  engine.reset();
+  shutdown_and_reset(engine);
 }
 
 namespace {
@@ -142,155 +139,112 @@ constexpr uint8_t kEkPolicy[32] = {0x83, 0x71, 0x97, 0x67, 0x44, 0x84, 0xB3, 0xF
                                    0x8D, 0x46, 0xA5, 0xD7, 0x24, 0xFD, 0x52, 0xD7, 0x6E, 0x06, 0x52,
                                    0x0B, 0x64, 0xF2, 0xA1, 0xDA, 0x1B, 0x33, 0x14, 0x69, 0xAA};
 
-// Template L-1 (RSA 2048) or L-2 (ECC NIST P-256): a TPMT_PUBLIC.
-std::vector<uint8_t> ek_template(bool rsa) {
-  std::vector<uint8_t> t;
-  proto::put_u16(t, rsa ? TPM2_ALG_RSA : TPM2_ALG_ECC);
-  proto::put_u16(t, TPM2_ALG_SHA256);  // nameAlg
-  proto::put_u32(t, TPMA_OBJECT_FIXEDTPM | TPMA_OBJECT_FIXEDPARENT |
-                        TPMA_OBJECT_SENSITIVEDATAORIGIN | TPMA_OBJECT_ADMINWITHPOLICY |
-                        TPMA_OBJECT_RESTRICTED | TPMA_OBJECT_DECRYPT);
-  proto::put_u16(t, sizeof kEkPolicy);
-  t.insert(t.end(), std::begin(kEkPolicy), std::end(kEkPolicy));
-  for (uint16_t v : {TPM2_ALG_AES, uint16_t{128}, TPM2_ALG_CFB, TPM2_ALG_NULL})
-    proto::put_u16(t, v);  // AES-128-CFB, no scheme
+// Template L-1 (RSA 2048) or L-2 (ECC NIST P-256).
+TPM2B_PUBLIC ek_template(bool rsa) {
+  TPM2B_PUBLIC t{};
+  TPMT_PUBLIC& p = t.publicArea;
+  p.type = rsa ? TPM2_ALG_RSA : TPM2_ALG_ECC;
+  p.nameAlg = TPM2_ALG_SHA256;
+  p.objectAttributes = TPMA_OBJECT_FIXEDTPM | TPMA_OBJECT_FIXEDPARENT |
+                       TPMA_OBJECT_SENSITIVEDATAORIGIN | TPMA_OBJECT_ADMINWITHPOLICY |
+                       TPMA_OBJECT_RESTRICTED | TPMA_OBJECT_DECRYPT;
+  p.authPolicy.size = sizeof kEkPolicy;
+  std::copy(std::begin(kEkPolicy), std::end(kEkPolicy), p.authPolicy.buffer);
+  // AES-128-CFB, no scheme; the unique field zeros of the key's size.
+  const TPMT_SYM_DEF_OBJECT aes{TPM2_ALG_AES, {.aes = 128}, {.aes = TPM2_ALG_CFB}};
   if (rsa) {
-    proto::put_u16(t, 2048);
-    proto::put_u32(t, 0);  // default exponent
-    proto::put_u16(t, 256);
-    t.insert(t.end(), 256, 0);
+    p.parameters.rsaDetail.symmetric = aes;
+    p.parameters.rsaDetail.scheme.scheme = TPM2_ALG_NULL;
+    p.parameters.rsaDetail.keyBits = 2048;
+    p.parameters.rsaDetail.exponent = 0;  // the default, 65537
+    p.unique.rsa.size = 256;
   } else {
-    proto::put_u16(t, TPM2_ECC_NIST_P256);
-    proto::put_u16(t, TPM2_ALG_NULL);  // no KDF
-    for (int i = 0; i < 2; ++i) {
-      proto::put_u16(t, 32);
-      t.insert(t.end(), 32, 0);
-    }
+    p.parameters.eccDetail.symmetric = aes;
+    p.parameters.eccDetail.scheme.scheme = TPM2_ALG_NULL;
+    p.parameters.eccDetail.curveID = TPM2_ECC_NIST_P256;
+    p.parameters.eccDetail.kdf.scheme = TPM2_ALG_NULL;
+    p.unique.ecc.x.size = 32;
+    p.unique.ecc.y.size = 32;
   }
   return t;
 }
 
-class Reader {
- public:
-  Reader(std::span<const uint8_t> b, size_t off) : b_(b), off_(off) {}
-  uint16_t u16() {
-    need(2);
-    off_ += 2;
-    return proto::get_u16(b_, off_ - 2);
-  }
-  uint32_t u32() {
-    need(4);
-    off_ += 4;
-    return proto::get_u32(b_, off_ - 4);
-  }
-  std::vector<uint8_t> tpm2b() {
-    const uint16_t n = u16();
-    need(n);
-    off_ += n;
-    return {b_.begin() + off_ - n, b_.begin() + off_};
-  }
-  void skip_alg_with_detail() {  // a scheme or KDF: an algorithm, and a hash unless TPM_ALG_NULL
-    if (u16() != TPM2_ALG_NULL) u16();
-  }
-
- private:
-  void need(size_t n) {
-    if (off_ + n > b_.size()) throw Error("short TPM2_CreatePrimary response");
-  }
-  std::span<const uint8_t> b_;
-  size_t off_;
-};
-
-// TPM2_CreatePrimary response -> transient handle and the key's public part.
-std::pair<uint32_t, EkPublic> parse_primary(const std::vector<uint8_t>& r) {
-  Reader rd(r, proto::kHeaderSize);
-  const uint32_t handle = rd.u32();
-  rd.u32();  // parameterSize
-  rd.u16();  // TPM2B_PUBLIC size
-  EkPublic ek;
-  ek.rsa = rd.u16() == TPM2_ALG_RSA;
-  rd.u16();                         // nameAlg
-  rd.u32();                         // attributes
-  rd.tpm2b();                       // authPolicy
-  if (rd.u16() != TPM2_ALG_NULL) {  // symmetric: keyBits, mode
-    rd.u16();
-    rd.u16();
-  }
-  rd.skip_alg_with_detail();  // scheme
-  if (ek.rsa) {
-    rd.u16();  // keyBits
-    rd.u32();  // exponent
-    ek.modulus = rd.tpm2b();
-  } else {
-    rd.u16();                   // curve
-    rd.skip_alg_with_detail();  // kdf
-    ek.x = rd.tpm2b();
-    ek.y = rd.tpm2b();
-  }
-  return {handle, ek};
+template <typename B>
+std::vector<uint8_t> bytes_of(const B& tpm2b) {
+  return {tpm2b.buffer, tpm2b.buffer + tpm2b.size};
 }
 
-void write_certificate(TpmEngine& engine, uint32_t index, const std::vector<uint8_t>& der) {
-  std::vector<uint8_t> define;
-  proto::put_u16(define, 0);  // no auth value
-  proto::put_u16(define, 14);
-  proto::put_u32(define, index);
-  proto::put_u16(define, TPM2_ALG_SHA256);
-  proto::put_u32(define, kEkCertNvAttributes);
-  proto::put_u16(define, 0);
-  proto::put_u16(define, static_cast<uint16_t>(der.size()));
-  check_rc(engine.process(proto::password_session_command(TPM2_CC_NV_DefineSpace,
-                                                          std::array{TPM2_RH_PLATFORM}, define)),
-           "TPM2_NV_DefineSpace");
+void write_certificate(Sapi& sapi, uint32_t index, const std::vector<uint8_t>& der) {
+  TPM2B_NV_PUBLIC pub{};
+  pub.nvPublic.nvIndex = index;
+  pub.nvPublic.nameAlg = TPM2_ALG_SHA256;
+  pub.nvPublic.attributes = kEkCertNvAttributes;
+  pub.nvPublic.dataSize = static_cast<uint16_t>(der.size());
+  const TPM2B_AUTH no_auth{};
+  check(Tss2_Sys_NV_DefineSpace(sapi.get(), TPM2_RH_PLATFORM, Sapi::password(), &no_auth, &pub,
+                                nullptr),
+        "TPM2_NV_DefineSpace");
   for (size_t off = 0; off < der.size(); off += kNvChunk) {
-    const size_t n = std::min(kNvChunk, der.size() - off);
-    std::vector<uint8_t> data;
-    proto::put_u16(data, static_cast<uint16_t>(n));
-    data.insert(data.end(), der.begin() + off, der.begin() + off + n);
-    proto::put_u16(data, static_cast<uint16_t>(off));
-    check_rc(engine.process(proto::password_session_command(
-                 TPM2_CC_NV_Write, std::array{TPM2_RH_PLATFORM, index}, data)),
-             "TPM2_NV_Write");
+    TPM2B_MAX_NV_BUFFER chunk{};
+    chunk.size = static_cast<uint16_t>(std::min(kNvChunk, der.size() - off));
+    std::copy_n(der.begin() + static_cast<std::ptrdiff_t>(off), chunk.size, chunk.buffer);
+    check(Tss2_Sys_NV_Write(sapi.get(), TPM2_RH_PLATFORM, index, Sapi::password(), &chunk,
+                            static_cast<uint16_t>(off), nullptr),
+          "TPM2_NV_Write");
   }
   // WRITEDEFINE: locked until the index is undefined, as swtpm_setup --lock-nvram leaves it.
-  check_rc(engine.process(proto::password_session_command(TPM2_CC_NV_WriteLock,
-                                                          std::array{TPM2_RH_PLATFORM, index}, {})),
-           "TPM2_NV_WriteLock");
+  check(Tss2_Sys_NV_WriteLock(sapi.get(), TPM2_RH_PLATFORM, index, Sapi::password(), nullptr),
+        "TPM2_NV_WriteLock");
+}
+
+// A persistent EK from the slot's template; returns its public part.
+EkPublic create_ek(Sapi& sapi, const EkSlot& k) {
+  const TPM2B_SENSITIVE_CREATE sensitive{};  // no auth, no data
+  const TPM2B_PUBLIC tmpl = ek_template(k.rsa);
+  const TPM2B_DATA outside{};
+  const TPML_PCR_SELECTION creation_pcr{};
+  TPM2_HANDLE handle = 0;
+  TPM2B_PUBLIC out{};
+  TPM2B_CREATION_DATA creation_data{};
+  TPM2B_DIGEST creation_hash{};
+  TPMT_TK_CREATION ticket{};
+  TPM2B_NAME name{};
+  check(Tss2_Sys_CreatePrimary(sapi.get(), TPM2_RH_ENDORSEMENT, Sapi::password(), &sensitive, &tmpl,
+                               &outside, &creation_pcr, &handle, &out, &creation_data,
+                               &creation_hash, &ticket, &name, nullptr),
+        k.rsa ? "TPM2_CreatePrimary(RSA EK)" : "TPM2_CreatePrimary(ECC EK)");
+  check(Tss2_Sys_EvictControl(sapi.get(), TPM2_RH_OWNER, handle, Sapi::password(),
+                              k.persistent_handle, nullptr),
+        "TPM2_EvictControl");
+  check(Tss2_Sys_FlushContext(sapi.get(), handle), "TPM2_FlushContext");
+  const TPMU_PUBLIC_ID& u = out.publicArea.unique;
+  EkPublic ek;
+  ek.rsa = out.publicArea.type == TPM2_ALG_RSA;
+  if (ek.rsa) {
+    ek.modulus = bytes_of(u.rsa);
+  } else {
+    ek.x = bytes_of(u.ecc.x);
+    ek.y = bytes_of(u.ecc.y);
+  }
+  return ek;
 }
 
 }  // namespace
 
 std::vector<EkCertificate> create_ek_certificates(TpmEngine& engine, const EkSigner& sign,
                                                   const StateStore& store) {
-  ensure_started(engine);
   std::vector<EkCertificate> out;
-  for (const EkSlot& k : kEkSlots) {
-    const auto tmpl = ek_template(k.rsa);
-    std::vector<uint8_t> params = {0, 4, 0, 0, 0, 0};  // inSensitive: no auth, no data
-    proto::put_u16(params, static_cast<uint16_t>(tmpl.size()));
-    params.insert(params.end(), tmpl.begin(), tmpl.end());
-    params.insert(params.end(), {0, 0, 0, 0, 0, 0});  // outsideInfo, creationPCR
-    const auto r = engine.process(proto::password_session_command(
-        TPM2_CC_CreatePrimary, std::array{TPM2_RH_ENDORSEMENT}, params));
-    check_rc(r, k.rsa ? "TPM2_CreatePrimary(RSA EK)" : "TPM2_CreatePrimary(ECC EK)");
-    const auto [handle, pub] = parse_primary(r);
-    std::vector<uint8_t> persistent;
-    proto::put_u32(persistent, k.persistent_handle);
-    check_rc(engine.process(proto::password_session_command(
-                 TPM2_CC_EvictControl, std::array{TPM2_RH_OWNER, handle}, persistent)),
-             "TPM2_EvictControl");
-    std::vector<uint8_t> flush;
-    proto::put_u32(flush, handle);
-    check_rc(engine.process(proto::command(proto::kTpm2StNoSessions, TPM2_CC_FlushContext, flush)),
-             "TPM2_FlushContext");
-    auto der = sign(pub);
-    write_certificate(engine, k.nv_index, der);
-    out.push_back({k, std::move(der)});
+  {
+    Sapi sapi(engine);
+    ensure_started(sapi);
+    for (const EkSlot& k : kEkSlots) {
+      auto der = sign(create_ek(sapi, k));
+      write_certificate(sapi, k.nv_index, der);
+      out.push_back({k, std::move(der)});
+    }
   }
   spdlog::info("EKs and EK certificates created");
-  check_rc(engine.process(proto::shutdown_command(TpmVersion::V2, /*clear=*/true)),
-           "TPM2_Shutdown");
-  engine.reset();
+  shutdown_and_reset(engine);
   // A copy for the host's verifiers (vtpm-hook ek): they never need to ask a running TPM.
   std::vector<std::vector<uint8_t>> ders;
   for (const auto& c : out) ders.push_back(c.der);
@@ -323,10 +277,14 @@ std::vector<EkCertificate> provision_new_tpm(const StateStore& store,
 
 void save_state(TpmEngine& engine) {
   // Shutdown(STATE) keeps volatile state and spares the dictionary-attack counter.
-  const auto resp = engine.process(proto::shutdown_state_command(engine.version()));
-  const auto hdr = proto::parse_header(resp);
-  if (hdr && hdr->code != 0)
-    spdlog::info("TPM shutdown answered rc 0x{:x} (TPM was not started)", hdr->code);
+  uint32_t rc = 0;
+  if (engine.version() == TpmVersion::V2) {
+    Sapi sapi(engine);
+    rc = Tss2_Sys_Shutdown(sapi.get(), nullptr, TPM2_SU_STATE, nullptr);
+  } else {
+    rc = proto::response_code(engine.process(proto::shutdown_state_command(engine.version())));
+  }
+  if (rc != 0) spdlog::info("TPM shutdown answered rc 0x{:x} (TPM was not started)", rc);
 }
 
 }  // namespace vtpm

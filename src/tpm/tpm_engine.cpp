@@ -74,6 +74,7 @@ TpmEngine::TpmEngine(const StateStore& store) : version_(store.version()) {
   if (g_engine_live) throw Error("libtpms allows one TPM per process");
   g_store = &store;
   g_last_error.clear();
+  g_locality = 0;  // a new TPM: whatever the last engine of this process was left at
   if (TPMLIB_ChooseTPMVersion(version_ == TpmVersion::V2 ? TPMLIB_TPM_VERSION_2
                                                          : TPMLIB_TPM_VERSION_1_2) != TPM_SUCCESS)
     throw Error("libtpms does not support TPM " + to_string(version_));

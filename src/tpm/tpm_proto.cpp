@@ -16,19 +16,6 @@ std::vector<uint8_t> command(uint16_t tag, uint32_t ordinal, std::span<const uin
   return out;
 }
 
-std::vector<uint8_t> password_session_command(uint32_t cc, std::span<const uint32_t> handles,
-                                              std::span<const uint8_t> params) {
-  std::vector<uint8_t> body;
-  for (uint32_t h : handles) put_u32(body, h);
-  put_u32(body, 9);  // authorization area size
-  put_u32(body, TPM2_RS_PW);
-  put_u16(body, 0);   // nonce
-  body.push_back(0);  // session attributes
-  put_u16(body, 0);   // empty password
-  body.insert(body.end(), params.begin(), params.end());
-  return command(kTpm2StSessions, cc, body);
-}
-
 uint32_t response_code(std::span<const uint8_t> response) {
   const auto h = parse_header(response);
   return h ? h->code : kTpm2RcFailure;
@@ -52,14 +39,12 @@ std::vector<uint8_t> startup_command(TpmVersion v, bool clear) {
   return command(kTpm12TagRquCommand, kTpm12OrdStartup, type);
 }
 
-std::vector<uint8_t> shutdown_command(TpmVersion, bool clear) {
-  std::vector<uint8_t> type;
-  put_u16(type, clear ? TPM2_SU_CLEAR : TPM2_SU_STATE);
-  return command(kTpm2StNoSessions, TPM2_CC_Shutdown, type);
-}
-
 std::vector<uint8_t> shutdown_state_command(TpmVersion v) {
-  if (v == TpmVersion::V2) return shutdown_command(v, /*clear=*/false);
+  if (v == TpmVersion::V2) {
+    std::vector<uint8_t> type;
+    put_u16(type, TPM2_SU_STATE);
+    return command(kTpm2StNoSessions, TPM2_CC_Shutdown, type);
+  }
   return command(kTpm12TagRquCommand, kTpm12OrdSaveState, {});
 }
 

@@ -1,5 +1,5 @@
 #pragma once
-// TPM wire format: headers, the vtpm proxy's locality command, and the few commands we send.
+// TPM wire format: headers, the vtpm proxy's locality command, the few TPM 1.2 commands we send.
 #include <libtpms/tpm_error.h>
 #include <tss2/tss2_tpm2_types.h>
 
@@ -22,9 +22,12 @@ inline constexpr uint16_t kTpm2StSessions = TPM2_ST_SESSIONS;
 // TPM 1.2 tags, ordinals and startup types: TPM Main Part 2, which no installed header carries.
 inline constexpr uint16_t kTpm12TagRquCommand = 0x00C1;        // TPM_TAG_RQU_COMMAND
 inline constexpr uint16_t kTpm12TagRspCommand = 0x00C4;        // TPM_TAG_RSP_COMMAND
+inline constexpr uint32_t kTpm12OrdExtend = 0x0014;            // TPM_ORD_Extend
+inline constexpr uint32_t kTpm12OrdPcrRead = 0x0015;           // TPM_ORD_PcrRead
 inline constexpr uint32_t kTpm12OrdContinueSelfTest = 0x0053;  // TPM_ORD_ContinueSelfTest
 inline constexpr uint32_t kTpm12OrdSaveState = 0x0098;         // TPM_ORD_SaveState
 inline constexpr uint32_t kTpm12OrdStartup = 0x0099;           // TPM_ORD_Startup
+inline constexpr uint32_t kTpm12OrdPcrReset = 0x00C8;          // TPM_ORD_PCR_Reset
 inline constexpr uint16_t kTpm12StClear = 0x0001;              // TPM_ST_CLEAR
 inline constexpr uint16_t kTpm12StState = 0x0002;              // TPM_ST_STATE
 
@@ -60,16 +63,12 @@ constexpr uint32_t failure_rc(TpmVersion v) {
 // A command: tag, ordinal and parameters, with the size field filled in.
 std::vector<uint8_t> command(uint16_t tag, uint32_t ordinal, std::span<const uint8_t> params);
 
-// A TPM 2 command with an empty-password session (TPM_RS_PW) authorizing its handles.
-std::vector<uint8_t> password_session_command(uint32_t cc, std::span<const uint32_t> handles,
-                                              std::span<const uint8_t> params);
-
 // The response code of a response (TPM_RC_FAILURE/TPM_FAIL-like 0x101 when malformed).
 uint32_t response_code(std::span<const uint8_t> response);
 
-// Commands the emulator itself sends.
-std::vector<uint8_t> startup_command(TpmVersion v, bool clear);   // TPM2_Startup / TPM_Startup
-std::vector<uint8_t> shutdown_state_command(TpmVersion v);        // Shutdown(STATE) / SaveState
-std::vector<uint8_t> shutdown_command(TpmVersion v, bool clear);  // TPM 2 only
+// Startup and Shutdown(STATE) / SaveState as bytes: the emulator sends the TPM 1.2 ones (tpm2-tss
+// has no 1.2; its TPM 2 commands go through SAPI, tpm/sapi.h), tests and fuzzers both.
+std::vector<uint8_t> startup_command(TpmVersion v, bool clear);  // TPM2_Startup / TPM_Startup
+std::vector<uint8_t> shutdown_state_command(TpmVersion v);       // Shutdown(STATE) / SaveState
 
 }  // namespace vtpm::proto

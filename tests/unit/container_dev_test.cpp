@@ -2,9 +2,12 @@
 
 #include <fcntl.h>
 #include <gtest/gtest.h>
+#include <sched.h>
 #include <stdlib.h>
+#include <sys/mount.h>
 #include <sys/stat.h>
 #include <sys/sysmacros.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -255,6 +258,86 @@ TEST_F(ContainerDev, RemoveLeavesNonDevicesAlone) {
   EXPECT_EQ(read_text(dev_path("tpm0")), "not a device");
   // And tolerates a missing container.
   EXPECT_NO_THROW(remove_device_node(0x3ffffe, rootfs_, "tpm0"));
+}
+
+// A child in a mount namespace of its own, standing for a container; it exits when destroyed.
+class MountNsChild {
+ public:
+  MountNsChild() {
+    int ready[2], hold[2];
+    if (::pipe(ready) != 0 || ::pipe(hold) != 0) throw std::runtime_error("pipe");
+    pid_ = ::fork();
+    if (pid_ == 0) {
+      ::close(ready[0]);
+      ::close(hold[1]);
+      const bool ok = ::unshare(CLONE_NEWNS) == 0 &&
+                      ::mount(nullptr, "/", nullptr, MS_REC | MS_PRIVATE, nullptr) == 0;
+      (void)!::write(ready[1], ok ? "y" : "n", 1);
+      char c;
+      (void)!::read(hold[0], &c, 1);  // EOF: the test is over
+      ::_exit(0);
+    }
+    ::close(ready[1]);
+    ::close(hold[0]);
+    hold_ = hold[1];
+    char c = 0;
+    (void)!::read(ready[0], &c, 1);
+    ::close(ready[0]);
+    if (c != 'y') throw std::runtime_error("the child could not unshare its mount namespace");
+  }
+  ~MountNsChild() {
+    ::close(hold_);
+    (void)::waitpid(pid_, nullptr, 0);
+  }
+  pid_t pid() const { return pid_; }
+  std::string root_view(const std::string& path) const {
+    return "/proc/" + std::to_string(pid_) + "/root" + path;
+  }
+
+ private:
+  pid_t pid_ = -1;
+  int hold_ = -1;
+};
+
+TEST_F(ContainerDev, ReadOnlyFileShowsInTheContainerOnly) {
+  const std::string host_file = base_ + "/log.json";
+  write_text(host_file, "[1,2,3]");
+  MountNsChild c;
+  place_readonly_file(c.pid(), rootfs_, "run/vtpm-hook", "measurements.cel.json", host_file);
+  const std::string inside = c.root_view(rootfs_ + "/run/vtpm-hook/measurements.cel.json");
+  EXPECT_EQ(read_text(inside), "[1,2,3]");
+  // Read-only even for root (the attack: the workload rewriting what the host says it ran).
+  errno = 0;
+  EXPECT_LT(::open(inside.c_str(), O_WRONLY | O_CLOEXEC), 0);
+  EXPECT_EQ(errno, EROFS);
+  struct stat st {};
+  ASSERT_EQ(::stat((rootfs_ + "/run/vtpm-hook").c_str(), &st), 0);
+  EXPECT_EQ(st.st_mode & 07777, 0755u);
+  // The host's mount namespace sees only the empty mount point; the host file is unchanged.
+  EXPECT_EQ(read_text(rootfs_ + "/run/vtpm-hook/measurements.cel.json"), "");
+  EXPECT_EQ(read_text(host_file), "[1,2,3]");
+  // A restart: a new mount namespace on the same rootfs, whose mount point is left from the
+  // first start; the new log covers it there.
+  write_text(host_file, "[4]");
+  MountNsChild again;
+  place_readonly_file(again.pid(), rootfs_, "run/vtpm-hook", "measurements.cel.json", host_file);
+  EXPECT_EQ(read_text(again.root_view(rootfs_ + "/run/vtpm-hook/measurements.cel.json")), "[4]");
+}
+
+TEST_F(ContainerDev, ReadOnlyFileNeverLandsOutsideTheRoot) {
+  const std::string host_file = base_ + "/log.json";
+  write_text(host_file, "[]");
+  // A hostile rootfs whose /run points at a host directory.
+  fs::create_directory_symlink(hostdir_, rootfs_ + "/run");
+  MountNsChild c;
+  EXPECT_THROW(
+      place_readonly_file(c.pid(), rootfs_, "run/vtpm-hook", "measurements.cel.json", host_file),
+      Error);
+  EXPECT_TRUE(entries(hostdir_).empty());
+  // Not a regular file, or a name with a slash: refused before anything is made.
+  EXPECT_THROW(place_readonly_file(c.pid(), rootfs_, "x", "log", "/dev/null"), Error);
+  EXPECT_THROW(place_readonly_file(c.pid(), rootfs_, "x", "a/b", host_file), Error);
+  EXPECT_EQ(entries(rootfs_), (std::vector<std::string>{"run"}));
 }
 
 }  // namespace

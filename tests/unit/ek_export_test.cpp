@@ -3,6 +3,7 @@
 #include "hook/ek_export.h"
 
 #include <gtest/gtest.h>
+#include <openssl/evp.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -11,9 +12,11 @@
 #include <nlohmann/json.hpp>
 #include <sstream>
 
+#include "common/io_util.h"
 #include "error_matchers.h"
 #include "hook/hooks.h"
 #include "hook/run_record.h"
+#include "oci/measurement.h"
 #include "state/state_store.h"
 #include "tpm/local_ca.h"
 
@@ -105,6 +108,48 @@ TEST_F(EkExportTest, RunRecordNamesTheStateOfARunningContainer) {
   write_run_record(opts_.run_root, rec);
   EXPECT_EQ(find_ek_certificates(opts_, "c2", 0).eks.size(), 1u);
   expect_error([&] { find_ek_certificates(opts_, "c2", 1); }, {"has no vTPM 1"});
+}
+
+TEST_F(EkExportTest, MeasurementLogOfARunningContainerAndItsReplay) {
+  RunRecord rec{"c3", "/b", 0, {}};
+  rec.vtpms.push_back(VtpmRecord{});
+  write_run_record(opts_.run_root, rec);
+  expect_error([&] { render_measurement_log(opts_, "c3", 0, false); }, {"no measured launch"});
+  const auto events =
+      launch_events(nlohmann::json::parse(R"({"process":{"args":["sh"]}})"), ImageSource::None);
+  const std::string log = cel_log(events, 21, {"sha1", "sha256"});
+  write_measurement_log(opts_.run_root, "c3", 0, log);
+  EXPECT_EQ(render_measurement_log(opts_, "c3", 0, false), log);
+  // The container's copy: the same bytes in a file of its own; both read-only for everyone.
+  const std::string host = measurement_log_path(opts_.run_root, "c3", 0);
+  const std::string copy = measurement_log_path(opts_.run_root, "c3", 0, true);
+  EXPECT_EQ(slurp(copy), log);
+  struct stat a {
+  }, b{};
+  ASSERT_EQ(::stat(host.c_str(), &a), 0);
+  ASSERT_EQ(::stat(copy.c_str(), &b), 0);
+  EXPECT_NE(a.st_ino, b.st_ino);
+  EXPECT_EQ(a.st_mode & 07777, 0444u);
+  EXPECT_EQ(b.st_mode & 07777, 0444u);
+  // The replay: PCR = H(H(H(0 || d0) || d1) || d2), here by hand with SHA-256.
+  std::vector<uint8_t> pcr(32, 0);
+  for (const auto& e : events) {
+    std::vector<uint8_t> in = pcr;
+    in.insert(in.end(), e.digests.at("sha256").begin(), e.digests.at("sha256").end());
+    unsigned len = 0;
+    ASSERT_TRUE(EVP_Digest(in.data(), in.size(), pcr.data(), &len, EVP_sha256(), nullptr));
+  }
+  const auto replay = nlohmann::json::parse(render_measurement_log(opts_, "c3", 0, true));
+  EXPECT_EQ(replay["pcr"], 21);
+  EXPECT_EQ(replay["banks"]["sha256"], to_hex(pcr));
+  EXPECT_EQ(replay["banks"].size(), 2u);
+  expect_error([&] { render_measurement_log(opts_, "c3", 1, false); }, {"has no vTPM 1"});
+  // Teardown's removal of the record takes the logs with it.
+  remove_run_record(opts_.run_root, "c3");
+  EXPECT_FALSE(fs::exists(host));
+  EXPECT_FALSE(fs::exists(copy));
+  expect_error([&] { render_measurement_log(opts_, "c3", 0, false); }, {"is not running"});
+  expect_error([&] { render_measurement_log(opts_, "../c3", 0, false); }, {"--id"});
 }
 
 TEST_F(EkExportTest, WhatTheEmulatorPutThereIsNotFollowed) {

@@ -67,6 +67,37 @@ TEST(Policy, RejectsWhatItDoesNotKnow) {
   expect_error([] { parse_policy("[1]", "p"); }, {"not a JSON object"});
 }
 
+TEST(Policy, MeasurementPcrIsOneTheWorkloadCannotReset) {
+  EXPECT_EQ(Policy{}.measurement_pcr, 21u);
+  EXPECT_EQ(parse_policy("{}", "p").measurement_pcr, 21u);
+  EXPECT_FALSE(parse_policy(R"({"measurementPcr":null})", "p").measurement_pcr);
+  EXPECT_EQ(parse_policy(R"({"measurementPcr":22})", "p").measurement_pcr, 22u);
+  EXPECT_EQ(parse_policy(R"({"measurementPcr":14})", "p").measurement_pcr, 14u);
+  // 16 and 23: resettable at locality 0, so by the workload; 17-19: not by the emulator.
+  for (const char* bad : {"16", "23", "17", "19", "24", "-1", "4294967317", "\"21\"", "21.0"})
+    expect_error([&] { parse_policy(std::string(R"({"measurementPcr":)") + bad + "}", "p"); },
+                 {"\"measurementPcr\" must be null, 0-15 or 20-22"});
+  // Never from an annotation: it is no linux.vtpms field.
+  expect_error([] { parse_policy(R"({"annotationFields":["measurementPcr"]})", "p"); },
+               {"not a linux.vtpms field"});
+}
+
+TEST(Policy, MeasurementImageFollowsTheKubernetesEngineUnlessNamed) {
+  EXPECT_EQ(parse_policy("{}", "p").measurement_image, ImageSource::None);
+  EXPECT_EQ(parse_policy(R"({"kubernetesIdentity":"containerd"})", "p").measurement_image,
+            ImageSource::Containerd);
+  EXPECT_EQ(parse_policy(R"({"measurementImage":"auto","kubernetesIdentity":"cri-o"})", "p")
+                .measurement_image,
+            ImageSource::CriO);
+  EXPECT_EQ(parse_policy(R"({"kubernetesIdentity":"cri-o","measurementImage":"none"})", "p")
+                .measurement_image,
+            ImageSource::None);
+  EXPECT_EQ(parse_policy(R"({"measurementImage":"containerd"})", "p").measurement_image,
+            ImageSource::Containerd);
+  expect_error([] { parse_policy(R"({"measurementImage":"podman"})", "p"); },
+               {"\"measurementImage\" must be"});
+}
+
 TEST(Policy, ParsesKeyFileRootsAndThePodUidOption) {
   const auto p = parse_policy(
       R"({"keyFileRoots":["/etc/tenant-keys/"],"kubernetesIdentity":"containerd",

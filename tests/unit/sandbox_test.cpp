@@ -3,6 +3,8 @@
 
 #include <fcntl.h>
 #include <gtest/gtest.h>
+#include <openssl/core_names.h>
+#include <openssl/evp.h>
 #include <signal.h>
 #include <sys/ioctl.h>
 #include <sys/prctl.h>
@@ -14,12 +16,17 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <cstring>
 #include <filesystem>
 #include <functional>
 #include <string>
 #include <vector>
 
+#include "emulator/emulator_process.h"
 #include "state/state_store.h"
+#include "tpm/local_ca.h"
+#include "tpm/measure.h"
+#include "tpm/provision.h"
 #include "tpm/tpm_engine.h"
 #include "tpm/tpm_proto.h"
 
@@ -35,9 +42,16 @@ int in_child(const std::function<int()>& body) {
   return status;
 }
 
+// A workload's TPM 2 command, as bytes, with an empty-password session (TPM_RS_PW).
 std::vector<uint8_t> command(uint32_t cc, std::vector<uint32_t> handles,
                              const std::vector<uint8_t>& params) {
-  return proto::password_session_command(cc, handles, params);
+  std::vector<uint8_t> body;
+  for (uint32_t h : handles) proto::put_u32(body, h);
+  proto::put_u32(body, 9);  // authorization area: handle, empty nonce, attributes, empty hmac
+  proto::put_u32(body, TPM2_RS_PW);
+  body.insert(body.end(), {0, 0, 0, 0, 0});
+  body.insert(body.end(), params.begin(), params.end());
+  return proto::command(proto::kTpm2StSessions, cc, body);
 }
 
 std::vector<uint8_t> bytes(std::initializer_list<int> b) { return {b.begin(), b.end()}; }
@@ -447,6 +461,62 @@ TEST(Sandbox, TpmWorkloadRunsUnderTheFilter) {
   std::filesystem::remove_all(dir);
   ASSERT_TRUE(WIFEXITED(status)) << "killed by signal " << WTERMSIG(status);
   EXPECT_EQ(WEXITSTATUS(status), 0);
+}
+
+// The project's own commands (tpm2-tss's SAPI over the in-process TCTI) where the emulator and
+// the provisioning child send them: confined to the state dir, under the filter and the
+// resource bounds; all of it must work without a syscall the filter refuses.
+TEST(Sandbox, Tss2RunsUnderTheFilter) {
+  if (::geteuid() != 0) GTEST_SKIP() << "chroot needs root";
+  const auto dir = scratch_dir("tss2");
+  const auto ca_dir = scratch_dir("tss2-ca");
+  // A certificate to write into the EK NV indices: any valid DER does (signed outside).
+  const LocalCa ca = load_or_create_ca(ca_dir / "ca.key", ca_dir / "ca.pem");
+  EkPublic any;
+  any.rsa = false;
+  {
+    const PkeyPtr k(EVP_EC_gen("P-256"), EVP_PKEY_free);
+    uint8_t point[65];
+    size_t len = 0;
+    ASSERT_EQ(EVP_PKEY_get_octet_string_param(k.get(), OSSL_PKEY_PARAM_PUB_KEY, point, sizeof point,
+                                              &len),
+              1);
+    any.x.assign(point + 1, point + 33);
+    any.y.assign(point + 33, point + 65);
+  }
+  const auto der = make_ek_certificate(any, ca, "sandbox test");
+  int pfd[2];
+  ASSERT_EQ(::pipe(pfd), 0);
+  const int status = in_child([&] {
+    ::close(pfd[0]);
+    try {
+      UniqueFd dir_fd(::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+      const StateStore store =
+          open_confined_state(std::move(dir_fd), "tss2", TpmVersion::V2, std::nullopt, {});
+      TpmEngine engine(store);
+      apply_pcr_banks(engine, {"sha1", "sha256"});
+      create_ek_certificates(
+          engine, [&](const EkPublic&) { return der; }, store);
+      power_on(engine, /*close_platform=*/true);
+      const EventDigests e{{"sha1", std::vector<uint8_t>(20, 1)},
+                           {"sha256", std::vector<uint8_t>(32, 2)}};
+      if (measure_launch(engine, 21, {e, e}) != std::vector<std::string>{"sha1", "sha256"})
+        return 2;
+      save_state(engine);
+    } catch (const std::exception& ex) {
+      (void)!::write(pfd[1], ex.what(), std::strlen(ex.what()));
+      return 1;
+    }
+    return 0;
+  });
+  ::close(pfd[1]);
+  char buf[512];
+  const ssize_t n = ::read(pfd[0], buf, sizeof buf);
+  ::close(pfd[0]);
+  std::filesystem::remove_all(dir);
+  std::filesystem::remove_all(ca_dir);
+  ASSERT_TRUE(WIFEXITED(status)) << "killed by signal " << WTERMSIG(status);
+  EXPECT_EQ(WEXITSTATUS(status), 0) << std::string(buf, n > 0 ? static_cast<size_t>(n) : 0);
 }
 
 }  // namespace
