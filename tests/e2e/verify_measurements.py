@@ -6,7 +6,7 @@ re-implements the projection of config.json (docs: issue 20 design 1.1/1.2) and 
 
   verify_measurements.py --config CONFIG.json --log LOG.cel.json [--pcr 21]
                          [--pcrs FILE] [--image-source none|containerd|cri-o]
-                         [--replay-json FILE]
+                         [--replay-json FILE] [--tpm-version 2|1.2]
   verify_measurements.py --batch FILE
   verify_measurements.py --self-test DIR
 
@@ -18,7 +18,8 @@ Checks (each failure prints one line "FAIL <check>: <why>"; exit 0 only if all p
   event2      record 1's content = the image event for --image-source
   event3      record 2's content = {"event":"separator"}
   digest      every record's digest[alg] = H_alg(UTF-8(JCS(content)))
-  pcr         the replay (from zeros, PCR = H(PCR || digest)) equals the values in FILE
+  pcr         the replay (PCR = H(PCR || digest), from zeros; a TPM 1.2's PCRs 20-22 from
+              all ones, as its TPM_PCR_Reset leaves them) equals the values in FILE
               (tpm2_pcrread or tpm2_checkquote output: "  sha256:" then "    21: 0x<HEX>"),
               per bank FILE has for the PCR; at least one bank
   replay      (--replay-json) `vtpm-hook log --replay`'s {"pcr":N,"banks":{alg:hex}} equals
@@ -312,7 +313,8 @@ class Verifier:
                 self.fail(name, "record %d's content differs from the expected one: %s"
                           % (i, first_difference(contents[i], want[i])))
         # digests: each record's = H(JCS(content)), then the replay
-        pcrs = {b: bytes(hashlib.new(HASHES[b]).digest_size) for b in banks}
+        start = 0xFF if a.tpm_version == "1.2" and 20 <= a.pcr <= 22 else 0
+        pcrs = {b: bytes([start]) * hashlib.new(HASHES[b]).digest_size for b in banks}
         for r in log:
             try:
                 data = jcs_bytes(r["content"])
@@ -567,6 +569,7 @@ def main():
     ap.add_argument("--pcrs", help="tpm2_pcrread / tpm2_checkquote output")
     ap.add_argument("--image-source", choices=sorted(IMAGE_KEYS), default="none")
     ap.add_argument("--replay-json", help="`vtpm-hook log --replay` output")
+    ap.add_argument("--tpm-version", choices=("2", "1.2"), default="2")
     ap.add_argument("--self-test", metavar="DIR")
     ap.add_argument("--batch", metavar="FILE")
     a = ap.parse_args()
