@@ -128,13 +128,15 @@ tpm_chips() {
 }
 
 # run_records: what is in the run root, one name a line, except the keepers' empty chroot
-# directory `empty` (reported with its contents if it is not empty)
+# directory `empty` and the measured launches' logs directory `measurements` (each reported
+# with its contents if it is not empty: measurements/<id> of a container still there)
 run_records() {
-    local f
+    local f n
     for f in "$RUN_ROOT"/* "$RUN_ROOT"/.[!.]*; do
         [ -e "$f" ] || [ -L "$f" ] || continue
-        if [ "${f##*/}" = empty ] && [ -d "$f" ] && [ ! -L "$f" ]; then
-            [ -z "$(ls -A "$f")" ] || ls -A "$f" | sed 's,^,empty/,'
+        n=${f##*/}
+        if { [ "$n" = empty ] || [ "$n" = measurements ]; } && [ -d "$f" ] && [ ! -L "$f" ]; then
+            [ -z "$(ls -A "$f")" ] || ls -A "$f" | sed "s,^,$n/,"
         else
             echo "${f##*/}"
         fi
