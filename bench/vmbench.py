@@ -129,18 +129,18 @@ def bundle(name, vtpms):
     return b
 
 
-def hook_opts(sr=SR, rr=RR):
+def hook_opts(sr=SR, rr=RR, policy=None):
     return ["--state-root", sr, "--run-root", rr, "--log-file", LOG, "--log-level", "debug",
-            "--ca-key", CA_KEY, "--ca-cert", CA_CERT]
+            "--ca-key", CA_KEY, "--ca-cert", CA_CERT] + (["--policy", policy] if policy else [])
 
 
-def hook_cmd(sub, extra=(), sr=SR, rr=RR):
-    return [HOOK, *hook_opts(sr, rr), sub, *extra]
+def hook_cmd(sub, extra=(), sr=SR, rr=RR, policy=None):
+    return [HOOK, *hook_opts(sr, rr, policy), sub, *extra]
 
 
 class HookTpm:
-    def __init__(self, cid, vtpms, defer=False, sr=SR, rr=RR):
-        self.cid, self.sr, self.rr = cid, sr, rr
+    def __init__(self, cid, vtpms, defer=False, sr=SR, rr=RR, policy=None):
+        self.cid, self.sr, self.rr, self.policy = cid, sr, rr, policy
         self.sleeper = Sleeper()
         self.bundle = bundle(cid, vtpms)
         self.state = json.dumps({"ociVersion": "1.0.2", "id": cid, "status": "creating",
@@ -148,7 +148,7 @@ class HookTpm:
         with open(LOG, "a") as f:
             f.write("BENCH-MARK start %s\n" % cid)
         self.t = now()
-        self.proc = subprocess.Popen(hook_cmd("setup", ["--no-device-cgroup"], sr, rr),
+        self.proc = subprocess.Popen(hook_cmd("setup", ["--no-device-cgroup"], sr, rr, policy),
                                      stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                      stderr=subprocess.PIPE)
         if not defer:
@@ -169,7 +169,8 @@ class HookTpm:
             raise RuntimeError("setup returned but %s does not exist" % self.rm)
 
     def stop(self):
-        r = subprocess.run(hook_cmd("teardown", (), self.sr, self.rr), input=self.state.encode(),
+        r = subprocess.run(hook_cmd("teardown", (), self.sr, self.rr, self.policy),
+                           input=self.state.encode(),
                            capture_output=True, timeout=60)
         if r.returncode != 0:
             raise RuntimeError("vtpm-hook teardown failed: " + r.stderr.decode())
@@ -332,7 +333,7 @@ def profile_from_log(cids):
                 took = int(m.group(1))
         out.append({"id": cid, "spawn": t(r"^starting the emulator"),
                     "started": t(r"^TPM2_Startup done"), "tested": t(r"^full self-test passed"),
-                    "powered": t(r"^TPM started"),
+                    "powered": t(r"^TPM started"), "measured": t(r"^launch measured into PCR"),
                     "parent_ready": t(r"^emulator \d+ serves"), "placed": t(r"is the container's"),
                     "took": took, "end": t(r"setup took")})
     return out
@@ -385,9 +386,35 @@ def bench_setup():
         log("setup %s: vtpm-hook median %.0f ms, swtpm median %.0f ms" %
             (kind, res["vtpm-hook"][kind]["median"], res["swtpm"][kind]["median"]))
     RESULT["setup"] = res
+    bench_setup_measured()
     RESULT["hook_log_sample"] = [l for l in open(LOG, errors="replace").read().split(
         "BENCH-MARK start ")[-2].splitlines()][:60]
     RESULT["setup_profile"] = profile_from_log(["first-hook"] + hook_ids)
+
+
+def bench_setup_measured():
+    """Measured launch (issue 20) against none: the same "existing" setups with the policy's
+    measurementPcr 21 (the default) and null (off), interleaved; the first of each (the state
+    is made then) not counted."""
+    pols = {}
+    for kind, pcr in (("measured", 21), ("unmeasured", None)):
+        pols[kind] = W + "/policy-%s.json" % kind
+        with open(pols[kind], "w") as f:
+            json.dump({"measurementPcr": pcr}, f)
+        os.chmod(pols[kind], 0o644)
+    xs = {"measured": [], "unmeasured": []}
+    for i in range(N_SETUP + 1):
+        for kind in ("measured", "unmeasured"):
+            h = HookTpm("setup-%s-%d" % (kind, i), [{"statePath": SR + "/setup-" + kind}],
+                        policy=pols[kind])
+            if i > 0:
+                xs[kind].append(h.seconds * 1000)
+            h.stop()
+    m, u = stats(xs["measured"]), stats(xs["unmeasured"])
+    RESULT["setup_measured"] = {"setup_measured_ms": m, "setup_unmeasured_ms": u,
+                                "ratio": m["median"] / u["median"]}
+    log("setup (existing state) measured median %.0f ms, unmeasured %.0f ms, ratio %.3f" %
+        (m["median"], u["median"], m["median"] / u["median"]))
 
 
 def bench_rtt():

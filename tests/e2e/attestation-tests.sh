@@ -11,7 +11,10 @@
 #                       host tpm2_makecredential (-T none) with the exported EK, container
 #                       tpm2_activatecredential recovers the secret; container tpm2_quote
 #                       over a PCR it extended, host tpm2_checkquote accepts it (and
-#                       refuses another nonce); `status --json` names the EKs
+#                       refuses another nonce); `status --json` names the EKs; the
+#                       measured launch: the quote covers PCR 21 too, and the verifier
+#                       (verify_measurements.py) checks `vtpm-hook log` against the bundle's
+#                       config.json and the quote; `log` of the stopped container: one error
 #   platform-closed     the same TPM in a new container: every platform-hierarchy command
 #                       is refused, the EK certificate indices cannot be rewritten or
 #                       undefined; owner and endorsement use work; tss2_provision (FAPI)
@@ -23,6 +26,15 @@
 #                       error line, nothing left behind
 #   ek-export-errors    `vtpm-hook ek` of a TPM without certificates / an unknown
 #                       container: one error line, exit 1
+#   measured-crun       crun: ECC EK/AK, makecredential/activatecredential, quote over sha256:21, the verifier
+#                       accepts log + config.json + quote; the workload cannot reset or extend
+#                       PCR 21 (bad locality), write or remount its log copy; the TPM's PCR 21
+#                       (every bank) and `vtpm-hook log` unchanged afterwards
+#   measured-podman     podman (hooks.d): ECC EK/AK and the quote (no credential), config.json from podman
+#   measured-variants   runc, tpm2_pcrread only: one env var, one arg, one capability, one
+#                       mount option changed: PCR 21 differs, the verifier refuses the log with
+#                       the base config.json and accepts it with its own; the same container
+#                       run again: a fresh log (3 records) and the same PCR 21
 # Prints "PASS: name" / "FAIL: name: why", notes and "FIGURE: ..." lines, and
 # "N passed, M failed". Exit status: 0 all passed, 1 some failed, 2 unusable
 # environment. E2E_ONLY=regex selects scenarios.
@@ -35,7 +47,7 @@ export E2E_WORK=${E2E_WORK:-/run/vtpm-attest}
 HOOK=${1:-${VTPM_HOOK:-$(cd "$HERE/../.." && pwd)/build/vtpm-hook}}
 ONLY=${E2E_ONLY:-.}
 
-preflight runc jq openssl python3 tpm2_createek tpm2_createak tpm2_makecredential \
+preflight runc crun podman jq openssl python3 tpm2_createek tpm2_createak tpm2_makecredential \
     tpm2_activatecredential tpm2_quote tpm2_checkquote tss2_provision timeout
 echo "# kernel $(uname -r), $(runc --version | head -n1), $(tpm2_getrandom --version | head -n1)"
 echo "# hook: $HOOK"
@@ -49,9 +61,18 @@ ID=attest                 # one TPM (default state: <state-root>/attest) for the
 # the hook as the administrator runs it on the host
 hook() { timeout 30 "$HOOK" --state-root "$STATE_ROOT" --run-root "$RUN_ROOT" "$@"; }
 
-# cexec ID OUT SCRIPT: SCRIPT in the running container ID, output to OUT; its exit status
+# cexec ID OUT SCRIPT: SCRIPT in the running (runc) container ID, output to OUT; its exit status
 cexec() {
     ( timeout -k 5 120 runc exec "$1" /bin/sh -c "$3" < /dev/null > "$2" 2>&1 ) 2> /dev/null
+}
+
+# log_gone ID: `vtpm-hook log` of a container that is not running: exit 1, one error line
+log_gone() {
+    local out rc
+    out=$(hook log --id "$1" 2>&1 > /dev/null); rc=$?
+    [ "$rc" = 1 ] && [ "$(grep -c . <<< "$out")" = 1 ] ||
+        { why "'vtpm-hook log' of the stopped container $1: exit $rc, stderr '$out' (wanted exit 1 and one line)"; return 1; }
+    note "vtpm-hook log --id $1 (stopped): $out"
 }
 
 X_MOUNT='.mounts += [{"destination": "/x", "type": "bind", "source": "'$X'", "options": ["rbind", "rw"]}]'
@@ -72,7 +93,7 @@ echo PLATFORM-DONE'
 
 # ---------------------------------------------------------------- 1. the attestation flow
 t_attest() {
-    local out j nonce h expected
+    local out j nonce h expected t0
     rm -rf "$X"; mkdir -p "$X"
     make_bundle runc "$ID" '[{"createCerts": true}]' 'exec sleep 600' "$X_MOUNT" || return 1
     CLEANUP+=("runc $ID"); DIAG+=("$BUNDLE/out" "$BUNDLE/err" "$X/a.out" "$X/c.out" "$X/d.out" "$X/host.out")
@@ -133,7 +154,7 @@ t_attest() {
     cexec "$ID" "$X/d.out" "T=device:/dev/tpm0; set -e
       tpm2_pcrreset -T \$T 16
       tpm2_pcrextend -T \$T 16:sha256=$h
-      tpm2_quote -T \$T -c /tmp/ak.ctx -l sha256:16 -q $nonce -m /x/q.msg -s /x/q.sig -o /x/q.pcrs -g sha256 > /dev/null
+      tpm2_quote -T \$T -c /tmp/ak.ctx -l sha256:16,$MEASURE_PCR -q $nonce -m /x/q.msg -s /x/q.sig -o /x/q.pcrs -g sha256 > /dev/null
       tpm2_flushcontext -T \$T -t
       echo STEP-D-OK" || { why "extend + tpm2_quote in the container failed: $(tail -n 2 "$X/d.out" | tr '\n' ' ')"; return 1; }
     tpm2_checkquote -u "$X/ak.pem" -m "$X/q.msg" -s "$X/q.sig" -f "$X/q.pcrs" -g sha256 -q "$nonce" > "$X/check.out" 2>&1 ||
@@ -145,8 +166,17 @@ t_attest() {
         why "tpm2_checkquote accepted the quote with another nonce: the check cannot fail"; return 1
     fi
     note "EK (RSA) SHA-256 $(jq -r '.eks[0].publicKeySha256' "$X/ek.json" | cut -c1-16)..., quoted PCR 16 = ${expected:0:16}..."
+    # the measured launch: the host's log, the bundle's config.json and the same quote
+    t0=$(now_ms)
+    hook log --id "$ID" > "$X/log.cel.json" 2>> "$X/host.out" || { why "'vtpm-hook log' failed: $(tail -n 1 "$X/host.out")"; return 1; }
+    hook log --id "$ID" --replay > "$X/replay.json" 2>> "$X/host.out" || { why "'vtpm-hook log --replay' failed: $(tail -n 1 "$X/host.out")"; return 1; }
+    verify_launch "$X" attest "$BUNDLE/config.json" "$X/log.cel.json" --pcrs "$X/check.out" --replay-json "$X/replay.json" ||
+        { why "the verifier refused the measured launch: $(tr '\n' ' ' < "$X/attest.verify")"; return 1; }
+    note "measured launch verified with the quote: $(cut -c1-120 "$X/attest.verify")"
+    note "FIGURE: attest_measured_verify_ms=$(( $(now_ms) - t0 ))"
     timeout 60 runc delete -f "$ID" > /dev/null 2>&1 || { why "'runc delete -f' failed"; return 1; }
     expect_clean "$ID" "'runc delete -f'" || return 1
+    log_gone "$ID" || return 1
     # stopped: the export still works (the copy in the state dir, no TPM asked)
     hook ek --id "$ID" --json > "$X/ek2.json" 2>> "$X/host.out" && cmp -s "$X/ek.json" "$X/ek2.json" ||
         { why "'vtpm-hook ek' of the stopped container differs or failed: $(tail -n 1 "$X/host.out")"; return 1; }
@@ -258,12 +288,172 @@ t_ek_errors() {
     expect_clean "$id" "'runc delete -f'" || return 1
 }
 
+# ---------------------------------------------------------------- 6. measured launch (issue 20)
+# in the container after the quote: what the workload may try against its launch record
+# shellcheck disable=SC2016
+NEGATIVE_SCRIPT='T=device:/dev/tpm0; L=/run/vtpm-hook/measurements.cel.json
+try() { if "$@" > /tmp/o.txt 2>&1; then echo "ALLOWED $1"; else echo "REFUSED $1 :: $(grep -m1 -o "tpm:.*" /tmp/o.txt)"; fi; }
+[ -f $L ] && echo LOG-PRESENT
+try tpm2_pcrreset -T $T '"$MEASURE_PCR"'
+try tpm2_pcrextend -T $T '"$MEASURE_PCR"':sha256=0000000000000000000000000000000000000000000000000000000000000007
+if (echo x > $L) 2> /tmp/w.txt; then echo "ALLOWED write"; else echo "REFUSED write :: $(cat /tmp/w.txt)"; fi
+if mount -o remount,bind,rw $L > /tmp/m.txt 2>&1; then echo "ALLOWED remount"; else echo "REFUSED remount :: $(cat /tmp/m.txt)"; fi
+cat $L > /x/container.cel.json
+tpm2_pcrread -T $T sha1:'"$MEASURE_PCR"'+sha256:'"$MEASURE_PCR"'+sha384:'"$MEASURE_PCR"'+sha512:'"$MEASURE_PCR"' > /x/pcrread.txt && echo PCRREAD-OK
+echo NEG-DONE'
+
+# same_json A B: the same JSON value (key order and layout aside)
+same_json() { [ "$(jq -cS . "$1" 2>&1)" = "$(jq -cS . "$2" 2>&1)" ]; }
+
+t_measured_crun() {
+    local id=measured-crun f t0
+    rm -rf "$X"; mkdir -p "$X"
+    make_bundle crun "$id" "" 'exec sleep 600' "$X_MOUNT" || return 1
+    CLEANUP+=("crun $id"); DIAG+=("$BUNDLE/out" "$BUNDLE/err" "$X/mq-a.out" "$X/mq-b.out" "$X/neg.out" "$X/host.out")
+    ( timeout -k 5 "$RUN_TIMEOUT" crun run -d --bundle "$BUNDLE" "$id" < /dev/null > "$BUNDLE/out" 2> "$BUNDLE/err" ) 2> /dev/null ||
+        { why "'crun run -d' failed: $(tail -n 3 "$BUNDLE/err" | tr '\n' ' ')"; return 1; }
+    wait_status crun "$id" running 20 || return 1
+    hook log --id "$id" > "$X/log.cel.json" 2> "$X/host.out" || { why "'vtpm-hook log' failed: $(tail -n 1 "$X/host.out")"; return 1; }
+    t0=$(now_ms)
+    measured_quote "$X" --credential crun exec "$id" || return 1
+    verify_launch "$X" quote "$BUNDLE/config.json" "$X/log.cel.json" --pcrs "$X/q.check" ||
+        { why "the verifier refused crun's measured launch: $(tr '\n' ' ' < "$X/quote.verify")"; return 1; }
+    note "ECC quote verified: $(cut -c1-120 "$X/quote.verify")"
+    note "FIGURE: measured_crun_quote_ms=$(( $(now_ms) - t0 ))"
+
+    # the workload against its record: PCR reset/extend refused by locality, the log copy read-only
+    t0=$(now_ms)
+    in_container "$X" neg.out "$NEGATIVE_SCRIPT" crun exec "$id"
+    grep -q '^NEG-DONE' "$X/neg.out" && grep -q '^LOG-PRESENT' "$X/neg.out" && grep -q '^PCRREAD-OK' "$X/neg.out" ||
+        { why "the negative checks did not run through: $(tr '\n' ' ' < "$X/neg.out" | cut -c1-300)"; return 1; }
+    grep -q '^REFUSED tpm2_pcrreset :: tpm:.*bad locality' "$X/neg.out" ||
+        { why "tpm2_pcrreset $MEASURE_PCR in the container: $(grep -m1 pcrreset "$X/neg.out") (wanted refused: bad locality)"; return 1; }
+    grep -q '^REFUSED tpm2_pcrextend :: tpm:.*bad locality' "$X/neg.out" ||
+        { why "tpm2_pcrextend $MEASURE_PCR in the container: $(grep -m1 pcrextend "$X/neg.out") (wanted refused: bad locality)"; return 1; }
+    grep -q '^REFUSED write :: .*Read-only file system' "$X/neg.out" ||
+        { why "writing the container's log copy: $(grep -m1 write "$X/neg.out") (wanted: Read-only file system)"; return 1; }
+    grep -q '^REFUSED remount' "$X/neg.out" || { why "remounting the log copy rw: $(grep -m1 remount "$X/neg.out")"; return 1; }
+    note "$(grep '^REFUSED' "$X/neg.out" | cut -c1-90 | tr '\n' ';')"
+    hook log --id "$id" > "$X/log-after.cel.json" 2>> "$X/host.out" || { why "'vtpm-hook log' (after) failed"; return 1; }
+    cmp -s "$X/log.cel.json" "$X/log-after.cel.json" || { why "'vtpm-hook log' changed while the workload attacked it"; return 1; }
+    same_json "$X/container.cel.json" "$X/log.cel.json" ||
+        { why "the container's copy differs from the host's log: $(head -c 200 "$X/container.cel.json")"; return 1; }
+    # every bank of PCR 21 the TPM has, after the attempts, against the log (a bank the log
+    # lacks fails too)
+    verify_launch "$X" after "$BUNDLE/config.json" "$X/log.cel.json" --pcrs "$X/pcrread.txt" ||
+        { why "after the attempts: $(tr '\n' ' ' < "$X/after.verify")"; return 1; }
+    [ "$(pcr_of "$X/pcrread.txt" sha256)" = "$(pcr_of "$X/q.check" sha256)" ] ||
+        { why "PCR $MEASURE_PCR changed after the quote: $(pcr_of "$X/pcrread.txt" sha256) vs $(pcr_of "$X/q.check" sha256)"; return 1; }
+    note "after the attempts: $(cut -c1-160 "$X/after.verify")"
+    note "FIGURE: measured_crun_negatives_ms=$(( $(now_ms) - t0 ))"
+    timeout 60 crun delete -f "$id" > /dev/null 2>&1 || { why "'crun delete -f' failed"; return 1; }
+    expect_clean "$id" "'crun delete -f'" || return 1
+    log_gone "$id" || return 1
+}
+
+PODMAN_M=$E2E_WORK/podman
+PODMAN=(podman --root "$PODMAN_M/store" --runroot "$PODMAN_M/runroot" --storage-driver vfs
+        --cgroup-manager cgroupfs --events-backend file --hooks-dir "$PODMAN_M/hooks.d")
+t_measured_podman() { t_measured_podman_body; local rc=$?; timeout 60 "${PODMAN[@]}" rm -af -t 0 > /dev/null 2>&1; return $rc; }
+t_measured_podman_body() {
+    local L=$LOG_DIR/podman.log id cfg t0
+    rm -rf "$X" "$PODMAN_M"; mkdir -p "$X" "$PODMAN_M/hooks.d"
+    make_rootfs "$PODMAN_M/rootfs"
+    # the shipped hooks.d file, with the binary and this suite's roots + log file
+    sed "s#@VTPM_HOOK_PATH@#$HOOK#" "$HERE/../../examples/hooks.d/vtpm-hook.json.in" |
+        jq --arg S "$STATE_ROOT" --arg R "$RUN_ROOT" --arg L "$L" \
+           '.hook.args = (.hook.args[0:-1] + ["--state-root", $S, "--run-root", $R, "--log-file", $L] + .hook.args[-1:])' \
+        > "$PODMAN_M/hooks.d/vtpm-hook.json" || { why "cannot make the hooks.d file"; return 1; }
+    DIAG+=("$L" "$X/podman.err" "$X/mq-a.out" "$X/mq-b.out" "$X/host.out")
+    t0=$(now_ms)
+    ( timeout -k 5 "$RUN_TIMEOUT" "${PODMAN[@]}" run -d --name measured --network none --annotation io.vtpm-hook.vtpm=2 \
+        -v /usr:/usr:ro -v /etc:/etc:ro -v "$X:/x" --rootfs "$PODMAN_M/rootfs" /bin/sh -c 'exec sleep 600' \
+        < /dev/null > "$X/podman.out" 2> "$X/podman.err" ) 2> /dev/null ||
+        { why "podman run -d failed: $(tail -n 3 "$X/podman.err" | tr '\n' ' ')"; return 1; }
+    id=$(head -n1 "$X/podman.out")
+    [[ $id =~ ^[0-9a-f]{64}$ ]] || { why "podman run -d printed no container id: $(head -c 200 "$X/podman.out")"; return 1; }
+    note "FIGURE: measured_podman_run_ms=$(( $(now_ms) - t0 ))"
+    # the runtime's config.json (what the hook read)
+    cfg=$(timeout 30 "${PODMAN[@]}" inspect --format '{{.OCIConfigPath}}' "$id" 2>> "$X/podman.err")
+    [ -f "$cfg" ] || cfg=$(find "$PODMAN_M/store" "$PODMAN_M/runroot" -path "*$id/userdata/config.json" 2> /dev/null | head -n1)
+    [ -f "$cfg" ] || { why "no config.json of podman container $id"; return 1; }
+    cp "$cfg" "$X/config.json"
+    hook log --id "$id" > "$X/log.cel.json" 2> "$X/host.out" || { why "'vtpm-hook log' failed: $(tail -n 1 "$X/host.out")"; return 1; }
+    t0=$(now_ms)
+    measured_quote "$X" "${PODMAN[@]}" exec "$id" || return 1
+    verify_launch "$X" quote "$X/config.json" "$X/log.cel.json" --pcrs "$X/q.check" ||
+        { why "the verifier refused podman's measured launch: $(tr '\n' ' ' < "$X/quote.verify")"; return 1; }
+    note "ECC quote verified: $(cut -c1-120 "$X/quote.verify") (config.json: $cfg)"
+    note "FIGURE: measured_podman_quote_ms=$(( $(now_ms) - t0 ))"
+    timeout 60 "${PODMAN[@]}" rm -f -t 0 "$id" > /dev/null 2>> "$X/podman.err" || { why "podman rm -f failed"; return 1; }
+    expect_clean "$id" "'podman rm -f'" || return 1
+}
+
+# measured_run NAME ID: `runc run` of the bundle just made (the variants' script); its PCR 21 and
+# log copied to $X/NAME.pcrs, $X/NAME.cel.json, its config.json to $X/NAME.config.json
+# shellcheck disable=SC2016
+VARIANT_SCRIPT='tpm2_pcrread -T device:/dev/tpmrm0 sha256:'"$MEASURE_PCR"' > /x/pcrs.txt && cat /run/vtpm-hook/measurements.cel.json > /x/log.cel.json && echo MEASURE-READ'
+measured_run() {
+    local name=$1 id=$2
+    rm -f "$X/pcrs.txt" "$X/log.cel.json"
+    container_run runc "$id" || return 1
+    [ "$RC" = 0 ] && grep -q '^MEASURE-READ' "$BUNDLE/out" ||
+        { why "$name: 'runc run' exited with $RC: $(tail -n 3 "$BUNDLE/err" "$BUNDLE/out" | tr '\n' ' ')"; return 1; }
+    mv "$X/pcrs.txt" "$X/$name.pcrs" && mv "$X/log.cel.json" "$X/$name.cel.json" && cp "$BUNDLE/config.json" "$X/$name.config.json"
+}
+
+t_measured_variants() {
+    local v filter base t0
+    rm -rf "$X"; mkdir -p "$X"
+    t0=$(now_ms)
+    make_bundle runc measured-var "" "$VARIANT_SCRIPT" "$X_MOUNT" || return 1
+    measured_run base measured-var || return 1
+    base=$(pcr_of "$X/base.pcrs" sha256)
+    [[ $base =~ ^[0-9A-Fa-f]{64}$ ]] || { why "no sha256 PCR $MEASURE_PCR in the base run's pcrread: $(head -c 200 "$X/base.pcrs")"; return 1; }
+    # the same container again (same id, bundle and state): a fresh log, the same value
+    measured_run restart measured-var || return 1
+    [ "$(pcr_of "$X/restart.pcrs" sha256)" = "$base" ] ||
+        { why "the restarted container's PCR $MEASURE_PCR is $(pcr_of "$X/restart.pcrs" sha256), the first run's $base"; return 1; }
+    same_json "$X/restart.cel.json" "$X/base.cel.json" || { why "the restart's log differs from the first run's"; return 1; }
+    # the verifications, run at the end in one python process (one start: seconds under TCG)
+    printf '%s\n' "restart --config $X/base.config.json --log $X/restart.cel.json --pcrs $X/restart.pcrs" > "$X/batch"
+    for v in env arg capability mount-option; do
+        case $v in
+            env)          filter='.process.env += ["MEASURED_VARIANT=1"]' ;;
+            arg)          filter='.process.args += ["variant"]' ;;
+            capability)   filter='.process.capabilities.bounding += ["CAP_CHOWN"]' ;;
+            mount-option) filter='(.mounts[] | select(.destination == "/tmp") | .options) += ["noexec"]' ;;
+        esac
+        make_bundle runc "measured-$v" "" "$VARIANT_SCRIPT" "$X_MOUNT | $filter" || return 1
+        measured_run "$v" "measured-$v" || return 1
+        [ "$(pcr_of "$X/$v.pcrs" sha256)" != "$base" ] || { why "$v changed: PCR $MEASURE_PCR is still the base's"; return 1; }
+        printf '%s\n' "$v-own --config $X/$v.config.json --log $X/$v.cel.json --pcrs $X/$v.pcrs" \
+                      "$v-base --config $X/base.config.json --log $X/$v.cel.json --pcrs $X/$v.pcrs" >> "$X/batch"
+    done
+    timeout 120 python3 "$VERIFY_PY" --batch "$X/batch" > "$X/batch.out" 2>&1 || { why "verifier --batch: $(tail -n 3 "$X/batch.out")"; return 1; }
+    DIAG+=("$X/batch.out")
+    grep -qx 'restart exit 0' "$X/batch.out" || { why "restart: $(grep '^restart ' "$X/batch.out" | tr '\n' ' ')"; return 1; }
+    note "base and restart: PCR $MEASURE_PCR sha256 ${base:0:16}..., logs equal, verified (3 records)"
+    for v in env arg capability mount-option; do
+        grep -qx "$v-own exit 0" "$X/batch.out" || { why "$v with its own config.json: $(grep "^$v-own " "$X/batch.out" | tr '\n' ' ')"; return 1; }
+        grep -qx "$v-base exit 1" "$X/batch.out" && grep -q "^$v-base FAIL event1: " "$X/batch.out" ||
+            { why "$v with the base config.json (wanted refused, event1): $(grep "^$v-base " "$X/batch.out" | tr '\n' ' ')"; return 1; }
+        note "$(grep -m1 "^$v-base FAIL" "$X/batch.out" | cut -c1-150)"
+    done
+    # (one check that nothing is left, for the last run: the others are the same path)
+    expect_clean measured-mount-option "the last 'runc run'" || return 1
+    note "FIGURE: measured_variants_ms=$(( $(now_ms) - t0 )) (6 runc runs)"
+}
+
 run_if() { local n=$1; shift; [[ $n =~ $ONLY ]] && scenario "$n" "$@"; return 0; }
 run_if attest-flow          t_attest
 run_if platform-closed      t_platform_closed
 run_if platform-open        t_platform_open
 run_if platform-annotation  t_platform_annotation
 run_if ek-export-errors     t_ek_errors
+run_if measured-crun        t_measured_crun
+run_if measured-podman      t_measured_podman
+run_if measured-variants    t_measured_variants
 
 echo "FIGURE: attestation_test_time_ms=$(( $(now_ms) - T_START ))"
 finish

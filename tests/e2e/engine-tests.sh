@@ -25,7 +25,11 @@
 #                        image from `docker import`: `docker run --runtime vtpm`, NV written by
 #                        `docker run --name x` read after `docker start -a x` and after
 #                        `docker restart x`, -e
-#                        VTPM_HOOK_VTPM=none: no TPM; start times as for containerd
+#                        VTPM_HOOK_VTPM=none: no TPM; start times as for containerd; the
+#                        measured launch: ECC EK/AK quote over PCR 21 in a `docker run -d`
+#                        container, the verifier (verify_measurements.py) accepts
+#                        `vtpm-hook log`, the shim bundle's config.json and the quote
+#                        (image event: source none)
 # Prints "PASS: name" / "FAIL: name: why", indented notes and "FIGURE: ..." lines, and finally
 # "N passed, M failed". Exit status: 0 all passed, 1 some failed, 2 the environment is unusable.
 # E2E_ONLY=regex selects scenarios; TIMES=N start-time samples per variant (default 3).
@@ -46,7 +50,8 @@ POLICY_FILE=/etc/vtpm-hook/policy.json
 # it writes the wrapper's fixed policy path and starts daemons: only in the throw-away guest
 [ -x /run/vtpmvm/stage2 ] || fatal "runs only inside the test VM (tests/e2e/run.sh engines): it writes $POLICY_FILE"
 preflight runc crun jq containerd ctr containerd-shim-runc-v2 dockerd "$DOCKER" tpm2_getrandom \
-    tpm2_pcrread tpm2_nvdefine tpm2_nvwrite tpm2_nvread timeout cmp tar
+    tpm2_pcrread tpm2_nvdefine tpm2_nvwrite tpm2_nvread tpm2_createek tpm2_createak tpm2_makecredential \
+    tpm2_activatecredential tpm2_quote tpm2_checkquote python3 timeout cmp tar
 WRAPPER=$(dirname "$HOOK")/vtpm-runc
 [ -x "$WRAPPER" ] || fatal "no $WRAPPER (the build makes it: a link to vtpm-hook)"
 [ "$(readlink -f "$WRAPPER")" = "$(readlink -f "$HOOK")" ] || fatal "$WRAPPER is not $HOOK"
@@ -319,13 +324,39 @@ docker_do() {
     RC=$?
     MS=$(( $(now_ms) - t0 ))
 }
+# the measured launch seen from a verifier: an ECC quote over PCR 21 of a `docker run -d`
+# container, `vtpm-hook log` and the config.json the shim gave the runtime (the wrapper's)
+docker_measured() {
+    local id cfg x=$DW/x t0
+    t0=$(now_ms)
+    mkdir -p "$x"
+    docker_do meas-run "${DRUN[@]}" -d --name eng-dk-meas --runtime vtpm -v "$x:/x" vtpm-e2e:1 /bin/sh -c 'exec sleep 600'
+    [ "$RC" = 0 ] || { why "docker run -d --runtime vtpm: rc $RC, $(head -c 300 "$DW/meas-run.err")"; return 1; }
+    id=$(head -n1 "$DW/meas-run.out")
+    [[ $id =~ ^[0-9a-f]{64}$ ]] || { why "docker run -d printed no id: $(head -c 200 "$DW/meas-run.out")"; return 1; }
+    cfg=$(find "$DW/exec" /run/containerd -path "*/moby/$id/config.json" 2> /dev/null | head -n1)
+    [ -f "$cfg" ] || { why "no config.json of $id under $DW/exec or /run/containerd (.../moby/<id>/config.json)"; return 1; }
+    cp "$cfg" "$x/config.json"
+    timeout 30 "$HOOK" --state-root "$STATE_ROOT" --run-root "$RUN_ROOT" log --id "$id" > "$x/log.cel.json" 2> "$x/host.out" ||
+        { why "'vtpm-hook log' of the Docker container: $(tail -n 1 "$x/host.out")"; return 1; }
+    DIAG+=("$x/mq-a.out" "$x/mq-b.out" "$x/host.out" "$x/mq-host.out")
+    measured_quote "$x" "${DK[@]}" exec "$id" || return 1
+    verify_launch "$x" quote "$x/config.json" "$x/log.cel.json" --pcrs "$x/q.check" --image-source none ||
+        { why "the verifier refused Docker's measured launch: $(tr '\n' ' ' < "$x/quote.verify")"; return 1; }
+    note "Docker: ECC quote verified: $(cut -c1-120 "$x/quote.verify") (config.json: ${cfg#"$DW/"})"
+    docker_do meas-rm rm -f eng-dk-meas
+    [ "$RC" = 0 ] || { why "docker rm -f: $(head -c 300 "$DW/meas-rm.err")"; return 1; }
+    expect_clean "$id" "docker rm -f (measured)" || return 1
+    note "FIGURE: docker_measured_ms=$(( $(now_ms) - t0 ))"
+}
+
 # the image has only the symlinks; /usr comes from the host (ld.so finds the libraries without
 # /etc/ld.so.cache: Debian's default paths)
 DRUN=(run --network none -v /usr:/usr:ro)
 
 t_docker() {
     t_docker_body; local rc=$?
-    timeout 60 "${DK[@]}" rm -f eng-dk-nv > /dev/null 2>&1
+    timeout 60 "${DK[@]}" rm -f eng-dk-nv eng-dk-meas > /dev/null 2>&1
     stop_daemon "$DOCKERD_PID" dockerd || rc=1
     return $rc
 }
@@ -342,6 +373,7 @@ t_docker_body() {
     [ "$RC" = 0 ] || { why "docker run --runtime vtpm exited with $RC: $(tail -n 3 "$DW/run1.err" "$DW/run1.out" | tr '\n' ' ')"; return 1; }
     check_tpm2_output "$DW/run1.out" || return 1
     expect_clean "" "docker run --rm --runtime vtpm" || return 1
+    docker_measured || return 1
 
     docker_do nv1 "${DRUN[@]}" --name eng-dk-nv --runtime vtpm vtpm-e2e:1 /bin/sh -c "$NV_SCRIPT"
     grep -q '^NV-WRITTEN' "$DW/nv1.out" || { why "NV write: rc $RC, $(tail -n 3 "$DW/nv1.err" "$DW/nv1.out" | tr '\n' ' ')"; return 1; }

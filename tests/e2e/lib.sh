@@ -128,13 +128,15 @@ tpm_chips() {
 }
 
 # run_records: what is in the run root, one name a line, except the keepers' empty chroot
-# directory `empty` (reported with its contents if it is not empty)
+# directory `empty` and the measured launches' logs directory `measurements` (each reported
+# with its contents if it is not empty: measurements/<id> of a container still there)
 run_records() {
-    local f
+    local f n
     for f in "$RUN_ROOT"/* "$RUN_ROOT"/.[!.]*; do
         [ -e "$f" ] || [ -L "$f" ] || continue
-        if [ "${f##*/}" = empty ] && [ -d "$f" ] && [ ! -L "$f" ]; then
-            [ -z "$(ls -A "$f")" ] || ls -A "$f" | sed 's,^,empty/,'
+        n=${f##*/}
+        if { [ "$n" = empty ] || [ "$n" = measurements ]; } && [ -d "$f" ] && [ ! -L "$f" ]; then
+            [ -z "$(ls -A "$f")" ] || ls -A "$f" | sed "s,^,$n/,"
         else
             echo "${f##*/}"
         fi
@@ -458,3 +460,72 @@ scenario() {
     echo "    time: $(( $(now_ms) - t0 )) ms"
     cleanup_containers
 }
+
+# ---------------------------------------------------------------- measured launch (issue 20)
+# the verifier, independent of the hook's code (python3 standard library)
+VERIFY_PY=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)/verify_measurements.py
+MEASURE_PCR=21
+
+# in_container DIR OUT SCRIPT CMD...: SCRIPT (sh) in a running container through the exec
+# command CMD... (`runc exec ID`, `docker exec ID`, ...), its output in DIR/OUT; its status
+in_container() {
+    local x=$1 out=$2 script=$3; shift 3
+    ( timeout -k 5 120 "$@" /bin/sh -c "$script" < /dev/null > "$x/$out" 2>&1 ) 2> /dev/null
+}
+
+# measured_quote DIR [--credential] CMD...: what a verifier does with a running container's
+# TPM, ECC keys only (no RSA key generation under TCG). DIR is the container's /x; CMD... runs a
+# command inside (in_container). Container: an EK (tpm2_createek -G ecc) and an ECDSA AK under
+# it, then tpm2_quote over sha256:MEASURE_PCR with a fresh nonce; host: tpm2_checkquote (its
+# output, the quoted PCR values, in DIR/q.check), refused with another nonce. --credential: in
+# between, the host's tpm2_makecredential with that EK and the AK's name and the container's
+# tpm2_activatecredential (binds the AK to the EK; 2 s more under TCG).
+measured_quote() {
+    local x=$1 nonce cred=""; shift
+    [ "$1" = --credential ] && { cred=1; shift; }
+    nonce=$(head -c 16 /dev/urandom | od -An -v -tx1 | tr -d ' \n')
+    local quote="tpm2_quote -T \$T -c /tmp/mq-ak.ctx -l sha256:$MEASURE_PCR -q $nonce -m /x/q.msg -s /x/q.sig -o /x/q.pcrs -g sha256 > /dev/null"
+    if [ -z "$cred" ]; then
+        # one exec; the resource manager flushes the transient objects after each tool
+        in_container "$x" mq-a.out "T=device:/dev/tpmrm0; set -e
+          tpm2_createek -T \$T -c /tmp/mq-ek.ctx -G ecc -u /x/ek.pem -f pem > /dev/null
+          tpm2_createak -T \$T -C /tmp/mq-ek.ctx -c /tmp/mq-ak.ctx -G ecc -g sha256 -s ecdsa -u /x/ak.pem -f pem -n /x/ak.name > /dev/null
+          $quote
+          echo STEP-A-OK" "$@" || { why "ECC EK/AK + quote in the container failed: $(tail -n 2 "$x/mq-a.out" | tr '\n' ' ')"; return 1; }
+    else
+        in_container "$x" mq-a.out 'T=device:/dev/tpm0; set -e
+          tpm2_createek -T $T -c /tmp/mq-ek.ctx -G ecc -u /x/ek.pem -f pem > /dev/null
+          tpm2_createak -T $T -C /tmp/mq-ek.ctx -c /tmp/mq-ak.ctx -G ecc -g sha256 -s ecdsa -u /x/ak.pem -f pem -n /x/ak.name > /dev/null
+          tpm2_flushcontext -T $T -t
+          echo STEP-A-OK' "$@" || { why "ECC EK/AK in the container failed: $(tail -n 2 "$x/mq-a.out" | tr '\n' ' ')"; return 1; }
+        head -c 32 /dev/urandom > "$x/secret.bin"
+        tpm2_makecredential -T none -G ecc -u "$x/ek.pem" -s "$x/secret.bin" -n "$(od -An -v -tx1 "$x/ak.name" | tr -d ' \n')" \
+            -o "$x/cred.out" > "$x/mq-host.out" 2>&1 ||
+            { why "host tpm2_makecredential (ECC EK) failed: $(tail -n 2 "$x/mq-host.out" | tr '\n' ' ')"; return 1; }
+        # /dev/tpm0 (no resource manager): the policy session outlives one tool's connection
+        in_container "$x" mq-b.out "T=device:/dev/tpm0; set -e
+          tpm2_startauthsession -T \$T --policy-session -S /tmp/mq-s.ctx
+          tpm2_policysecret -T \$T -S /tmp/mq-s.ctx -c e
+          tpm2_activatecredential -T \$T -c /tmp/mq-ak.ctx -C /tmp/mq-ek.ctx -i /x/cred.out -o /x/secret.out -P session:/tmp/mq-s.ctx
+          tpm2_flushcontext -T \$T /tmp/mq-s.ctx 2> /dev/null || true
+          $quote
+          tpm2_flushcontext -T \$T -t
+          echo STEP-B-OK" "$@" ||
+            { why "activatecredential + quote in the container failed: $(tail -n 2 "$x/mq-b.out" | tr '\n' ' ')"; return 1; }
+        cmp -s "$x/secret.bin" "$x/secret.out" || { why "activatecredential (ECC EK) recovered another secret"; return 1; }
+    fi
+    tpm2_checkquote -u "$x/ak.pem" -m "$x/q.msg" -s "$x/q.sig" -f "$x/q.pcrs" -g sha256 -q "$nonce" > "$x/q.check" 2>&1 ||
+        { why "host tpm2_checkquote refused the ECDSA quote: $(tail -n 2 "$x/q.check" | tr '\n' ' ')"; return 1; }
+    if tpm2_checkquote -u "$x/ak.pem" -m "$x/q.msg" -s "$x/q.sig" -f "$x/q.pcrs" -g sha256 -q "00$nonce" > /dev/null 2>&1; then
+        why "tpm2_checkquote accepted the ECDSA quote with another nonce: the check cannot fail"; return 1
+    fi
+}
+
+# verify_launch DIR NAME CONFIG LOG [ARGS...]: the verifier (ARGS: --pcrs FILE, --replay-json
+# FILE, --image-source S); output in DIR/NAME.verify; its status
+verify_launch() {
+    local x=$1 name=$2 cfg=$3 log=$4; shift 4
+    timeout 60 python3 "$VERIFY_PY" --pcr "$MEASURE_PCR" --config "$cfg" --log "$log" "$@" > "$x/$name.verify" 2>&1
+}
+# pcr_of FILE BANK: the value of MEASURE_PCR in tpm2_pcrread/tpm2_checkquote output FILE
+pcr_of() { sed -n "/^ *$2:/,/^ *[a-z0-9_]*: *\$/s/^ *$MEASURE_PCR: *0x\([0-9A-Fa-f]*\)\$/\1/p" "$1" | head -n1; }
