@@ -200,13 +200,12 @@ void run_setup(const std::string& state_json, const HookOptions& opts) {
   recover_leftovers(opts, state.id, specs);
 
   Rollback rollback;
-  // (the measurement logs: any run record's removal removes them)
-  if (measure_pcr) rollback.add([&] { remove_run_record(opts.run_root, state.id); });
   std::vector<EmulatorProcess> emulators;  // declared after rollback: stopped before it runs
   RunRecord rec{state.id, state.bundle, unix_ms(), {}};
   std::vector<DevNum> granted;
   std::vector<UniqueFd> server_fds;  // closed (the devices gone) unless the keeper took them
   std::vector<UniqueFd> log_pipes;   // read ends of the emulators' log pipes, for the keeper
+  std::vector<std::string> logs;     // each vTPM's launch measurement, as its emulator made it
   for (const auto& spec : specs) {
     VtpmRecord vr;
     vr.index = spec.index;
@@ -270,14 +269,7 @@ void run_setup(const std::string& state_json, const HookOptions& opts) {
       rollback.add([=, root = config.root_path] { remove_device_node(pid, root, tpmrm); });
     }
     vr.container_device = "/dev/" + tpm;
-    if (measure_pcr) {
-      // The log as the emulator measured it: the host's copy, and the container's (read-only)
-      // at a fixed path. Any run record's removal (rollback too) removes them.
-      write_measurement_log(opts.run_root, state.id, spec.index,
-                            cel_log(launch, *measure_pcr, banks));
-      place_readonly_file(pid, config.root_path, kContainerLogDir, container_log_name(spec.index),
-                          measurement_log_path(opts.run_root, state.id, spec.index, true));
-    }
+    if (measure_pcr) logs.push_back(cel_log(launch, *measure_pcr, banks));
     granted.push_back(host.tpm);
     if (host.tpmrm) granted.push_back(*host.tpmrm);
     spdlog::info("container {}: {} ({}:{}) is the container's {} (TPM {}, state {}, emulator {})",
@@ -289,6 +281,14 @@ void run_setup(const std::string& state_json, const HookOptions& opts) {
   if (cgroup) rec.cgroup = cgroup->dir();  // gc: a record whose cgroup is gone is stale
   write_run_record(opts.run_root, rec);
   rollback.add([&] { remove_run_record(opts.run_root, state.id); });
+  // The logs after the record, whose removal (teardown, gc, rollback) takes them too: a setup
+  // killed at any point leaves none without a record. The host's copy, and the container's
+  // (read-only) at a fixed path, in place before the workload starts.
+  for (size_t i = 0; i < logs.size(); ++i) {
+    write_measurement_log(opts.run_root, state.id, specs[i].index, logs[i]);
+    place_readonly_file(pid, config.root_path, kContainerLogDir, container_log_name(specs[i].index),
+                        measurement_log_path(opts.run_root, state.id, specs[i].index, true));
+  }
   if (cgroup) {
     std::vector<KeptDevice> kept;
     for (size_t i = 0; i < specs.size(); ++i)

@@ -338,7 +338,7 @@ t_many() {
     [ "$n" = "$MANY" ] || { why "$n TPM chips in /sys/class/tpm after $MANY creates"; return 1; }
     n=$(live_emulators | wc -l)
     [ "$n" = "$MANY" ] || { why "$n live vtpm-emu processes after $MANY creates"; return 1; }
-    n=$(run_records | grep -c .)
+    n=$(run_records | grep -v '^measurements/' | grep -c .)
     [ "$n" = "$MANY" ] || { why "$n run records after $MANY creates"; return 1; }
     # start them all, wait for all to stop
     t0=$(now_ms); pids=()

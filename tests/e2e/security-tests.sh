@@ -959,7 +959,8 @@ tpm2_nvread -T $T $NV_KILLHOOK -C o -s 16 -o /tmp/r && echo \"NV \$(cat /tmp/r)\
     for o in "${orphans[@]}"; do
         if [ -e "$RUN_ROOT/$o.json" ]; then gone+=("$o"); else by_keeper=$((by_keeper + 1)); fi
     done
-    recs=$(run_records | grep -v '^empty/')
+    # (a record's measurement logs go with it: checked after gc below)
+    recs=$(run_records | grep -v '^empty/\|^measurements/')
     for o in $recs; do
         [[ " ${gone[*]} " == *" ${o%.json} "* ]] || FAILS+=("a run record not of a killed setup is left: $o")
     done
