@@ -456,6 +456,16 @@ t_remove() {
     wait_ready 120 || return 1
     app_out | grep -qx "NV-HAS $SECRET" || { why "attempt 2: $(app_out | tr '\n' ' ')"; return 1; }
     [ -n "$(live_emulators)" ] && records | grep -qx "$cid" || { why "attempt 2 runs without a live emulator or record"; return 1; }
+    # the launch measurement's image event: the CRI plugin's image name (measurementImage
+    # "auto" follows kubernetesIdentity), none where the policy names no CRI runtime
+    local ev want=none
+    [ "$IDENTITY" = containerd ] && want=containerd
+    ev=$("$HOOK" --run-root "$RUN_ROOT" log --id "$cid" | jq -c '.[1].content') ||
+        { why "vtpm-hook log --id $cid failed"; return 1; }
+    jq -e --arg w "$want" '.event == "image" and .source == $w and ($w == "none" or
+        (.annotations["io.kubernetes.cri.image-name"] | test("vtpm-e2e/tools")))' <<< "$ev" > /dev/null ||
+        { why "image event (policy kubernetesIdentity $IDENTITY): $ev"; return 1; }
+    note "image event: $ev"
     # the kubelet deleting the pod: no StopContainer first
     t0=$(now_ms)
     remove_pod "$SID_A" || return 1
