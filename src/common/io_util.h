@@ -3,8 +3,11 @@
 #include <sys/stat.h>
 
 #include <cstdint>
+#include <optional>
 #include <span>
 #include <string>
+#include <string_view>
+#include <vector>
 
 #include "common/unique_fd.h"
 
@@ -15,6 +18,8 @@ std::string read_all(int fd, size_t max_size, const std::string& what);
 
 // Lowercase hex digits of the bytes.
 std::string to_hex(std::span<const uint8_t> bytes);
+// The bytes of an even number of hex digits (either case); nullopt for anything else.
+std::optional<std::vector<uint8_t>> from_hex(std::string_view hex);
 
 // All of data, or an Error naming `what` (with errno).
 void write_all(int fd, std::span<const uint8_t> data, const std::string& what);

@@ -97,6 +97,40 @@ std::vector<std::string> split_measured_banks(const std::string& list) {
   return banks;
 }
 
+// The launch's digests as the hook sends them: an event a line, "bank=hex" apart by spaces.
+std::string format_event_digests(const std::vector<EventDigests>& events) {
+  std::string out;
+  for (const auto& e : events) {
+    for (const auto& [bank, digest] : e) out += bank + "=" + to_hex(digest) + " ";
+    out += "\n";
+  }
+  return out;
+}
+
+std::vector<EventDigests> parse_event_digests(const std::string& msg) {
+  std::vector<EventDigests> events;
+  for (const auto& line : std::views::split(msg, '\n')) {
+    if (line.empty()) continue;
+    EventDigests& e = events.emplace_back();
+    for (const auto& item : std::views::split(line, ' ')) {
+      const std::string_view kv(item.begin(), item.end());
+      if (kv.empty()) continue;
+      const auto eq = kv.find('=');
+      const auto digest = eq == std::string_view::npos ? std::nullopt : from_hex(kv.substr(eq + 1));
+      if (!digest) throw Error("the hook's launch digests are malformed");
+      e[std::string(kv.substr(0, eq))] = *digest;
+    }
+  }
+  if (events.empty()) throw Error("the hook sent no launch digests (the hook is gone?)");
+  return events;
+}
+
+// The hook's side. A failure (an emulator that died) shows as its message or EOF where the hook
+// reads next; MSG_NOSIGNAL: never SIGPIPE.
+void send_message(int fd, const std::string& msg) {
+  (void)::send(fd, msg.data(), msg.size(), MSG_NOSIGNAL);
+}
+
 void send_to_parent(int fd, const std::string& msg) {
   // The parent reads EOF as failure if this does not arrive; once setup is over it is gone
   // (EPIPE: SIGPIPE is ignored, see reset_signals). write(): the seccomp filter has no send().
@@ -105,7 +139,7 @@ void send_to_parent(int fd, const std::string& msg) {
 
 // One message from the other end (SOCK_SEQPACKET keeps message boundaries); "" at EOF.
 std::string receive_message(int fd) {
-  char buf[1024];
+  char buf[8192];  // the largest: the launch's digests, 3 events x 5 banks in hex
   for (;;) {
     const ssize_t r = ::read(fd, buf, sizeof buf);
     if (r < 0 && errno == EINTR) continue;
@@ -129,7 +163,7 @@ void run_tpm(const EmulatorOptions& opts, UniqueFd dir_fd, int sock, int contain
   std::string loaded = kLoaded;
   if (const auto& m = opts.measurement) {
     // Before the device exists: no command of the workload's can come between these.
-    const auto banks = measure_launch(engine, m->pcr, m->events);
+    const auto banks = measure_launch(engine, m->pcr, parse_event_digests(receive_message(sock)));
     for (size_t i = 0; i < banks.size(); ++i) loaded += (i ? "," : " ") + banks[i];
     spdlog::debug("launch measured into PCR {}", m->pcr);
   }
@@ -254,6 +288,10 @@ SpawnedEmulator spawn_emulator(const EmulatorOptions& opts, UniqueFd dir_fd, int
   theirs.reset();
   dir_fd.reset();
   EmulatorProcess emu(pid, open_pidfd(pid));
+  // Computed while it starts and self-tests (here the first time OpenSSL is used: its start
+  // and the hashing overlap the emulator's).
+  if (const auto& m = opts.measurement)
+    send_message(ours.get(), format_event_digests(m->digests()));
   auto fail = [&](const std::string& msg) {
     (void)::waitpid(pid, nullptr, 0);  // reap: its message (or none) is the error
     emu.release();

@@ -3,6 +3,7 @@
 #include <sys/types.h>
 
 #include <chrono>
+#include <functional>
 #include <optional>
 #include <string>
 #include <utility>
@@ -21,10 +22,11 @@
 namespace vtpm {
 
 // A launch to measure at power-on, before the device exists (docs/attestation.md): each event's
-// digest per bank, extended into `pcr` in order.
+// digest per bank, extended into `pcr` in order. The hook computes the digests (`digests`, in
+// the hook) while the emulator starts and self-tests, and sends them over.
 struct LaunchMeasurement {
   unsigned pcr = 0;
-  std::vector<EventDigests> events;
+  std::function<std::vector<EventDigests>()> digests;
 };
 
 // What one emulator needs to know; nothing of other TPMs.

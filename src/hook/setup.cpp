@@ -182,9 +182,8 @@ void run_setup(const std::string& state_json, const HookOptions& opts) {
   }
   // What the engine asked to run, measured into every vTPM before the workload can reach it.
   const auto& measure_pcr = defaults.policy.measurement_pcr;
-  const std::vector<LaunchEvent> launch =
-      measure_pcr ? launch_events(config.document, defaults.policy.measurement_image)
-                  : std::vector<LaunchEvent>{};
+  // (made while the first emulator self-tests: see LaunchMeasurement)
+  std::vector<LaunchEvent> launch;
   const Credentials emu_user = emulator_user(opts.emulator_user);
   std::vector<std::optional<Credentials>> run_as;
   for (const auto& s : specs) {
@@ -228,10 +227,15 @@ void run_setup(const std::string& state_json, const HookOptions& opts) {
                        spec.pcr_banks,     !spec.open_platform,  state.id,
                        opts.log_level,     opts.log_file,        -1,
                        run_as[spec.index], load_state_key(spec), opts.vtpmx};
-    if (measure_pcr) {
-      eo.measurement = LaunchMeasurement{*measure_pcr, {}};
-      for (const auto& e : launch) eo.measurement->events.push_back(e.digests);
-    }
+    if (measure_pcr)
+      eo.measurement = LaunchMeasurement{
+          *measure_pcr, [&] {
+            if (launch.empty())
+              launch = launch_events(config.document, defaults.policy.measurement_image);
+            std::vector<EventDigests> d;
+            for (const auto& e : launch) d.push_back(e.digests);
+            return d;
+          }};
     // With a keeper, the emulator logs through it: it holds no host file.
     UniqueFd log_wr;
     if (cgroup) {

@@ -11,6 +11,7 @@
 #include <fstream>
 #include <sstream>
 
+#include "common/io_util.h"
 #include "common/pcr_banks.h"
 #include "error_matchers.h"
 #include "oci/json_util.h"
@@ -468,6 +469,16 @@ TEST(Cel, TamperedLogFailsReplay) {
   t = log;
   std::swap(t[0], t[1]);
   expect_error([&] { replay(t); }, {"recnum"});
+}
+
+TEST(Hex, RoundTripAndRefusals) {
+  const std::vector<uint8_t> b = {0x00, 0x9f, 0xff, 0x10};
+  EXPECT_EQ(to_hex(b), "009fff10");
+  EXPECT_EQ(from_hex("009FfF10"), b);
+  EXPECT_EQ(from_hex(""), std::vector<uint8_t>{});
+  EXPECT_FALSE(from_hex("abc"));
+  EXPECT_FALSE(from_hex("zz"));
+  EXPECT_FALSE(from_hex("0x12"));
 }
 
 }  // namespace
