@@ -16,6 +16,10 @@ namespace vtpm {
 // Everything up to EOF; more than max_size bytes is an Error naming `what`.
 std::string read_all(int fd, size_t max_size, const std::string& what);
 
+// The parts of s between the separators (empty ones included). (std::views::split does not
+// compile with clang 14 over libstdc++ 12, which the fuzz build uses.)
+std::vector<std::string_view> split(std::string_view s, char sep);
+
 // Lowercase hex digits of the bytes.
 std::string to_hex(std::span<const uint8_t> bytes);
 // The bytes of an even number of hex digits (either case); nullopt for anything else.

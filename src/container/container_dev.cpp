@@ -14,7 +14,6 @@
 #include <cstring>
 #include <fstream>
 #include <functional>
-#include <ranges>
 
 #include "common/error.h"
 #include "common/io_util.h"
@@ -88,8 +87,8 @@ unsigned mapped_root(pid_t pid, const std::string& proc, const char* map) {
 UniqueFd open_dir_in_root(int root_fd, const std::string& rel, bool create) {
   std::string path;
   UniqueFd dir;
-  for (const auto& part : std::views::split(rel, '/')) {
-    const std::string comp(part.begin(), part.end());
+  for (const auto part : split(rel, '/')) {
+    const std::string comp(part);
     if (comp.empty()) continue;
     const std::string parent = path.empty() ? "." : path;
     path = path.empty() ? comp : path + "/" + comp;

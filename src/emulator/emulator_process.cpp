@@ -12,7 +12,6 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-#include <ranges>
 #include <set>
 #include <thread>
 
@@ -89,8 +88,8 @@ void detach_stdio_and_fds(const std::set<int>& keep) {
 // replay against the quote).
 std::vector<std::string> split_measured_banks(const std::string& list) {
   std::vector<std::string> banks;
-  for (const auto& part : std::views::split(list, ',')) {
-    std::string name(part.begin(), part.end());
+  for (const auto part : split(list, ',')) {
+    std::string name(part);
     if (!pcr_bank_alg(name)) throw Error("the emulator measured an unknown PCR bank");
     banks.push_back(std::move(name));
   }
@@ -109,11 +108,10 @@ std::string format_event_digests(const std::vector<EventDigests>& events) {
 
 std::vector<EventDigests> parse_event_digests(const std::string& msg) {
   std::vector<EventDigests> events;
-  for (const auto& line : std::views::split(msg, '\n')) {
+  for (const auto line : split(msg, '\n')) {
     if (line.empty()) continue;
     EventDigests& e = events.emplace_back();
-    for (const auto& item : std::views::split(line, ' ')) {
-      const std::string_view kv(item.begin(), item.end());
+    for (const auto kv : split(line, ' ')) {
       if (kv.empty()) continue;
       const auto eq = kv.find('=');
       const auto digest = eq == std::string_view::npos ? std::nullopt : from_hex(kv.substr(eq + 1));

@@ -479,6 +479,8 @@ TEST(Hex, RoundTripAndRefusals) {
   EXPECT_FALSE(from_hex("abc"));
   EXPECT_FALSE(from_hex("zz"));
   EXPECT_FALSE(from_hex("0x12"));
+  EXPECT_EQ(split("a,,b", ','), (std::vector<std::string_view>{"a", "", "b"}));
+  EXPECT_EQ(split("", ','), (std::vector<std::string_view>{""}));
 }
 
 }  // namespace
