@@ -138,7 +138,9 @@ void attach_in_container(pid_t pid, const std::string& root_path, const std::str
           if (::renameat(at.get(), tmp.c_str(), at.get(), name.c_str()) != 0) {
             const int err = errno;
             (void)::unlinkat(at.get(), tmp.c_str(), 0);  // undo; the rename error counts
-            throw sys_error("rename into " + target + " in the container", err);
+            // EBUSY: a mount from an earlier setup in this same namespace (a process set up
+            // again by hand): the new mount goes on top of it.
+            if (err != EBUSY) throw sys_error("rename into " + target + " in the container", err);
           }
           return at;
         };

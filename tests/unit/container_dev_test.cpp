@@ -316,6 +316,9 @@ TEST_F(ContainerDev, ReadOnlyFileShowsInTheContainerOnly) {
   // The host's mount namespace sees only the empty mount point; the host file is unchanged.
   EXPECT_EQ(read_text(rootfs_ + "/run/vtpm-hook/measurements.cel.json"), "");
   EXPECT_EQ(read_text(host_file), "[1,2,3]");
+  // Set up again in the same namespace (by hand): the new mount covers the old one.
+  place_readonly_file(c.pid(), rootfs_, "run/vtpm-hook", "measurements.cel.json", host_file);
+  EXPECT_EQ(read_text(inside), "[1,2,3]");
   // A restart: a new mount namespace on the same rootfs, whose mount point is left from the
   // first start; the new log covers it there.
   write_text(host_file, "[4]");
