@@ -57,11 +57,7 @@ struct LocalityZero {
 };
 
 std::vector<PcrBank> active_banks(Sapi& sapi, unsigned pcr) {
-  TPMI_YES_NO more = TPM2_NO;
-  TPMS_CAPABILITY_DATA data{};
-  check(Tss2_Sys_GetCapability(sapi.get(), nullptr, TPM2_CAP_PCRS, 0, 1, &more, &data, nullptr),
-        "TPM2_GetCapability(PCRS)");
-  const TPML_PCR_SELECTION& sel = data.data.assignedPCR;
+  const TPML_PCR_SELECTION sel = pcr_allocation(sapi);
   std::vector<PcrBank> banks;
   for (const PcrBank& b : kPcrBanks)  // kPcrBanks is in TPM_ALG_ID order
     for (uint32_t i = 0; i < sel.count; ++i) {

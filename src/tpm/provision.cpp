@@ -30,11 +30,7 @@ void ensure_started(Sapi& sapi) {
 
 // TPM2_GetCapability(TPM_CAP_PCRS): every implemented bank, active or not.
 std::vector<Bank> read_banks(Sapi& sapi) {
-  TPMI_YES_NO more = TPM2_NO;
-  TPMS_CAPABILITY_DATA data{};
-  check(Tss2_Sys_GetCapability(sapi.get(), nullptr, TPM2_CAP_PCRS, 0, 1, &more, &data, nullptr),
-        "TPM2_GetCapability(PCRS)");
-  const TPML_PCR_SELECTION& sel = data.data.assignedPCR;
+  const TPML_PCR_SELECTION sel = pcr_allocation(sapi);
   std::vector<Bank> banks;
   for (uint32_t i = 0; i < sel.count; ++i) {
     const TPMS_PCR_SELECTION& s = sel.pcrSelections[i];

@@ -38,4 +38,12 @@ void check(TSS2_RC rc, const char* what) {
   if (rc != TSS2_RC_SUCCESS) throw Error(fmt::format("{} failed with TPM rc 0x{:x}", what, rc));
 }
 
+TPML_PCR_SELECTION pcr_allocation(Sapi& sapi) {
+  TPMI_YES_NO more = TPM2_NO;
+  TPMS_CAPABILITY_DATA data{};
+  check(Tss2_Sys_GetCapability(sapi.get(), nullptr, TPM2_CAP_PCRS, 0, 1, &more, &data, nullptr),
+        "TPM2_GetCapability(PCRS)");
+  return data.data.assignedPCR;
+}
+
 }  // namespace vtpm

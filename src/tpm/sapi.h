@@ -38,4 +38,7 @@ class Sapi {
 // answer keeps its number (layer 0); tpm2-tss's errors carry their layer in the high byte.
 void check(TSS2_RC rc, const char* what);
 
+// TPM2_GetCapability(TPM_CAP_PCRS): every implemented bank and the PCRs allocated in it.
+TPML_PCR_SELECTION pcr_allocation(Sapi& sapi);
+
 }  // namespace vtpm
