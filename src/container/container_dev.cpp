@@ -135,12 +135,17 @@ void attach_in_container(pid_t pid, const std::string& root_path, const std::str
                               O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600));
           if (!f) throw sys_error("create " + target + " in the container");
           f.reset();
-          if (::renameat(at.get(), tmp.c_str(), at.get(), name.c_str()) != 0) {
+          // EBUSY: a mount from an earlier setup in this same namespace (a process set up
+          // again by hand). It is detached, not covered: teardown deleted the file it shows,
+          // and the kernel mounts nothing on a deleted file (ENOENT).
+          for (int tries = 0;; ++tries) {
+            if (::renameat(at.get(), tmp.c_str(), at.get(), name.c_str()) == 0) break;
             const int err = errno;
+            if (err == EBUSY && tries < 8 && ::fchdir(at.get()) == 0 &&
+                ::umount2(name.c_str(), MNT_DETACH | UMOUNT_NOFOLLOW) == 0)
+              continue;
             (void)::unlinkat(at.get(), tmp.c_str(), 0);  // undo; the rename error counts
-            // EBUSY: a mount from an earlier setup in this same namespace (a process set up
-            // again by hand): the new mount goes on top of it.
-            if (err != EBUSY) throw sys_error("rename into " + target + " in the container", err);
+            throw sys_error("rename into " + target + " in the container", err);
           }
           return at;
         };

@@ -316,9 +316,17 @@ TEST_F(ContainerDev, ReadOnlyFileShowsInTheContainerOnly) {
   // The host's mount namespace sees only the empty mount point; the host file is unchanged.
   EXPECT_EQ(read_text(rootfs_ + "/run/vtpm-hook/measurements.cel.json"), "");
   EXPECT_EQ(read_text(host_file), "[1,2,3]");
-  // Set up again in the same namespace (by hand): the new mount covers the old one.
+  // Set up again in the same namespace (by hand): teardown deleted the old log and setup wrote a
+  // new one; the new mount replaces the old (a mount on a deleted file's dentry fails: ENOENT).
+  fs::remove(host_file);
+  write_text(host_file, "[1,2]");
   place_readonly_file(c.pid(), rootfs_, "run/vtpm-hook", "measurements.cel.json", host_file);
-  EXPECT_EQ(read_text(inside), "[1,2,3]");
+  EXPECT_EQ(read_text(inside), "[1,2]");
+  const std::string mounts = read_text("/proc/" + std::to_string(c.pid()) + "/mountinfo");
+  size_t n = 0;
+  for (size_t at = 0; (at = mounts.find("measurements.cel.json", at)) != std::string::npos; ++at)
+    ++n;
+  EXPECT_EQ(n, 1u) << mounts;  // replaced, not stacked
   // A restart: a new mount namespace on the same rootfs, whose mount point is left from the
   // first start; the new log covers it there.
   write_text(host_file, "[4]");
