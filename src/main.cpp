@@ -18,6 +18,7 @@
 #include "hook/gc.h"
 #include "hook/hooks.h"
 #include "hook/runtime_wrapper.h"
+#include "hook/state_transfer.h"
 #include "hook/status.h"
 #include "oci/vtpm_request.h"
 #include "tpm/local_ca.h"
@@ -150,6 +151,29 @@ int main(int argc, char** argv) {
       ->capture_default_str();
   log_cmd->add_flag("--replay", log_replay,
                     "Print the PCR values the log replays to instead (JSON: pcr, banks)");
+  // export / import: the administrator's key, never one a container's spec names
+  vtpm::TransferOptions xfer;
+  std::string xfer_key_file, xfer_password_file;
+  auto* export_cmd = app.add_subcommand(
+      "export", "Write a stopped container's TPM state as one sealed archive (AES-256-GCM)");
+  auto* import_cmd = app.add_subcommand(
+      "import", "Give a container the TPM state of an archive that export wrote");
+  for (auto* c : {export_cmd, import_cmd}) {
+    const bool out = c == export_cmd;
+    auto* id = c->add_option("--id", xfer.id, "The container's id (its default state dir)");
+    auto* sp = c->add_option("--state-path", xfer.state_path,
+                             "Or this state dir, beneath --state-root (e.g. a pod's)");
+    id->excludes(sp);
+    sp->excludes(id);
+    c->add_option("--index", xfer.index, "Which of its vTPMs (its /dev/tpm<index>)")
+        ->capture_default_str();
+    c->add_option(out ? "--output" : "--input", xfer.file,
+                  out ? "The archive [stdout]" : "The archive [stdin]");
+    c->add_option("--key-file", xfer_key_file, "AES-256 key: a file of exactly 32 bytes");
+    c->add_option("--password-file", xfer_password_file,
+                  "Or a password file (PBKDF2-HMAC-SHA512, the archive's own salt)");
+  }
+  import_cmd->add_flag("--force", xfer.force, "Replace the TPM state the destination holds");
   auto* ca_cmd = app.add_subcommand("ca", "Print the local CA's certificate (PEM)");
   std::string cdi_output, hook_path;
   bool cdi_no_cgroup = false;
@@ -212,6 +236,14 @@ int main(int argc, char** argv) {
       std::fputs(vtpm::render_ek(found, ek_json).c_str(), stdout);
     } else if (*log_cmd) {
       std::fputs(vtpm::render_measurement_log(opts, log_id, log_index, log_replay).c_str(), stdout);
+    } else if (*export_cmd || *import_cmd) {
+      if (xfer.id.empty() == xfer.state_path.empty())
+        throw vtpm::Error("give --id or --state-path");
+      const auto secret = vtpm::load_archive_secret(xfer_key_file, xfer_password_file);
+      if (*export_cmd)
+        vtpm::export_state(opts, xfer, secret);
+      else
+        vtpm::import_state(opts, xfer, secret);
     } else if (*ca_cmd) {
       std::fputs(vtpm::render_ca(opts).c_str(), stdout);
     } else if (*cdi) {

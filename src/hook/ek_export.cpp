@@ -14,6 +14,7 @@
 #include "hook/run_record.h"
 #include "oci/measurement.h"
 #include "oci/oci_state.h"
+#include "oci/vtpm_request.h"
 #include "state/state_dir.h"
 #include "state/state_store.h"
 #include "tpm/measure.h"
@@ -90,7 +91,9 @@ EkExport find_ek_certificates(const HookOptions& opts, const std::string& id, un
     if (out.state_path.empty()) throw Error(fmt::format("container {} has no vTPM {}", id, index));
   } else {
     // Not running: its default state dir (setup's naming; a statePath of its own is not known).
-    out.state_path = opts.state_root + "/" + id + (index ? "@tpm" + std::to_string(index) : "");
+    RequestDefaults d;
+    d.state_root = opts.state_root;
+    out.state_path = container_state_path(d, id, index);
     if (::access(out.state_path.c_str(), F_OK) != 0 && errno == ENOENT)
       throw Error(
           fmt::format("no live container {} and no default state {} (a stopped "

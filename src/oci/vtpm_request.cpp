@@ -220,6 +220,11 @@ std::string key_file_path(const std::string& value, const std::string& field,
 
 }  // namespace
 
+std::string container_state_path(const RequestDefaults& d, const std::string& id, unsigned index) {
+  validate_container_id(id, "--id");
+  return default_state_path(d, DefaultKey{id, false}, index);
+}
+
 bool paths_overlap(const std::string& a, const std::string& b) {
   return a == b || is_beneath(a, b) || is_beneath(b, a);
 }

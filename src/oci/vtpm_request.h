@@ -43,6 +43,10 @@ struct RequestDefaults {
   std::string run_root = {};
 };
 
+// The state dir setup gives vTPM `index` of container `id` when nothing names another (not a
+// Kubernetes pod's): <state-root>/<id>[@tpm<index>]. Throws Error for a bad id or a reserved dir.
+std::string container_state_path(const RequestDefaults& d, const std::string& id, unsigned index);
+
 // From linux.vtpms, else the io.vtpm-hook.* annotations (of the state and of config.json),
 // else one TPM (defaults.vtpm: 2.0 unless the administrator chose otherwise) under
 // <state_root>/<id>. Annotations are the workload author's: they may

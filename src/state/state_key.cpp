@@ -181,4 +181,13 @@ StateKey derive_key_from_password_file(const std::string& path, int bits, const 
   return key;
 }
 
+StateKey read_password_file(const std::string& path, const SecretFileRules& rules) {
+  SecretBuffer pwd;
+  read_secret_file(path, "password file", kMaxPasswordFileSize, rules, pwd);
+  if (pwd.data.empty()) throw Error("password file " + path + " is empty");
+  StateKey out;
+  out.bytes.swap(pwd.data);
+  return out;
+}
+
 }  // namespace vtpm

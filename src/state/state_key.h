@@ -59,4 +59,8 @@ StateKey derive_key_from_password_file(const std::string& path, int bits,
                                        const std::string& kdf = "pbkdf2",
                                        const SecretFileRules& rules = {});
 
+// The bytes of a password file (all of them, a trailing newline included), in a StateKey only
+// for its wiping. Throws Error naming the file when it is missing, unreadable or empty.
+StateKey read_password_file(const std::string& path, const SecretFileRules& rules = {});
+
 }  // namespace vtpm

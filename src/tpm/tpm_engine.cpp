@@ -129,4 +129,6 @@ void TpmEngine::reset() {
 
 void TpmEngine::set_locality(uint8_t locality) { g_locality = locality; }
 
+uint32_t libtpms_version() { return TPMLIB_GetVersion(); }
+
 }  // namespace vtpm

@@ -9,6 +9,9 @@
 
 namespace vtpm {
 
+// TPMLIB_GetVersion(): 0x000906 for libtpms 0.9.6.
+uint32_t libtpms_version();
+
 class TpmEngine {
  public:
   // Loads state from the store (or manufactures a new TPM). Throws Error.

@@ -23,6 +23,8 @@
 #                             left after podman rm; podman start time without/with the device
 #   cdi-gc                    `vtpm-hook gc --unused-for 0`: a stopped container's state goes,
 #                             a running one's and the CA dir stay
+#   export-import             `vtpm-hook export`, the state wiped, `import` under a new id:
+#                             NV, persistent key, EKs; a tampered archive, a wrong key refused
 # Prints "PASS: name" / "FAIL: name: why", indented notes and "FIGURE: ..."
 # lines, and finally "N passed, M failed". Exit status: 0 all passed, 1 some
 # failed, 2 the environment is unusable. E2E_ONLY=regex selects scenarios.
@@ -620,6 +622,109 @@ t_k8s_identity() {
     grep -q "kubernetes/shop_db-0_postgres$" <<< "$out" || { why "gc does not see Kubernetes state: $out"; return 1; }
 }
 
+# ---------------------------------------------------------------- export / import (issue 21)
+# A TPM moved as to another host: NV secret, persistent signing key, EKs and their
+# certificates written by one container; `vtpm-hook export`; its state wiped; `import` under a
+# new container id; the new container has the same TPM. A tampered archive and a wrong key are
+# refused with one line and leave no state dir.
+MOVE_SECRET=moved-secret-$$
+MOVE_WRITER="set -e
+cd /tmp
+tpm2_nvdefine -T $T 0x1500030 -C o -s 32 -a 'ownerread|ownerwrite' > /dev/null
+printf '%s' '$MOVE_SECRET' > d; tpm2_nvwrite -T $T 0x1500030 -C o -i d
+tpm2_pcrextend -T $T 8:sha256=0000000000000000000000000000000000000000000000000000000000000001
+echo \"PCR8 \$(tpm2_pcrread -T $T sha256:8 | sed -n 's/.*8 *: *0x//p')\"
+tpm2_createprimary -T $T -C o -G ecc256:ecdsa-sha256 -a 'fixedtpm|fixedparent|sensitivedataorigin|userwithauth|sign' -c p.ctx > /dev/null
+tpm2_evictcontrol -T $T -C o -c p.ctx 0x81000030 > /dev/null
+tpm2_readpublic -T $T -c 0x81000030 -f pem -o pub.pem > /dev/null
+echo \"PUB \$(base64 -w0 pub.pem)\"
+tpm2_nvread -T $T -C o 0x1c0000a -o ek.der > /dev/null
+echo \"EKCERT \$(sha256sum < ek.der | cut -c1-64)\"
+echo WRITER-OK"
+MOVE_READER="cd /tmp
+tpm2_nvread -T $T 0x1500030 -C o -s ${#MOVE_SECRET} -o r > /dev/null || exit 5
+echo \"NV \$(cat r)\"
+echo \"PCR8 \$(tpm2_pcrread -T $T sha256:8 | sed -n 's/.*8 *: *0x//p')\"
+printf 'signed after the move' > m
+tpm2_sign -T $T -c 0x81000030 -g sha256 -f plain -o sig m > /dev/null || exit 6
+echo \"SIG \$(base64 -w0 sig)\"
+tpm2_nvread -T $T -C o 0x1c0000a -o ek.der > /dev/null
+echo \"EKCERT \$(sha256sum < ek.der | cut -c1-64)\"
+echo READER-OK"
+move_hook() {   # move_hook TAG ARGS...: the hook as the administrator runs it; sets RC, MERR
+    local tag=$1; shift
+    MERR=$E2E_WORK/move-$tag.err; DIAG+=("$MERR")
+    ( timeout -k 5 120 "$HOOK" --state-root "$STATE_ROOT" --run-root "$RUN_ROOT" --policy "$POLICY" "$@" ) \
+        > "$E2E_WORK/move-$tag.out" 2> "$MERR"
+    RC=$?
+}
+t_move() {
+    local ca=$E2E_WORK/ca-move key=$E2E_WORK/move.key arch=$E2E_WORK/move.bin vt t0 ms ek1 ek2 bad f
+    mkdir -p "$ca"
+    head -c 32 /dev/urandom > "$key"; chmod 600 "$key"
+    vt='[{"createCerts": true}]'
+    make_bundle runc prov-move-1 "$vt" "$MOVE_WRITER" "$(ca_jq "$ca/key.pem" "$ca/cert.pem" "$ca")" || return 1
+    container_run runc prov-move-1 || return 1
+    [ "$RC" = 0 ] && grep -q '^WRITER-OK' "$BUNDLE/out" || { fail_run "the writer"; return 1; }
+    expect_clean prov-move-1 "the writer returned" || return 1
+    sed -n 's/^PUB //p' "$BUNDLE/out" | base64 -d > "$E2E_WORK/move-pub.pem"
+    local cert1 pcr1; cert1=$(sed -n 's/^EKCERT //p' "$BUNDLE/out"); pcr1=$(sed -n 's/^PCR8 //p' "$BUNDLE/out")
+    move_hook ek ek --id prov-move-1 --json; ek1=$(jq -c .eks "$E2E_WORK/move-ek.out")
+    [ "$RC" = 0 ] && [ "$ek1" != "[]" ] || { why "vtpm-hook ek of the stopped writer: rc $RC $(head -c 200 "$MERR")"; return 1; }
+
+    t0=$(now_ms)
+    move_hook export export --id prov-move-1 --key-file "$key" --output "$arch"
+    ms=$(( $(now_ms) - t0 ))
+    [ "$RC" = 0 ] && [ -s "$arch" ] || { why "export: rc $RC: $(head -c 300 "$MERR")"; return 1; }
+    note "FIGURE: export_ms=$ms ($(stat -c %s "$arch") bytes; $(sed 's/^.*\] info: //' "$MERR" | head -c 200))"
+    grep -qaF "$MOVE_SECRET" "$arch" && { why "the NV secret is readable in the archive"; return 1; }
+    # as on another host: the state is gone
+    rm -rf "${STATE_ROOT:?}/prov-move-1"
+
+    # refused, one line each, nothing made: a flipped byte, another key, a password for a key
+    cp "$arch" "$E2E_WORK/move-bad.bin"
+    printf '\x5a' | dd of="$E2E_WORK/move-bad.bin" bs=1 seek=$(( $(stat -c %s "$arch") / 2 )) conv=notrunc 2> /dev/null
+    head -c 32 /dev/urandom > "$E2E_WORK/move-other.key"; chmod 600 "$E2E_WORK/move-other.key"
+    printf 'pw\n' > "$E2E_WORK/move.pw"; chmod 600 "$E2E_WORK/move.pw"
+    for bad in "bad --key-file $key --input $E2E_WORK/move-bad.bin" \
+               "otherkey --key-file $E2E_WORK/move-other.key --input $arch" \
+               "pw --password-file $E2E_WORK/move.pw --input $arch"; do
+        # shellcheck disable=SC2086  # (fixed words, no spaces in the paths)
+        move_hook import-${bad%% *} import --id prov-move-x ${bad#* }
+        [ "$RC" != 0 ] && [ "$(wc -l < "$MERR")" = 1 ] ||
+            { why "import ${bad%% *}: rc $RC, stderr: $(head -c 300 "$MERR" | tr '\n' '|')"; return 1; }
+        [ ! -e "$STATE_ROOT/prov-move-x" ] || { why "import ${bad%% *} left $STATE_ROOT/prov-move-x"; return 1; }
+        note "import ${bad%% *}: $(cat "$MERR")"
+    done
+
+    t0=$(now_ms)
+    move_hook import import --id prov-move-2 --key-file "$key" --input "$arch"
+    ms=$(( $(now_ms) - t0 ))
+    [ "$RC" = 0 ] || { why "import: rc $RC: $(head -c 300 "$MERR")"; return 1; }
+    note "FIGURE: import_ms=$ms"
+    move_hook import-again import --id prov-move-2 --key-file "$key" --input "$arch"
+    [ "$RC" != 0 ] && grep -q -- '--force' "$MERR" || { why "a second import over the TPM: rc $RC $(head -c 200 "$MERR")"; return 1; }
+    move_hook ek ek --id prov-move-2 --json; ek2=$(jq -c .eks "$E2E_WORK/move-ek.out")
+    [ "$ek1" = "$ek2" ] || { why "the EKs differ after the move: $(head -c 200 <<< "$ek2")"; return 1; }
+
+    make_bundle runc prov-move-2 "$vt" "$MOVE_READER" "$(ca_jq "$ca/key.pem" "$ca/cert.pem" "$ca")" || return 1
+    container_run runc prov-move-2 || return 1
+    [ "$RC" = 0 ] && grep -q '^READER-OK' "$BUNDLE/out" || { fail_run "the reader"; return 1; }
+    expect_clean prov-move-2 "the reader returned" || return 1
+    ! grep -q 'EKs and EK certificates created' "$LOG" || { why "the moved TPM got new EKs"; return 1; }
+    [ "$(sed -n 's/^NV //p' "$BUNDLE/out")" = "$MOVE_SECRET" ] || { why "NV after the move: $(grep '^NV' "$BUNDLE/out")"; return 1; }
+    [ "$(sed -n 's/^EKCERT //p' "$BUNDLE/out")" = "$cert1" ] || { why "the EK certificate in NV differs after the move"; return 1; }
+    sed -n 's/^SIG //p' "$BUNDLE/out" | base64 -d > "$E2E_WORK/move.sig"
+    printf 'signed after the move' > "$E2E_WORK/move.msg"
+    f=$(openssl dgst -sha256 -verify "$E2E_WORK/move-pub.pem" -signature "$E2E_WORK/move.sig" "$E2E_WORK/move.msg" 2>&1) ||
+        { why "the persistent key's signature does not verify with its public key from before the move: $f"; return 1; }
+    # control: the same signature does not verify another message
+    printf 'something else' > "$E2E_WORK/move.msg2"
+    ! openssl dgst -sha256 -verify "$E2E_WORK/move-pub.pem" -signature "$E2E_WORK/move.sig" "$E2E_WORK/move.msg2" > /dev/null 2>&1 ||
+        { why "control failed: the signature verifies any message"; return 1; }
+    note "NV, persistent key, EKs and EK certificate the same; PCR 8 was $pcr1 before, $(sed -n 's/^PCR8 //p' "$BUNDLE/out") after (a fresh Startup)"
+}
+
 run_if() { local n=$1; shift; [[ $n =~ $ONLY ]] && scenario "$n" with_dmesg "$@"; return 0; }
 
 run_if podman-hooksd-annotation  t_podman
@@ -634,6 +739,7 @@ run_if cdi-podman-tpm2           t_cdi 2
 run_if cdi-podman-tpm12          t_cdi 1.2
 run_if cdi-gc                    t_cdi_gc
 run_if k8s-identity              t_k8s_identity
+run_if export-import             t_move
 
 # ---------------------------------------------------------------- figures + summary
 # setup time (hook's own "setup took N ms"), with and without createCerts
