@@ -14,7 +14,7 @@ PKGS=(build-essential cmake ninja-build pkg-config clang-format clang libclang-r
       libtpms-dev libtss2-dev nlohmann-json3-dev libcli11-dev libspdlog-dev libfmt-dev libgtest-dev
       libssl-dev libseccomp-dev libbenchmark-dev
       tpm2-tools jq python3 swtpm swtpm-tools shellcheck
-      runc crun podman docker.io containerd
+      runc crun criu podman docker.io containerd
       qemu-system-x86 linux-image-amd64 busybox-static cpio xz-utils kmod
       debhelper dpkg-dev lintian help2man bash-completion
       python3-grpcio python3-protobuf protobuf-compiler python3-yaml)

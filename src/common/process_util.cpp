@@ -1,5 +1,6 @@
 #include "common/process_util.h"
 
+#include <dirent.h>
 #include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
@@ -9,6 +10,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <string>
+#include <vector>
 
 #include "common/error.h"
 
@@ -114,6 +116,22 @@ void run_in_child(const std::function<void()>& body, const std::string& what) {
   }
   if (!WIFEXITED(status) || WEXITSTATUS(status) != 0)
     throw Error(what + ": " + (msg.empty() ? "helper process failed" : msg));
+}
+
+void detach_stdio_and_fds(const std::set<int>& keep) {
+  const int null_fd = ::open("/dev/null", O_RDWR);
+  if (null_fd < 0) ::_exit(127);  // stdio would stay attached and hang the runtime
+  for (int fd = 0; fd <= 2; ++fd) (void)::dup2(null_fd, fd);  // valid fds: cannot fail
+  if (null_fd > 2) (void)::close(null_fd);
+  std::vector<int> to_close;
+  if (DIR* d = ::opendir("/proc/self/fd")) {
+    while (dirent* e = ::readdir(d)) {
+      const int fd = std::atoi(e->d_name);
+      if (fd > 2 && fd != ::dirfd(d) && !keep.count(fd)) to_close.push_back(fd);
+    }
+    (void)::closedir(d);  // read-only directory stream
+  }
+  for (int fd : to_close) ::close(fd);
 }
 
 }  // namespace vtpm

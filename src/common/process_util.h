@@ -8,6 +8,7 @@ extern "C" {  // glibc 2.36's header lacks the C++ guard
 #include <chrono>
 #include <functional>
 #include <optional>
+#include <set>
 #include <string>
 
 #include "common/unique_fd.h"
@@ -31,5 +32,9 @@ std::optional<unsigned long long> process_start_time(pid_t pid);
 // Error "what: <text>". For steps that need another namespace, or must not leave their secrets
 // or privileges in this process.
 void run_in_child(const std::function<void()>& body, const std::string& what);
+
+// For a child that outlives the hook: stdin/stdout/stderr on /dev/null and every other fd but
+// `keep` closed (runtimes wait for EOF on a hook's stdout/stderr: no copy may stay open).
+void detach_stdio_and_fds(const std::set<int>& keep);
 
 }  // namespace vtpm

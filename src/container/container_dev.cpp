@@ -2,6 +2,7 @@
 
 #include <fcntl.h>
 #include <linux/openat2.h>
+#include <poll.h>
 #include <sched.h>
 #include <sys/fsuid.h>
 #include <sys/mount.h>
@@ -120,15 +121,17 @@ void attach_in_container(pid_t pid, const std::string& root_path, const std::str
   const std::string ns = proc + "/" + std::to_string(pid) + "/ns/mnt";
   UniqueFd mntns(::open(ns.c_str(), O_RDONLY | O_CLOEXEC));
   if (!mntns) throw sys_error("open " + ns);
-  const std::string target = "/" + dir + "/" + name;
+  const std::string target = "/" + dir + (name.empty() ? "" : "/" + name);
   run_in_child(
       [&] {
         if (::setns(mntns.get(), CLONE_NEWNS) != 0) throw sys_error("setns into the container");
         UniqueFd top(::open("/", O_PATH | O_DIRECTORY | O_CLOEXEC));
         UniqueFd root = open_root_below(top, root_path);
         // An empty file to mount over, put in place like a node: rename replaces what was there.
+        // (No name: the mount goes onto the directory itself.)
         auto make_mount_point = [&] {
           UniqueFd at = open_dir_in_root(root.get(), dir, make_dir);
+          if (name.empty()) return at;
           const std::string tmp = ".vtpm-hook." + name + "." + std::to_string(::getpid());
           (void)::unlinkat(at.get(), tmp.c_str(), 0);  // a leftover of a killed hook, if any
           UniqueFd f(::openat(at.get(), tmp.c_str(),
@@ -165,6 +168,15 @@ void attach_in_container(pid_t pid, const std::string& root_path, const std::str
           at = make_mount_point();
         }
         struct stat ts {};
+        if (name.empty()) {
+          if (::move_mount(tree, "", at.get(), "",
+                           MOVE_MOUNT_F_EMPTY_PATH | MOVE_MOUNT_T_EMPTY_PATH) != 0)
+            throw sys_error("mount " + what + " onto the container's " + target);
+          UniqueFd now = open_dir_in_root(root.get(), dir, false);
+          if (::fstat(now.get(), &ts) != 0 || !is_it(ts))
+            throw Error(target + " in the container is not " + what + " after mounting");
+          return;
+        }
         if (::fstatat(at.get(), name.c_str(), &ts, AT_SYMLINK_NOFOLLOW) != 0 ||
             !S_ISREG(ts.st_mode))
           throw Error(target + " in the container changed under us");
@@ -262,24 +274,74 @@ void place_device_node(pid_t container_pid, const std::string& root_path, const 
   place_device_node_at(root.get(), name, dev);
 }
 
-void place_readonly_file(pid_t container_pid, const std::string& root_path, const std::string& dir,
-                         const std::string& name, const std::string& host_file,
-                         const std::string& proc) {
-  check_name(name);
-  UniqueFd file(::open(host_file.c_str(), O_PATH | O_NOFOLLOW | O_CLOEXEC));
-  if (!file) throw sys_error("open " + host_file);
+void place_readonly_files(pid_t container_pid, const std::string& root_path, const std::string& dir,
+                          const std::vector<ReadonlyFile>& files, const std::string& proc) {
+  size_t bytes = 0;
+  for (const auto& f : files) {
+    check_name(f.name);
+    bytes += f.content.size();
+  }
+  // A tmpfs of its own, not a bind mount of the host's file: its content is the container's
+  // (CRIU checkpoints it with the container), and no host inode is reachable through it.
+  UniqueFd fs(::fsopen("tmpfs", FSOPEN_CLOEXEC));
+  if (!fs) throw sys_error("fsopen tmpfs");
+  const std::string size = std::to_string(bytes + 65536);
+  if (::fsconfig(fs.get(), FSCONFIG_SET_STRING, "mode", "0755", 0) != 0 ||
+      ::fsconfig(fs.get(), FSCONFIG_SET_STRING, "size", size.c_str(), 0) != 0 ||
+      ::fsconfig(fs.get(), FSCONFIG_CMD_CREATE, nullptr, nullptr, 0) != 0)
+    throw sys_error("create a tmpfs for the container's /" + dir);
+  UniqueFd tree(::fsmount(fs.get(), FSMOUNT_CLOEXEC,
+                          MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV | MOUNT_ATTR_NOEXEC));
+  if (!tree) throw sys_error("fsmount the tmpfs for the container's /" + dir);
+  for (const auto& f : files) {
+    UniqueFd out(::openat(tree.get(), f.name.c_str(),
+                          O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0444));
+    if (!out) throw sys_error("create " + f.name + " for the container's /" + dir);
+    write_all(out.get(),
+              std::span(reinterpret_cast<const uint8_t*>(f.content.data()), f.content.size()),
+              f.name);
+  }
+  mount_attr attr{};
+  attr.attr_set = MOUNT_ATTR_RDONLY;
+  if (::mount_setattr(tree.get(), "", AT_EMPTY_PATH, &attr, sizeof attr) != 0)
+    throw sys_error("make the container's /" + dir + " read-only");
   struct stat st {};
-  if (::fstat(file.get(), &st) != 0 || !S_ISREG(st.st_mode))
-    throw Error(host_file + " is not a regular file");
-  UniqueFd tree = detached_mount(
-      file.get(), MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV | MOUNT_ATTR_NOEXEC,
-      host_file);
+  if (::fstat(tree.get(), &st) != 0) throw sys_error("stat the tmpfs for /" + dir);
   attach_in_container(
-      container_pid, root_path, dir, /*make_dir=*/true, name, tree.get(), host_file,
-      [&](const struct stat& ts) {
-        return S_ISREG(ts.st_mode) && ts.st_dev == st.st_dev && ts.st_ino == st.st_ino;
-      },
+      container_pid, root_path, dir, /*make_dir=*/true, "", tree.get(), "a read-only tmpfs",
+      [&](const struct stat& ts) { return ts.st_dev == st.st_dev && ts.st_ino == st.st_ino; },
       proc);
+}
+
+UniqueFd wait_for_restored_root(pid_t pid, const std::string& marker,
+                                std::chrono::milliseconds timeout, const std::string& proc) {
+  const auto deadline = std::chrono::steady_clock::now() + timeout;
+  struct stat host {};
+  if (::stat("/", &host) != 0) throw sys_error("stat /");
+  const std::string mounts = proc + "/" + std::to_string(pid) + "/mounts";
+  // /proc/<pid>/mounts signals POLLPRI at every change of its mount table (proc(5)).
+  UniqueFd watch(::open(mounts.c_str(), O_RDONLY | O_CLOEXEC));
+  const std::string root_link = proc + "/" + std::to_string(pid) + "/root";
+  for (;;) {
+    // One fd for the check and for what the caller does there: CRIU works in roots of its
+    // own on the way, and only the checkpoint's node says this one is the container's.
+    UniqueFd root(::open(root_link.c_str(), O_PATH | O_DIRECTORY | O_CLOEXEC));
+    if (!root) return {};  // gone
+    struct stat st {
+    }, m{};
+    if (::fstat(root.get(), &st) == 0 && (st.st_dev != host.st_dev || st.st_ino != host.st_ino) &&
+        ::fstatat(root.get(), marker.c_str(), &m, AT_SYMLINK_NOFOLLOW) == 0 && S_ISCHR(m.st_mode))
+      return root;
+    const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
+        deadline - std::chrono::steady_clock::now());
+    if (left.count() <= 0) return {};
+    pollfd p{watch.get(), POLLPRI, 0};
+    // (a re-check every 20 ms besides: the event stays set until the file is read again)
+    if (!watch || ::poll(&p, 1, static_cast<int>(std::min<long>(left.count(), 20))) < 0)
+      ::usleep(20000);
+    else if (p.revents)
+      ::usleep(20000);
+  }
 }
 
 void remove_device_node(pid_t container_pid, const std::string& root_path, const std::string& name,

@@ -3,9 +3,12 @@
 // read-only files the host puts there (the measured launch's event log).
 #include <sys/types.h>
 
+#include <chrono>
 #include <string>
+#include <vector>
 
 #include "common/dev_num.h"
+#include "common/unique_fd.h"
 
 namespace vtpm {
 
@@ -24,13 +27,27 @@ void check_container_process(pid_t container_pid, const std::string& proc = "/pr
 // Same, with the container root given as an open directory fd (testable without a container).
 void place_device_node_at(int root_fd, const std::string& name, DevNum dev);
 
-// Bind-mounts host_file read-only (nosuid, nodev, noexec) at <root>/<dir>/<name> in the
-// container's mount namespace, making <dir> (relative to the root, e.g. "run/vtpm-hook") where
-// missing, as the container's root user. Never follows a link out of the root. The mount goes
-// with the container's mount namespace. Throws Error.
-void place_readonly_file(pid_t container_pid, const std::string& root_path, const std::string& dir,
-                         const std::string& name, const std::string& host_file,
-                         const std::string& proc = "/proc");
+struct ReadonlyFile {
+  std::string name;  // a plain file name
+  std::string content;
+};
+// Mounts a tmpfs holding `files` (mode 0444) read-only (nosuid, nodev, noexec) at
+// <root>/<dir> in the container's mount namespace, making <dir> (relative to the root, e.g.
+// "run/vtpm-hook") where missing, as the container's root user. Never follows a link out of
+// the root. The container's copy: the host's stays where it is. Throws Error.
+void place_readonly_files(pid_t container_pid, const std::string& root_path, const std::string& dir,
+                          const std::vector<ReadonlyFile>& files,
+                          const std::string& proc = "/proc");
+
+// A container CRIU restores: while its hooks run, its mount namespace is still a copy of the
+// host's; CRIU then builds the checkpoint's mounts (its /dev with the nodes of the checkpointed
+// run) and pivots into them. Waits, up to `timeout`, until the process's root is no longer the
+// host's and shows `marker` (e.g. "dev/tpm0", a node of the checkpoint) as a character device,
+// and returns that root (O_PATH; for place_device_node_at). Empty: it never did, or the process
+// is gone.
+UniqueFd wait_for_restored_root(pid_t pid, const std::string& marker,
+                                std::chrono::milliseconds timeout,
+                                const std::string& proc = "/proc");
 
 // Best effort removal (undo on failed setup).
 void remove_device_node(pid_t container_pid, const std::string& root_path, const std::string& name,

@@ -66,23 +66,6 @@ void reset_signals() {
   (void)::sigprocmask(SIG_SETMASK, &none, nullptr);  // cannot fail with a valid set
 }
 
-// runc waits for EOF on the hook's stdout/stderr: the emulator must hold no copy of them.
-void detach_stdio_and_fds(const std::set<int>& keep) {
-  const int null_fd = ::open("/dev/null", O_RDWR);
-  if (null_fd < 0) ::_exit(127);  // stdio would stay attached and hang the runtime
-  for (int fd = 0; fd <= 2; ++fd) (void)::dup2(null_fd, fd);  // valid fds: cannot fail
-  if (null_fd > 2) (void)::close(null_fd);
-  std::vector<int> to_close;
-  if (DIR* d = ::opendir("/proc/self/fd")) {
-    while (dirent* e = ::readdir(d)) {
-      const int fd = std::atoi(e->d_name);
-      if (fd > 2 && fd != ::dirfd(d) && !keep.count(fd)) to_close.push_back(fd);
-    }
-    (void)::closedir(d);  // read-only directory stream
-  }
-  for (int fd : to_close) ::close(fd);
-}
-
 // "loaded sha1,sha256": the banks an emulator says it measured the launch into. Only known bank
 // names pass (they name digests in the log; the emulator's word is checked by the verifier's
 // replay against the quote).
@@ -153,10 +136,11 @@ void run_tpm(const EmulatorOptions& opts, UniqueFd dir_fd, int sock, int contain
   const StateStore store =
       open_confined_state(std::move(dir_fd), opts.state_path, opts.version, opts.key, opts.run_as);
   TpmEngine engine(store);
-  if (!opts.pcr_banks.empty()) apply_pcr_banks(engine, opts.pcr_banks);
+  // (a resumed TPM has its banks: allocating them would need a Startup(CLEAR))
+  if (!opts.pcr_banks.empty() && !opts.resume) apply_pcr_banks(engine, opts.pcr_banks);
   // The kernel times each command it sends while registering the device: have the TPM
   // started and self-tested before the device exists, so it answers at once on a busy host.
-  power_on(engine, opts.close_platform);
+  power_on(engine, opts.close_platform, opts.resume);
   spdlog::debug("TPM started and self-tested");
   std::string loaded = kLoaded;
   if (const auto& m = opts.measurement) {

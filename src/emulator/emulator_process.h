@@ -44,6 +44,7 @@ struct EmulatorOptions {
   std::optional<StateKey> key;        // this TPM's key only, read by the hook
   std::string vtpmx = "/dev/vtpmx";
   std::optional<LaunchMeasurement> measurement = {};
+  bool resume = false;  // Startup(STATE): the container is restored from a checkpoint
 };
 
 // What an emulator (or the provisioning child) does before libtpms reads a byte of the

@@ -139,10 +139,9 @@ void remove_run_record(const std::string& run_root, const std::string& id) {
   if (ec) throw Error("remove " + measurement_dir(run_root, id) + ": " + ec.message());
 }
 
-std::string measurement_log_path(const std::string& run_root, const std::string& id, unsigned index,
-                                 bool container_copy) {
-  return measurement_dir(run_root, id) + "/" + std::to_string(index) +
-         (container_copy ? ".container.cel.json" : ".cel.json");
+std::string measurement_log_path(const std::string& run_root, const std::string& id,
+                                 unsigned index) {
+  return measurement_dir(run_root, id) + "/" + std::to_string(index) + ".cel.json";
 }
 
 void write_measurement_log(const std::string& run_root, const std::string& id, unsigned index,
@@ -151,15 +150,12 @@ void write_measurement_log(const std::string& run_root, const std::string& id, u
   std::error_code ec;
   std::filesystem::create_directories(run_root + "/measurements", ec);
   if (::mkdir(dir.c_str(), 0700) != 0 && errno != EEXIST) throw sys_error("create " + dir);
-  const auto bytes = std::span(reinterpret_cast<const uint8_t*>(text.data()), text.size());
-  for (const bool copy : {false, true}) {
-    const std::string path = measurement_log_path(run_root, id, index, copy);
-    (void)::unlink(path.c_str());  // a log of an earlier start goes: this start's is new
-    // Readable by every user of the container (0444 whatever the umask); written once.
-    UniqueFd fd(::open(path.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0444));
-    if (!fd || ::fchmod(fd.get(), 0444) != 0) throw sys_error("create " + path);
-    write_all(fd.get(), bytes, path);
-  }
+  const std::string path = measurement_log_path(run_root, id, index);
+  (void)::unlink(path.c_str());  // a log of an earlier start goes: this start's is new
+  // Readable by every user (0444 whatever the umask); written once.
+  UniqueFd fd(::open(path.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0444));
+  if (!fd || ::fchmod(fd.get(), 0444) != 0) throw sys_error("create " + path);
+  write_all(fd.get(), std::span(reinterpret_cast<const uint8_t*>(text.data()), text.size()), path);
 }
 
 UniqueFd open_recorded_emulator(const VtpmRecord& v) {

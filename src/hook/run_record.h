@@ -49,12 +49,11 @@ std::vector<RunRecord> list_run_records(const std::string& run_root);
 void remove_run_record(const std::string& run_root, const std::string& id);
 
 // The measured launch's event log of the container's vTPM `index`, kept beside its record
-// (<run-root>/measurements/<id>/<index>.cel.json): the host's copy, which `vtpm-hook log` prints,
-// or (container_copy) the one bind-mounted into the container, a file of its own so that nothing
-// done to it in there reaches the host's.
-std::string measurement_log_path(const std::string& run_root, const std::string& id, unsigned index,
-                                 bool container_copy = false);
-// Writes both copies (root's, 0444). Throws Error.
+// (<run-root>/measurements/<id>/<index>.cel.json): the host's copy, which `vtpm-hook log` prints.
+// (The container's is a copy in a tmpfs of its own: nothing done to it reaches this one.)
+std::string measurement_log_path(const std::string& run_root, const std::string& id,
+                                 unsigned index);
+// Writes it (root's, 0444). Throws Error.
 void write_measurement_log(const std::string& run_root, const std::string& id, unsigned index,
                            std::string_view text);
 // A pidfd of the recorded emulator while it still runs; empty once it is gone. Its identity is

@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "common/error.h"
+#include "common/logging.h"
 #include "common/process_util.h"
 #include "container/container_dev.h"
 #include "emulator/emulator_process.h"
@@ -97,6 +98,48 @@ std::string dev_name(const char* base, unsigned index) { return base + std::to_s
 constexpr char kContainerLogDir[] = "run/vtpm-hook";
 std::string container_log_name(unsigned index) {
   return index ? "measurements-" + std::to_string(index) + ".cel.json" : "measurements.cel.json";
+}
+
+struct ContainerNode {
+  std::string name;  // tpm0, tpmrm0, ...
+  DevNum dev;
+  std::string host_node;
+};
+
+// A restore's hooks run before CRIU has rebuilt the container's mounts: its /dev (with the
+// nodes of the checkpointed run, whose numbers are gone) and its root come afterwards, and no
+// hook runs then. A child of the hook, detached from it (the runtime waits for the hook's
+// stdio), waits for CRIU's pivot into the restored root and puts the nodes and the log there.
+// Until then the device cgroup lets the container open only the new numbers (fail closed).
+void place_after_restore(pid_t pid, const std::vector<ContainerNode>& nodes,
+                         const std::vector<ReadonlyFile>& logs, const HookOptions& opts) {
+  const pid_t child = ::fork();
+  if (child < 0) throw sys_error("fork");
+  if (child > 0) return;
+  int code = 0;
+  try {
+    (void)::setsid();
+    // (the hook's logger goes before its file's fd: closing it later would close the new one's)
+    spdlog::set_default_logger(std::make_shared<spdlog::logger>("vtpm-hook"));
+    detach_stdio_and_fds({});
+    init_logging(opts.log_level, opts.log_file);
+    spdlog::debug("restored container {}: waiting for CRIU to rebuild its root", pid);
+    const UniqueFd root =
+        wait_for_restored_root(pid, "dev/" + nodes.at(0).name, std::chrono::seconds(120));
+    if (!root)
+      throw Error("the restored container " + std::to_string(pid) +
+                  " did not get its root within 120 s (or is gone)");
+    // (a restore in a user namespace fails at the checkpoint: CRIU cannot dump the bind-mounted
+    // nodes such a container gets)
+    for (const auto& n : nodes) place_device_node_at(root.get(), n.name, n.dev);
+    if (!logs.empty()) place_readonly_files(pid, "/", kContainerLogDir, logs);
+    spdlog::info("restored container {}: its /dev/{} and the rest in place", pid, nodes[0].name);
+  } catch (const std::exception& e) {
+    spdlog::error("restored container {}: {}", pid, one_line(e.what()));
+    code = 1;
+  }
+  spdlog::shutdown();
+  ::_exit(code);
 }
 
 // An empty directory: the root of the keeper and of the CA's signer.
@@ -192,6 +235,10 @@ void run_setup(const std::string& state_json, const HookOptions& opts) {
   }
   if (!state.pid) throw Error("OCI state: \"pid\" is missing; setup needs the container's process");
   const pid_t pid = *state.pid;
+  // runc restore runs the hooks with the state of a stopped container and the restored
+  // process's pid, before CRIU has rebuilt its mounts (docs/integration.md, "Checkpoint").
+  const bool restore = state.status == "stopped";
+  if (restore) spdlog::info("container {} is being restored from a checkpoint", state.id);
   check_vtpmx_available(opts.vtpmx);
   check_container_process(pid);
   const UniqueFd container_pidfd = open_pidfd(pid);
@@ -205,6 +252,7 @@ void run_setup(const std::string& state_json, const HookOptions& opts) {
   std::vector<UniqueFd> server_fds;  // closed (the devices gone) unless the keeper took them
   std::vector<UniqueFd> log_pipes;   // read ends of the emulators' log pipes, for the keeper
   std::vector<std::string> logs;     // each vTPM's launch measurement, as its emulator made it
+  std::vector<ContainerNode> nodes;  // what the container's /dev gets
   for (const auto& spec : specs) {
     VtpmRecord vr;
     vr.index = spec.index;
@@ -227,6 +275,7 @@ void run_setup(const std::string& state_json, const HookOptions& opts) {
                        spec.pcr_banks,     !spec.open_platform,  state.id,
                        opts.log_level,     opts.log_file,        -1,
                        run_as[spec.index], load_state_key(spec), opts.vtpmx};
+    eo.resume = restore;
     if (measure_pcr)
       eo.measurement = LaunchMeasurement{
           *measure_pcr, [&] {
@@ -263,14 +312,18 @@ void run_setup(const std::string& state_json, const HookOptions& opts) {
     vr.host_device = "/dev/tpm" + std::to_string(host.tpm_num);
     restrict_host_nodes(host);
 
-    const std::string tpm = dev_name("tpm", spec.index);
-    place_device_node(pid, config.root_path, tpm, host.tpm, vr.host_device);
-    rollback.add([=, root = config.root_path] { remove_device_node(pid, root, tpm); });
-    if (host.tpmrm) {
-      const std::string tpmrm = dev_name("tpmrm", spec.index);
-      place_device_node(pid, config.root_path, tpmrm, *host.tpmrm,
-                        "/dev/tpmrm" + std::to_string(host.tpm_num));
-      rollback.add([=, root = config.root_path] { remove_device_node(pid, root, tpmrm); });
+    const size_t first = nodes.size();
+    nodes.push_back({dev_name("tpm", spec.index), host.tpm, vr.host_device});
+    if (host.tpmrm)
+      nodes.push_back({dev_name("tpmrm", spec.index), *host.tpmrm,
+                       "/dev/tpmrm" + std::to_string(host.tpm_num)});
+    const std::string tpm = nodes[first].name;
+    // (restore: the checkpoint's /dev is not there yet; see place_after_restore)
+    for (size_t n = first; n < nodes.size() && !restore; ++n) {
+      place_device_node(pid, config.root_path, nodes[n].name, nodes[n].dev, nodes[n].host_node);
+      rollback.add([=, root = config.root_path, name = nodes[n].name] {
+        remove_device_node(pid, root, name);
+      });
     }
     vr.container_device = "/dev/" + tpm;
     if (measure_pcr) logs.push_back(cel_log(launch, *measure_pcr, banks));
@@ -288,11 +341,13 @@ void run_setup(const std::string& state_json, const HookOptions& opts) {
   // The logs after the record, whose removal (teardown, gc, rollback) takes them too: a setup
   // killed at any point leaves none without a record. The host's copy, and the container's
   // (read-only) at a fixed path, in place before the workload starts.
+  std::vector<ReadonlyFile> container_logs;
   for (size_t i = 0; i < logs.size(); ++i) {
     write_measurement_log(opts.run_root, state.id, specs[i].index, logs[i]);
-    place_readonly_file(pid, config.root_path, kContainerLogDir, container_log_name(specs[i].index),
-                        measurement_log_path(opts.run_root, state.id, specs[i].index, true));
+    container_logs.push_back({container_log_name(specs[i].index), logs[i]});
   }
+  if (!container_logs.empty() && !restore)
+    place_readonly_files(pid, config.root_path, kContainerLogDir, container_logs);
   if (cgroup) {
     std::vector<KeptDevice> kept;
     for (size_t i = 0; i < specs.size(); ++i)
@@ -303,6 +358,7 @@ void run_setup(const std::string& state_json, const HookOptions& opts) {
     spawn_keeper(std::move(kept), *cgroup,
                  {state.id, opts.log_level, opts.log_file, empty_dir(opts.run_root), emu_user});
   }
+  if (restore) place_after_restore(pid, nodes, container_logs, opts);
   server_fds.clear();  // the emulators and the keeper hold the devices now
   for (auto& e : emulators) e.release();
   rollback.commit();

@@ -47,8 +47,8 @@ StateKey derive_key(const ArchiveSecret& s, std::span<const uint8_t> salt, uint3
   StateKey key{std::vector<uint8_t>(kKeySize)};
   if (PKCS5_PBKDF2_HMAC(reinterpret_cast<const char*>(s.bytes.bytes.data()),
                         static_cast<int>(s.bytes.bytes.size()), salt.data(),
-                        static_cast<int>(salt.size()), static_cast<int>(iterations),
-                        EVP_sha512(), kKeySize, key.bytes.data()) != 1)
+                        static_cast<int>(salt.size()), static_cast<int>(iterations), EVP_sha512(),
+                        kKeySize, key.bytes.data()) != 1)
     throw Error("PBKDF2 key derivation failed");
   return key;
 }
@@ -113,8 +113,7 @@ bool sealed_with_state_key(std::span<const uint8_t> file, const std::string& wha
 ArchiveSecret load_archive_secret(const std::string& key_file, const std::string& password_file) {
   if (key_file.empty() == password_file.empty())
     throw Error("give exactly one of --key-file and --password-file");
-  if (!key_file.empty())
-    return {ArchiveSecret::Kind::Key, load_key_file(key_file, "binary", 256)};
+  if (!key_file.empty()) return {ArchiveSecret::Kind::Key, load_key_file(key_file, "binary", 256)};
   return {ArchiveSecret::Kind::Password, read_password_file(password_file)};
 }
 
@@ -146,8 +145,7 @@ std::vector<uint8_t> seal_archive(const StateArchive& a, const ArchiveSecret& se
   out.resize(kHeaderSize);  // salt (zero for a key file) and nonce
   const std::span<uint8_t> salt(&out[kHeaderSize - kNonceSize - kSaltSize], kSaltSize),
       nonce(&out[kHeaderSize - kNonceSize], kNonceSize);
-  if ((pwd && RAND_bytes(salt.data(), kSaltSize) != 1) ||
-      RAND_bytes(nonce.data(), kNonceSize) != 1)
+  if ((pwd && RAND_bytes(salt.data(), kSaltSize) != 1) || RAND_bytes(nonce.data(), kNonceSize) != 1)
     throw Error("no random bytes for the archive");
   const StateKey key = derive_key(secret, salt, iterations);
   std::vector<uint8_t> cipher;
@@ -213,8 +211,7 @@ StateArchive open_archive(std::span<const uint8_t> in, const ArchiveSecret& secr
   bool permall = false;
   for (const auto& f : a.files) {
     if (std::find(allowed.begin(), allowed.end(), f.name) == allowed.end())
-      throw Error("the archive carries a file no TPM " + to_string(a.version) + " has: " +
-                  f.name);
+      throw Error("the archive carries a file no TPM " + to_string(a.version) + " has: " + f.name);
     permall |= f.name == allowed[0];
   }
   if (!permall) throw Error("the archive carries no permanent state (" + allowed[0] + ")");
@@ -262,8 +259,8 @@ void write_state_files(int dir_fd, const std::string& name, const StateArchive& 
       const std::string tmp = f.name + ".import";
       const std::string what = name + "/" + tmp;
       (void)::unlinkat(dir_fd, tmp.c_str(), 0);  // a leftover of a killed import
-      UniqueFd fd(::openat(dir_fd, tmp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC,
-                           0600));
+      UniqueFd fd(::openat(dir_fd, tmp.c_str(),
+                           O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600));
       if (!fd) throw sys_error("create " + what);
       temps.push_back(tmp);
       write_all(fd.get(), f.data, what);

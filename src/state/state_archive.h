@@ -35,9 +35,9 @@ struct ArchiveFile {
 
 struct StateArchive {
   TpmVersion version = TpmVersion::V2;
-  uint32_t libtpms_version = 0;  // TPMLIB_GetVersion() of the exporting host
-  std::string source;            // where it came from: "<id> vTPM <index> (<statePath>)"
-  std::string exported_at;       // RFC 3339, UTC
+  uint32_t libtpms_version = 0;    // TPMLIB_GetVersion() of the exporting host
+  std::string source;              // where it came from: "<id> vTPM <index> (<statePath>)"
+  std::string exported_at;         // RFC 3339, UTC
   bool encrypted_at_rest = false;  // its blobs are sealed with a state key (keyFile/passwordFile)
   std::vector<ArchiveFile> files;
 };

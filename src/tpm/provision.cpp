@@ -63,10 +63,18 @@ void close_platform_hierarchy(TpmEngine& engine) {
   close_platform_hierarchy(sapi);
 }
 
-void power_on(TpmEngine& engine, bool close_platform) {
+void power_on(TpmEngine& engine, bool close_platform, bool resume) {
   if (engine.version() == TpmVersion::V2) {
     Sapi sapi(engine);
-    ensure_started(sapi);
+    // Resume: what the last Shutdown(STATE) saved (PCRs 0-15, the clock's restart count, saved
+    // contexts) comes back. Without such a state the TPM refuses (TPM_RC_VALUE): start afresh.
+    const TSS2_RC rc = resume ? Tss2_Sys_Startup(sapi.get(), TPM2_SU_STATE) : TPM2_RC_VALUE;
+    if (resume && rc != TPM2_RC_SUCCESS)
+      spdlog::warn(
+          "TPM2_Startup(STATE) answered 0x{:x}: no saved state to resume; the TPM starts "
+          "afresh (PCRs reset)",
+          rc);
+    if (rc != TPM2_RC_SUCCESS) ensure_started(sapi);
     spdlog::debug("TPM2_Startup done; the full self-test next");  // bench/ times the phases
     check(Tss2_Sys_SelfTest(sapi.get(), nullptr, TPM2_YES, nullptr), "TPM2_SelfTest");
     spdlog::debug("full self-test passed");
@@ -74,9 +82,18 @@ void power_on(TpmEngine& engine, bool close_platform) {
     return;
   }
   // tpm2-tss has no TPM 1.2: its few commands stay hand-built.
-  const auto r = engine.process(proto::startup_command(TpmVersion::V1_2, /*clear=*/true));
-  if (const uint32_t rc = proto::response_code(r); rc != 0 && rc != proto::kTpm12InvalidPostinit)
-    check(rc, "TPM_Startup");
+  uint32_t rc = resume ? proto::response_code(engine.process(
+                             proto::startup_command(TpmVersion::V1_2, /*clear=*/false)))
+                       : 1;
+  if (resume && rc != 0)
+    spdlog::warn(
+        "TPM_Startup(ST_STATE) answered 0x{:x}: no saved state to resume; the TPM starts "
+        "afresh (PCRs reset)",
+        rc);
+  if (rc != 0)
+    rc = proto::response_code(
+        engine.process(proto::startup_command(TpmVersion::V1_2, /*clear=*/true)));
+  if (rc != 0 && rc != proto::kTpm12InvalidPostinit) check(rc, "TPM_Startup");
   check(proto::response_code(engine.process(
             proto::command(proto::kTpm12TagRquCommand, proto::kTpm12OrdContinueSelfTest, {}))),
         "TPM_ContinueSelfTest");

@@ -54,7 +54,9 @@ std::vector<EkCertificate> provision_new_tpm(const StateStore& store,
 // Startup(CLEAR) and a full self-test (TPM 1.2: TPM_Startup(ST_CLEAR), ContinueSelfTest):
 // what the kernel would otherwise do, under its per-command timeouts, while registering.
 // TPM 2 with close_platform: then the platform hierarchy is disabled, as firmware closes it.
-void power_on(TpmEngine& engine, bool close_platform);
+// resume: Startup(STATE) instead (a container restored from a checkpoint), CLEAR where the
+// state holds nothing to resume (logged).
+void power_on(TpmEngine& engine, bool close_platform, bool resume = false);
 
 // TPM 2, started: what firmware does before an OS runs (phEnable = NO until the next Startup).
 void close_platform_hierarchy(TpmEngine& engine);

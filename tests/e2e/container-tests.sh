@@ -19,7 +19,7 @@ HOOK=${1:-${VTPM_HOOK:-$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)/build
 ONLY=${E2E_ONLY:-.}
 
 # ---------------------------------------------------------------- preflight
-preflight runc crun jq tpm2_getrandom tpm2_pcrread tpm2_nvdefine python3 pgrep unshare timeout
+preflight runc crun criu jq tpm2_getrandom tpm2_pcrread tpm2_nvdefine python3 pgrep unshare timeout
 
 echo "# kernel $(uname -r), $(stat -fc %T /sys/fs/cgroup | sed 's/cgroup2fs/cgroup v2/;s/tmpfs/cgroup v1/'), tpm major $(tpm_major)"
 echo "# $(runc --version | head -n1), $(crun --version | head -n1)"
@@ -422,6 +422,105 @@ echo \"RANDOM \$r\"" || return 1
     expect_clean "$id" "the second '$rt run' returned" || return 1
 }
 
+# ---------------------------------------------------------------- checkpoint / restore (CRIU)
+# runc checkpoint + restore, twice, of a container that uses its TPM between them (not holding
+# it open then): the same TPM answers after each restore, its NV and PCR values as at the
+# checkpoint (Startup(STATE)), the launch log and PCR 21 too; the nodes the restored /dev gets
+# are the new devices', put there once CRIU has rebuilt it (nothing lands in the image's
+# directory on the host). A container holding its TPM open cannot be checkpointed: CRIU refuses
+# the unknown character device; the container and its TPM go on.
+CK_T=device:/dev/tpmrm0
+CK_SCRIPT="set -e
+pcr8() { tpm2_pcrread -T $CK_T sha256:8 | sed -n 's/.*8 *: *0x//p'; }
+nvget() { tpm2_nvread -T $CK_T 0x1500050 -C o -s 8; }
+tpm2_nvdefine -T $CK_T 0x1500050 -C o -s 8 -a 'ownerread|ownerwrite' > /dev/null
+printf 'ckpt-nv1' > /tmp/d; tpm2_nvwrite -T $CK_T 0x1500050 -C o -i /tmp/d
+tpm2_pcrextend -T $CK_T 8:sha256=0000000000000000000000000000000000000000000000000000000000000001
+echo \"\$(pcr8) \$(nvget)\" > /out/s1
+tpm2_pcrread -T $CK_T sha256:21 | sed -n 's/.*21 *: *0x//p' > /out/pcr21-1
+while [ ! -e /out/go1 ]; do sleep 0.2; done
+echo \"\$(pcr8) \$(nvget)\" > /out/s2
+tpm2_pcrextend -T $CK_T 8:sha256=0000000000000000000000000000000000000000000000000000000000000002
+echo \"\$(pcr8)\" > /out/s2b
+while [ ! -e /out/go2 ]; do sleep 0.2; done
+echo \"\$(pcr8) \$(nvget)\" > /out/s3
+tpm2_pcrread -T $CK_T sha256:21 | sed -n 's/.*21 *: *0x//p' > /out/pcr21-3
+head -c 200 /run/vtpm-hook/measurements.cel.json > /out/log3
+echo DONE > /out/done
+sleep 1000"
+ck_wait() {   # ck_wait FILE SECONDS
+    local t0; t0=$(now_ms)
+    while [ ! -s "$1" ]; do
+        [ $(( $(now_ms) - t0 )) -lt $(( $2 * 1000 )) ] || return 1
+        sleep 0.2
+    done
+}
+ck_cycle() {   # ck_cycle N: checkpoint and restore once; RC, notes
+    local n=$1 t0
+    t0=$(now_ms)
+    ( cd "$BUNDLE" && timeout 300 runc checkpoint --image-path "$E2E_WORK/ck-img$n" --work-path "$E2E_WORK/ck-work$n" ck ) \
+        > "$E2E_WORK/ck$n.err" 2>&1 || { why "checkpoint $n: $(tail -c 300 "$E2E_WORK/ck$n.err") $(grep -a 'Error' "$E2E_WORK/ck-work$n/dump.log" | head -n 3)"; return 1; }
+    note "FIGURE: runc_checkpoint_ms=$(( $(now_ms) - t0 ))"
+    expect_clean ck "checkpoint $n (the poststop hook ran)" || return 1
+    t0=$(now_ms)
+    ( cd "$BUNDLE" && timeout 300 runc restore -d --image-path "$E2E_WORK/ck-img$n" --work-path "$E2E_WORK/ck-rwork$n" ck \
+        < /dev/null > /dev/null 2> "$E2E_WORK/ck-restore$n.err" ) ||
+        { why "restore $n: $(tail -c 300 "$E2E_WORK/ck-restore$n.err") $(grep -a 'Error' "$E2E_WORK/ck-rwork$n/restore.log" | head -n 3)"; return 1; }
+    note "FIGURE: runc_restore_ms=$(( $(now_ms) - t0 ))"
+    t0=$(now_ms)
+    while ! grep -q 'restored container .* in place' "$LOG"; do
+        [ $(( $(now_ms) - t0 )) -lt 30000 ] || { why "restore $n: the nodes were not put in place: $(grep -a 'restored\|error' "$LOG" | tail -n 3)"; return 1; }
+        sleep 0.2
+    done
+    grep -q "container ck is being restored from a checkpoint" "$LOG" || { why "restore $n: the hook did not see a restore"; return 1; }
+    : > "$LOG"
+}
+t_checkpoint() {
+    local out=$E2E_WORK/ck-out s1 s2 s2b s3 n
+    rm -rf "$out"; mkdir -p "$out"
+    make_bundle runc ck "" "$CK_SCRIPT" ".mounts += [{\"destination\": \"/out\", \"type\": \"bind\", \"source\": \"$out\", \"options\": [\"rbind\", \"rw\"]}]" || return 1
+    CLEANUP+=("runc ck")
+    # (stdio on /dev/null: CRIU restores no file of the host's)
+    ( cd "$BUNDLE" && timeout 120 runc run -d ck < /dev/null > /dev/null 2>&1 ) ||
+        { why "runc run -d failed: $(tail -n 2 "$LOG")"; return 1; }
+    ck_wait "$out/pcr21-1" 90 || { why "the container did not use its TPM: $(tail -n 3 "$LOG")"; return 1; }
+    s1=$(cat "$out/s1")
+    ck_cycle 1 || return 1
+    touch "$out/go1"
+    ck_wait "$out/s2b" 60 || { why "no TPM after restore 1: $(cat "$out/s2" 2>/dev/null)"; return 1; }
+    s2=$(cat "$out/s2"); s2b=$(cat "$out/s2b")
+    [ "$s2" = "$s1" ] || { why "after restore 1 PCR 8 and NV are '$s2', at the checkpoint '$s1'"; return 1; }
+    ck_cycle 2 || return 1
+    touch "$out/go2"
+    ck_wait "$out/done" 60 || { why "no TPM after restore 2"; return 1; }
+    s3=$(cat "$out/s3")
+    [ "$s3" = "$s2b ckpt-nv1" ] || { why "after restore 2 PCR 8 and NV are '$s3', at the checkpoint '$s2b ckpt-nv1'"; return 1; }
+    [ "$(cat "$out/pcr21-3")" = "$(cat "$out/pcr21-1")" ] || { why "PCR 21 (the launch) changed across restores"; return 1; }
+    grep -q '"pcr": 21' "$out/log3" || { why "no launch log in the restored container: $(head -c 100 "$out/log3")"; return 1; }
+    n=$(find "$BUNDLE/rootfs" -xdev \( -type c -o -type b \) 2>/dev/null)
+    [ -z "$n" ] || { why "device nodes in the image's directory on the host: $n"; return 1; }
+    note "PCR 8 and NV as at each checkpoint ($s1 / $s3); PCR 21 $(cut -c1-16 "$out/pcr21-3")..."
+    timeout 60 runc delete -f ck > /dev/null 2>&1
+    expect_clean ck "runc delete -f" || return 1
+
+    # holding the TPM open: no checkpoint, the container runs on
+    make_bundle runc ck-open "" "exec 3<> /dev/tpmrm0; echo HELD > /out/held; sleep 1000" \
+        ".mounts += [{\"destination\": \"/out\", \"type\": \"bind\", \"source\": \"$out\", \"options\": [\"rbind\", \"rw\"]}]" || return 1
+    CLEANUP+=("runc ck-open")
+    ( cd "$BUNDLE" && timeout 120 runc run -d ck-open < /dev/null > /dev/null 2>&1 ) || { why "runc run -d ck-open failed"; return 1; }
+    ck_wait "$out/held" 60 || { why "ck-open did not open its TPM"; return 1; }
+    if ( cd "$BUNDLE" && timeout 300 runc checkpoint --image-path "$E2E_WORK/ck-img-open" --work-path "$E2E_WORK/ck-work-open" ck-open ) > /dev/null 2>&1; then
+        why "a container holding /dev/tpmrm0 open was checkpointed"; return 1
+    fi
+    grep -aq "Can't dump file .* of that type" "$E2E_WORK/ck-work-open/dump.log" ||
+        { why "the checkpoint failed for another reason: $(grep -a Error "$E2E_WORK/ck-work-open/dump.log" | head -n 2)"; return 1; }
+    note "holding the TPM open: $(grep -a "Can't dump file" "$E2E_WORK/ck-work-open/dump.log" | head -n 1 | sed 's/^([0-9. ]*) //')"
+    [ "$(runc state ck-open 2>/dev/null | jq -r .status)" = running ] && [ -n "$(live_emulators)" ] ||
+        { why "after the refused checkpoint the container or its TPM is gone"; return 1; }
+    timeout 60 runc delete -f ck-open > /dev/null 2>&1
+    expect_clean ck-open "runc delete -f ck-open" || return 1
+}
+
 run_if() { [[ $1 =~ $ONLY ]] && scenario "$@"; return 0; }
 
 run_if runc-run                 t_run runc
@@ -438,6 +537,7 @@ for rt in runc crun; do run_if "$rt-userns" t_userns "$rt"; done
 for rt in runc crun; do run_if "$rt-two-vtpms" t_multi "$rt"; done
 run_if "many-$MANY-concurrent" t_many
 for rt in runc crun; do run_if "$rt-crash-leftovers" t_crash "$rt"; done
+run_if runc-checkpoint-restore  t_checkpoint
 
 # ---------------------------------------------------------------- figures + summary
 setup_ms=""; per=""

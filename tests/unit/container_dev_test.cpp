@@ -299,56 +299,82 @@ class MountNsChild {
   int hold_ = -1;
 };
 
-TEST_F(ContainerDev, ReadOnlyFileShowsInTheContainerOnly) {
-  const std::string host_file = base_ + "/log.json";
-  write_text(host_file, "[1,2,3]");
+TEST_F(ContainerDev, ReadOnlyFilesShowInTheContainerOnly) {
   MountNsChild c;
-  place_readonly_file(c.pid(), rootfs_, "run/vtpm-hook", "measurements.cel.json", host_file);
+  place_readonly_files(c.pid(), rootfs_, "run/vtpm-hook",
+                       {{"measurements.cel.json", "[1,2,3]"}, {"measurements-1.cel.json", "[]"}});
   const std::string inside = c.root_view(rootfs_ + "/run/vtpm-hook/measurements.cel.json");
   EXPECT_EQ(read_text(inside), "[1,2,3]");
-  // Read-only even for root (the attack: the workload rewriting what the host says it ran).
+  EXPECT_EQ(read_text(c.root_view(rootfs_ + "/run/vtpm-hook/measurements-1.cel.json")), "[]");
+  // Read-only even for root (the attack: the workload rewriting what the host says it ran),
+  // and no new file either.
   errno = 0;
   EXPECT_LT(::open(inside.c_str(), O_WRONLY | O_CLOEXEC), 0);
   EXPECT_EQ(errno, EROFS);
+  const std::string other = c.root_view(rootfs_ + "/run/vtpm-hook/x");
+  EXPECT_LT(::open(other.c_str(), O_WRONLY | O_CREAT | O_CLOEXEC, 0600), 0);
   struct stat st {};
+  ASSERT_EQ(::stat(inside.c_str(), &st), 0);
+  EXPECT_EQ(st.st_mode & 07777, 0444u);
   ASSERT_EQ(::stat((rootfs_ + "/run/vtpm-hook").c_str(), &st), 0);
   EXPECT_EQ(st.st_mode & 07777, 0755u);
-  // The host's mount namespace sees only the empty mount point; the host file is unchanged.
-  EXPECT_EQ(read_text(rootfs_ + "/run/vtpm-hook/measurements.cel.json"), "");
-  EXPECT_EQ(read_text(host_file), "[1,2,3]");
-  // Set up again in the same namespace (by hand): teardown deleted the old log and setup wrote a
-  // new one; the new mount replaces the old (a mount on a deleted file's dentry fails: ENOENT).
-  fs::remove(host_file);
-  write_text(host_file, "[1,2]");
-  place_readonly_file(c.pid(), rootfs_, "run/vtpm-hook", "measurements.cel.json", host_file);
+  // The host's mount namespace sees only the empty mount point.
+  EXPECT_TRUE(entries(rootfs_ + "/run/vtpm-hook").empty());
+  // Set up again in the same namespace (by hand): the new one covers the old one.
+  place_readonly_files(c.pid(), rootfs_, "run/vtpm-hook", {{"measurements.cel.json", "[1,2]"}});
   EXPECT_EQ(read_text(inside), "[1,2]");
-  const std::string mounts = read_text("/proc/" + std::to_string(c.pid()) + "/mountinfo");
-  size_t n = 0;
-  for (size_t at = 0; (at = mounts.find("measurements.cel.json", at)) != std::string::npos; ++at)
-    ++n;
-  EXPECT_EQ(n, 1u) << mounts;  // replaced, not stacked
-  // A restart: a new mount namespace on the same rootfs, whose mount point is left from the
-  // first start; the new log covers it there.
-  write_text(host_file, "[4]");
+  // A restart: a new mount namespace on the same rootfs.
   MountNsChild again;
-  place_readonly_file(again.pid(), rootfs_, "run/vtpm-hook", "measurements.cel.json", host_file);
+  place_readonly_files(again.pid(), rootfs_, "run/vtpm-hook", {{"measurements.cel.json", "[4]"}});
   EXPECT_EQ(read_text(again.root_view(rootfs_ + "/run/vtpm-hook/measurements.cel.json")), "[4]");
 }
 
-TEST_F(ContainerDev, ReadOnlyFileNeverLandsOutsideTheRoot) {
-  const std::string host_file = base_ + "/log.json";
-  write_text(host_file, "[]");
+TEST_F(ContainerDev, ReadOnlyFilesNeverLandOutsideTheRoot) {
   // A hostile rootfs whose /run points at a host directory.
   fs::create_directory_symlink(hostdir_, rootfs_ + "/run");
   MountNsChild c;
-  EXPECT_THROW(
-      place_readonly_file(c.pid(), rootfs_, "run/vtpm-hook", "measurements.cel.json", host_file),
-      Error);
+  EXPECT_THROW(place_readonly_files(c.pid(), rootfs_, "run/vtpm-hook", {{"log", "[]"}}), Error);
   EXPECT_TRUE(entries(hostdir_).empty());
-  // Not a regular file, or a name with a slash: refused before anything is made.
-  EXPECT_THROW(place_readonly_file(c.pid(), rootfs_, "x", "log", "/dev/null"), Error);
-  EXPECT_THROW(place_readonly_file(c.pid(), rootfs_, "x", "a/b", host_file), Error);
+  // A name with a slash or a dot first: refused before anything is made.
+  EXPECT_THROW(place_readonly_files(c.pid(), rootfs_, "x", {{"a/b", ""}}), Error);
+  EXPECT_THROW(place_readonly_files(c.pid(), rootfs_, "x", {{"..", ""}}), Error);
   EXPECT_EQ(entries(rootfs_), (std::vector<std::string>{"run"}));
+}
+
+TEST_F(ContainerDev, RestoredRootIsSeenOnceTheProcessLeavesTheHostsRoot) {
+  // A process in a mount namespace of its own, still on the host's root: as CRIU's restored
+  // task is while the hooks run. It pivots (chroot stands in) a moment later.
+  make_dev();
+  int go[2];
+  ASSERT_EQ(::pipe(go), 0);
+  const pid_t pid = ::fork();
+  ASSERT_GE(pid, 0);
+  if (pid == 0) {
+    ::close(go[1]);
+    char ch;
+    if (::unshare(CLONE_NEWNS) != 0 || ::read(go[0], &ch, 1) != 1 || ::chroot(rootfs_.c_str()) != 0)
+      ::_exit(1);
+    ::pause();
+    ::_exit(0);
+  }
+  ::close(go[0]);
+  EXPECT_FALSE(wait_for_restored_root(pid, "dev/tpm0", std::chrono::milliseconds(100)).get() >= 0);
+  ASSERT_EQ(::write(go[1], "g", 1), 1);
+  // a root of its own, but not yet the one with the checkpoint's node
+  EXPECT_FALSE(wait_for_restored_root(pid, "dev/tpm0", std::chrono::milliseconds(300)).get() >= 0);
+  ASSERT_EQ(::mknod((rootfs_ + "/dev/tpm0").c_str(), S_IFCHR | 0600, makedev(1, 3)), 0);
+  const UniqueFd root = wait_for_restored_root(pid, "dev/tpm0", std::chrono::seconds(10));
+  ASSERT_TRUE(root.get() >= 0);
+  struct stat a {
+  }, b{};
+  ASSERT_EQ(::fstat(root.get(), &a), 0);
+  ASSERT_EQ(::stat(rootfs_.c_str(), &b), 0);
+  EXPECT_EQ(a.st_ino, b.st_ino);  // the process's root, not the host's
+  ::kill(pid, SIGKILL);
+  ::waitpid(pid, nullptr, 0);
+  ::close(go[1]);
+  EXPECT_FALSE(wait_for_restored_root(pid, "dev/tpm0", std::chrono::seconds(1)).get() >=
+               0);  // gone
 }
 
 }  // namespace

@@ -120,17 +120,11 @@ TEST_F(EkExportTest, MeasurementLogOfARunningContainerAndItsReplay) {
   const std::string log = cel_log(events, 21, {"sha1", "sha256"});
   write_measurement_log(opts_.run_root, "c3", 0, log);
   EXPECT_EQ(render_measurement_log(opts_, "c3", 0, false), log);
-  // The container's copy: the same bytes in a file of its own; both read-only for everyone.
+  // The host's copy, read-only for everyone.
   const std::string host = measurement_log_path(opts_.run_root, "c3", 0);
-  const std::string copy = measurement_log_path(opts_.run_root, "c3", 0, true);
-  EXPECT_EQ(slurp(copy), log);
-  struct stat a {
-  }, b{};
+  struct stat a {};
   ASSERT_EQ(::stat(host.c_str(), &a), 0);
-  ASSERT_EQ(::stat(copy.c_str(), &b), 0);
-  EXPECT_NE(a.st_ino, b.st_ino);
   EXPECT_EQ(a.st_mode & 07777, 0444u);
-  EXPECT_EQ(b.st_mode & 07777, 0444u);
   // The replay: PCR = H(H(H(0 || d0) || d1) || d2), here by hand with SHA-256.
   std::vector<uint8_t> pcr(32, 0);
   for (const auto& e : events) {
@@ -147,7 +141,6 @@ TEST_F(EkExportTest, MeasurementLogOfARunningContainerAndItsReplay) {
   // Teardown's removal of the record takes the logs with it.
   remove_run_record(opts_.run_root, "c3");
   EXPECT_FALSE(fs::exists(host));
-  EXPECT_FALSE(fs::exists(copy));
   expect_error([&] { render_measurement_log(opts_, "c3", 0, false); }, {"is not running"});
   expect_error([&] { render_measurement_log(opts_, "../c3", 0, false); }, {"--id"});
 }

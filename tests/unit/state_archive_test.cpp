@@ -14,8 +14,8 @@
 
 #include "common/io_util.h"
 #include "error_matchers.h"
-#include "lock_holder.h"
 #include "hook/state_transfer.h"
+#include "lock_holder.h"
 #include "state/state_store.h"
 #include "state/swtpm_blob.h"
 #include "tpm/tpm_engine.h"
@@ -85,25 +85,31 @@ TEST(StateArchive, WrongKeyWrongKindTruncationAndForeignFormatAreRefused) {
   const auto sealed = seal_archive(sample(), key_secret(7));
   expect_error([&] { open_archive(sealed, key_secret(8)); }, {"wrong key or damaged archive"});
   expect_error([&] { open_archive(sealed, password_secret("x")); }, {"sealed with a key file"});
-  expect_error([&] { open_archive(seal_archive(sample(), password_secret("a"), 1000),
-                                  password_secret("b")); },
-               {"wrong key"});
   expect_error(
-      [&] { open_archive(std::span(sealed).first(40), key_secret(7)); },
-      {"not a vtpm-hook export archive"});
+      [&] {
+        open_archive(seal_archive(sample(), password_secret("a"), 1000), password_secret("b"));
+      },
+      {"wrong key"});
+  expect_error([&] { open_archive(std::span(sealed).first(40), key_secret(7)); },
+               {"not a vtpm-hook export archive"});
   expect_error([&] { open_archive(std::span(sealed).first(sealed.size() - 1), key_secret(7)); },
                {"wrong key or damaged archive"});
   auto v2 = sealed;
   v2[17] = 2;  // format 2: said before (and whatever) the tag says
   expect_error([&] { open_archive(v2, key_secret(7)); }, {"archive format 2", "format 1"});
   const std::string text = "{\"not\": \"an archive\"}";
-  expect_error([&] { open_archive(std::span(reinterpret_cast<const uint8_t*>(text.data()),
-                                            text.size()), key_secret(7)); },
-               {"not a vtpm-hook export archive"});
+  expect_error(
+      [&] {
+        open_archive(std::span(reinterpret_cast<const uint8_t*>(text.data()), text.size()),
+                     key_secret(7));
+      },
+      {"not a vtpm-hook export archive"});
   // a key file of another size is no export key
-  expect_error([&] {
-    seal_archive(sample(), ArchiveSecret{ArchiveSecret::Kind::Key, StateKey({1, 2, 3})});
-  }, {"32 bytes"});
+  expect_error(
+      [&] {
+        seal_archive(sample(), ArchiveSecret{ArchiveSecret::Kind::Key, StateKey({1, 2, 3})});
+      },
+      {"32 bytes"});
 }
 
 TEST(StateArchive, CarriesOnlyTheTpmsOwnFilesAndAlwaysItsPermanentState) {
