@@ -676,7 +676,7 @@ t_move() {
     move_hook export export --id prov-move-1 --key-file "$key" --output "$arch"
     ms=$(( $(now_ms) - t0 ))
     [ "$RC" = 0 ] && [ -s "$arch" ] || { why "export: rc $RC: $(head -c 300 "$MERR")"; return 1; }
-    note "FIGURE: export_ms=$ms ($(stat -c %s "$arch") bytes; $(sed 's/^.*\] info: //' "$MERR" | head -c 200))"
+    note "FIGURE: export_ms=$ms ($(stat -c %s "$arch") bytes)"
     grep -qaF "$MOVE_SECRET" "$arch" && { why "the NV secret is readable in the archive"; return 1; }
     # as on another host: the state is gone
     rm -rf "${STATE_ROOT:?}/prov-move-1"
