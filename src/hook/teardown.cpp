@@ -1,3 +1,4 @@
+#include <signal.h>
 #include <spdlog/spdlog.h>
 
 #include <chrono>
@@ -61,8 +62,13 @@ bool remove_managed_state(const std::string& id, const VtpmRecord& v) {
 }  // namespace
 
 void run_hook_by_status(const std::string& state_json, const HookOptions& opts) {
-  const std::string status = parse_oci_state(state_json).status;
+  const OciState state = parse_oci_state(state_json);
+  const std::string& status = state.status;
   if (status == "creating" || status == "created") return run_setup(state_json, opts);
+  // runc runs the prestart/createRuntime hooks of a restore with a stopped state and the
+  // restored process's pid; a poststop hook's state has no pid, or one that is gone.
+  if (status == "stopped" && state.pid && ::kill(*state.pid, 0) == 0)
+    return run_setup(state_json, opts);
   if (status == "stopped") return run_teardown(state_json, opts);
   throw Error("OCI state: \"status\" is \"" + status +
               "\"; the hook runs at creating/created (setup) or stopped (teardown)");

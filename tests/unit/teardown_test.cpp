@@ -238,5 +238,23 @@ TEST(ProcessStartTime, NamesOneProcess) {
   EXPECT_FALSE(process_start_time(pid).has_value());  // reaped: no such process (until reused)
 }
 
+TEST_F(TeardownTest, StoppedStateWithALivePidIsARestoresSetup) {
+  // A poststop state (no pid, or a pid that is gone) tears down: nothing recorded, a warning.
+  const std::string bundle = (base_ / "no-bundle").string();
+  auto state = [&](const std::string& pid) {
+    return R"({"ociVersion": "1.0.2", "id": "c9", "status": "stopped", "bundle": ")" + bundle +
+           "\"" + pid + "}";
+  };
+  EXPECT_NO_THROW(run_hook_by_status(state(""), opts_));
+  const pid_t gone = ::fork();
+  if (gone == 0) ::_exit(0);
+  ::waitpid(gone, nullptr, 0);
+  EXPECT_NO_THROW(run_hook_by_status(state(", \"pid\": " + std::to_string(gone)), opts_));
+  // runc's restore: stopped, with the restored process's pid: setup, which reads the bundle.
+  vtpm::testing::expect_error(
+      [&] { run_hook_by_status(state(", \"pid\": " + std::to_string(::getpid())), opts_); },
+      {bundle});
+}
+
 }  // namespace
 }  // namespace vtpm
