@@ -317,7 +317,6 @@ void run_setup(const std::string& state_json, const HookOptions& opts) {
     if (host.tpmrm)
       nodes.push_back({dev_name("tpmrm", spec.index), *host.tpmrm,
                        "/dev/tpmrm" + std::to_string(host.tpm_num)});
-    const std::string tpm = nodes[first].name;
     // (restore: the checkpoint's /dev is not there yet; see place_after_restore)
     for (size_t n = first; n < nodes.size() && !restore; ++n) {
       place_device_node(pid, config.root_path, nodes[n].name, nodes[n].dev, nodes[n].host_node);
@@ -325,7 +324,7 @@ void run_setup(const std::string& state_json, const HookOptions& opts) {
         remove_device_node(pid, root, name);
       });
     }
-    vr.container_device = "/dev/" + tpm;
+    vr.container_device = "/dev/" + nodes[first].name;
     if (measure_pcr) logs.push_back(cel_log(launch, *measure_pcr, banks));
     granted.push_back(host.tpm);
     if (host.tpmrm) granted.push_back(*host.tpmrm);

@@ -18,6 +18,7 @@
 #include "common/big_endian.h"
 #include "common/error.h"
 #include "common/io_util.h"
+#include "state/state_dir.h"
 #include "state/state_store.h"
 #include "state/swtpm_blob.h"
 
@@ -84,28 +85,16 @@ bool gcm(bool encrypt, const StateKey& key, std::span<const uint8_t> nonce,
   return true;
 }
 
-// The names an archive of a `v` TPM may carry (and the ones write_state_files replaces).
-std::vector<std::string> carried_names(TpmVersion v) {
-  return {state_file_name(v, TPM_PERMANENT_ALL_NAME), state_file_name(v, TPM_VOLATILESTATE_NAME),
-          state_file_name(v, TPM_SAVESTATE_NAME), kEkCertificatesFile};
-}
-
 bool exists(int dir_fd, const std::string& name) {
   struct stat st {};
   return ::fstatat(dir_fd, name.c_str(), &st, AT_SYMLINK_NOFOLLOW) == 0;
 }
 
-// swtpm's header flag 0x01: sealed with a state key. Throws Error for a file that is not a state
-// file at all.
+// Sealed with a state key, or readable without one; an Error for a file that is neither.
 bool sealed_with_state_key(std::span<const uint8_t> file, const std::string& what) {
-  try {
-    (void)unwrap_state_blob(file);
-    return false;
-  } catch (const Error&) {
-    if (file.size() >= 10 && (file[0] == 1 || file[0] == 2) && (get_u16(file, 4) & 0x01))
-      return true;
-    throw Error(what + " is not a TPM state file");
-  }
+  if (state_blob_sealed(file)) return true;
+  with_context(what, [&] { (void)unwrap_state_blob(file); });
+  return false;
 }
 
 }  // namespace
@@ -207,7 +196,7 @@ StateArchive open_archive(std::span<const uint8_t> in, const ArchiveSecret& secr
   } catch (const Error& e) {
     throw Error(std::string("archive payload damaged: ") + e.what());
   }
-  const auto allowed = carried_names(a.version);
+  const auto allowed = tpm_state_files(a.version);
   bool permall = false;
   for (const auto& f : a.files) {
     if (std::find(allowed.begin(), allowed.end(), f.name) == allowed.end())
@@ -226,7 +215,8 @@ StateArchive read_state_files(int dir_fd, const std::string& name) {
                    : name + " holds no TPM state (no permanent state file)");
   StateArchive a;
   a.version = v2 ? TpmVersion::V2 : TpmVersion::V1_2;
-  for (const auto& file : carried_names(a.version)) {
+  const auto names = tpm_state_files(a.version);
+  for (const auto& file : names) {
     struct stat st {};
     const std::string what = name + "/" + file;
     UniqueFd fd = open_regular_file(dir_fd, file, what, st);
@@ -234,15 +224,14 @@ StateArchive read_state_files(int dir_fd, const std::string& name) {
     if (!fd) throw sys_error("open " + what);
     const std::string data = read_all(fd.get(), kMaxArchiveSize, what);
     a.files.push_back({file, std::vector<uint8_t>(data.begin(), data.end())});
-    if (file == carried_names(a.version)[0])
-      a.encrypted_at_rest = sealed_with_state_key(a.files.back().data, what);
+    if (file == names[0]) a.encrypted_at_rest = sealed_with_state_key(a.files.back().data, what);
   }
   return a;
 }
 
 bool holds_tpm_state(int dir_fd) {
   for (auto v : {TpmVersion::V2, TpmVersion::V1_2})
-    for (const auto& file : carried_names(v))
+    for (const auto& file : tpm_state_files(v))
       if (exists(dir_fd, file)) return true;
   return false;
 }
@@ -281,7 +270,7 @@ void write_state_files(int dir_fd, const std::string& name, const StateArchive& 
   // What the archive does not carry is not this TPM's: another family's blobs, an old
   // volatile state, certificates of another EK.
   for (auto v : {TpmVersion::V2, TpmVersion::V1_2})
-    for (const auto& file : carried_names(v))
+    for (const auto& file : tpm_state_files(v))
       if (std::none_of(a.files.begin(), a.files.end(),
                        [&](const ArchiveFile& f) { return f.name == file; }) &&
           ::unlinkat(dir_fd, file.c_str(), 0) != 0 && errno != ENOENT)

@@ -54,16 +54,16 @@ std::string refused(const std::string& path, int err) {
   return "open statePath " + path;
 }
 
-// The TPM's own files: state blobs of either TPM family, their temp files, the lock, the
-// EK certificates.
+// The TPM's own files: state blobs of either TPM family, the EK certificates, their temp
+// files, the lock.
 std::vector<std::string> tpm_file_names() {
-  std::vector<std::string> out = {".lock", kEkCertificatesFile,
-                                  std::string(kEkCertificatesFile) + ".tmp"};
+  std::vector<std::string> out = {".lock"};
   for (auto v : {TpmVersion::V2, TpmVersion::V1_2})
-    for (const char* n : {TPM_PERMANENT_ALL_NAME, TPM_VOLATILESTATE_NAME, TPM_SAVESTATE_NAME}) {
-      out.push_back(state_file_name(v, n));
-      out.push_back(state_file_name(v, n) + ".tmp");
-    }
+    for (const auto& f : tpm_state_files(v))
+      if (std::find(out.begin(), out.end(), f) == out.end()) {
+        out.push_back(f);
+        out.push_back(f + ".tmp");
+      }
   return out;
 }
 
@@ -174,6 +174,11 @@ bool remove_state_dir(const std::string& root, const std::string& path,
 }  // namespace vtpm
 
 namespace vtpm {
+
+std::vector<std::string> tpm_state_files(TpmVersion v) {
+  return {state_file_name(v, TPM_PERMANENT_ALL_NAME), state_file_name(v, TPM_VOLATILESTATE_NAME),
+          state_file_name(v, TPM_SAVESTATE_NAME), kEkCertificatesFile};
+}
 
 std::optional<std::chrono::system_clock::time_point> newest_state_blob_time(int dir_fd) {
   std::optional<std::chrono::system_clock::time_point> newest;

@@ -6,8 +6,10 @@
 #include <chrono>
 #include <optional>
 #include <string>
+#include <vector>
 
 #include "common/credentials.h"
+#include "common/tpm_version.h"
 #include "common/unique_fd.h"
 
 namespace vtpm {
@@ -52,6 +54,10 @@ bool remove_state_dir(const std::string& root, const std::string& path,
 // For gc. The newest modification time of the TPM's state blobs (permall, volatilestate,
 // savestate of either TPM family; not the lock) in an open state dir; nullopt when it has none.
 std::optional<std::chrono::system_clock::time_point> newest_state_blob_time(int dir_fd);
+
+// What makes a `v` TPM, in its state dir: the permanent state first, then the volatile state,
+// the TPM 1.2 savestate and the host's copy of the EK certificates.
+std::vector<std::string> tpm_state_files(TpmVersion v);
 
 // Whether an open directory holds nothing but regular files that remove_state_dir removes.
 bool holds_only_tpm_files(int dir_fd);

@@ -354,6 +354,11 @@ std::vector<uint8_t> unwrap_state_blob(std::span<const uint8_t> file_bytes, cons
   return {data->begin(), data->end()};
 }
 
+bool state_blob_sealed(std::span<const uint8_t> f) {
+  return f.size() >= kHeaderSize && (f[0] == 1 || f[0] == kHeaderVersion) &&
+         (get_u16(f, 4) & kFlagEncrypted);
+}
+
 std::string state_file_name(TpmVersion v, std::string_view libtpms_name) {
   if (libtpms_name.empty() || libtpms_name == "." || libtpms_name == ".." ||
       libtpms_name.find_first_of(std::string_view("/\0", 2)) != std::string_view::npos)

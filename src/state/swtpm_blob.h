@@ -40,6 +40,9 @@ std::vector<uint8_t> wrap_encrypted_state_blob(std::span<const uint8_t> libtpms_
                                                const StateKey& key, std::span<const uint8_t> iv);
 }  // namespace detail
 
+// Whether a state file's blob header says it is sealed with a state key (flag 0x01).
+bool state_blob_sealed(std::span<const uint8_t> file_bytes);
+
 // "tpm2-00.permall" / "tpm-00.volatilestate" ...: swtpm's file name for a libtpms NVRAM name
 // ("permall", "volatilestate", "savestate"). Throws Error for a name that is not a plain file
 // name component.

@@ -167,6 +167,23 @@ TEST_F(StateTransfer, ExportThenImportGivesTheSameFiles) {
   EXPECT_NO_THROW(TpmEngine{store});
 }
 
+TEST_F(StateTransfer, SaysWhetherTheStateIsSealedWithAStateKey) {
+  auto encrypted_at_rest = [&](const std::string& dir) {
+    UniqueFd fd(::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+    return read_state_files(fd.get(), dir).encrypted_at_rest;
+  };
+  EXPECT_FALSE(encrypted_at_rest(opts_.state_root + "/c1"));
+  {
+    StateStore sealed(opts_.state_root + "/s", TpmVersion::V2, true, {},
+                      StateKey(std::vector<uint8_t>(32, 5)));
+    sealed.store(TPM_PERMANENT_ALL_NAME, std::vector<uint8_t>{0, 3, 1});
+  }
+  EXPECT_TRUE(encrypted_at_rest(opts_.state_root + "/s"));
+  // neither: not a state file at all
+  write_text(opts_.state_root + "/s/tpm2-00.permall", "");
+  expect_error([&] { encrypted_at_rest(opts_.state_root + "/s"); }, {"tpm2-00.permall"});
+}
+
 TEST_F(StateTransfer, ARunningTpmIsNotExported) {
   LockHolder running(opts_.state_root + "/c1");
   expect_error([&] { export_state(opts_, xfer("c1", "a.bin"), key_secret()); },
