@@ -448,13 +448,6 @@ tpm2_pcrread -T $CK_T sha256:21 | sed -n 's/.*21 *: *0x//p' > /out/pcr21-3
 head -c 200 /run/vtpm-hook/measurements.cel.json > /out/log3
 echo DONE > /out/done
 sleep 1000"
-ck_wait() {   # ck_wait FILE SECONDS
-    local t0; t0=$(now_ms)
-    while [ ! -s "$1" ]; do
-        [ $(( $(now_ms) - t0 )) -lt $(( $2 * 1000 )) ] || return 1
-        sleep 0.2
-    done
-}
 ck_cycle() {   # ck_cycle N: checkpoint and restore once; RC, notes
     local n=$1 t0
     t0=$(now_ms)
@@ -483,16 +476,16 @@ t_checkpoint() {
     # (stdio on /dev/null: CRIU restores no file of the host's)
     ( cd "$BUNDLE" && timeout 120 runc run -d ck < /dev/null > /dev/null 2>&1 ) ||
         { why "runc run -d failed: $(tail -n 2 "$LOG")"; return 1; }
-    ck_wait "$out/pcr21-1" 90 || { why "the container did not use its TPM: $(tail -n 3 "$LOG")"; return 1; }
+    wait_file "$out/pcr21-1" 90 || { why "the container did not use its TPM: $(tail -n 3 "$LOG")"; return 1; }
     s1=$(cat "$out/s1")
     ck_cycle 1 || return 1
     touch "$out/go1"
-    ck_wait "$out/s2b" 60 || { why "no TPM after restore 1: $(cat "$out/s2" 2>/dev/null)"; return 1; }
+    wait_file "$out/s2b" 60 || { why "no TPM after restore 1: $(cat "$out/s2" 2>/dev/null)"; return 1; }
     s2=$(cat "$out/s2"); s2b=$(cat "$out/s2b")
     [ "$s2" = "$s1" ] || { why "after restore 1 PCR 8 and NV are '$s2', at the checkpoint '$s1'"; return 1; }
     ck_cycle 2 || return 1
     touch "$out/go2"
-    ck_wait "$out/done" 60 || { why "no TPM after restore 2"; return 1; }
+    wait_file "$out/done" 60 || { why "no TPM after restore 2"; return 1; }
     s3=$(cat "$out/s3")
     [ "$s3" = "$s2b ckpt-nv1" ] || { why "after restore 2 PCR 8 and NV are '$s3', at the checkpoint '$s2b ckpt-nv1'"; return 1; }
     [ "$(cat "$out/pcr21-3")" = "$(cat "$out/pcr21-1")" ] || { why "PCR 21 (the launch) changed across restores"; return 1; }
@@ -508,7 +501,7 @@ t_checkpoint() {
         ".mounts += [{\"destination\": \"/out\", \"type\": \"bind\", \"source\": \"$out\", \"options\": [\"rbind\", \"rw\"]}]" || return 1
     CLEANUP+=("runc ck-open")
     ( cd "$BUNDLE" && timeout 120 runc run -d ck-open < /dev/null > /dev/null 2>&1 ) || { why "runc run -d ck-open failed"; return 1; }
-    ck_wait "$out/held" 60 || { why "ck-open did not open its TPM"; return 1; }
+    wait_file "$out/held" 60 || { why "ck-open did not open its TPM"; return 1; }
     if ( cd "$BUNDLE" && timeout 300 runc checkpoint --image-path "$E2E_WORK/ck-img-open" --work-path "$E2E_WORK/ck-work-open" ck-open ) > /dev/null 2>&1; then
         why "a container holding /dev/tpmrm0 open was checkpointed"; return 1
     fi

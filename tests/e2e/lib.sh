@@ -163,6 +163,15 @@ leftovers() {
     printf '%s' "${out%; }"
 }
 
+# wait_file FILE SECONDS: bounded wait until FILE exists and is not empty
+wait_file() {
+    local t0; t0=$(now_ms)
+    while [ ! -s "$1" ]; do
+        [ $(( $(now_ms) - t0 )) -lt $(( $2 * 1000 )) ] || return 1
+        sleep 0.2
+    done
+}
+
 # expect_clean "$id" "what just happened": bounded wait until nothing is left
 expect_clean() {
     local id=$1 ctx=$2 t0 left waited first

@@ -172,13 +172,6 @@ out_mount_jq() {   # a read-write bind mount of host DIR at /out
 policy_with() {   # policy_with NAME JSON: writes $E2E_WORK/NAME.json, sets POLICY
     POLICY=$E2E_WORK/$1.json; write_policy "$POLICY" "$2"
 }
-wait_file() {   # wait_file FILE SECONDS
-    local t0; t0=$(now_ms)
-    until [ -e "$1" ]; do
-        [ $(( $(now_ms) - t0 )) -lt $(( $2 * 1000 )) ] || return 1
-        sleep 0.2
-    done
-}
 wait_gone() {   # wait_gone PID SECONDS
     local t0; t0=$(now_ms)
     while alive "$1"; do

@@ -1,7 +1,7 @@
 #!/bin/bash
 # tests/package/package_test.sh - the Debian package, end to end: scripts/package.sh packs the
 # suite's own build (compile once) as this version and as a higher one (the upgrade), lintian
-# must report no error, then one VM boot installs it with apt and runs package-tests.sh,
+# must report no error on the first, then one VM boot installs it with apt and runs package-tests.sh,
 # cri-tests.sh (a Kubernetes node at containerd's CRI) and the upgrade/remove/purge part.
 #
 #   package_test.sh BUILD_DIR
@@ -22,8 +22,8 @@ rm -rf "$OUT" "$OUT-next"
 t0=$(date +%s)
 deb=$("$ROOT/scripts/package.sh" --prebuilt "$BUILD" --output "$OUT" | tail -n1)
 version=$(dpkg-deb -f "$deb" Version)
-next=$("$ROOT/scripts/package.sh" --prebuilt "$BUILD" --output "$OUT-next" --version "$version+1" | tail -n1)
-echo "FIGURE: package_build_s=$(( $(date +%s) - t0 )) (two packages, lintian on each)"
+next=$("$ROOT/scripts/package.sh" --prebuilt "$BUILD" --output "$OUT-next" --version "$version+1" --no-lintian | tail -n1)
+echo "FIGURE: package_build_s=$(( $(date +%s) - t0 )) (two packages, lintian on the first)"
 echo "# lintian on $(basename "$deb") (every level from info up):"
 sed 's/^/#   /' "$OUT/lintian.txt"
 [ -s "$OUT/lintian.txt" ] || echo "#   (nothing)"
