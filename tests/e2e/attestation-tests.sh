@@ -357,13 +357,8 @@ PODMAN=(podman --root "$PODMAN_M/store" --runroot "$PODMAN_M/runroot" --storage-
 t_measured_podman() { t_measured_podman_body; local rc=$?; timeout 60 "${PODMAN[@]}" rm -af -t 0 > /dev/null 2>&1; return $rc; }
 t_measured_podman_body() {
     local L=$LOG_DIR/podman.log id cfg t0
-    rm -rf "$X" "$PODMAN_M"; mkdir -p "$X" "$PODMAN_M/hooks.d"
-    make_rootfs "$PODMAN_M/rootfs"
-    # the shipped hooks.d file, with the binary and this suite's roots + log file
-    sed "s#@VTPM_HOOK_PATH@#$HOOK#" "$HERE/../../examples/hooks.d/vtpm-hook.json.in" |
-        jq --arg S "$STATE_ROOT" --arg R "$RUN_ROOT" --arg L "$L" \
-           '.hook.args = (.hook.args[0:-1] + ["--state-root", $S, "--run-root", $R, "--log-file", $L] + .hook.args[-1:])' \
-        > "$PODMAN_M/hooks.d/vtpm-hook.json" || { why "cannot make the hooks.d file"; return 1; }
+    rm -rf "$X"; mkdir -p "$X"
+    podman_hooksd "$PODMAN_M" "$L" || return 1
     DIAG+=("$L" "$X/podman.err" "$X/mq-a.out" "$X/mq-b.out" "$X/host.out")
     t0=$(now_ms)
     ( timeout -k 5 "$RUN_TIMEOUT" "${PODMAN[@]}" run -d --name measured --network none --annotation io.vtpm-hook.vtpm=2 \

@@ -163,6 +163,19 @@ leftovers() {
     printf '%s' "${out%; }"
 }
 
+# podman_hooksd DIR LOG: a fresh DIR with rootfs/ and hooks.d/ holding the shipped hooks.d file,
+# with the hook's binary, this suite's roots and LOG as its log file (podman --hooks-dir DIR/hooks.d)
+podman_hooksd() {
+    rm -rf "$1"; mkdir -p "$1/hooks.d"
+    make_rootfs "$1/rootfs"
+    sed "s#@VTPM_HOOK_PATH@#$HOOK#" "$(dirname "${BASH_SOURCE[0]}")/../../examples/hooks.d/vtpm-hook.json.in" |
+        jq --arg S "$STATE_ROOT" --arg R "$RUN_ROOT" --arg L "$2" \
+           '.hook.args = (.hook.args[0:-1] + ["--state-root", $S, "--run-root", $R, "--log-file", $L] + .hook.args[-1:])' \
+        > "$1/hooks.d/vtpm-hook.json" || { why "cannot make the hooks.d file"; return 1; }
+    [ "$(jq -r '.hook.args[-1]' "$1/hooks.d/vtpm-hook.json")" = hook ] ||
+        { why "hooks.d file: last arg is not 'hook': $(jq -c .hook.args "$1/hooks.d/vtpm-hook.json")"; return 1; }
+}
+
 # wait_file FILE SECONDS: bounded wait until FILE exists and is not empty
 wait_file() {
     local t0; t0=$(now_ms)
