@@ -765,7 +765,6 @@ t_podman_ck_body() {
     rm -rf "${STATE_ROOT:?}/${id:?}"
     move_hook pck-import import --id "$id" --key-file "$key" --input "$tarch"
     [ "$RC" = 0 ] || { why "vtpm-hook import: rc $RC: $(head -c 300 "$MERR")"; return 1; }
-    touch "$E2E_WORK/pck.imported"
 
     mv "$L" "$L.ck"; DIAG+=("$L.ck"); t0=$(now_ms)
     timeout 300 "${P[@]}" container restore --import "$arch" < /dev/null > /dev/null 2> "$err" ||
@@ -777,12 +776,13 @@ t_podman_ck_body() {
     s2=$(cat "$out/s2")
     [ "$s2" = "$s1" ] || { why "after the restore PCR 8, NV and the EK are '$s2', at the checkpoint '$s1'"; return 1; }
     note "PCR 8, NV and the ECC EK's public key as at the checkpoint: $s1"
+    touch "$E2E_WORK/pck.used"   # the TPM idle from here until the container ends
 
     timeout 60 "${P[@]}" rm -f -t 0 "$id" > /dev/null 2>&1 || { why "podman rm -f of the restored container"; return 1; }
     SETTLE_TIMEOUT=20 expect_clean "" "podman rm -f of the restored container" || return 1
-    # the restored run saved the TPM when it ended, without a teardown (Shutdown(STATE): its
-    # volatile state is written when the emulator stops, not at its start)
-    [ -n "$(find "$STATE_ROOT/$id" -name 'tpm2-00.volatilestate' -newer "$E2E_WORK/pck.imported")" ] ||
+    # the restored run saved the TPM when it ended, without a teardown (Shutdown(STATE) writes the
+    # permanent state; nothing else used the TPM since pck.used)
+    [ -n "$(find "$STATE_ROOT/$id" -name 'tpm2-00.permall' -newer "$E2E_WORK/pck.used")" ] ||
         { why "the TPM was not saved when the restored container ended: $(ls -l --time-style=+%T "$STATE_ROOT/$id" | tr '\n' ';')"; return 1; }
     # podman 4.3 (Debian 12) imports no hooks.d poststop: the record is all that is left, and gc
     # finds it stale (once older than --unused-for; 0 here, listed only)
