@@ -84,7 +84,9 @@ t_podman_body() {
     podman_hooksd "$W" "$L" || return 1
     out=$W/out; err=$W/err
     DIAG+=("$L" "$out" "$err")
-    local run_args=(run --rm --network none --annotation io.vtpm-hook.vtpm=2 -v /usr:/usr:ro -v /etc:/etc:ro --rootfs "$W/rootfs")
+    # (--rootfs last: its path is the first argument, the command follows)
+    local base_args=(--network none -v /usr:/usr:ro -v /etc:/etc:ro --rootfs "$W/rootfs")
+    local run_args=(run --rm --annotation io.vtpm-hook.vtpm=2 "${base_args[@]}")
     local script='for d in /dev/tpm0 /dev/tpmrm0; do
   if [ -c $d ]; then echo "DEV $d c $(stat -c %t:%T $d)"; else echo "NODEV $d"; fi; done
 r=$(tpm2_getrandom -T device:/dev/tpmrm0 --hex 8) || { echo "getrandom failed rc=$?"; exit 3; }
@@ -109,7 +111,7 @@ echo "RANDOM $r"'
 
     # without the annotation: hooks.d does not match, no TPM, no hook run
     mv "$L" "$L.annotated"; DIAG+=("$L.annotated")
-    run_args=(run --rm --network none -v /usr:/usr:ro -v /etc:/etc:ro --rootfs "$W/rootfs")
+    run_args=(run --rm "${base_args[@]}")
     ( timeout -k 5 "$RUN_TIMEOUT" "${PODMAN[@]}" "${run_args[@]}" /bin/sh -c "$script" < /dev/null > "$out" 2> "$err" ) 2> /dev/null
     rc=$?
     case $rc in 124|137) why "podman run (no annotation) did not finish within ${RUN_TIMEOUT}s"; return 1 ;; esac
@@ -716,7 +718,7 @@ t_move() {
 # ---------------------------------------------------------------- podman checkpoint --export / restore --import
 # The procedure of docs/integration.md: a podman container (hooks.d, runc) uses its TPM;
 # `podman container checkpoint --export` (podman's cleanup runs the hooks.d poststop: the TPM is
-# saved with its volatile state); `vtpm-hook export` beside podman's archive; the container and
+# saved with Shutdown(STATE)); `vtpm-hook export` beside podman's archive; the container and
 # its TPM state gone as on another host; `vtpm-hook import` under the same id, then `podman
 # container restore --import`: the same TPM answers, PCR 8 and NV as at the checkpoint, the same
 # EK. Podman 4.3 keeps no hooks.d poststop for an imported container: the emulator ends with the
@@ -736,14 +738,14 @@ PODMAN_CK=("${PODMAN[@]}" --runtime runc)   # crun runs no hook at a restore
 t_podman_ck() { t_podman_ck_body; local rc=$?; timeout 60 "${PODMAN_CK[@]}" rm -af -t 0 > /dev/null 2>&1; return $rc; }
 t_podman_ck_body() {
     local L=$LOG_DIR/podman-ck.log out=$E2E_WORK/pck-out arch=$E2E_WORK/pck.tar key=$E2E_WORK/pck.key
-    local tarch=$E2E_WORK/pck.vtpm err=$E2E_WORK/pck.err id t0 s1 s2 P=("${PODMAN_CK[@]}")
+    local tarch=$E2E_WORK/pck.vtpm err=$E2E_WORK/pck.err id t0 s1 s2
     podman_hooksd "$PODMAN_W" "$L" || return 1
     rm -rf "$out"; mkdir -p "$out"; DIAG+=("$L" "$err")
     head -c 32 /dev/urandom > "$key"; chmod 600 "$key"
     # an image (podman restores --import only containers of one): the rootfs skeleton
-    tar -C "$PODMAN_W/rootfs" -c . | timeout 120 "${P[@]}" import -q - localhost/vtpm-skel:1 > /dev/null 2> "$err" ||
+    tar -C "$PODMAN_W/rootfs" -c . | timeout 120 "${PODMAN_CK[@]}" import -q - localhost/vtpm-skel:1 > /dev/null 2> "$err" ||
         { why "podman import: $(tail -n 2 "$err")"; return 1; }
-    id=$(timeout 120 "${P[@]}" run -d --network none --annotation io.vtpm-hook.vtpm=2 -v /usr:/usr:ro -v /etc:/etc:ro \
+    id=$(timeout 120 "${PODMAN_CK[@]}" run -d --network none --annotation io.vtpm-hook.vtpm=2 -v /usr:/usr:ro -v /etc:/etc:ro \
          -v "$out:/out" localhost/vtpm-skel:1 /bin/sh -c "$PCK_SCRIPT" < /dev/null 2> "$err") ||
         { why "podman run -d: $(tail -n 2 "$err")"; return 1; }
     wait_file "$out/s1" 90 || { why "the container did not use its TPM: $(tail -n 2 "$L")"; return 1; }
@@ -751,7 +753,7 @@ t_podman_ck_body() {
     [[ $s1 =~ ^[0-9A-F]{64}\ pck-nv-1\ EK\ [0-9a-f]{16}$ ]] || { why "the container's TPM state reads '$s1'"; return 1; }
 
     t0=$(now_ms)
-    timeout 300 "${P[@]}" container checkpoint --export "$arch" "$id" > /dev/null 2> "$err" ||
+    timeout 300 "${PODMAN_CK[@]}" container checkpoint --export "$arch" "$id" > /dev/null 2> "$err" ||
         { why "podman container checkpoint --export: $(tail -n 2 "$err")"; return 1; }
     note "FIGURE: podman_checkpoint_export_ms=$(( $(now_ms) - t0 )) ($(stat -c %s "$arch") bytes)"
     expect_clean "$id" "podman container checkpoint (the poststop hook ran)" || return 1
@@ -760,14 +762,14 @@ t_podman_ck_body() {
     [ "$RC" = 0 ] || { why "vtpm-hook export: rc $RC: $(head -c 300 "$MERR")"; return 1; }
     note "FIGURE: podman_tpm_export_ms=$(( $(now_ms) - t0 ))"
     # "another host": neither the container nor its TPM state is here any more
-    timeout 60 "${P[@]}" rm "$id" > /dev/null 2>&1 || { why "podman rm of the checkpointed container"; return 1; }
+    timeout 60 "${PODMAN_CK[@]}" rm "$id" > /dev/null 2>&1 || { why "podman rm of the checkpointed container"; return 1; }
     [ -d "$STATE_ROOT/${id:?}" ] || { why "no state dir $STATE_ROOT/$id to wipe"; return 1; }
     rm -rf "${STATE_ROOT:?}/${id:?}"
     move_hook pck-import import --id "$id" --key-file "$key" --input "$tarch"
     [ "$RC" = 0 ] || { why "vtpm-hook import: rc $RC: $(head -c 300 "$MERR")"; return 1; }
 
     mv "$L" "$L.ck"; DIAG+=("$L.ck"); t0=$(now_ms)
-    timeout 300 "${P[@]}" container restore --import "$arch" < /dev/null > /dev/null 2> "$err" ||
+    timeout 300 "${PODMAN_CK[@]}" container restore --import "$arch" < /dev/null > /dev/null 2> "$err" ||
         { why "podman container restore --import: $(tail -n 2 "$err")"; return 1; }
     note "FIGURE: podman_restore_import_ms=$(( $(now_ms) - t0 ))"
     grep -q "container $id is being restored from a checkpoint" "$L" || { why "the hook did not see the restore: $(tail -n 2 "$L")"; return 1; }
@@ -778,7 +780,7 @@ t_podman_ck_body() {
     note "PCR 8, NV and the ECC EK's public key as at the checkpoint: $s1"
     touch "$E2E_WORK/pck.used"   # the TPM idle from here until the container ends
 
-    timeout 60 "${P[@]}" rm -f -t 0 "$id" > /dev/null 2>&1 || { why "podman rm -f of the restored container"; return 1; }
+    timeout 60 "${PODMAN_CK[@]}" rm -f -t 0 "$id" > /dev/null 2>&1 || { why "podman rm -f of the restored container"; return 1; }
     SETTLE_TIMEOUT=20 expect_clean "" "podman rm -f of the restored container" || return 1
     # the restored run saved the TPM when it ended, without a teardown (Shutdown(STATE) writes the
     # permanent state; nothing else used the TPM since pck.used)
