@@ -13,6 +13,12 @@
 
 namespace vtpm {
 
+Pipe make_pipe() {
+  int p[2];
+  if (::pipe2(p, O_CLOEXEC) != 0) throw sys_error("pipe");
+  return {UniqueFd(p[0]), UniqueFd(p[1])};
+}
+
 std::string read_all(int fd, size_t max_size, const std::string& what) {
   std::string out;
   char buf[65536];

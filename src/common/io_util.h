@@ -50,6 +50,12 @@ UniqueFd open_regular_file(int dir_fd, const std::string& path, const std::strin
 bool same_file(const std::string& a, const std::string& b);
 
 // Passes one file descriptor over a unix socket (SCM_RIGHTS), and takes one (close-on-exec).
+// pipe2(O_CLOEXEC). Throws Error.
+struct Pipe {
+  UniqueFd read, write;
+};
+Pipe make_pipe();
+
 void send_fd(int sock, int fd);
 UniqueFd receive_fd(int sock);
 

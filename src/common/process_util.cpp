@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "common/error.h"
+#include "common/io_util.h"
 
 namespace vtpm {
 
@@ -87,9 +88,7 @@ std::optional<unsigned long long> process_start_time(pid_t pid) {
 }
 
 void run_in_child(const std::function<void()>& body, const std::string& what) {
-  int pfd[2];
-  if (::pipe2(pfd, O_CLOEXEC) != 0) throw sys_error("pipe");
-  UniqueFd rd(pfd[0]), wr(pfd[1]);
+  auto [rd, wr] = make_pipe();
   const pid_t pid = ::fork();
   if (pid < 0) throw sys_error("fork");
   if (pid == 0) {

@@ -26,6 +26,7 @@
 #include "tpm/command_handler.h"
 #include "tpm/measure.h"
 #include "tpm/provision.h"
+#include "tpm/self_test.h"
 #include "tpm/tpm_engine.h"
 #include "tpm/tpm_proto.h"
 
@@ -129,19 +130,32 @@ std::string receive_message(int fd) {
   }
 }
 
-// Serves the TPM until the container is gone or told to stop, then saves it. The proxy fd ends
-// up in `server` (the device number stays taken while it is open).
-void run_tpm(const EmulatorOptions& opts, UniqueFd dir_fd, int sock, int container_pidfd, int sig,
-             UniqueFd& server) {
+// The algorithms libtpms never tested in this run, as TPM_ALG_ID numbers (the self-test on
+// demand's saving: docs/benchmarks.md).
+std::string untested_list(const DeferredSelfTest::Backend& backend) {
+  std::string out;
+  for (const uint16_t alg : untested_algorithms(backend))
+    out += fmt::format("{}0x{:04x}", out.empty() ? "" : ",", alg);
+  return out.empty() ? "none" : out;
+}
+
+// Serves the TPM until the container is gone or told to stop, then saves it.
+void run_tpm(const EmulatorOptions& opts, UniqueFd dir_fd, int sock, int container_pidfd, int sig) {
   const StateStore store =
       open_confined_state(std::move(dir_fd), opts.state_path, opts.version, opts.key, opts.run_as);
   TpmEngine engine(store);
   // (a resumed TPM has its banks: allocating them would need a Startup(CLEAR))
   if (!opts.pcr_banks.empty() && !opts.resume) apply_pcr_banks(engine, opts.pcr_banks);
   // The kernel times each command it sends while registering the device: have the TPM
-  // started and self-tested before the device exists, so it answers at once on a busy host.
-  power_on(engine, opts.close_platform, opts.resume);
-  spdlog::debug("TPM started and self-tested");
+  // started (and, unless on demand, self-tested) before the device exists, so it answers at
+  // once on a busy host.
+  const bool on_demand = opts.self_test_on_demand && engine.version() == TpmVersion::V2;
+  power_on(engine, opts.close_platform, opts.resume, /*full_self_test=*/!on_demand);
+  const DeferredSelfTest::Backend tpm = [&](std::span<const uint8_t> c) {
+    return engine.process(c);
+  };
+  DeferredSelfTest self_test(tpm);
+  spdlog::debug("TPM started{}", on_demand ? "; self-test on demand" : " and self-tested");
   std::string loaded = kLoaded;
   if (const auto& m = opts.measurement) {
     // Before the device exists: no command of the workload's can come between these.
@@ -150,14 +164,25 @@ void run_tpm(const EmulatorOptions& opts, UniqueFd dir_fd, int sock, int contain
     spdlog::debug("launch measured into PCR {}", m->pcr);
   }
   send_to_parent(sock, loaded);
-  server = receive_fd(sock);
-  CommandHandler handler(
-      engine.version(), [&](std::span<const uint8_t> c) { return engine.process(c); },
-      workload_locality_sink(engine), /*accept_vendor=*/true);  // always locality 0
+  UniqueFd server = receive_fd(sock);
+  CommandHandler handler(engine.version(),
+                         on_demand ? DeferredSelfTest::Backend([&](std::span<const uint8_t> c) {
+                           return self_test.process(c);
+                         })
+                                   : tpm,
+                         workload_locality_sink(engine),
+                         /*accept_vendor=*/true);  // always locality 0
   send_to_parent(sock, kReady);
   spdlog::info("serving TPM {} from {}", to_string(engine.version()), store.dir());
   const StopReason why = serve_proxy(server.get(), container_pidfd, sig, handler);
   spdlog::info("stopping: {}", to_string(why));
+  // Never a proxy fd that nobody reads: a command on it (the host's hwrng reads every vTPM,
+  // also inside another vTPM's removal) would wait for its time-out, up to minutes. From here
+  // the keeper answers the device, or, without one, the device goes with the hook's copy.
+  server.reset();
+  if (opts.handoff_pipe >= 0) (void)::close(opts.handoff_pipe);
+  if (on_demand && spdlog::should_log(spdlog::level::debug))
+    spdlog::debug("algorithms never tested in this run: {}", untested_list(tpm));
   save_state(engine);
 }  // the engine and then the store (its lock) go: the state is free for a restart
 
@@ -187,7 +212,7 @@ void detach_from_hook(const char* name, const std::set<int>& keep) {
 [[noreturn]] void keeper_main(std::vector<KeptDevice> devs, const CgroupWatch& cgroup,
                               const KeeperOptions& opts, int ready_fd) {
   std::set<int> keep = {ready_fd};
-  for (const auto& d : devs) keep.insert({d.server_fd, d.emulator_pidfd, d.log_fd});
+  for (const auto& d : devs) keep.insert({d.server_fd, d.emulator_pidfd, d.log_fd, d.handoff_fd});
   for (int fd : cgroup.fds()) keep.insert(fd);
   detach_from_hook("vtpm-keep", keep);
   try {
@@ -216,7 +241,8 @@ void detach_from_hook(const char* name, const std::set<int>& keep) {
 [[noreturn]] void emulator_main(const EmulatorOptions& opts, UniqueFd dir_fd, int sock,
                                 int container_pidfd) {
   std::set<int> keep = {sock, dir_fd.get(), container_pidfd};
-  if (opts.log_pipe >= 0) keep.insert(opts.log_pipe);
+  for (int fd : {opts.log_pipe, opts.handoff_pipe})
+    if (fd >= 0) keep.insert(fd);
   detach_from_hook("vtpm-emu", keep);
   try {
     const std::string tag = "vtpm-emu/" + opts.container_id + "/" + std::to_string(opts.index);
@@ -225,8 +251,7 @@ void detach_from_hook(const char* name, const std::set<int>& keep) {
     else
       init_emulator_logging(opts.log_level, opts.log_file, tag);
     const UniqueFd sig = open_stop_signalfd();
-    UniqueFd server;
-    run_tpm(opts, std::move(dir_fd), sock, container_pidfd, sig.get(), server);
+    run_tpm(opts, std::move(dir_fd), sock, container_pidfd, sig.get());
     // The state is saved and released; the container's keeper (if any) holds the device number.
   } catch (const std::exception& e) {
     finish_child(sock, &e);
@@ -296,9 +321,7 @@ SpawnedEmulator spawn_emulator(const EmulatorOptions& opts, UniqueFd dir_fd, int
 
 void spawn_keeper(std::vector<KeptDevice> devs, const CgroupWatch& cgroup,
                   const KeeperOptions& opts) {
-  int pfd[2];
-  if (::pipe2(pfd, O_CLOEXEC) != 0) throw sys_error("pipe");
-  UniqueFd rd(pfd[0]), wr(pfd[1]);
+  auto [rd, wr] = make_pipe();
   spdlog::default_logger()->flush();
   const pid_t pid = ::fork();
   if (pid < 0) throw sys_error("fork keeper");

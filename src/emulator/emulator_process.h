@@ -44,7 +44,12 @@ struct EmulatorOptions {
   std::optional<StateKey> key;        // this TPM's key only, read by the hook
   std::string vtpmx = "/dev/vtpmx";
   std::optional<LaunchMeasurement> measurement = {};
-  bool resume = false;  // Startup(STATE): the container is restored from a checkpoint
+  bool resume = false;              // Startup(STATE): the container is restored from a checkpoint
+  bool self_test_on_demand = true;  // TPM 2: see tpm/self_test.h; false: the full test first
+  // Write end of a pipe its keeper watches: closed once the emulator no longer reads its proxy
+  // fd (before it saves the state), so that the keeper answers the device's commands from then
+  // on. -1: no keeper.
+  int handoff_pipe = -1;
 };
 
 // What an emulator (or the provisioning child) does before libtpms reads a byte of the

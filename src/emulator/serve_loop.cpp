@@ -152,6 +152,7 @@ void keep_devices(std::span<KeptDevice> devs, int signal_fd, const CgroupWatch& 
         fds.push_back({d.device_open ? d.server_fd : -1, POLLIN, 0});
     }
     for (const auto& d : devs) fds.push_back({d.log_fd, POLLIN, 0});
+    for (const auto& d : devs) fds.push_back({d.emulator_gone ? -1 : d.handoff_fd, POLLIN, 0});
     // v1 cannot notify: look again every second
     if (::poll(fds.data(), fds.size(), cgroup.notifies() ? -1 : 1000) < 0) {
       if (errno == EINTR) continue;
@@ -162,6 +163,11 @@ void keep_devices(std::span<KeptDevice> devs, int signal_fd, const CgroupWatch& 
       if (fds[2 + n + i].revents) relay_log(devs[i], static_cast<unsigned>(i));
     for (size_t i = 0; i < n; ++i) {
       auto& d = devs[i];
+      if (!d.emulator_gone && fds[2 + 2 * n + i].revents) {
+        d.emulator_gone = true;  // it saves its state now: its commands are ours to fail
+        spdlog::info("emulator of device {} handed it over; failing its commands", i);
+        continue;
+      }
       const short rev = fds[i + 2].revents;
       if (!rev) continue;
       if (!d.emulator_gone) {

@@ -27,6 +27,9 @@ struct KeptDevice {
   int emulator_pidfd = -1;  // readable once the emulator has exited
   TpmVersion version = TpmVersion::V2;
   int log_fd = -1;  // read end of its emulator's log pipe, relayed to the keeper's log; -1: none
+  // Read end of its emulator's handoff pipe: hangs up once the emulator no longer reads the
+  // device (it then saves its state; see EmulatorOptions::handoff_pipe); -1: none
+  int handoff_fd = -1;
   bool emulator_gone = false;
   bool device_open = true;
   std::string log_partial{};  // a line not ended yet
@@ -39,9 +42,11 @@ inline constexpr size_t kMaxRelayedLog = size_t{1} << 20;
 
 // The keeper's loop: holds every server fd, so that the kernel cannot give a device number to
 // another TPM while a process of the container can still open its node, until the container's
-// cgroup is empty. Once a device's emulator is gone (done, crashed or killed), answers that
-// device's commands with failures. Signals are logged and ignored. Relays the emulators' log
-// lines meanwhile (see relay_log), and for at most `drain` after the cgroup is empty.
+// cgroup is empty. Once a device's emulator is gone (it handed the device over, or it exited,
+// crashed or was killed), answers that device's commands with failures. An emulator that runs
+// an attacker's code and hands over early only has its own TPM's commands failed. Signals are
+// logged and ignored. Relays the emulators' log lines meanwhile (see relay_log), and for at most
+// `drain` after the cgroup is empty.
 void keep_devices(std::span<KeptDevice> devs, int signal_fd, const CgroupWatch& cgroup,
                   std::chrono::milliseconds drain = std::chrono::seconds(2));
 

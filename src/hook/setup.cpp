@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "common/error.h"
+#include "common/io_util.h"
 #include "common/logging.h"
 #include "common/process_util.h"
 #include "container/container_dev.h"
@@ -251,6 +252,7 @@ void run_setup(const std::string& state_json, const HookOptions& opts) {
   std::vector<DevNum> granted;
   std::vector<UniqueFd> server_fds;  // closed (the devices gone) unless the keeper took them
   std::vector<UniqueFd> log_pipes;   // read ends of the emulators' log pipes, for the keeper
+  std::vector<UniqueFd> handoffs;    // read ends of the emulators' handoff pipes, for the keeper
   std::vector<std::string> logs;     // each vTPM's launch measurement, as its emulator made it
   std::vector<ContainerNode> nodes;  // what the container's /dev gets
   for (const auto& spec : specs) {
@@ -276,6 +278,7 @@ void run_setup(const std::string& state_json, const HookOptions& opts) {
                        opts.log_level,     opts.log_file,        -1,
                        run_as[spec.index], load_state_key(spec), opts.vtpmx};
     eo.resume = restore;
+    eo.self_test_on_demand = defaults.policy.self_test_on_demand;
     if (measure_pcr)
       eo.measurement = LaunchMeasurement{
           *measure_pcr, [&] {
@@ -285,20 +288,26 @@ void run_setup(const std::string& state_json, const HookOptions& opts) {
             for (const auto& e : launch) d.push_back(e.digests);
             return d;
           }};
-    // With a keeper, the emulator logs through it: it holds no host file.
-    UniqueFd log_wr;
+    // With a keeper, the emulator logs through it (it holds no host file) and hands the device
+    // over to it before it saves the state. Only the emulator holds the write ends.
+    UniqueFd log_wr, handoff_wr;
     if (cgroup) {
-      int p[2];
-      if (::pipe2(p, O_CLOEXEC) != 0) throw sys_error("pipe");
-      log_pipes.emplace_back(p[0]);
-      log_wr.reset(p[1]);
-      if (::fcntl(p[1], F_SETFL, O_NONBLOCK) != 0) throw sys_error("fcntl O_NONBLOCK");
-      eo.log_pipe = p[1];
+      Pipe log_pipe = make_pipe();
+      if (::fcntl(log_pipe.write.get(), F_SETFL, O_NONBLOCK) != 0)
+        throw sys_error("fcntl O_NONBLOCK");
+      eo.log_pipe = log_pipe.write.get();
+      log_pipes.push_back(std::move(log_pipe.read));
+      log_wr = std::move(log_pipe.write);
+      Pipe handoff = make_pipe();
+      eo.handoff_pipe = handoff.write.get();
+      handoffs.push_back(std::move(handoff.read));
+      handoff_wr = std::move(handoff.write);
     }
     spdlog::debug("starting the emulator for {}", spec.state_path);
     auto [emu, tpm_num, server_fd, banks] =
         spawn_emulator(eo, std::move(dir.fd), container_pidfd.get());
     log_wr.reset();
+    handoff_wr.reset();
     eo.key.reset();  // wiped: the next emulator must not inherit this TPM's key
     emulators.push_back(std::move(emu));
     server_fds.push_back(std::move(server_fd));
@@ -353,7 +362,8 @@ void run_setup(const std::string& state_json, const HookOptions& opts) {
       kept.push_back({.server_fd = server_fds[i].get(),
                       .emulator_pidfd = emulators[i].pidfd(),
                       .version = specs[i].version,
-                      .log_fd = log_pipes[i].get()});
+                      .log_fd = log_pipes[i].get(),
+                      .handoff_fd = handoffs[i].get()});
     spawn_keeper(std::move(kept), *cgroup,
                  {state.id, opts.log_level, opts.log_file, empty_dir(opts.run_root), emu_user});
   }

@@ -145,6 +145,11 @@ Policy parse_policy(std::string_view json_text, const std::string& what) {
       else if (!image_auto)
         throw Error(what + ": \"measurementImage\" must be \"auto\", \"none\", " +
                     "\"containerd\" or \"cri-o\"");
+    } else if (k == "selfTest") {
+      const std::string s = v.is_string() ? v.get<std::string>() : "";
+      if (s != "onDemand" && s != "powerOn")
+        throw Error(what + ": \"selfTest\" must be \"onDemand\" or \"powerOn\"");
+      p.self_test_on_demand = s == "onDemand";
     } else if (k == "runtime") {
       if (!v.is_string()) throw Error(what + ": \"runtime\" is not a string");
       p.runtime = normal_path(v.get<std::string>(), what + ": \"runtime\"");

@@ -63,6 +63,10 @@ struct Policy {
   // default) is the engine of kubernetesIdentity, none without it: with podman or runc, the
   // workload's author writes annotations himself, and they are no engine's statement.
   ImageSource measurement_image = ImageSource::None;
+  // selfTest: "onDemand" (the default) answers the kernel's start-up TPM2_SelfTest(NO) with
+  // TPM_RC_TESTING and lets libtpms test each algorithm before its first use (the rest when a
+  // workload asks); "powerOn" runs the full test before the device exists, as swtpm does.
+  bool self_test_on_demand = true;
 };
 
 // What the hook keeps for itself, out of every annotation's reach: the state root (every

@@ -55,8 +55,10 @@ std::vector<EkCertificate> provision_new_tpm(const StateStore& store,
 // what the kernel would otherwise do, under its per-command timeouts, while registering.
 // TPM 2 with close_platform: then the platform hierarchy is disabled, as firmware closes it.
 // resume: Startup(STATE) instead (a container restored from a checkpoint), CLEAR where the
-// state holds nothing to resume (logged).
-void power_on(TpmEngine& engine, bool close_platform, bool resume = false);
+// state holds nothing to resume (logged). TPM 2 without full_self_test: no self-test here
+// (the self-test on demand, tpm/self_test.h).
+void power_on(TpmEngine& engine, bool close_platform, bool resume = false,
+              bool full_self_test = true);
 
 // TPM 2, started: what firmware does before an OS runs (phEnable = NO until the next Startup).
 void close_platform_hierarchy(TpmEngine& engine);

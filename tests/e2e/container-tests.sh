@@ -303,11 +303,12 @@ tpm2_nvwrite -T device:/dev/tpmrm0 0x1500018 -C o -i /tmp/d
 tpm2_nvread -T device:/dev/tpmrm0 0x1500018 -C o -s $(wc -c < /tmp/d) -o /tmp/r
 echo "NV $(cat /tmp/r)"
 echo MANY-OK'
+# t_many [MODE_LINE]: each emulator logged MODE_LINE as it started (the self-test mode).
 t_many() {
-    local i rt id ids=() rts=() pids=() t0 ms rc n bad="" r dup
+    local mode=${1:-TPM started; self-test on demand} i rt id ids=() rts=() pids=() t0 ms rc n bad="" r dup
     for i in $(seq -w 1 "$MANY"); do
         rt=runc; (( 10#$i % 2 == 0 )) && rt=crun
-        id=e2e-many-$i
+        id=e2e-many${POLICY:+p}-$i
         make_bundle "$rt" "$id" "" "$MANY_SCRIPT" || return 1
         ids+=("$id"); rts+=("$rt"); CLEANUP+=("$rt $id")
     done
@@ -340,6 +341,8 @@ t_many() {
     [ "$n" = "$MANY" ] || { why "$n live vtpm-emu processes after $MANY creates"; return 1; }
     n=$(run_records | grep -v '^measurements/' | grep -c .)
     [ "$n" = "$MANY" ] || { why "$n run records after $MANY creates"; return 1; }
+    n=$(for id in "${ids[@]}"; do grep -l -F "$mode" "$LOG_DIR/$id.log"; done | wc -l)
+    [ "$n" = "$MANY" ] || { why "$n of $MANY emulators logged '$mode'"; return 1; }
     # start them all, wait for all to stop
     t0=$(now_ms); pids=()
     for i in "${!ids[@]}"; do
@@ -373,6 +376,13 @@ t_many() {
     [ -z "$(run_records)" ] || { why "run records left: $(run_records | tr '\n' ' ')"; return 1; }
     ms=$(for id in "${ids[@]}"; do grep -ho 'setup took [0-9]* ms' "$LOG_DIR/$id.log"; done | awk '{print $3}' | median)
     note "FIGURE: many_setup_ms $ms (hook's own time per container, under contention)"
+    [[ $mode == *"on demand"* ]] || return 0
+    # Their workload uses no RSA: on demand, no emulator ran the RSA tests (RSASSA, 0x0014,
+    # still untested when it stopped; the line comes through the keeper, so one may be cut off).
+    r=$(for id in "${ids[@]}"; do grep -h 'never tested in this run' "$LOG_DIR/$id.log"; done)
+    n=$(grep -c . <<< "$r"); dup=$(grep -vc '0x0014' <<< "$r")
+    note "$n emulators logged their untested algorithms at stop, $dup of them had run RSASSA's test; one: $(head -n 1 <<< "$r" | sed 's/.*: //')"
+    [ "$n" -gt 0 ] && [ "$dup" = 0 ] || { why "$n emulators logged their untested algorithms, $dup ran RSASSA's test"; return 1; }
 }
 
 # ---------------------------------------------------------------- crash leftovers
@@ -529,6 +539,12 @@ for rt in runc crun; do run_if "$rt-device-deny" t_devdeny "$rt"; done
 for rt in runc crun; do run_if "$rt-userns" t_userns "$rt"; done
 for rt in runc crun; do run_if "$rt-two-vtpms" t_multi "$rt"; done
 run_if "many-$MANY-concurrent" t_many
+# the same with the full self-test at power-on (the administrator's selfTest "powerOn")
+t_many_power_on() {
+    write_policy "$E2E_WORK/power-on.json" '{"selfTest": "powerOn"}' || return 1
+    POLICY=$E2E_WORK/power-on.json t_many "TPM started and self-tested"
+}
+run_if "many-$MANY-concurrent-power-on" t_many_power_on
 for rt in runc crun; do run_if "$rt-crash-leftovers" t_crash "$rt"; done
 run_if runc-checkpoint-restore  t_checkpoint
 

@@ -30,6 +30,8 @@
 #                     then a late write (the answer held by ptrace until the kernel has given
 #                     up and queued the next command: EIO); answers of the right size after
 #                     both, the emulator alive, the state intact after a restart
+#  9b exit-window     the container ends while its emulator's save is held (state on a frozen
+#                     fs): the chip goes at once (the keeper took it over), no kernel time-out
 # 10 hook-sigkill     the hook SIGKILLed during setup, KILL_ROUNDS rounds: in turn at a random
 #                     point, during the emulator's start, as the run record is written; at
 #                     least one round of each of the last two; a killed setup's record is
@@ -778,6 +780,53 @@ tpm2_nvread -T $T $NV_STOP -C o -s 16 -o /tmp/r && echo \"NV \$(cat /tmp/r)\"" |
     grep -qx "NV $secret" "$BUNDLE/out" || FAILS+=("after the restart the NV index reads '$(grep -m1 '^NV' "$BUNDLE/out")', written '$secret'")
     verdict
 }
+# ---------------------------------------------------------------- 9b. an emulator saving its state
+# A container ends; its emulator stops reading the device and saves the state, which can take
+# long on a loaded host: here it is held in that save (the state on an ext4 that fsfreeze
+# holds). The device must not outlive the emulator's reading: a command on a proxy fd nobody
+# reads waits for its time-out (2 s to 5 min) with the chip's locks held, and every vTPM is a
+# host hwrng, so the kernel reads it inside another vTPM's removal (the "device outlived its
+# emulator" of the self-test on demand). The emulator hands the device to the keeper before it
+# saves; the keeper ends with the cgroup, and the chip goes while the save is still held.
+t_exit_window() {
+    local rt=$1 id=sec-exitwin-$1 out=$E2E_WORK/exitwin-$1 mnt=$E2E_WORK/exitwin-$1/mnt rc t0
+    rm -rf "$out"; mkdir -p "$mnt"
+    modprobe -q loop 2> /dev/null; modprobe -q ext4 2> /dev/null
+    truncate -s 64M "$out/fs.img" && mkfs.ext4 -q -F "$out/fs.img" > /dev/null 2>&1 &&
+        mount -o loop "$out/fs.img" "$mnt" || { why "cannot mount an ext4 image (loop, ext4)"; return 1; }
+    exit_window_steps "$rt" "$id" "$out" "$mnt"; rc=$?
+    fsfreeze -u "$mnt" 2> /dev/null
+    t0=$(now_ms)   # the held save finishes once the fs thaws
+    while [ -n "$(live_emulators)" ] && [ $(( $(now_ms) - t0 )) -lt 30000 ]; do sleep 0.2; done
+    timeout 60 "$rt" delete -f "$id" > /dev/null 2>&1
+    [ $rc = 0 ] && check expect_clean "$id" "the save finished"
+    [ $rc = 0 ] && { [ -s "$mnt/$id/tpm2-00.permall" ] || FAILS+=("no state saved: $(ls "$mnt/$id" 2>&1 | tr '\n' ' ')"); }
+    umount "$mnt" 2> /dev/null || umount -l "$mnt"
+    [ $rc = 0 ] || return 1
+    verdict
+}
+exit_window_steps() {
+    local rt=$1 id=$2 out=$3 mnt=$4 chip emu n0 t0 gone
+    [ -z "$(tpm_chips)" ] || { why "chips left from before: $(tpm_chips)"; return 1; }
+    STATE_ROOT=$mnt make_bundle "$rt" "$id" "" "exec sleep 600" || return 1
+    CLEANUP+=("$rt $id"); DIAG+=("$BUNDLE/err" "$LOG")
+    ( timeout -k 5 "$RUN_TIMEOUT" "$rt" run -d --bundle "$BUNDLE" "$id" < /dev/null > "$BUNDLE/out" 2> "$BUNDLE/err" ) 2> /dev/null ||
+        { why "'$rt run -d' failed: $(tail -n 2 "$BUNDLE/err" | tr '\n' ' ')"; return 1; }
+    chip=$(tpm_chips); emu=$(live_emulators)
+    [ -n "$chip" ] && [ "$(wc -w <<< "$emu")" = 1 ] || { why "wanted one chip and emulator: '$chip', '$emu'"; return 1; }
+    sync; fsfreeze -f "$mnt" || { why "fsfreeze failed"; return 1; }
+    n0=$(dmesg | wc -l); t0=$(now_ms)
+    timeout 30 "$rt" kill "$id" KILL > /dev/null 2>&1
+    while [ -e "/sys/class/tpm/$chip" ] && [ $(( $(now_ms) - t0 )) -lt 30000 ]; do sleep 0.05; done
+    gone=$(( $(now_ms) - t0 ))
+    note "container killed, its emulator held in its save: $chip gone after $gone ms; emulator still saving: $(alive "$emu" && echo yes || echo no); proxy fd holders: '$(proxy_holders | tr '\n' ' ')'"
+    alive "$emu" || { why "the emulator $emu exited: its save was not held, the scenario proves nothing"; return 1; }
+    [ -e "/sys/class/tpm/$chip" ] && FAILS+=("$chip outlived its emulator's serving: still there 30 s after the container ended, while the emulator saves (holders: $(proxy_holders | tr '\n' ' '))")
+    dmesg | tail -n +$((n0 + 1)) | grep -i "timed out" > "$out/dmesg" &&
+        FAILS+=("the kernel waited on a device nobody read: $(head -n 2 "$out/dmesg" | tr '\n' ';')")
+    return 0
+}
+
 good_answer() {   # good_answer "elapsed_ms=E want=W rc=0x0 len=L ...": success of the right size
     [[ $1 =~ want=([0-9]+)\ rc=0x0\ len=([0-9]+) ]] || { WHY="not a success"; return 1; }
     [ "${BASH_REMATCH[1]}" = "${BASH_REMATCH[2]}" ] || { WHY="wrong size (a stale answer)"; return 1; }
@@ -1052,6 +1101,7 @@ run_if bind-mount-state-path-runc t_symlink runc bind
 for rt in runc crun; do run_if "leftover-$rt" t_leftover "$rt"; done
 run_if killed-emulator-runc t_killed_emu runc
 run_if stop-cont-runc t_stop_cont runc
+run_if exit-window-runc t_exit_window runc
 run_if "hook-sigkill-$KILL_ROUNDS-rounds" t_hook_sigkill
 run_if default-path-entry1-runc t_default_entry1 runc
 run_if control-chars-runc t_control_chars runc

@@ -16,6 +16,7 @@
 #include <sstream>
 #include <thread>
 
+#include "common/io_util.h"
 #include "common/process_util.h"
 #include "emulator/emulator_process.h"
 #include "emulator/serve_loop.h"
@@ -143,6 +144,60 @@ TEST_F(Keeper, FailsTheCommandsOfADeadEmulatorUntilTheCgroupEmpties) {
 
   set_populated(false);
   // (a regular file cannot notify: the next command wakes the loop, which then sees it empty)
+  ASSERT_EQ(::write(kernel_side.get(), cmd.data(), cmd.size()), static_cast<ssize_t>(cmd.size()));
+  keeper.join();
+  sigset_t set;
+  sigemptyset(&set);
+  for (int s : {SIGTERM, SIGINT, SIGHUP}) sigaddset(&set, s);
+  ::sigprocmask(SIG_UNBLOCK, &set, nullptr);
+}
+
+// The emulator hands its device over before it saves its state (a save can take long on a
+// loaded host): from then on the keeper answers the device, though the emulator still lives,
+// so no command waits for its time-out on a proxy fd nobody reads.
+TEST_F(Keeper, AnswersOnceTheEmulatorHandsOverWhileItStillLives) {
+  auto w = CgroupWatch::open(kContainer, paths_);
+  ASSERT_TRUE(w.has_value());
+  int sv[2];
+  ASSERT_EQ(::socketpair(AF_UNIX, SOCK_SEQPACKET, 0, sv), 0);
+  UniqueFd kernel_side(sv[0]), server(sv[1]);
+  auto [handoff_rd, handoff_wr] = make_pipe();
+  const pid_t emu = ::fork();
+  if (emu == 0) {
+    handoff_wr.reset();  // the test stands for the emulator's end
+    ::pause();
+    ::_exit(0);
+  }
+  struct Reap {
+    pid_t pid;
+    ~Reap() {
+      ::kill(pid, SIGKILL);
+      ::waitpid(pid, nullptr, 0);
+    }
+  } reap{emu};
+  UniqueFd emu_fd = open_pidfd(emu);
+  const UniqueFd sig = open_stop_signalfd();
+  std::vector<KeptDevice> devs = {{.server_fd = server.get(),
+                                   .emulator_pidfd = emu_fd.get(),
+                                   .version = TpmVersion::V2,
+                                   .handoff_fd = handoff_rd.get()}};
+  std::thread keeper([&] { keep_devices(devs, sig.get(), *w); });
+
+  const auto cmd = get_random();
+  ASSERT_EQ(::write(kernel_side.get(), cmd.data(), cmd.size()), static_cast<ssize_t>(cmd.size()));
+  pollfd p{kernel_side.get(), POLLIN, 0};
+  EXPECT_EQ(::poll(&p, 1, 300), 0) << "answered before the emulator handed over";
+
+  handoff_wr.reset();  // what the emulator does once it stops reading
+  ASSERT_EQ(::poll(&p, 1, 5000), 1) << "no answer after the handoff";
+  uint8_t buf[4096];
+  const ssize_t n = ::read(kernel_side.get(), buf, sizeof buf);
+  ASSERT_GE(n, 10);
+  EXPECT_EQ(proto::response_code(std::span<const uint8_t>(buf, static_cast<size_t>(n))),
+            proto::kTpm2RcFailure);
+  EXPECT_EQ(::waitpid(emu, nullptr, WNOHANG), 0) << "the emulator was to live on";
+
+  set_populated(false);
   ASSERT_EQ(::write(kernel_side.get(), cmd.data(), cmd.size()), static_cast<ssize_t>(cmd.size()));
   keeper.join();
   sigset_t set;

@@ -98,6 +98,16 @@ TEST(Policy, MeasurementImageFollowsTheKubernetesEngineUnlessNamed) {
                {"\"measurementImage\" must be"});
 }
 
+TEST(Policy, SelfTestOnDemandUnlessPowerOn) {
+  EXPECT_TRUE(parse_policy("{}", "p").self_test_on_demand);
+  EXPECT_TRUE(parse_policy(R"({"selfTest":"onDemand"})", "p").self_test_on_demand);
+  EXPECT_FALSE(parse_policy(R"({"selfTest":"powerOn"})", "p").self_test_on_demand);
+  expect_error([] { parse_policy(R"({"selfTest":true})", "p"); }, {"\"selfTest\" must be"});
+  // The host's choice: no annotation names it.
+  expect_error([] { parse_policy(R"({"annotationFields":["selfTest"]})", "p"); },
+               {"not a linux.vtpms field"});
+}
+
 TEST(Policy, ParsesKeyFileRootsAndThePodUidOption) {
   const auto p = parse_policy(
       R"({"keyFileRoots":["/etc/tenant-keys/"],"kubernetesIdentity":"containerd",
