@@ -8,9 +8,10 @@
 # Environment: BUILD_DIR (build), BENCH_BIN (/tmp/bench-bin: the binaries are copied there
 # first, so a rebuild during the run does not change what is measured), VTPM_HOOK (use this
 # binary instead of BUILD_DIR/vtpm-hook), OUT (docs/benchmarks.md), TIMEOUT (VM, 960 s; the
-# guest part is bounded by vm-guest.sh's BENCH_GUEST_TIMEOUT, 900 s), BENCH_ONLY (step,...:
+# guest part is bounded by TIMEOUT - 60 s), BENCH_ONLY (step,...:
 # run only those vmbench.py steps and write no report, to debug a step; raw results in
-# BENCH_BIN/result.json).
+# BENCH_BIN/result.json), BENCH_SCALE (live vTPMs in bench_scale, 200; for 1000 give the VM
+# more memory and time: MEM=6144 TIMEOUT=2400 BENCH_ONLY=bench_scale).
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 BUILD=${BUILD_DIR:-$ROOT/build}
@@ -20,6 +21,7 @@ QUICK=()
 [ "${1:-}" = --quick ] && QUICK=(--quick)
 ONLY=()
 [ -n "${BENCH_ONLY:-}" ] && ONLY=("--only=$BENCH_ONLY")
+[ -n "${BENCH_SCALE:-}" ] && ONLY+=("--scale=$BENCH_SCALE")
 
 if [ ! -f "$BUILD/CMakeCache.txt" ]; then
     cmake -S "$ROOT" -B "$BUILD" -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DVTPM_BENCH=ON >/dev/null
@@ -40,7 +42,8 @@ install -m 644 "$ROOT/tests/lib/tpm2cmd.py" "$BIN/tpm2cmd.py"
 log=$BIN/vm-output.txt
 echo "bench: booting the VM (output also in $log)" >&2
 set +e
-TIMEOUT=${TIMEOUT:-960} "$ROOT/tests/vm/run-vm.sh" -f "$ROOT/bench/vm-guest.sh" "$BIN" "${QUICK[@]}" "${ONLY[@]}" 2>&1 | tee "$log" | grep --line-buffered -v '^BENCH-RESULT ' >&2
+TIMEOUT=${TIMEOUT:-960}
+TIMEOUT=$TIMEOUT "$ROOT/tests/vm/run-vm.sh" -f "$ROOT/bench/vm-guest.sh" "$BIN" $((TIMEOUT - 60)) "${QUICK[@]}" "${ONLY[@]}" 2>&1 | tee "$log" | grep --line-buffered -v '^BENCH-RESULT ' >&2
 rc=${PIPESTATUS[0]}
 set -e
 grep '^BENCH-RESULT ' "$log" | tail -n 1 | cut -d' ' -f2- > "$BIN/result.json"

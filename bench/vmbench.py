@@ -42,7 +42,8 @@ N_MEM = [1, 3] if QUICK else [1, 10, 50]
 RTT_N = {"GetRandom(8)": 30 if QUICK else 200, "PCR_Extend": 30 if QUICK else 200,
          "CreatePrimary ECC P-256": 5 if QUICK else 30, "CreatePrimary RSA 2048": 3 if QUICK else 10}
 N_RUNC = 2 if QUICK else 7                  # `runc run` per kind, interleaved
-N_SCALE = 20 if QUICK else 200              # live vTPMs at once
+N_SCALE = int(next((a.split("=", 1)[1] for a in sys.argv if a.startswith("--scale=")),
+                   20 if QUICK else 200))   # live vTPMs at once
 SCALE_AT = [N_SCALE * k // 4 for k in (1, 2, 3, 4)]   # memory checkpoints
 RUNC_TIMEOUT_S = 120       # one `runc run`, hooks included
 BATCH = 10                 # memory: instances started concurrently
