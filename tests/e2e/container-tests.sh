@@ -303,12 +303,13 @@ tpm2_nvwrite -T device:/dev/tpmrm0 0x1500018 -C o -i /tmp/d
 tpm2_nvread -T device:/dev/tpmrm0 0x1500018 -C o -s $(wc -c < /tmp/d) -o /tmp/r
 echo "NV $(cat /tmp/r)"
 echo MANY-OK'
-# t_many [MODE_LINE]: each emulator logged MODE_LINE as it started (the self-test mode).
+# t_many [MODE_LINE ID_PREFIX]: each emulator logged MODE_LINE as it started (the self-test
+# mode); the containers are ID_PREFIX-01... (e2e-many; the NV index holds 16 bytes of the id).
 t_many() {
-    local mode=${1:-TPM started; self-test on demand} i rt id ids=() rts=() pids=() t0 ms rc n bad="" r dup
+    local mode=${1:-TPM started; self-test on demand} prefix=${2:-e2e-many} i rt id ids=() rts=() pids=() t0 ms rc n bad="" r dup
     for i in $(seq -w 1 "$MANY"); do
         rt=runc; (( 10#$i % 2 == 0 )) && rt=crun
-        id=e2e-many${POLICY:+p}-$i
+        id=$prefix-$i
         make_bundle "$rt" "$id" "" "$MANY_SCRIPT" || return 1
         ids+=("$id"); rts+=("$rt"); CLEANUP+=("$rt $id")
     done
@@ -332,7 +333,7 @@ t_many() {
     if [ -n "$bad" ]; then
         tpm_dmesg 30 > "$E2E_WORK/dmesg.txt"
         DIAG+=("$LOG_DIR/${bad%%(*}.log" "$E2E_WORK/dmesg.txt")
-        note "failed creates: $(echo "$bad" | grep -o 'e2e-many-[0-9]*(' | wc -l) of $MANY"
+        note "failed creates: $(echo "$bad" | grep -o "$prefix-[0-9]*(" | wc -l) of $MANY"
         why "create failed: $bad"; return 1
     fi
     n=$(tpm_chips | wc -w)
@@ -541,8 +542,8 @@ for rt in runc crun; do run_if "$rt-two-vtpms" t_multi "$rt"; done
 run_if "many-$MANY-concurrent" t_many
 # the same with the full self-test at power-on (the administrator's selfTest "powerOn")
 t_many_power_on() {
-    write_policy "$E2E_WORK/power-on.json" '{"selfTest": "powerOn"}' || return 1
-    POLICY=$E2E_WORK/power-on.json t_many "TPM started and self-tested"
+    write_policy "$E2E_WORK/power-on.json" "{\"statePathRoots\": [\"$TPMS\"], \"selfTest\": \"powerOn\"}" || return 1
+    POLICY=$E2E_WORK/power-on.json t_many "TPM started and self-tested" e2e-manyp
 }
 run_if "many-$MANY-concurrent-power-on" t_many_power_on
 for rt in runc crun; do run_if "$rt-crash-leftovers" t_crash "$rt"; done
