@@ -771,8 +771,14 @@ def bench_scale():
         return {"vtpm-emu": len(live_named("vtpm-emu")), "vtpm-keep": len(live_named("vtpm-keep")),
                 "devices": sorted(set(glob.glob("/dev/tpm*")) - set(devs_before)),
                 "run_records": sorted(f for f in os.listdir(rr) if f.endswith(".json")),
-                "run_root_other": sorted(f for f in os.listdir(rr) if not f.endswith(".json")
-                                         and f != "empty")}
+                # (the hook's own directories stay: "empty", the keepers' root, and
+                # "measurements", whose files are the live containers' launch logs)
+                "run_root_other": sorted(
+                    [f for f in os.listdir(rr) if not f.endswith(".json")
+                     and f not in ("empty", "measurements")] +
+                    ["measurements/" + f for f in (os.listdir(rr + "/measurements")
+                                                   if os.path.isdir(rr + "/measurements")
+                                                   else [])])}
     try:  # bounded wait for the last ones to go; what is left after it counts
         wait_until(lambda: not any(left()[k] for k in ("vtpm-emu", "vtpm-keep", "devices",
                                                        "run_records")), 20, "leftovers", 0.1)
