@@ -63,6 +63,49 @@ std::vector<uint8_t> get_random() {
   return proto::command(proto::kTpm2StNoSessions, 0x17B, n);
 }
 
+// The emulator's stand-in: a child that waits until it is killed (at the latest when this goes).
+// close_in_child: an fd of the test's that the emulator would not hold.
+struct StandIn {
+  pid_t pid;
+  UniqueFd pidfd;
+  explicit StandIn(int close_in_child = -1) : pid(::fork()) {
+    if (pid == 0) {
+      if (close_in_child >= 0) ::close(close_in_child);
+      ::pause();
+      ::_exit(0);
+    }
+    pidfd = open_pidfd(pid);
+  }
+  ~StandIn() { kill_and_reap(); }
+  void kill_and_reap() {
+    if (pid <= 0) return;
+    ::kill(pid, SIGKILL);
+    ::waitpid(pid, nullptr, 0);
+    pid = 0;
+  }
+};
+
+// One command from the kernel's side of the proxy fd.
+void send_command(int kernel_side, const std::vector<uint8_t>& cmd) {
+  ASSERT_EQ(::write(kernel_side, cmd.data(), cmd.size()), static_cast<ssize_t>(cmd.size()));
+}
+
+// The response code of the answer waiting on the kernel's side; 0 for no whole header.
+uint32_t answer_rc(int kernel_side) {
+  uint8_t buf[4096];
+  const ssize_t n = ::read(kernel_side, buf, sizeof buf);
+  EXPECT_GE(n, 10);
+  return n >= 10 ? proto::response_code(std::span<const uint8_t>(buf, static_cast<size_t>(n))) : 0;
+}
+
+// keep_devices' signalfd blocked them in this process (open_stop_signalfd).
+void unblock_stop_signals() {
+  sigset_t set;
+  sigemptyset(&set);
+  for (int s : {SIGTERM, SIGINT, SIGHUP}) sigaddset(&set, s);
+  ::sigprocmask(SIG_UNBLOCK, &set, nullptr);
+}
+
 TEST_F(Keeper, NoWatchForAContainerInTheHooksOwnCgroup) {
   set_cgroup(kContainer, "0::/hook\n");
   EXPECT_FALSE(CgroupWatch::open(kContainer, paths_).has_value());
@@ -118,38 +161,25 @@ TEST_F(Keeper, FailsTheCommandsOfADeadEmulatorUntilTheCgroupEmpties) {
   int sv[2];
   ASSERT_EQ(::socketpair(AF_UNIX, SOCK_SEQPACKET, 0, sv), 0);
   UniqueFd kernel_side(sv[0]), server(sv[1]);
-  const pid_t emu = ::fork();
-  if (emu == 0) {
-    ::pause();
-    ::_exit(0);
-  }
-  UniqueFd emu_fd = open_pidfd(emu);
+  StandIn emu;
   const UniqueFd sig = open_stop_signalfd();
-  std::vector<KeptDevice> devs = {{server.get(), emu_fd.get(), TpmVersion::V2}};
+  std::vector<KeptDevice> devs = {{server.get(), emu.pidfd.get(), TpmVersion::V2}};
   std::thread keeper([&] { keep_devices(devs, sig.get(), *w); });
 
   const auto cmd = get_random();
-  ASSERT_EQ(::write(kernel_side.get(), cmd.data(), cmd.size()), static_cast<ssize_t>(cmd.size()));
+  send_command(kernel_side.get(), cmd);
   pollfd p{kernel_side.get(), POLLIN, 0};
   EXPECT_EQ(::poll(&p, 1, 300), 0) << "answered while the emulator was alive";
 
-  ::kill(emu, SIGKILL);
-  ::waitpid(emu, nullptr, 0);
+  emu.kill_and_reap();
   ASSERT_EQ(::poll(&p, 1, 5000), 1) << "no answer after the emulator died";
-  uint8_t buf[4096];
-  const ssize_t n = ::read(kernel_side.get(), buf, sizeof buf);
-  ASSERT_GE(n, 10);
-  EXPECT_EQ(proto::response_code(std::span<const uint8_t>(buf, static_cast<size_t>(n))),
-            proto::kTpm2RcFailure);
+  EXPECT_EQ(answer_rc(kernel_side.get()), proto::kTpm2RcFailure);
 
   set_populated(false);
   // (a regular file cannot notify: the next command wakes the loop, which then sees it empty)
-  ASSERT_EQ(::write(kernel_side.get(), cmd.data(), cmd.size()), static_cast<ssize_t>(cmd.size()));
+  send_command(kernel_side.get(), cmd);
   keeper.join();
-  sigset_t set;
-  sigemptyset(&set);
-  for (int s : {SIGTERM, SIGINT, SIGHUP}) sigaddset(&set, s);
-  ::sigprocmask(SIG_UNBLOCK, &set, nullptr);
+  unblock_stop_signals();
 }
 
 // The emulator hands its device over before it saves its state (a save can take long on a
@@ -162,48 +192,28 @@ TEST_F(Keeper, AnswersOnceTheEmulatorHandsOverWhileItStillLives) {
   ASSERT_EQ(::socketpair(AF_UNIX, SOCK_SEQPACKET, 0, sv), 0);
   UniqueFd kernel_side(sv[0]), server(sv[1]);
   auto [handoff_rd, handoff_wr] = make_pipe();
-  const pid_t emu = ::fork();
-  if (emu == 0) {
-    handoff_wr.reset();  // the test stands for the emulator's end
-    ::pause();
-    ::_exit(0);
-  }
-  struct Reap {
-    pid_t pid;
-    ~Reap() {
-      ::kill(pid, SIGKILL);
-      ::waitpid(pid, nullptr, 0);
-    }
-  } reap{emu};
-  UniqueFd emu_fd = open_pidfd(emu);
+  StandIn emu(handoff_wr.get());  // the test holds the emulator's end
   const UniqueFd sig = open_stop_signalfd();
   std::vector<KeptDevice> devs = {{.server_fd = server.get(),
-                                   .emulator_pidfd = emu_fd.get(),
+                                   .emulator_pidfd = emu.pidfd.get(),
                                    .version = TpmVersion::V2,
                                    .handoff_fd = handoff_rd.get()}};
   std::thread keeper([&] { keep_devices(devs, sig.get(), *w); });
 
   const auto cmd = get_random();
-  ASSERT_EQ(::write(kernel_side.get(), cmd.data(), cmd.size()), static_cast<ssize_t>(cmd.size()));
+  send_command(kernel_side.get(), cmd);
   pollfd p{kernel_side.get(), POLLIN, 0};
   EXPECT_EQ(::poll(&p, 1, 300), 0) << "answered before the emulator handed over";
 
   handoff_wr.reset();  // what the emulator does once it stops reading
   ASSERT_EQ(::poll(&p, 1, 5000), 1) << "no answer after the handoff";
-  uint8_t buf[4096];
-  const ssize_t n = ::read(kernel_side.get(), buf, sizeof buf);
-  ASSERT_GE(n, 10);
-  EXPECT_EQ(proto::response_code(std::span<const uint8_t>(buf, static_cast<size_t>(n))),
-            proto::kTpm2RcFailure);
-  EXPECT_EQ(::waitpid(emu, nullptr, WNOHANG), 0) << "the emulator was to live on";
+  EXPECT_EQ(answer_rc(kernel_side.get()), proto::kTpm2RcFailure);
+  EXPECT_EQ(::waitpid(emu.pid, nullptr, WNOHANG), 0) << "the emulator was to live on";
 
   set_populated(false);
-  ASSERT_EQ(::write(kernel_side.get(), cmd.data(), cmd.size()), static_cast<ssize_t>(cmd.size()));
+  send_command(kernel_side.get(), cmd);
   keeper.join();
-  sigset_t set;
-  sigemptyset(&set);
-  for (int s : {SIGTERM, SIGINT, SIGHUP}) sigaddset(&set, s);
-  ::sigprocmask(SIG_UNBLOCK, &set, nullptr);
+  unblock_stop_signals();
 }
 
 // An emulator's log reaches the host only through its keeper: each line marked as that
