@@ -12,6 +12,7 @@
 #include "common/io_util.h"
 #include "common/logging.h"
 #include "emulator/stream_emulator.h"
+#include "emulator/template.h"
 #include "hook/cdi.h"
 #include "hook/doctor.h"
 #include "hook/ek_export.h"
@@ -194,6 +195,19 @@ int main(int argc, char** argv) {
       ->capture_default_str();
   gc->add_flag("--dry-run", dry_run, "Only list what would be removed");
 
+  unsigned idle_exit = 0;
+  bool started_by_hook = false;
+  auto* template_cmd = app.add_subcommand(
+      "template",
+      "Serve as the template process that setups fork emulators from (<run-root>/template.sock; "
+      "for a supervisor such as systemd: setups start one themselves where they can)");
+  template_cmd
+      ->add_option("--idle-exit", idle_exit,
+                   "Exit after this many seconds with no child and no request (0: never)")
+      ->capture_default_str();
+  template_cmd->add_flag("--started-by-hook", started_by_hook,
+                         "Another template serving is no error (how a setup starts one)");
+
   auto* doctor = app.add_subcommand(
       "doctor",
       "Check this host for vTPMs: one line per check (ok, info, warn or fail, with its fix); "
@@ -244,6 +258,9 @@ int main(int argc, char** argv) {
         vtpm::export_state(opts, xfer, secret);
       else
         vtpm::import_state(opts, xfer, secret);
+    } else if (*template_cmd) {
+      vtpm::run_template(
+          {opts.run_root, std::chrono::seconds(idle_exit), /*quiet_if_taken=*/started_by_hook});
     } else if (*ca_cmd) {
       std::fputs(vtpm::render_ca(opts).c_str(), stdout);
     } else if (*cdi) {

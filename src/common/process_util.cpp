@@ -9,6 +9,7 @@
 
 #include <cstdlib>
 #include <cstring>
+#include <fstream>
 #include <string>
 #include <vector>
 
@@ -115,6 +116,25 @@ void run_in_child(const std::function<void()>& body, const std::string& what) {
   }
   if (!WIFEXITED(status) || WEXITSTATUS(status) != 0)
     throw Error(what + ": " + (msg.empty() ? "helper process failed" : msg));
+}
+
+pid_t pidfd_pid(int pidfd) {
+  std::ifstream in("/proc/self/fdinfo/" + std::to_string(pidfd));
+  for (std::string line; std::getline(in, line);)
+    if (line.starts_with("Pid:")) {
+      const long pid = std::strtol(line.c_str() + 4, nullptr, 10);
+      if (pid <= 0) throw Error("the process of a pidfd has exited");
+      return static_cast<pid_t>(pid);
+    }
+  throw Error("fd " + std::to_string(pidfd) + " is not a pidfd");
+}
+
+time_t boot_time() {
+  std::ifstream in("/proc/stat");
+  for (std::string line; std::getline(in, line);)
+    if (line.starts_with("btime "))
+      return static_cast<time_t>(std::strtoll(line.c_str() + 6, nullptr, 10));
+  throw Error("/proc/stat has no btime");
 }
 
 void detach_stdio_and_fds(const std::set<int>& keep) {

@@ -28,6 +28,10 @@ bool stop_pidfd(int pidfd, std::chrono::milliseconds grace);
 // such process. Throws Error on an unreadable entry.
 std::optional<unsigned long long> process_start_time(pid_t pid);
 
+// The pid a pidfd refers to (its fdinfo), in this process's pid namespace. Throws Error.
+pid_t pidfd_pid(int pidfd);
+// When the system booted, in seconds since the epoch (/proc/stat btime). Throws Error.
+time_t boot_time();
 // Runs body in a forked child and waits for it; the child's exception text comes back as the
 // Error "what: <text>". For steps that need another namespace, or must not leave their secrets
 // or privileges in this process.

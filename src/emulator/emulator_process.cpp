@@ -2,6 +2,7 @@
 
 #include <dirent.h>
 #include <fcntl.h>
+#include <openssl/crypto.h>
 #include <poll.h>
 #include <signal.h>
 #include <spdlog/spdlog.h>
@@ -12,6 +13,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <nlohmann/json.hpp>
 #include <set>
 #include <thread>
 
@@ -139,6 +141,50 @@ std::string untested_list(const DeferredSelfTest::Backend& backend) {
   return out.empty() ? "none" : out;
 }
 
+// What a template's child gets from the hook (spawn_emulator): its options as JSON, a NUL, its
+// TPM's key (raw), and the fds in kPassedFds order. The hook's logger, file and /dev/vtpmx are
+// the hook's, not the child's: a template's child always logs through its keeper.
+constexpr size_t kMaxOptions = 16384;
+enum PassedFd : size_t { kDirFd, kContainerPidfd, kLogPipe, kHandoffPipe, kPassedFds };
+
+std::string encode_options(const EmulatorOptions& o) {
+  nlohmann::json j = {{"index", o.index},
+                      {"v2", o.version == TpmVersion::V2},
+                      {"statePath", o.state_path},
+                      {"pcrBanks", o.pcr_banks},
+                      {"closePlatform", o.close_platform},
+                      {"containerId", o.container_id},
+                      {"logLevel", o.log_level},
+                      {"resume", o.resume},
+                      {"selfTestOnDemand", o.self_test_on_demand}};
+  if (o.run_as) j["runAs"] = {o.run_as->uid, o.run_as->gid};
+  if (o.measurement) j["measurementPcr"] = o.measurement->pcr;
+  std::string out = j.dump();
+  out.push_back('\0');
+  if (o.key) out.append(o.key->bytes.begin(), o.key->bytes.end());
+  return out;
+}
+
+EmulatorOptions decode_options(const std::string& msg) {
+  const size_t nul = msg.find('\0');
+  if (nul == std::string::npos) throw Error("the hook's options are malformed");
+  const auto j = nlohmann::json::parse(msg.substr(0, nul));
+  EmulatorOptions o;
+  o.index = j.at("index").get<unsigned>();
+  o.version = j.at("v2").get<bool>() ? TpmVersion::V2 : TpmVersion::V1_2;
+  o.state_path = j.at("statePath").get<std::string>();
+  o.pcr_banks = j.at("pcrBanks").get<std::vector<std::string>>();
+  o.close_platform = j.at("closePlatform").get<bool>();
+  o.container_id = j.at("containerId").get<std::string>();
+  o.log_level = j.at("logLevel").get<std::string>();
+  o.resume = j.at("resume").get<bool>();
+  o.self_test_on_demand = j.at("selfTestOnDemand").get<bool>();
+  if (j.contains("runAs")) o.run_as = Credentials{j["runAs"].at(0), j["runAs"].at(1)};
+  if (j.contains("measurementPcr")) o.measurement = LaunchMeasurement{j["measurementPcr"], {}};
+  if (nul + 1 < msg.size()) o.key = StateKey({msg.begin() + nul + 1, msg.end()});
+  return o;
+}
+
 // Serves the TPM until the container is gone or told to stop, then saves it.
 void run_tpm(const EmulatorOptions& opts, UniqueFd dir_fd, int sock, int container_pidfd, int sig) {
   const StateStore store =
@@ -261,6 +307,39 @@ void detach_from_hook(const char* name, const std::set<int>& keep) {
 
 }  // namespace
 
+void emulator_from_template(int sock) {
+  detach_from_hook("vtpm-emu", {sock});  // nothing of the template's: no socket, no signalfd
+  FdPacket p;
+  try {
+    p = receive_packet(sock, kMaxOptions);
+  } catch (const std::exception&) {
+    ::_exit(1);  // (no log yet: the hook sees its socket close)
+  }
+  if (p.data.empty()) ::_exit(0);  // the hook went away: nothing was started
+  std::optional<EmulatorOptions> opts;
+  std::exception_ptr error;
+  try {
+    if (p.fds.size() != kPassedFds) throw Error("the hook passed the wrong fds");
+    opts = decode_options(p.data);
+    // A fork shares the template's generator state, and pids repeat across pid namespaces:
+    // OpenSSL's fork check alone cannot tell two children apart.
+    reseed_random();
+  } catch (const std::exception& e) {
+    error = std::current_exception();
+  }
+  OPENSSL_cleanse(p.data.data(), p.data.size());  // the key's copy
+  if (error) {
+    try {
+      std::rethrow_exception(error);
+    } catch (const std::exception& e) {
+      finish_child(sock, &e);
+    }
+  }
+  opts->log_pipe = p.fds[kLogPipe].get();
+  opts->handoff_pipe = p.fds[kHandoffPipe].get();
+  emulator_main(*opts, std::move(p.fds[kDirFd]), sock, p.fds[kContainerPidfd].get());
+}
+
 StateStore open_confined_state(UniqueFd dir_fd, const std::string& name, TpmVersion version,
                                std::optional<StateKey> key,
                                const std::optional<Credentials>& run_as) {
@@ -280,27 +359,43 @@ EmulatorProcess::~EmulatorProcess() {
   (void)::waitpid(pid_, nullptr, WNOHANG);  // reap our child; it has exited (or is init's)
 }
 
-SpawnedEmulator spawn_emulator(const EmulatorOptions& opts, UniqueFd dir_fd, int container_pidfd) {
-  int sv[2];
-  if (::socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) != 0)
-    throw sys_error("socketpair");
-  UniqueFd ours(sv[0]), theirs(sv[1]);
-  spdlog::default_logger()->flush();
-  const pid_t pid = ::fork();
-  if (pid < 0) throw sys_error("fork emulator");
-  if (pid == 0) {
-    ours.reset();
-    emulator_main(opts, std::move(dir_fd), theirs.get(), container_pidfd);
+SpawnedEmulator spawn_emulator(const EmulatorOptions& opts, UniqueFd dir_fd, int container_pidfd,
+                               std::optional<ForkedChild> forked) {
+  UniqueFd ours;
+  EmulatorProcess emu;
+  if (forked) {
+    if (opts.log_pipe < 0 || opts.handoff_pipe < 0)
+      throw Error("an emulator from the template needs a keeper");
+    ours = std::move(forked->sock);
+    emu = std::move(forked->process);
+    std::string msg = encode_options(opts);
+    const int fds[kPassedFds] = {dir_fd.get(), container_pidfd, opts.log_pipe, opts.handoff_pipe};
+    send_packet(ours.get(), msg, fds);
+    OPENSSL_cleanse(msg.data(), msg.size());
+  } else {
+    int sv[2];
+    if (::socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) != 0)
+      throw sys_error("socketpair");
+    ours = UniqueFd(sv[0]);
+    UniqueFd theirs(sv[1]);
+    spdlog::default_logger()->flush();
+    const pid_t pid = ::fork();
+    if (pid < 0) throw sys_error("fork emulator");
+    if (pid == 0) {
+      ours.reset();
+      emulator_main(opts, std::move(dir_fd), theirs.get(), container_pidfd);
+    }
+    emu = EmulatorProcess(pid, open_pidfd(pid));
   }
-  theirs.reset();
   dir_fd.reset();
-  EmulatorProcess emu(pid, open_pidfd(pid));
+  const pid_t pid = emu.pid();
   // Computed while it starts and self-tests (here the first time OpenSSL is used: its start
   // and the hashing overlap the emulator's).
   if (const auto& m = opts.measurement)
     send_message(ours.get(), format_event_digests(m->digests()));
   auto fail = [&](const std::string& msg) {
-    (void)::waitpid(pid, nullptr, 0);  // reap: its message (or none) is the error
+    // reap: its message (or none) is the error; a template's child is the template's to reap
+    if (::waitpid(pid, nullptr, 0) < 0) (void)stop_pidfd(emu.pidfd(), std::chrono::seconds(2));
     emu.release();
     return Error(msg.empty() ? "the emulator died while starting" : msg);
   };
@@ -351,8 +446,8 @@ HostDevices wait_for_registration(const EmulatorProcess& emu, unsigned tpm_num, 
   auto pause = std::chrono::microseconds(200);
   for (;;) {
     if (auto dev = read_host_devices(tpm_num, v)) return *dev;
-    int status = 0;
-    if (::waitpid(emu.pid(), &status, WNOHANG) == emu.pid())
+    // (its pidfd: a template's child is not ours to wait for)
+    if (wait_pidfd(emu.pidfd(), std::chrono::milliseconds(0)))
       throw Error("the kernel did not register /dev/tpm" + std::to_string(tpm_num) +
                   ": the emulator exited");
     if (std::chrono::steady_clock::now() > deadline)

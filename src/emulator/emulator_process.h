@@ -66,10 +66,15 @@ class EmulatorProcess {
   EmulatorProcess(pid_t pid, UniqueFd pidfd) : pid_(pid), pidfd_(std::move(pidfd)) {}
   EmulatorProcess(EmulatorProcess&& o) noexcept
       : pid_(std::exchange(o.pid_, 0)), pidfd_(std::move(o.pidfd_)) {}
-  EmulatorProcess& operator=(EmulatorProcess&&) = delete;
+  EmulatorProcess& operator=(EmulatorProcess&& o) noexcept {  // what this held goes with o
+    std::swap(pid_, o.pid_);
+    std::swap(pidfd_, o.pidfd_);
+    return *this;
+  }
   ~EmulatorProcess();
 
   pid_t pid() const { return pid_; }
+  bool running() const { return pid_ > 0; }
   int pidfd() const { return pidfd_.get(); }
   void release() { pid_ = 0; }
 
@@ -85,13 +90,26 @@ class EmulatorProcess {
 // The emulator serves until the container's init exits or it is signalled, then saves the state
 // and exits. Returns once it serves; throws Error with the
 // child's own message otherwise.
+// With `forked`, the emulator is that child of the template (emulator/template.h), which waits
+// for its options: it gets them, and fds, over its socket; without, the hook forks it.
 struct SpawnedEmulator {
   EmulatorProcess emulator;
   unsigned tpm_num = 0;
   UniqueFd server_fd;  // the hook's copy, for the keeper; the device lives while any is open
   std::vector<std::string> measured_banks = {};  // the banks the launch was measured into
 };
-SpawnedEmulator spawn_emulator(const EmulatorOptions& opts, UniqueFd dir_fd, int container_pidfd);
+struct ForkedChild {
+  EmulatorProcess process;
+  UniqueFd sock;  // the hook's end of the child's socket
+};
+SpawnedEmulator spawn_emulator(const EmulatorOptions& opts, UniqueFd dir_fd, int container_pidfd,
+                               std::optional<ForkedChild> forked = std::nullopt);
+
+// A template's child, forked with its end of a socket from the hook (and nothing else: every
+// other fd of the template is closed first): it waits for its options and fds (a hook that
+// goes away ends it), reseeds its random number generators, and lives on as the emulator
+// spawn_emulator forks. Never returns.
+[[noreturn]] void emulator_from_template(int sock);
 
 struct KeeperOptions {
   std::string container_id;

@@ -16,6 +16,7 @@
 #include "container/container_dev.h"
 #include "emulator/emulator_process.h"
 #include "emulator/sandbox.h"
+#include "emulator/template.h"
 #include "hook/hooks.h"
 #include "hook/host_inputs.h"
 #include "hook/run_record.h"
@@ -304,8 +305,13 @@ void run_setup(const std::string& state_json, const HookOptions& opts) {
       handoff_wr = std::move(handoff.write);
     }
     spdlog::debug("starting the emulator for {}", spec.state_path);
+    std::optional<ForkedChild> forked;
+    if (defaults.policy.use_template && cgroup)  // (a template's child logs to its keeper)
+      forked = fork_from_template({opts.run_root,
+                                   std::chrono::seconds(defaults.policy.template_idle_seconds),
+                                   opts.log_level, opts.log_file});
     auto [emu, tpm_num, server_fd, banks] =
-        spawn_emulator(eo, std::move(dir.fd), container_pidfd.get());
+        spawn_emulator(eo, std::move(dir.fd), container_pidfd.get(), std::move(forked));
     log_wr.reset();
     handoff_wr.reset();
     eo.key.reset();  // wiped: the next emulator must not inherit this TPM's key

@@ -62,4 +62,12 @@ class CgroupWatch {
 // Never throws; returns whether it removed the directory.
 bool remove_empty_cgroup(const std::string& dir);
 
+// cgroup v2 (unified) only: this process's cgroup, as /proc/self/cgroup names it ("/a/b");
+// nullopt on a v1 or hybrid host. Throws Error when it cannot be read.
+std::optional<std::string> own_cgroup_v2(const CgroupPaths& paths = {});
+
+// Moves pid into the v2 cgroup `path` (as own_cgroup_v2 names it) and checks that it is there.
+// Throws Error.
+void move_into_cgroup(pid_t pid, const std::string& path, const CgroupPaths& paths = {});
+
 }  // namespace vtpm

@@ -150,6 +150,15 @@ Policy parse_policy(std::string_view json_text, const std::string& what) {
       if (s != "onDemand" && s != "powerOn")
         throw Error(what + ": \"selfTest\" must be \"onDemand\" or \"powerOn\"");
       p.self_test_on_demand = s == "onDemand";
+    } else if (k == "template") {
+      const std::string s = v.is_string() ? v.get<std::string>() : "";
+      if (s != "auto" && s != "off")
+        throw Error(what + ": \"template\" must be \"auto\" or \"off\"");
+      p.use_template = s == "auto";
+    } else if (k == "templateIdleSeconds") {
+      if (!v.is_number_unsigned() || v.get<uint64_t>() > 86400)
+        throw Error(what + ": \"templateIdleSeconds\" must be 0 to 86400");
+      p.template_idle_seconds = v.get<unsigned>();
     } else if (k == "runtime") {
       if (!v.is_string()) throw Error(what + ": \"runtime\" is not a string");
       p.runtime = normal_path(v.get<std::string>(), what + ": \"runtime\"");

@@ -67,6 +67,12 @@ struct Policy {
   // TPM_RC_TESTING and lets libtpms test each algorithm before its first use (the rest when a
   // workload asks); "powerOn" runs the full test before the device exists, as swtpm does.
   bool self_test_on_demand = true;
+  // template: "auto" (the default) forks emulators from the template process where one runs
+  // (emulator/template.h) and starts one where it can; "off" forks each from the hook.
+  bool use_template = true;
+  // templateIdleSeconds: how long a template a hook started waits without a child or request
+  // before it exits.
+  unsigned template_idle_seconds = 60;
 };
 
 // What the hook keeps for itself, out of every annotation's reach: the state root (every

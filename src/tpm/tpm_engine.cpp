@@ -3,6 +3,7 @@
 #include <libtpms/tpm_error.h>
 #include <libtpms/tpm_library.h>
 #include <libtpms/tpm_memory.h>
+#include <openssl/rand.h>
 
 #include <cstring>
 
@@ -69,6 +70,10 @@ TPM_RESULT cb_physical_presence(TPM_BOOL* pp, uint32_t) {
 }
 
 }  // namespace
+
+void reseed_random() {
+  if (RAND_poll() != 1) throw Error("cannot reseed the random number generator");
+}
 
 TpmEngine::TpmEngine(const StateStore& store) : version_(store.version()) {
   if (g_engine_live) throw Error("libtpms allows one TPM per process");

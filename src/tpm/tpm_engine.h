@@ -12,6 +12,10 @@ namespace vtpm {
 // TPMLIB_GetVersion(): 0x000906 for libtpms 0.9.6.
 uint32_t libtpms_version();
 
+// After a fork from a process whose generators were already seeded (the template): fresh seeds
+// for OpenSSL's generators, which libtpms draws on. Throws Error.
+void reseed_random();
+
 class TpmEngine {
  public:
   // Loads state from the store (or manufactures a new TPM). Throws Error.

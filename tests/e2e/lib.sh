@@ -129,12 +129,14 @@ tpm_chips() {
 
 # run_records: what is in the run root, one name a line, except the keepers' empty chroot
 # directory `empty` and the measured launches' logs directory `measurements` (each reported
-# with its contents if it is not empty: measurements/<id> of a container still there)
+# with its contents if it is not empty: measurements/<id> of a container still there), and the
+# template process's socket and lock (template.sock, template.lock: no container's)
 run_records() {
     local f n
     for f in "$RUN_ROOT"/* "$RUN_ROOT"/.[!.]*; do
         [ -e "$f" ] || [ -L "$f" ] || continue
         n=${f##*/}
+        case $n in template.sock|template.lock) continue ;; esac
         if { [ "$n" = empty ] || [ "$n" = measurements ]; } && [ -d "$f" ] && [ ! -L "$f" ]; then
             [ -z "$(ls -A "$f")" ] || ls -A "$f" | sed "s,^,$n/,"
         else

@@ -120,7 +120,8 @@ t_install() {
     for f in /usr/bin/vtpm-hook /usr/bin/vtpm-runc /usr/share/containers/oci/hooks.d/vtpm-hook.json \
              /etc/vtpm-hook/policy.json /etc/modules-load.d/vtpm-hook.conf /lib/udev/rules.d/70-vtpm-hook.rules \
              /lib/systemd/system/vtpm-hook-cdi.service /lib/systemd/system/vtpm-hook-gc.service \
-             /lib/systemd/system/vtpm-hook-gc.timer /usr/share/man/man8/vtpm-hook.8.gz \
+             /lib/systemd/system/vtpm-hook-gc.timer /lib/systemd/system/vtpm-hook-template.service \
+             /usr/share/man/man8/vtpm-hook.8.gz \
              /usr/share/man/man8/vtpm-runc.8.gz /usr/share/man/man5/vtpm-hook-policy.5.gz \
              /usr/share/bash-completion/completions/vtpm-hook; do
         grep -qx "$f" "$E2E_WORK/files" || missing+=("$f")
@@ -184,7 +185,8 @@ t_doctor_all_ok() {
 t_units() {
     local u cmd
     run_cmd verify systemd-analyze verify /lib/systemd/system/vtpm-hook-cdi.service \
-        /lib/systemd/system/vtpm-hook-gc.service /lib/systemd/system/vtpm-hook-gc.timer
+        /lib/systemd/system/vtpm-hook-gc.service /lib/systemd/system/vtpm-hook-gc.timer \
+        /lib/systemd/system/vtpm-hook-template.service
     [ "$RC" = 0 ] || { why "systemd-analyze verify: $(out_of verify)"; return 1; }
     ! grep -q 'vtpm-hook' "$E2E_WORK/verify.err" || { why "systemd-analyze verify warns: $(grep vtpm-hook "$E2E_WORK/verify.err" | head -n 3 | tr '\n' ' ')"; return 1; }
     # the test VM has no systemd: run each service's ExecStart as systemd would
@@ -205,6 +207,17 @@ t_units() {
     # shellcheck disable=SC2086
     $cmd || { why "vtpm-hook-cdi.service's ExecStart '$cmd' (again)"; return 1; }
     grep -q '^OnCalendar=daily' /lib/systemd/system/vtpm-hook-gc.timer || { why "the gc timer is not daily"; return 1; }
+    # the template's unit: its command serves the hooks' default run root until SIGTERM
+    cmd=$(sed -n 's/^ExecStart=//p' /lib/systemd/system/vtpm-hook-template.service)
+    # shellcheck disable=SC2086
+    $cmd > "$E2E_WORK/template.out" 2>&1 &
+    local tpid=$! i
+    for i in $(seq 1 100); do [ -S /run/vtpm-hook/template.sock ] && break; sleep 0.2; done
+    [ -S /run/vtpm-hook/template.sock ] && [ "$(stat -c %a /run/vtpm-hook/template.sock)" = 600 ] ||
+        { why "vtpm-hook-template.service's '$cmd' serves no root-only /run/vtpm-hook/template.sock: $(tail -c 300 "$E2E_WORK/template.out")"; kill "$tpid"; return 1; }
+    kill -TERM "$tpid"
+    timeout 20 tail --pid="$tpid" -f /dev/null
+    [ ! -e /run/vtpm-hook/template.sock ] || { why "the template left its socket after SIGTERM"; return 1; }
 }
 
 # ---------------------------------------------------------------- engines, no other step
