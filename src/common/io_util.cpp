@@ -230,7 +230,8 @@ FdPacket receive_packet(int sock, size_t max_size) {
       p.fds.emplace_back(fd);
     }
   }
-  if (msg.msg_flags & (MSG_TRUNC | MSG_CTRUNC)) throw Error("a message was too long");
+  if ((msg.msg_flags & (MSG_TRUNC | MSG_CTRUNC)) || static_cast<size_t>(r) > max_size)
+    throw Error("a message was too long");
   p.data.resize(static_cast<size_t>(r));
   return p;
 }

@@ -361,8 +361,10 @@ EmulatorProcess::~EmulatorProcess() {
 
 SpawnedEmulator spawn_emulator(const EmulatorOptions& opts, UniqueFd dir_fd, int container_pidfd,
                                std::optional<ForkedChild> forked) {
-  UniqueFd ours;
+  // (declared first, gone last: its socket closes first, so an emulator that waits for its
+  // proxy fd exits on EOF instead of waiting out the stop's grace)
   EmulatorProcess emu;
+  UniqueFd ours;
   if (forked) {
     if (opts.log_pipe < 0 || opts.handoff_pipe < 0)
       throw Error("an emulator from the template needs a keeper");

@@ -135,10 +135,12 @@ void start_template(const TemplateUse& use) {
   if (mid < 0) throw sys_error("fork");
   if (mid == 0) {
     (void)::setsid();
+    const pid_t middle = ::getpid();
     if (::fork() != 0) ::_exit(0);
-    for (int i = 0; i < 2000 && ::getppid() == mid; ++i) ::usleep(500);  // until adopted
+    detach_stdio_and_fds({});  // nothing of the hook's: the runtime waits for its stdio's EOF
+    for (int i = 0; i < 2000 && ::getppid() == middle; ++i) ::usleep(500);  // until adopted
     if (::getppid() != 1) ::_exit(0);
-    detach_stdio_and_fds({});
+    if (::chdir("/") != 0) ::_exit(127);  // not the bundle's directory (hooks run there)
     sigset_t none;
     sigemptyset(&none);
     (void)::sigprocmask(SIG_SETMASK, &none, nullptr);
@@ -203,9 +205,11 @@ std::string template_socket_path(const std::string& run_root) {
 
 bool run_template(const TemplateOptions& opts) {
   (void)::prctl(PR_SET_NAME, "vtpm-template", 0, 0, 0);  // for ps and tests
-  std::filesystem::create_directories(opts.run_root);
-  const std::string sock = template_socket_path(opts.run_root);
-  const std::string lock = lock_path(opts.run_root);
+  const std::string root = std::filesystem::absolute(opts.run_root);
+  if (::chdir("/") != 0) throw sys_error("chdir /");  // it keeps no directory busy
+  std::filesystem::create_directories(root);
+  const std::string sock = template_socket_path(root);
+  const std::string lock = lock_path(root);
   UniqueFd lock_fd(::open(lock.c_str(), O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600));
   if (!lock_fd) throw sys_error("open " + lock);
   if (::flock(lock_fd.get(), LOCK_EX | LOCK_NB) != 0) {
@@ -224,7 +228,7 @@ bool run_template(const TemplateOptions& opts) {
   struct stat st {};
   if (::stat(sock.c_str(), &st) != 0) throw sys_error("stat " + sock);
   const UniqueFd sig = stop_signalfd();
-  warm_up(opts.run_root);
+  warm_up(root);
   if (::listen(listener.get(), 128) != 0) throw sys_error("listen " + sock);
   spdlog::info("template {}: serving {}", ::getpid(), sock);
 
@@ -294,6 +298,9 @@ std::optional<std::string> stale_mapping(pid_t pid) {
     std::string path;
     std::getline(in >> std::ws, path);
     if (path.empty() || path[0] != '/' || !seen.insert(path).second) continue;
+    // shared anonymous memory, memfds, SysV segments: no file on disk to compare
+    if (path.starts_with("/dev/zero") || path.starts_with("/memfd:") || path.starts_with("/SYSV"))
+      continue;
     constexpr std::string_view kDeleted = " (deleted)";
     if (path.ends_with(kDeleted))
       return path.substr(0, path.size() - kDeleted.size()) + " was replaced";

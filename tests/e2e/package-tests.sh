@@ -211,8 +211,9 @@ t_units() {
     cmd=$(sed -n 's/^ExecStart=//p' /lib/systemd/system/vtpm-hook-template.service)
     # shellcheck disable=SC2086
     $cmd > "$E2E_WORK/template.out" 2>&1 &
-    local tpid=$! i
-    for i in $(seq 1 100); do [ -S /run/vtpm-hook/template.sock ] && break; sleep 0.2; done
+    local tpid=$! t0
+    t0=$(now_ms)
+    while [ ! -S /run/vtpm-hook/template.sock ] && [ $(( $(now_ms) - t0 )) -lt 20000 ]; do sleep 0.2; done
     [ -S /run/vtpm-hook/template.sock ] && [ "$(stat -c %a /run/vtpm-hook/template.sock)" = 600 ] ||
         { why "vtpm-hook-template.service's '$cmd' serves no root-only /run/vtpm-hook/template.sock: $(tail -c 300 "$E2E_WORK/template.out")"; kill "$tpid"; return 1; }
     kill -TERM "$tpid"

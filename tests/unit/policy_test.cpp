@@ -108,6 +108,43 @@ TEST(Policy, SelfTestOnDemandUnlessPowerOn) {
                {"not a linux.vtpms field"});
 }
 
+TEST(Policy, TemplateIsAutoUnlessOff) {
+  EXPECT_TRUE(Policy{}.use_template);
+  EXPECT_TRUE(parse_policy("{}", "p").use_template);
+  EXPECT_TRUE(parse_policy(R"({"template":"auto"})", "p").use_template);
+  EXPECT_FALSE(parse_policy(R"({"template":"off"})", "p").use_template);
+  for (const char* bad : {"\"on\"", "\"Auto\"", "\"\"", "true", "false", "0", "null", "[\"off\"]"})
+    expect_error([&] { parse_policy(std::string(R"({"template":)") + bad + "}", "p"); },
+                 {"\"template\" must be \"auto\" or \"off\""});
+}
+
+TEST(Policy, TemplateIdleSecondsIsZeroToADay) {
+  EXPECT_EQ(Policy{}.template_idle_seconds, 60u);
+  EXPECT_EQ(parse_policy("{}", "p").template_idle_seconds, 60u);
+  EXPECT_EQ(parse_policy(R"({"templateIdleSeconds":0})", "p").template_idle_seconds, 0u);
+  EXPECT_EQ(parse_policy(R"({"templateIdleSeconds":5})", "p").template_idle_seconds, 5u);
+  EXPECT_EQ(parse_policy(R"({"templateIdleSeconds":86400})", "p").template_idle_seconds, 86400u);
+  for (const char* bad : {"86401", "4294967296", "18446744073709551615", "-1", "-0.5", "1.5",
+                          "60.0", "1e3", "\"60\"", "null", "true", "[60]"})
+    expect_error([&] { parse_policy(std::string(R"({"templateIdleSeconds":)") + bad + "}", "p"); },
+                 {"\"templateIdleSeconds\" must be 0 to 86400"});
+}
+
+TEST(Policy, TemplateIsTheHostsChoiceAlone) {
+  // No policy can hand either to annotations: they are no linux.vtpms fields...
+  for (const char* f : {"template", "templateIdleSeconds"})
+    expect_error([&] { parse_policy(std::string(R"({"annotationFields":[")") + f + "\"]}", "p"); },
+                 {"not a linux.vtpms field"});
+  // ...so neither an annotation nor config.json can name them in a TPM's entry.
+  for (const char* entry : {R"({"template":"off"})", R"({"templateIdleSeconds":0})"}) {
+    const auto st = state_with({{"io.vtpm-hook.vtpms", std::string("[") + entry + "]"}});
+    expect_error([&] { resolve_vtpms(st, config(), defaults()); }, {"unknown field"});
+    expect_error(
+        [&] { resolve_vtpms(state_with({}), config(std::string("[") + entry + "]"), defaults()); },
+        {"unknown field"});
+  }
+}
+
 TEST(Policy, ParsesKeyFileRootsAndThePodUidOption) {
   const auto p = parse_policy(
       R"({"keyFileRoots":["/etc/tenant-keys/"],"kubernetesIdentity":"containerd",
