@@ -316,8 +316,7 @@ void emulator_from_template(int sock) {
     ::_exit(1);  // (no log yet: the hook sees its socket close)
   }
   if (p.data.empty()) ::_exit(0);  // the hook went away: nothing was started
-  std::optional<EmulatorOptions> opts;
-  std::exception_ptr error;
+  EmulatorOptions opts;
   try {
     if (p.fds.size() != kPassedFds) throw Error("the hook passed the wrong fds");
     opts = decode_options(p.data);
@@ -325,19 +324,13 @@ void emulator_from_template(int sock) {
     // OpenSSL's fork check alone cannot tell two children apart.
     reseed_random();
   } catch (const std::exception& e) {
-    error = std::current_exception();
+    OPENSSL_cleanse(p.data.data(), p.data.size());
+    finish_child(sock, &e);
   }
-  OPENSSL_cleanse(p.data.data(), p.data.size());  // the key's copy
-  if (error) {
-    try {
-      std::rethrow_exception(error);
-    } catch (const std::exception& e) {
-      finish_child(sock, &e);
-    }
-  }
-  opts->log_pipe = p.fds[kLogPipe].get();
-  opts->handoff_pipe = p.fds[kHandoffPipe].get();
-  emulator_main(*opts, std::move(p.fds[kDirFd]), sock, p.fds[kContainerPidfd].get());
+  OPENSSL_cleanse(p.data.data(), p.data.size());  // the key's copy (opts holds the other)
+  opts.log_pipe = p.fds[kLogPipe].get();
+  opts.handoff_pipe = p.fds[kHandoffPipe].get();
+  emulator_main(opts, std::move(p.fds[kDirFd]), sock, p.fds[kContainerPidfd].get());
 }
 
 StateStore open_confined_state(UniqueFd dir_fd, const std::string& name, TpmVersion version,

@@ -1070,6 +1070,24 @@ t_failed_after_hook() {
 }
 
 # ---------------------------------------------------------------- run
+# The template process, as the package's unit runs it: every container of this script that has a
+# cgroup of its own gets its emulator from it (the kill, stop and exit-window scenarios included;
+# container-tests.sh and compromise-tests.sh run the hook's own fork). Checked at the end.
+TEMPLATE_LOG=$LOG_DIR/template.log
+"$HOOK" --run-root "$RUN_ROOT" --log-file "$TEMPLATE_LOG" --log-level debug template > /dev/null 2>&1 &
+TEMPLATE_PID=$!
+at_exit 'kill "$TEMPLATE_PID" 2>/dev/null'
+wait_grep "template $TEMPLATE_PID: serving" "$TEMPLATE_LOG" 60 || fatal "the template did not start: $(tail -c 300 "$TEMPLATE_LOG")"
+# template-used: the emulators of this script's containers came from it
+t_template_used() {
+    local n
+    n=$(cat "$LOG_DIR"/*.log 2>/dev/null | grep -c "forked by the template $TEMPLATE_PID")
+    note "emulators forked by the template $TEMPLATE_PID: $n"
+    [ "$n" -ge 5 ] || { why "only $n emulators came from the template"; return 1; }
+    ! grep -hq 'the template .*\(stale\|failed\)' "$LOG_DIR"/*.log || { why "$(grep -h 'the template .*\(stale\|failed\)' "$LOG_DIR"/*.log | head -n 2 | tr '\n' ' ')"; return 1; }
+    alive "$TEMPLATE_PID" || { why "the template $TEMPLATE_PID is gone"; return 1; }
+}
+
 run_if() { [[ $1 =~ $ONLY ]] && { FAILS=(); POLICY=""; scenario "$1" with_fails "${@:2}"; }; return 0; }
 # with_fails FUNC ARGS...: a scenario that stops at a failed step reports the findings made
 # before it too
@@ -1106,6 +1124,7 @@ run_if "hook-sigkill-$KILL_ROUNDS-rounds" t_hook_sigkill
 run_if default-path-entry1-runc t_default_entry1 runc
 run_if control-chars-runc t_control_chars runc
 run_if failed-after-hook-crun t_failed_after_hook   # last: its gc takes every unused state
+run_if template-used t_template_used
 
 echo "FIGURE: guest_test_time_ms=$(( $(now_ms) - T_START ))"
 finish
