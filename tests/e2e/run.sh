@@ -5,7 +5,8 @@
 #
 # Suites (the guest scripts they run, one after the other, sharing one deadline):
 #   containers     container-tests.sh: runc and crun, the default vTPM, 1.2, two vTPMs,
-#                  user namespaces, restarts, bad input, many at once
+#                  user namespaces, restarts, bad input, many at once; then template-tests.sh:
+#                  the template process (stale on disk, its children, started on demand)
 #   hardening      hardening-tests.sh, security-tests.sh, containment-tests.sh: hostile rootfs
 #                  layouts, load, the trust-boundary attacks, what emulators and keepers hold
 #   provisioning   provisioning-tests.sh, then attestation-tests.sh: podman (hooks.d),
@@ -25,17 +26,18 @@
 # finish in time > 2 unusable environment > 1 some scenario failed > 0 all passed), or 255
 # when the VM itself failed (boot failure, guest hang): infrastructure, not a test result.
 # Environment: TIMEOUT (s, whole VM run; default per suite), scenario selection by regex
-# E2E_ONLY (containers, provisioning + attestation, engines, cri), HARD_ONLY, SEC_ONLY, CONT_ONLY, COMP_ONLY
+# E2E_ONLY (containers, provisioning + attestation, engines, cri), TEMPLATE_ONLY (containers' template-tests.sh;
+# '^$' skips it), HARD_ONLY, SEC_ONLY, CONT_ONLY, COMP_ONLY
 # (hardening; '^$' skips that script), MANY (20), LOAD_N (50), LOAD_ROUNDS (3), LOAD_RUNC_N (50; 0 skips),
 # KILL_ROUNDS (12), TIMES (engines: start-time samples, 3), and run-vm.sh's MEM SMP CGROUP=v1|v2 KEEP VERBOSE VMLAB_CACHE.
 set -uo pipefail
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 ROOT=$(cd "$HERE/../.." && pwd)
-usage() { sed -n '2,29p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2; }
+usage() { sed -n '2,31p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2; }
 
 SUITE=${1:-}
 case $SUITE in
-    containers)   SCRIPTS=(container-tests.sh); : "${TIMEOUT:=1200}" "${MEM:=3072}" ;;
+    containers)   SCRIPTS=(container-tests.sh template-tests.sh); : "${TIMEOUT:=1200}" "${MEM:=3072}" ;;
     hardening)    SCRIPTS=(hardening-tests.sh security-tests.sh containment-tests.sh compromise-tests.sh); : "${TIMEOUT:=1500}" "${MEM:=3072}" ;;
     provisioning) SCRIPTS=(provisioning-tests.sh attestation-tests.sh); : "${TIMEOUT:=1100}"
                   command -v podman > /dev/null || { echo "run.sh: podman is not installed (apt-get install --no-install-recommends podman); the guest uses the host's programs" >&2; exit 2; } ;;
@@ -66,7 +68,7 @@ q() { printf '%q' "$1"; }
 # The guest starts with an empty environment: pass what the scripts read (when set here;
 # each script has its own defaults).
 CMD="export VTPM_HOOK=$(q "$HOOK");"
-for v in E2E_ONLY HARD_ONLY SEC_ONLY CONT_ONLY COMP_ONLY MANY LOAD_N LOAD_ROUNDS LOAD_RUNC_N KILL_ROUNDS TIMES \
+for v in E2E_ONLY TEMPLATE_ONLY HARD_ONLY SEC_ONLY CONT_ONLY COMP_ONLY MANY LOAD_N LOAD_ROUNDS LOAD_RUNC_N KILL_ROUNDS TIMES \
          PKG_DEB PKG_DEB_NEXT VTPM_RUNC CRI_POLICY CRI_K8S_IDENTITY; do
     [ -n "${!v+x}" ] && CMD+=" export $v=$(q "${!v}");"
 done
