@@ -2,8 +2,10 @@
 
 #include <dirent.h>
 #include <fcntl.h>
+#include <linux/sched.h>
 #include <poll.h>
 #include <signal.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -116,6 +118,19 @@ void run_in_child(const std::function<void()>& body, const std::string& what) {
   }
   if (!WIFEXITED(status) || WEXITSTATUS(status) != 0)
     throw Error(what + ": " + (msg.empty() ? "helper process failed" : msg));
+}
+
+pid_t fork_into_cgroup(int cgroup_fd, UniqueFd& pidfd) {
+  int fd = -1;
+  clone_args args{};
+  args.flags = CLONE_INTO_CGROUP | CLONE_PIDFD;
+  args.pidfd = reinterpret_cast<uintptr_t>(&fd);
+  args.exit_signal = SIGCHLD;
+  args.cgroup = static_cast<uint64_t>(cgroup_fd);
+  const long pid = ::syscall(SYS_clone3, &args, sizeof args);
+  if (pid < 0) throw sys_error("clone3 into a cgroup");
+  if (pid > 0) pidfd = UniqueFd(fd);
+  return static_cast<pid_t>(pid);
 }
 
 pid_t pidfd_pid(int pidfd) {

@@ -28,6 +28,10 @@ bool stop_pidfd(int pidfd, std::chrono::milliseconds grace);
 // such process. Throws Error on an unreadable entry.
 std::optional<unsigned long long> process_start_time(pid_t pid);
 
+// fork() into the cgroup v2 directory cgroup_fd (clone3 with CLONE_INTO_CGROUP), with a pidfd
+// (CLONE_PIDFD, close-on-exec). In a single-threaded process only: no atfork handler runs.
+// Returns 0 in the child. Throws Error.
+pid_t fork_into_cgroup(int cgroup_fd, UniqueFd& pidfd);
 // The pid a pidfd refers to (its fdinfo), in this process's pid namespace. Throws Error.
 pid_t pidfd_pid(int pidfd);
 // When the system booted, in seconds since the epoch (/proc/stat btime). Throws Error.

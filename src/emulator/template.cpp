@@ -101,13 +101,17 @@ bool serve_request(int listener, size_t& children) {
       spdlog::info("template: retired by a hook (stale)");
       return false;
     }
-    if (req.data != kFork || req.fds.size() != 1) throw Error("a malformed request");
+    // [the child's socket, the hook's cgroup]: the child is born in the hook's cgroup (without
+    // one, here: a host without cgroup v2, where hooks do not ask)
+    if (req.data != kFork || req.fds.empty() || req.fds.size() > 2)
+      throw Error("a malformed request");
     spdlog::default_logger()->flush();
-    const pid_t pid = ::fork();
+    UniqueFd pidfd;
+    const pid_t pid = req.fds.size() == 2 ? fork_into_cgroup(req.fds[1].get(), pidfd) : ::fork();
     if (pid < 0) throw sys_error("fork");
     if (pid == 0) emulator_from_template(req.fds[0].get());
     ++children;
-    const UniqueFd pidfd = open_pidfd(pid);
+    if (!pidfd) pidfd = open_pidfd(pid);
     const int fd = pidfd.get();
     send_packet(conn.get(), kForked, {&fd, 1});
     spdlog::debug("template: forked emulator {}", pid);
@@ -183,16 +187,17 @@ std::optional<ForkedChild> try_template(const TemplateUse& use) {
   if (::socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) != 0)
     throw sys_error("socketpair");
   UniqueFd ours(sv[0]), theirs(sv[1]);
-  const int fd = theirs.get();
-  send_packet(conn.get(), kFork, {&fd, 1});
+  const UniqueFd cgroup_dir = open_cgroup_dir(*cgroup);
+  const int fds[] = {theirs.get(), cgroup_dir.get()};
+  send_packet(conn.get(), kFork, fds);
   theirs.reset();
   set_timeout(conn.get(), kForkTimeout);
   FdPacket answer = receive_packet(conn.get(), kMaxRequest);
   if (answer.data != kForked || answer.fds.size() != 1) throw Error("the template did not fork");
   const pid_t pid = pidfd_pid(answer.fds[0].get());
   ForkedChild child{EmulatorProcess(pid, std::move(answer.fds[0])), std::move(ours)};
-  // Before it gets anything: where the hook's own fork would be (the hook's cgroup).
-  move_into_cgroup(pid, *cgroup);
+  // Before it gets anything: born where the hook's own fork would be (the hook's cgroup).
+  check_in_cgroup(pid, *cgroup);
   spdlog::debug("emulator {} forked by the template {}", pid, peer.pid);
   return child;
 }

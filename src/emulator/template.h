@@ -2,8 +2,8 @@
 // The template process: one per run root, holding no secret, with libtpms and OpenSSL loaded
 // and warmed by a throwaway TPM. It forks emulators, which share its pages (docs/benchmarks.md)
 // and start without the hook's heap. It never sees a tenant's options, key or state: the hook
-// passes it one end of a socket, gets the child's pidfd back, moves the child into its own
-// cgroup and sends the child everything else directly (emulator_from_template).
+// passes it one end of a socket and its cgroup's directory, gets back the pidfd of a child born
+// in that cgroup (clone3), and sends the child everything else directly (emulator_from_template).
 #include <sys/types.h>
 
 #include <chrono>
@@ -32,7 +32,7 @@ struct TemplateUse {
   std::string log_file;
 };
 
-// A child of the template, in this process's cgroup, waiting for its options (spawn_emulator).
+// A child of the template, born in this process's cgroup, waiting for its options (spawn_emulator).
 // nullopt when there is no usable template: none runs (one is started when its orphan would
 // land at PID 1, for the next setup: runtimes that are subreapers wait for their adopted
 // children), it is stale (a library or the binary it mapped was replaced on disk: it is then

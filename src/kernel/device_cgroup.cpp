@@ -270,16 +270,17 @@ std::optional<std::string> own_cgroup_v2(const CgroupPaths& paths) {
   return loc.path;
 }
 
-void move_into_cgroup(pid_t pid, const std::string& path, const CgroupPaths& paths) {
-  const std::string procs = paths.cgroup_root + path + "/cgroup.procs";
-  UniqueFd fd(::open(procs.c_str(), O_WRONLY | O_CLOEXEC));
-  if (!fd) throw sys_error("open " + procs);
-  const std::string pid_text = std::to_string(pid);
-  if (::write(fd.get(), pid_text.data(), pid_text.size()) != static_cast<ssize_t>(pid_text.size()))
-    throw sys_error("move " + pid_text + " into " + procs);
+UniqueFd open_cgroup_dir(const std::string& path, const CgroupPaths& paths) {
+  const std::string dir = paths.cgroup_root + path;
+  UniqueFd fd(::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+  if (!fd) throw sys_error("open " + dir);
+  return fd;
+}
+
+void check_in_cgroup(pid_t pid, const std::string& path, const CgroupPaths& paths) {
   const CgroupLocation now = find_cgroup(pid, paths);
   if (!now.v2 || now.path != path)
-    throw Error("process " + pid_text + " is not in the cgroup " + path + " after its move");
+    throw Error("process " + std::to_string(pid) + " is not in the cgroup " + path);
 }
 
 }  // namespace vtpm

@@ -66,8 +66,11 @@ bool remove_empty_cgroup(const std::string& dir);
 // nullopt on a v1 or hybrid host. Throws Error when it cannot be read.
 std::optional<std::string> own_cgroup_v2(const CgroupPaths& paths = {});
 
-// Moves pid into the v2 cgroup `path` (as own_cgroup_v2 names it) and checks that it is there.
-// Throws Error.
-void move_into_cgroup(pid_t pid, const std::string& path, const CgroupPaths& paths = {});
+// The v2 cgroup `path` (as own_cgroup_v2 names it), for clone3's CLONE_INTO_CGROUP: a process
+// born there never runs anywhere else (no migration afterwards). Throws Error.
+UniqueFd open_cgroup_dir(const std::string& path, const CgroupPaths& paths = {});
+
+// Throws Error unless pid is in the v2 cgroup `path`.
+void check_in_cgroup(pid_t pid, const std::string& path, const CgroupPaths& paths = {});
 
 }  // namespace vtpm

@@ -113,7 +113,7 @@ class() {
 # a template's child: it must hold nothing of the template's (socket, lock) either.
 t_compromise() {
     local rt=$1 mode=${2:-fork} tag=$1${2:+-$2} a b hostfile=$E2E_WORK/host-file plant=$STATE_ROOT/comp-next
-    local tpl="" tfds
+    local tpl="" tfds appid
     a=comp-a-$tag b=comp-b-$tag
     local secret hostv binit bemu aemu akeep keepers_before v go=$E2E_WORK/go-$1 proof_out
     local pre_status afds kfds report_pid t0
@@ -185,6 +185,7 @@ exec sleep 100000" "$(attacker_jq "$hostv $binit $bemu" "$STATE_ROOT/$b" "$hostf
     REPORT=$STATE_ROOT/$a/attack-report
     # before the attack (the attacker ends killed): what the emulator and keeper hold, who they are
     pre_status="Seccomp=$(status_field "$aemu" Seccomp) NoNewPrivs=$(status_field "$aemu" NoNewPrivs) CapEff=$(status_field "$aemu" CapEff) Uid=$(status_field "$aemu" Uid | tr '\t' ' ')"
+    appid=$(status_field "$aemu" PPid)
     afds+=$(bad_fds "$aemu" "$STATE_ROOT/$a"); kfds=$(bad_fds "${akeep:-none}" "$STATE_ROOT/$a")
     note "emulator $aemu: $pre_status; keeper ${akeep:-none}: Uid=$(status_field "${akeep:-none}" Uid | tr '\t' ' ')"
     note "emulator fds: $(fd_listing "$aemu" | tr '\n' ';')"
@@ -215,7 +216,7 @@ exec sleep 100000" "$(attacker_jq "$hostv $binit $bemu" "$STATE_ROOT/$b" "$hostf
         [[ $proof_out == *" getcwd=EPERM "* ]] || proof+=("getcwd (refused by the filter) gave: $proof_out")
         [[ $pre_status == "Seccomp=2 NoNewPrivs=1 CapEff=0000000000000000 "* ]] || proof+=("not confined: $pre_status")
         if [ -n "$tpl" ]; then
-            [ "$(status_field "$aemu" PPid)" = "$tpl" ] || proof+=("the emulator's parent is $(status_field "$aemu" PPid), not the template $tpl")
+            [ "$appid" = "$tpl" ] || proof+=("the emulator's parent was '$appid', not the template $tpl")
         else
             ! grep -q "emulator $aemu forked by the template" "$LOG" || proof+=("the emulator came from a template")
         fi

@@ -787,15 +787,17 @@ TEST_F(TemplateCgroup, OwnCgroupIsV2Only) {
   }
 }
 
-TEST_F(TemplateCgroup, MoveWritesThePidAndChecksWhereItLanded) {
+TEST_F(TemplateCgroup, TheChildsCgroupIsCheckedAndItsDirectoryOpened) {
   constexpr pid_t kChild = 4000001;
   set_cgroup(kChild, "0::/hook/sub\n");
-  move_into_cgroup(kChild, "/hook/sub", paths_);
-  EXPECT_EQ(read_text(paths_.cgroup_root + "/hook/sub/cgroup.procs"), "4000001");
-  set_cgroup(kChild, "0::/template\n");  // the kernel did not move it
-  expect_error([&] { move_into_cgroup(kChild, "/hook/sub", paths_); },
+  check_in_cgroup(kChild, "/hook/sub", paths_);
+  set_cgroup(kChild, "0::/template\n");  // born elsewhere
+  expect_error([&] { check_in_cgroup(kChild, "/hook/sub", paths_); },
                {"4000001", "is not in the cgroup /hook/sub"});
-  expect_error([&] { move_into_cgroup(kChild, "/gone", paths_); }, {"open", "/gone/cgroup.procs"});
+  set_cgroup(kChild, "5:devices:/hook/sub\n0::/hook/sub\n");  // a v1 devices hierarchy: not v2
+  expect_error([&] { check_in_cgroup(kChild, "/hook/sub", paths_); }, {"is not in the cgroup"});
+  EXPECT_TRUE(open_cgroup_dir("/hook/sub", paths_));
+  expect_error([&] { open_cgroup_dir("/gone", paths_); }, {"open", "/gone"});
 }
 
 // ---- stale_mapping ----
