@@ -7,7 +7,8 @@
 #
 # Environment: BUILD_DIR (build), BENCH_BIN (/tmp/bench-bin: the binaries are copied there
 # first, so a rebuild during the run does not change what is measured), VTPM_HOOK (use this
-# binary instead of BUILD_DIR/vtpm-hook), OUT (docs/benchmarks.md), TIMEOUT (VM, 960 s; the
+# binary instead of BUILD_DIR/vtpm-hook), FLOOR (likewise for bench/libtpms_floor: with both,
+# nothing is built), OUT (docs/benchmarks.md), TIMEOUT (VM, 1200 s; the
 # guest part is bounded by TIMEOUT - 60 s), BENCH_ONLY (step,...:
 # run only those vmbench.py steps and write no report, to debug a step; raw results in
 # BENCH_BIN/result.json), BENCH_SCALE (live vTPMs in bench_scale, 200; for 1000 give the VM
@@ -23,17 +24,20 @@ ONLY=()
 [ -n "${BENCH_ONLY:-}" ] && ONLY=("--only=$BENCH_ONLY")
 [ -n "${BENCH_SCALE:-}" ] && ONLY+=("--scale=$BENCH_SCALE")
 
-if [ ! -f "$BUILD/CMakeCache.txt" ]; then
-    cmake -S "$ROOT" -B "$BUILD" -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DVTPM_BENCH=ON >/dev/null
-fi
-grep -q '^VTPM_BENCH:BOOL=ON' "$BUILD/CMakeCache.txt" || cmake -S "$ROOT" -B "$BUILD" -DVTPM_BENCH=ON >/dev/null
-targets=(libtpms_floor)
+targets=()
+[ -n "${FLOOR:-}" ] || targets+=(libtpms_floor)
 [ -n "${VTPM_HOOK:-}" ] || targets+=(vtpm-hook)
-cmake --build "$BUILD" --target "${targets[@]}" -- -j"$(nproc)" >&2
+if [ ${#targets[@]} -gt 0 ]; then
+    if [ ! -f "$BUILD/CMakeCache.txt" ]; then
+        cmake -S "$ROOT" -B "$BUILD" -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DVTPM_BENCH=ON >/dev/null
+    fi
+    grep -q '^VTPM_BENCH:BOOL=ON' "$BUILD/CMakeCache.txt" || cmake -S "$ROOT" -B "$BUILD" -DVTPM_BENCH=ON >/dev/null
+    cmake --build "$BUILD" --target "${targets[@]}" -- -j"$(nproc)" >&2
+fi
 
 mkdir -p "$BIN"
 install -m 755 "${VTPM_HOOK:-$BUILD/vtpm-hook}" "$BIN/vtpm-hook"
-install -m 755 "$BUILD/bench/libtpms_floor" "$BIN/libtpms_floor"
+install -m 755 "${FLOOR:-$BUILD/bench/libtpms_floor}" "$BIN/libtpms_floor"
 install -m 644 "$ROOT/bench/vmbench.py" "$BIN/vmbench.py"
 install -m 644 "$ROOT/bench/memprofile.py" "$BIN/memprofile.py"
 install -m 755 "$ROOT/bench/swtpm-hook.sh" "$BIN/swtpm-hook.sh"
@@ -42,7 +46,7 @@ install -m 644 "$ROOT/tests/lib/tpm2cmd.py" "$BIN/tpm2cmd.py"
 log=$BIN/vm-output.txt
 echo "bench: booting the VM (output also in $log)" >&2
 set +e
-TIMEOUT=${TIMEOUT:-960}
+TIMEOUT=${TIMEOUT:-1200}
 TIMEOUT=$TIMEOUT "$ROOT/tests/vm/run-vm.sh" -f "$ROOT/bench/vm-guest.sh" "$BIN" $((TIMEOUT - 60)) "${QUICK[@]}" "${ONLY[@]}" 2>&1 | tee "$log" | grep --line-buffered -v '^BENCH-RESULT ' >&2
 rc=${PIPESTATUS[0]}
 set -e

@@ -6,6 +6,14 @@ setup latency, raw command round trips through /dev/tpmrmN, emulator memory, set
 EK certificates, the libtpms floor, a profile of vtpm-hook's setup path, a whole `runc run`
 without a TPM / with vtpm-hook / with a swtpm-based hook (bench/swtpm-hook.sh), and many
 live vTPMs in one VM (setup time, memory, and a clean teardown).
+vtpm-hook runs in two modes where it matters (setup, round trips, memory, `runc run`):
+"template" (the default policy "template": "auto"; emulators forked by the template process
+`vtpm-hook template`, which the driver starts for the step, as a systemd unit would, and stops
+after it) and "fork" (policy "template": "off": the hook forks the emulator itself). A setup
+uses the template only for a container with a cgroup (v2) of its own, so the by-hand
+containers of those steps each get one (Sleeper(cgroup=True)); every setup of those steps is
+checked in the hook's debug log: "emulator N forked by the template T" in template mode (with
+T the driver's template), no such line in fork mode.
 Progress goes to stderr; the results are one line on stdout: "BENCH-RESULT <json>".
 
   vmbench.py HOOK FLOOR [--quick] [--only=STEP,...]    (--only: those steps alone, to debug one)
@@ -48,6 +56,9 @@ SCALE_AT = [N_SCALE * k // 4 for k in (1, 2, 3, 4)]   # memory checkpoints
 RUNC_TIMEOUT_S = 120       # one `runc run`, hooks included
 BATCH = 10                 # memory: instances started concurrently
 RTT_BUDGET_S = 45          # per command and implementation: stop early after this long
+CG_ROOT = "/sys/fs/cgroup"  # cgroup v2 (tests/vm/run-vm.sh's default)
+MODES = ("vtpm-hook", "vtpm-hook fork")   # result keys: template mode (the default), hook fork
+POLICY = {"vtpm-hook": W + "/policy-template.json", "vtpm-hook fork": W + "/policy-fork.json"}
 T0 = time.monotonic()
 RESULT = {}
 
@@ -89,12 +100,30 @@ def drop_caches():
 
 
 # ------------------------------------------------------------------ containers (by hand)
-class Sleeper:
-    """A process in its own mount namespace: the 'container' a hook is run for."""
+CG_SEQ = [0]
 
-    def __init__(self):
+
+class Sleeper:
+    """A process in its own mount namespace: the 'container' a hook is run for. cgroup=True:
+    in a cgroup v2 directory of its own (as a runtime's container is), so that the hook gives
+    it a keeper and may use the template; otherwise it shares the driver's (root) cgroup."""
+
+    def __init__(self, cgroup=False):
+        self.cg = None
+        if cgroup:
+            CG_SEQ[0] += 1
+            self.cg = "%s/vtpm-bench-%d" % (CG_ROOT, CG_SEQ[0])
+            os.mkdir(self.cg)
         self.p = subprocess.Popen(["unshare", "-m", "--propagation", "private", "sleep", "100000"],
                                   stdin=subprocess.DEVNULL)
+        if self.cg:
+            try:   # (unshare execs sleep: one pid, moved whenever it is written)
+                with open(self.cg + "/cgroup.procs", "w") as f:
+                    f.write("%d\n" % self.p.pid)
+            except OSError:
+                self.p.kill()
+                self.p.wait()
+                raise
         me = os.readlink("/proc/self/ns/mnt")
 
         def unshared():
@@ -110,6 +139,21 @@ class Sleeper:
         if self.p.poll() is None:
             self.p.kill()
         self.p.wait(timeout=10)
+
+    def remove_cgroup(self):
+        """After kill: its cgroup goes (the keeper may have removed it already)."""
+        if not self.cg:
+            return
+
+        def removed():
+            try:
+                os.rmdir(self.cg)
+            except FileNotFoundError:
+                return True
+            except OSError:   # EBUSY while the kernel still counts the killed process
+                return False
+            return True
+        wait_until(removed, 20, "the cgroup %s to be removable" % self.cg, step=0.02)
 
 
 def gone(pid):
@@ -139,15 +183,41 @@ def hook_cmd(sub, extra=(), sr=SR, rr=RR, policy=None):
     return [HOOK, *hook_opts(sr, rr, policy), sub, *extra]
 
 
+def forked_by(text, emu_pid):
+    """The template pid that the hook's debug log says forked emulator EMU_PID, or None."""
+    m = re.search(r"emulator %d forked by the template (\d+)" % emu_pid, text)
+    return int(m.group(1)) if m else None
+
+
+def log_size():
+    try:
+        return os.path.getsize(LOG)
+    except OSError:
+        return 0
+
+
+def log_since(offset):
+    with open(LOG, errors="replace") as f:
+        f.seek(offset)
+        return f.read()
+
+
 class HookTpm:
-    def __init__(self, cid, vtpms, defer=False, sr=SR, rr=RR, policy=None):
+    """A by-hand container and its `vtpm-hook setup`. template: None (not checked; by-hand
+    containers without a cgroup, which never use the template), or the running Template that
+    must have forked the emulator, or False (the emulator must be the hook's own fork)."""
+
+    def __init__(self, cid, vtpms, defer=False, sr=SR, rr=RR, policy=None, cgroup=False,
+                 template=None):
         self.cid, self.sr, self.rr, self.policy = cid, sr, rr, policy
-        self.sleeper = Sleeper()
+        self.template = template
+        self.sleeper = Sleeper(cgroup)
         self.bundle = bundle(cid, vtpms)
         self.state = json.dumps({"ociVersion": "1.0.2", "id": cid, "status": "creating",
                                  "pid": self.sleeper.pid, "bundle": self.bundle})
         with open(LOG, "a") as f:
             f.write("BENCH-MARK start %s\n" % cid)
+        self.log_from = log_size()
         self.t = now()
         self.proc = subprocess.Popen(hook_cmd("setup", ["--no-device-cgroup"], sr, rr, policy),
                                      stdin=subprocess.PIPE, stdout=subprocess.PIPE,
@@ -161,6 +231,7 @@ class HookTpm:
         self.seconds = now() - self.t
         if self.proc.returncode != 0:
             self.sleeper.kill()
+            self.sleeper.remove_cgroup()
             raise RuntimeError("vtpm-hook setup %s failed: %s" % (cid, err.decode()))
         rec = json.load(open("%s/%s.json" % (self.rr, cid)))["vtpms"][0]
         self.num = rec["hostTpmNum"]
@@ -168,6 +239,9 @@ class HookTpm:
         self.rm = "/dev/tpmrm%d" % self.num
         if not os.path.exists(self.rm):
             raise RuntimeError("setup returned but %s does not exist" % self.rm)
+        if self.template is not None:
+            check_forked_by(log_since(self.log_from), self.pid, self.template,
+                            "setup %s" % cid)
 
     def stop(self):
         r = subprocess.run(hook_cmd("teardown", (), self.sr, self.rr, self.policy),
@@ -178,6 +252,86 @@ class HookTpm:
         self.sleeper.kill()
         wait_until(lambda: gone(self.pid), 20, "vtpm-emu exit")
         wait_until(lambda: not os.path.exists(self.rm), 20, self.rm + " to go")
+        self.sleeper.remove_cgroup()
+
+
+def check_forked_by(text, emu_pid, template, what):
+    """template: the Template that must have forked EMU_PID, or False: none may have."""
+    tpid = forked_by(text, emu_pid)
+    if template is False and tpid is not None:
+        raise RuntimeError("%s: emulator %d was forked by the template %d although the policy "
+                           "says \"template\": \"off\"" % (what, emu_pid, tpid))
+    if template is not False and tpid != template.pid:
+        raise RuntimeError("%s: emulator %d was %s, not by the running template %d: the bench "
+                           "would measure the wrong path; the hook's log: %s" % (
+                               what, emu_pid, "forked by the hook" if tpid is None else
+                               "forked by another template %d" % tpid, template.pid,
+                               " | ".join(l for l in text.splitlines()
+                                          if "template" in l)[-600:]))
+
+
+TEMPLATE_SEQ = [0]
+
+
+class Template:
+    """`vtpm-hook template --idle-exit 0` in the foreground, as a systemd unit would run it:
+    started for one step's template mode, stopped (SIGTERM) after it."""
+
+    def __init__(self, rr=RR):
+        TEMPLATE_SEQ[0] += 1
+        self.rr = rr
+        self.sock = rr + "/template.sock"
+        self.log = "%s/template-%d.log" % (W, TEMPLATE_SEQ[0])
+        left = live_named("vtpm-template")
+        if left:
+            raise RuntimeError("a template runs already (pids %s): the bench would not know "
+                               "which one serves" % left)
+        t = now()
+        self.p = subprocess.Popen([HOOK, "--run-root", rr, "--log-level", "debug", "--log-file",
+                                   self.log, "template", "--idle-exit", "0"],
+                                  stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                  stderr=subprocess.PIPE)
+        self.pid = self.p.pid
+
+        def serving():
+            if self.p.poll() is not None:
+                raise RuntimeError("the template exited (%s): %s" % (
+                    self.p.returncode, self.p.stderr.read().decode(errors="replace")[-400:]))
+            try:
+                m = re.search(r"template (\d+): serving", open(self.log, errors="replace").read())
+            except OSError:
+                return None
+            return m and os.path.exists(self.sock) and int(m.group(1))
+        served_by = wait_until(serving, 60, "the template to serve " + self.sock, step=0.01)
+        self.start_ms = (now() - t) * 1000
+        if served_by != self.pid:
+            raise RuntimeError("template %d says it serves, not %d" % (served_by, self.pid))
+        RESULT.setdefault("template_start_ms", []).append(self.start_ms)
+        log("template %d serving %s (start %.0f ms)" % (self.pid, self.sock, self.start_ms))
+
+    def stop(self):
+        if self.p.poll() is None:
+            self.p.send_signal(signal.SIGTERM)
+        try:
+            rc = self.p.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            self.p.kill()
+            self.p.wait(timeout=10)
+            raise RuntimeError("the template %d did not stop within 30 s of SIGTERM" % self.pid)
+        err = self.p.stderr.read().decode(errors="replace")
+        self.p.stderr.close()
+        if rc != 0:
+            raise RuntimeError("the template %d exited with %d: %s" % (self.pid, rc, err[-400:]))
+        # no other template (one a setup started itself, say) may have served meanwhile
+        others = live_named("vtpm-template")
+        if others:
+            raise RuntimeError("templates left after stopping %d: %s" % (self.pid, others))
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.stop()
 
 
 class SwTpm:
@@ -242,6 +396,9 @@ def stop_all(objs):
     wait_until(lambda: all(gone(o.pid) for o in objs if hasattr(o, "pid")) and
                not any(os.path.exists(o.rm) for o in objs if hasattr(o, "rm")), 90,
                "all emulators to stop", step=0.05)
+    for o in objs:
+        if isinstance(o, HookTpm):
+            o.sleeper.remove_cgroup()
 
 
 # ------------------------------------------------------------------ raw TPM 2 commands
@@ -333,6 +490,7 @@ def profile_from_log(cids):
             if m:
                 took = int(m.group(1))
         out.append({"id": cid, "spawn": t(r"^starting the emulator"),
+                    "forked": t(r"^emulator \d+ forked by the template"),
                     "started": t(r"^TPM2_Startup done"), "tested": t(r"^full self-test passed"),
                     "powered": t(r"^TPM started"), "measured": t(r"^launch measured into PCR"),
                     "parent_ready": t(r"^emulator \d+ serves"), "placed": t(r"is the container's"),
@@ -356,131 +514,184 @@ def bench_exec():
     RESULT["exec"] = res
 
 
+def write_policy(path, d):
+    with open(path, "w") as f:
+        json.dump(d, f)
+    os.chmod(path, 0o644)
+    return path
+
+
+def mode_tpm(mode, cid, vtpms, tmpl, policy=None, **kw):
+    """A by-hand container with a cgroup of its own, set up in MODE ("vtpm-hook": by the
+    template TMPL; "vtpm-hook fork": by the hook, policy "template": "off"), checked."""
+    return HookTpm(cid, vtpms, policy=policy or POLICY[mode], cgroup=True,
+                   template=tmpl if mode == "vtpm-hook" else False, **kw)
+
+
 def bench_setup():
-    res = {"vtpm-hook": {}, "swtpm": {}}
-    # first instance of each, caches dropped before each (9p: binaries and libraries cold)
-    drop_caches()
-    h = HookTpm("first-hook", [{"statePath": SR + "/first-hook"}])
-    res["vtpm-hook"]["first"] = h.seconds * 1000
-    h.stop()
-    drop_caches()
-    s = SwTpm(W + "/sw/first")
-    res["swtpm"]["first"] = s.seconds * 1000
-    s.stop()
-    log("first instance: vtpm-hook %.0f ms, swtpm %.0f ms" %
-        (res["vtpm-hook"]["first"], res["swtpm"]["first"]))
+    res = {"vtpm-hook": {}, "vtpm-hook fork": {}, "swtpm": {}}
     hook_ids = []
     # the policy's selfTest "powerOn" (the full test before the device exists, as swtpm does)
-    # against the default "onDemand", interleaved with swtpm
-    power_on = W + "/policy-power-on.json"
-    with open(power_on, "w") as f:
-        json.dump({"selfTest": "powerOn"}, f)
-    os.chmod(power_on, 0o644)
+    # against the default "onDemand" (both from the template), interleaved with the others
+    power_on = write_policy(W + "/policy-power-on.json", {"selfTest": "powerOn",
+                                                          "template": "auto"})
     res["vtpm-hook powerOn"] = {}
-    for kind in ("fresh", "existing"):
-        hx, px, sx = [], [], []
-        for i in range(N_SETUP):
-            sd = SR + "/setup-%s" % (i if kind == "fresh" else "existing")
-            cid = "setup-%s-%d" % (kind, i)
-            hook_ids.append(cid)
-            h = HookTpm(cid, [{"statePath": sd}])
-            hx.append(h.seconds * 1000)
+    with Template() as tmpl:
+        # first instance of each, caches dropped before each (9p: binaries and libraries cold;
+        # the template runs already, as it would from boot on)
+        for mode, cid in (("vtpm-hook", "first-hook"), ("vtpm-hook fork", "first-hook-fork")):
+            drop_caches()
+            h = mode_tpm(mode, cid, [{"statePath": SR + "/" + cid}], tmpl)
+            res[mode]["first"] = h.seconds * 1000
             h.stop()
-            h = HookTpm(cid + "-p", [{"statePath": sd + "-p"}], policy=power_on)
-            px.append(h.seconds * 1000)
-            h.stop()
-            s = SwTpm(W + "/sw/setup-%s" % (i if kind == "fresh" else "existing"))
-            sx.append(s.seconds * 1000)
-            s.stop()
-        res["vtpm-hook"][kind] = stats(hx)
-        res["vtpm-hook powerOn"][kind] = stats(px)
-        res["swtpm"][kind] = stats(sx)
-        log("setup %s: vtpm-hook median %.0f ms (powerOn %.0f), swtpm median %.0f ms" %
-            (kind, res["vtpm-hook"][kind]["median"], res["vtpm-hook powerOn"][kind]["median"],
-             res["swtpm"][kind]["median"]))
-    RESULT["setup"] = res
-    bench_setup_measured()
-    RESULT["hook_log_sample"] = [l for l in open(LOG, errors="replace").read().split(
-        "BENCH-MARK start ")[-2].splitlines()][:60]
-    RESULT["setup_profile"] = profile_from_log(["first-hook"] + hook_ids)
+        drop_caches()
+        s = SwTpm(W + "/sw/first")
+        res["swtpm"]["first"] = s.seconds * 1000
+        s.stop()
+        log("first instance: vtpm-hook %.0f ms (fork %.0f), swtpm %.0f ms" % (
+            res["vtpm-hook"]["first"], res["vtpm-hook fork"]["first"], res["swtpm"]["first"]))
+        for kind in ("fresh", "existing"):
+            xs = {k: [] for k in ("vtpm-hook", "vtpm-hook fork", "vtpm-hook powerOn", "swtpm")}
+            for i in range(N_SETUP):
+                sd = SR + "/setup-%s" % (i if kind == "fresh" else "existing")
+                cid = "setup-%s-%d" % (kind, i)
+                hook_ids.append(cid)
+                for mode, suffix, pol in (("vtpm-hook", "", None), ("vtpm-hook fork", "-f", None),
+                                          ("vtpm-hook", "-p", power_on)):
+                    h = mode_tpm(mode, cid + suffix, [{"statePath": sd + suffix}], tmpl, pol)
+                    xs["vtpm-hook powerOn" if suffix == "-p" else mode].append(h.seconds * 1000)
+                    h.stop()
+                s = SwTpm(W + "/sw/setup-%s" % (i if kind == "fresh" else "existing"))
+                xs["swtpm"].append(s.seconds * 1000)
+                s.stop()
+            for k, v in xs.items():
+                res[k][kind] = stats(v)
+            log("setup %s: vtpm-hook median %.0f ms (fork %.0f, powerOn %.0f), swtpm median "
+                "%.0f ms" % (kind, *(res[k][kind]["median"] for k in xs)))
+        RESULT["setup"] = res
+        # the last template-mode setup (the fork and powerOn ones came after it)
+        RESULT["hook_log_sample"] = [l for l in open(LOG, errors="replace").read().split(
+            "BENCH-MARK start ")[-3].splitlines()][:60]
+        RESULT["setup_profile"] = profile_from_log(["first-hook"] + hook_ids)
+        RESULT["setup_profile_fork"] = profile_from_log(
+            ["first-hook-fork"] + [c + "-f" for c in hook_ids])
+        bench_setup_measured(tmpl)
 
 
-def bench_setup_measured():
+def bench_setup_measured(tmpl):
     """Measured launch (issue 20) against none: the same "existing" setups with the policy's
-    measurementPcr 21 (the default) and null (off), interleaved; the first of each (the state
-    is made then) not counted."""
-    pols = {}
-    for kind, pcr in (("measured", 21), ("unmeasured", None)):
-        pols[kind] = W + "/policy-%s.json" % kind
-        with open(pols[kind], "w") as f:
-            json.dump({"measurementPcr": pcr}, f)
-        os.chmod(pols[kind], 0o644)
-    xs = {"measured": [], "unmeasured": []}
+    measurementPcr 21 (the default) and null (off), in both modes, all four interleaved; the
+    first of each (the state is made then) not counted."""
+    pols, xs = {}, {}
+    for mode in MODES:
+        for kind, pcr in (("measured", 21), ("unmeasured", None)):
+            key = (mode, kind)
+            sfx = "" if mode == "vtpm-hook" else "-f"
+            pols[key] = write_policy(W + "/policy-%s%s.json" % (kind, sfx), {
+                "measurementPcr": pcr, "template": "auto" if mode == "vtpm-hook" else "off"})
+            xs[key] = []
     for i in range(2 * N_SETUP + 1):  # a 5% difference needs more samples than the others
-        for kind in ("measured", "unmeasured"):
-            h = HookTpm("setup-%s-%d" % (kind, i), [{"statePath": SR + "/setup-" + kind}],
-                        policy=pols[kind])
+        for (mode, kind), pol in pols.items():
+            sfx = "" if mode == "vtpm-hook" else "-f"
+            h = mode_tpm(mode, "setup-%s%s-%d" % (kind, sfx, i),
+                         [{"statePath": SR + "/setup-" + kind + sfx}], tmpl, pol)
             if i > 0:
-                xs[kind].append(h.seconds * 1000)
+                xs[(mode, kind)].append(h.seconds * 1000)
             h.stop()
-    m, u = stats(xs["measured"]), stats(xs["unmeasured"])
-    RESULT["setup_measured"] = {"setup_measured_ms": m, "setup_unmeasured_ms": u,
-                                "ratio": m["median"] / u["median"]}
-    log("setup (existing state) measured median %.0f ms, unmeasured %.0f ms, ratio %.3f" %
-        (m["median"], u["median"], m["median"] / u["median"]))
+    res = {}
+    for mode in MODES:
+        m, u = stats(xs[(mode, "measured")]), stats(xs[(mode, "unmeasured")])
+        res[mode] = {"setup_measured_ms": m, "setup_unmeasured_ms": u,
+                     "ratio": m["median"] / u["median"]}
+        log("setup (existing state, %s) measured median %.0f ms, unmeasured %.0f ms, ratio "
+            "%.3f" % (mode, m["median"], u["median"], m["median"] / u["median"]))
+    # (the template mode's at the top level, where the report has always looked)
+    RESULT["setup_measured"] = dict(res["vtpm-hook"], modes=res)
 
 
 def bench_rtt():
-    # Both TPMs start from the SAME state (vtpm-hook's files are swtpm's): a primary key comes
+    # All TPMs start from the SAME state (vtpm-hook's files are swtpm's): a primary key comes
     # from the hierarchy seed, and the RSA prime search time depends on it.
     seed = SR + "/setup-existing"
-    for d in (SR + "/rtt-hook", W + "/sw/rtt"):
+    dirs = {"vtpm-hook": SR + "/rtt-hook", "vtpm-hook fork": SR + "/rtt-hook-fork",
+            "swtpm": W + "/sw/rtt"}
+    for d in dirs.values():
         shutil.rmtree(d, ignore_errors=True)
         shutil.copytree(seed, d, ignore=shutil.ignore_patterns(".lock"))
-    h = HookTpm("rtt-hook", [{"statePath": SR + "/rtt-hook"}])
-    s = SwTpm(W + "/sw/rtt")
     res = {}
-    try:
-        for name, n in RTT_N.items():
-            res[name] = {"vtpm-hook": stats(round_trips(h.rm, name, n)),
-                         "swtpm": stats(round_trips(s.rm, name, n))}
-            log("rtt %s: vtpm-hook %.2f ms, swtpm %.2f ms (median)" %
-                (name, res[name]["vtpm-hook"]["median"], res[name]["swtpm"]["median"]))
-        RESULT["mem_after_rtt"] = {"vtpm-hook": mem(h.pid), "swtpm": mem(s.pid)}
-    finally:
-        h.stop()
-        s.stop()
+    with Template() as tmpl:
+        tpms = {}
+        try:
+            for mode in MODES:
+                tpms[mode] = mode_tpm(mode, "rtt-" + mode.replace(" ", "-"),
+                                      [{"statePath": dirs[mode]}], tmpl)
+            tpms["swtpm"] = SwTpm(dirs["swtpm"])
+            for name, n in RTT_N.items():
+                res[name] = {k: stats(round_trips(t.rm, name, n)) for k, t in tpms.items()}
+                log("rtt %s: %s (median ms)" % (name, ", ".join(
+                    "%s %.2f" % (k, v["median"]) for k, v in res[name].items())))
+            RESULT["mem_after_rtt"] = {k: mem(t.pid) for k, t in tpms.items()}
+        finally:
+            for t in tpms.values():
+                t.stop()
     RESULT["rtt"] = res
 
 
+def mem_of(insts, mode):
+    """Sum over the emulators of INSTS and the live keepers (every keeper then is one of
+    theirs), and the count of keepers."""
+    keep = live_named("vtpm-keep") if mode != "swtpm" else []
+    e, k = mem_sum([x.pid for x in insts]), mem_sum(keep)
+    return dict({key: e[key] + k[key] for key in MEM_KEYS}, keepers=len(keep),
+                keepers_pss=k["pss"])
+
+
 def bench_mem():
-    res = {"vtpm-hook": {}, "swtpm": {}}
-    hooks = []
-    try:
-        for i in range(max(N_MEM)):
-            hooks.append(HookTpm("mem-%d" % i, [{"statePath": SR + "/mem-%d" % i}], defer=True))
-            if len(hooks) % BATCH == 0 or len(hooks) in N_MEM:
-                for x in hooks:
-                    if not hasattr(x, "pid"):
-                        x.finish()
-            if len(hooks) in N_MEM:
-                res["vtpm-hook"][len(hooks)] = mem_sum(x.pid for x in hooks)
-        res["profile"] = {"vtpm-hook": profile([x.pid for x in hooks])}
-        log("memory: vtpm-hook %s" % res["vtpm-hook"])
-    finally:
-        stop_all(hooks)
+    """N_MEM[-1] instances of each mode (vtpm-hook template, vtpm-hook fork, swtpm), one mode
+    after the other, nothing else running: with the template alive only during its mode (it
+    shares the libraries' pages, which lowers the others' PSS). Emulators + their keepers
+    (vtpm-hook: each container has a cgroup of its own, so a keeper); in template mode the
+    template's own PSS apart, at each count."""
+    res = {"vtpm-hook": {}, "vtpm-hook fork": {}, "swtpm": {}, "template": {}, "profile": {}}
+    for mode in MODES:
+        if live_named("vtpm-keep") or live_named("vtpm-emu"):
+            raise RuntimeError("emulators or keepers left before measuring %s: %s %s" % (
+                mode, live_named("vtpm-emu"), live_named("vtpm-keep")))
+        tmpl = Template() if mode == "vtpm-hook" else None
+        hooks = []
+        try:
+            for i in range(max(N_MEM)):
+                cid = "mem-%d%s" % (i, "" if mode == "vtpm-hook" else "-f")
+                hooks.append(mode_tpm(mode, cid, [{"statePath": SR + "/" + cid}], tmpl,
+                                      defer=True))
+                if len(hooks) % BATCH == 0 or len(hooks) in N_MEM:
+                    for x in hooks:
+                        if not hasattr(x, "pid"):
+                            x.finish()
+                if len(hooks) in N_MEM:
+                    res[mode][len(hooks)] = mem_of(hooks, mode)
+                    if tmpl:
+                        res["template"][len(hooks)] = mem(tmpl.pid)
+            res["profile"][mode] = profile([x.pid for x in hooks])
+            res["profile"][mode + " keepers"] = profile(live_named("vtpm-keep"))
+            if tmpl:
+                res["profile"]["template"] = profile([tmpl.pid])
+            log("memory: %s %s" % (mode, res[mode]))
+        finally:
+            stop_all(hooks)
+            wait_until(lambda: not live_named("vtpm-keep"), 30, "the keepers to exit", 0.05)
+            if tmpl:
+                tmpl.stop()
+        if tmpl:
+            log("memory: template %s" % res["template"])
     sws = []
     try:
         for i in range(max(N_MEM)):
             # one at a time: 10 concurrent swtpm starts under TCG made the kernel time out
             # registrations (swtpm: "writev() Input/output error", then exit)
-            sws.append(SwTpm(W + "/sw/mem-%d" % i, defer=True))
-            if True:
-                for x in sws:
-                    if not hasattr(x, "num"):
-                        x.finish()
+            sws.append(SwTpm(W + "/sw/mem-%d" % i))
             if len(sws) in N_MEM:
-                res["swtpm"][len(sws)] = mem_sum(x.pid for x in sws)
+                res["swtpm"][len(sws)] = mem_of(sws, "swtpm")
         res["profile"]["swtpm"] = profile([x.pid for x in sws])
         log("memory: swtpm %s" % res["swtpm"])
     finally:
@@ -671,10 +882,17 @@ def runc_kinds():
         return [{"path": args[0], "args": args, "timeout": 60}]
     return {
         "none": lambda n: runc_bundle(n, "true"),
+        # the two vtpm-hook modes differ in their policy file alone
         "vtpm-hook": lambda n: runc_bundle(
             n, TPM_SCRIPT, vtpms=[{}],
-            hooks={"createRuntime": hk([HOOK, *hook_opts(), "setup"]),
-                   "poststop": hk([HOOK, *hook_opts(), "teardown"])}),
+            hooks={"createRuntime": hk([HOOK, *hook_opts(policy=POLICY["vtpm-hook"]), "setup"]),
+                   "poststop": hk([HOOK, *hook_opts(policy=POLICY["vtpm-hook"]), "teardown"])}),
+        "vtpm-hook fork": lambda n: runc_bundle(
+            n, TPM_SCRIPT, vtpms=[{}],
+            hooks={"createRuntime": hk([HOOK, *hook_opts(policy=POLICY["vtpm-hook fork"]),
+                                        "setup"]),
+                   "poststop": hk([HOOK, *hook_opts(policy=POLICY["vtpm-hook fork"]),
+                                   "teardown"])}),
         "swtpm-hook": lambda n: runc_bundle(
             n, TPM_SCRIPT, devices=rule,
             hooks={"createRuntime": hk(["/bin/bash", SWTPM_HOOK, swsr, "create"]),
@@ -682,8 +900,9 @@ def runc_kinds():
     }, rule
 
 
-def runc_run(kind, make, cid, base_chips):
+def runc_run(kind, make, cid, base_chips, tmpl=None):
     b = make(cid)
+    log_from = log_size()
     t = now()
     try:
         r = subprocess.run(["runc", "run", "--bundle", b, cid], stdin=subprocess.DEVNULL,
@@ -700,11 +919,25 @@ def runc_run(kind, make, cid, base_chips):
     # untimed: every TPM of this run gone before the next one starts
     try:
         wait_until(lambda: tpm_chips() == base_chips and not live_named("swtpm") and
-                   not live_named("vtpm-emu"), 30, "the TPM of %s (%s) to go" % (cid, kind), 0.02)
+                   not live_named("vtpm-emu") and not live_named("vtpm-keep"), 30,
+                   "the TPM of %s (%s) to go" % (cid, kind), 0.02)
     except RuntimeError as e:
-        raise RuntimeError("%s: chips %s, swtpm %s, vtpm-emu %s; runc's output: %s" % (
-            e, tpm_chips(), live_named("swtpm"), live_named("vtpm-emu"),
-            (r.stdout + r.stderr).decode(errors="replace")[-600:]))
+        raise RuntimeError("%s: chips %s, swtpm %s, vtpm-emu %s, vtpm-keep %s; runc's output: "
+                           "%s" % (e, tpm_chips(), live_named("swtpm"), live_named("vtpm-emu"),
+                                   live_named("vtpm-keep"),
+                                   (r.stdout + r.stderr).decode(errors="replace")[-600:]))
+    if kind in MODES:   # the mode that was meant, from the hook's debug log
+        text = log_since(log_from)
+        m = re.search(r"emulator (\d+) serves", text) or re.search(
+            r"starting the emulator", text)
+        if not m:
+            raise RuntimeError("runc run %s (%s): the hook logged no emulator start: %s" % (
+                cid, kind, text[-400:]))
+        emu = re.findall(r"emulator (\d+) (?:forked by the template|serves)", text)
+        if not emu:
+            raise RuntimeError("runc run %s (%s): no emulator pid in the hook's log" % (cid, kind))
+        check_forked_by(text, int(emu[0]), tmpl if kind == "vtpm-hook" else False,
+                        "runc run %s" % cid)
     return ms
 
 
@@ -714,12 +947,14 @@ def bench_runc():
     res = {"n": N_RUNC, "device_rule_swtpm": rule, "runs": {k: [] for k in kinds},
            "runc": subprocess.run(["runc", "--version"], capture_output=True,
                                   text=True).stdout.splitlines()[:1]}
-    # one untimed warm-up of each (page cache: runc, the hooks, swtpm, libraries over 9p)
-    for k, make in kinds.items():
-        runc_run(k, make, "runc-warm-%s" % k, base)
-    for i in range(N_RUNC):
-        for k, make in kinds.items():   # interleaved: a, b, c, a, b, c, ...
-            res["runs"][k].append(runc_run(k, make, "runc-%s-%d" % (k, i), base))
+    with Template() as tmpl:
+        # one untimed warm-up of each (page cache: runc, the hooks, swtpm, libraries over 9p)
+        for k, make in kinds.items():
+            runc_run(k, make, "runc-warm-%s" % k.replace(" ", "-"), base, tmpl)
+        for i in range(N_RUNC):
+            for k, make in kinds.items():   # interleaved: a, b, c, d, a, b, c, d, ...
+                res["runs"][k].append(runc_run(k, make, "runc-%s-%d" % (k.replace(" ", "-"), i),
+                                               base, tmpl))
     for k in kinds:
         res[k] = stats(res["runs"][k])
     log("runc run: " + ", ".join("%s median %.0f ms" % (k, res[k]["median"]) for k in kinds))
@@ -806,6 +1041,10 @@ def main():
         shutil.rmtree(d, ignore_errors=True)
     for d in (SR, RR, BUN, W + "/sw", W + "/ca"):
         os.makedirs(d, exist_ok=True)
+    write_policy(POLICY["vtpm-hook"], {"template": "auto"})
+    write_policy(POLICY["vtpm-hook fork"], {"template": "off"})
+    if not os.path.exists(CG_ROOT + "/cgroup.procs"):
+        raise SystemExit("vmbench: no cgroup v2 at %s: the template needs it" % CG_ROOT)
     RESULT["env"] = {"kernel": os.uname().release, "cpus": os.cpu_count(),
                      "swtpm": subprocess.run(["swtpm", "--version"], capture_output=True,
                                              text=True).stdout.strip(),
@@ -815,6 +1054,7 @@ def main():
              strace_profile, bench_runc, bench_scale]
     if ONLY:
         steps = [st for st in steps if st.__name__ in ONLY[0]]
+    RESULT["steps_planned"] = [st.__name__ for st in steps]
     failed = False
     for step in steps:
         log("---- " + step.__name__)
@@ -827,7 +1067,9 @@ def main():
             RESULT.setdefault("errors", {})[step.__name__] = str(e)[-500:]
             failed = True
         RESULT.setdefault("step_seconds", {})[step.__name__] = round(now() - t, 1)
-    print("BENCH-RESULT " + json.dumps(RESULT), flush=True)
+        # after every step: a run cut short by the time-out still reports what it measured
+        # (bench/run.sh takes the last line)
+        print("BENCH-RESULT " + json.dumps(RESULT), flush=True)
     sys.exit(1 if failed else 0)
 
 

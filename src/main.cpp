@@ -1,4 +1,5 @@
 // vtpm-hook: an OCI runtime hook that gives each container its own TPM.
+#include <openssl/crypto.h>
 #include <spdlog/spdlog.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -35,6 +36,9 @@ std::string read_stdin() {
 }  // namespace
 
 int main(int argc, char** argv) {
+  // No openssl.cnf: nothing here needs it (default provider only), and reading it is on every
+  // setup's critical path (the launch digests; a template's children inherit the choice).
+  (void)OPENSSL_init_crypto(OPENSSL_INIT_NO_LOAD_CONFIG, nullptr);
   // Invoked as vtpm-runc (the symlink `cmake --install` makes): an OCI runtime, not the CLI.
   if (argc > 0) {
     const std::string_view self = argv[0];
