@@ -604,7 +604,7 @@ p("## Where vtpm-hook's setup time goes", "",
 
 PH_INIT = "fork + libtpms load/manufacture + Startup (selfTest onDemand: no self-test here)"
 PH_READY = "/dev/vtpmx ioctl, chroot, seccomp, ready -> parent"
-PH_TPL = "template: request, fork, child moved into the hook's cgroup"
+PH_TPL = "template: request, fork into the hook's cgroup (clone3)"
 PH_CHILD = ("emulator: libtpms load/manufacture + Startup, /dev/vtpmx ioctl, chroot, seccomp, "
             "ready -> parent")
 PH_FORK = ("hook forks the emulator: libtpms load/manufacture + Startup, /dev/vtpmx ioctl, "
