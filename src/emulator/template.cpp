@@ -230,6 +230,7 @@ bool run_template(const TemplateOptions& opts) {
   const int bind_errno = errno;
   (void)::umask(old_umask);
   if (bound != 0) throw sys_error("bind " + sock, bind_errno);
+  if (::chmod(sock.c_str(), 0600) != 0) throw sys_error("chmod " + sock);  // (connect needs w)
   struct stat st {};
   if (::stat(sock.c_str(), &st) != 0) throw sys_error("stat " + sock);
   const UniqueFd sig = stop_signalfd();
