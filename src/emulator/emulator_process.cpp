@@ -2,6 +2,7 @@
 
 #include <dirent.h>
 #include <fcntl.h>
+#include <malloc.h>
 #include <openssl/crypto.h>
 #include <poll.h>
 #include <signal.h>
@@ -220,6 +221,9 @@ void run_tpm(const EmulatorOptions& opts, UniqueFd dir_fd, int sock, int contain
                          /*accept_vendor=*/true);  // always locality 0
   send_to_parent(sock, kReady);
   spdlog::info("serving TPM {} from {}", to_string(engine.version()), store.dir());
+  // The start's buffers (the state blob, its decryption, the options) are free now: hand their
+  // pages back rather than keep them private for the container's lifetime (madvise).
+  (void)::malloc_trim(0);
   const StopReason why = serve_proxy(server.get(), container_pidfd, sig, handler);
   spdlog::info("stopping: {}", to_string(why));
   // Never a proxy fd that nobody reads: a command on it (the host's hwrng reads every vTPM,
@@ -275,6 +279,9 @@ void detach_from_hook(const char* name, const std::set<int>& keep) {
     send_to_parent(ready_fd, kReady);
     (void)::close(ready_fd);  // the parent has read its answer
     ready_fd = -1;
+    // The hook's heap it inherited: only its free pages go back (they stay private to it once
+    // the hook exits)
+    (void)::malloc_trim(0);
     keep_devices(devs, sig.get(), cgroup);
     spdlog::info("the container's cgroup is empty: its device numbers are free");
   } catch (const std::exception& e) {
