@@ -36,6 +36,7 @@
 namespace vtpm {
 namespace {
 
+constexpr char kBanks[] = "banks";    // "banks sha1,sha256": the launch digests it needs
 constexpr char kLoaded[] = "loaded";  // TPM started and self-tested: send the proxy fd
 constexpr char kReady[] = "ready";    // serving the proxy fd
 
@@ -206,6 +207,9 @@ void run_tpm(const EmulatorOptions& opts, UniqueFd dir_fd, int sock, int contain
   std::string loaded = kLoaded;
   if (const auto& m = opts.measurement) {
     // Before the device exists: no command of the workload's can come between these.
+    std::string asked = kBanks;
+    for (const auto& b : launch_banks(engine, m->pcr)) asked += (asked == kBanks ? " " : ",") + b;
+    send_to_parent(sock, asked);
     const auto banks = measure_launch(engine, m->pcr, parse_event_digests(receive_message(sock)));
     for (size_t i = 0; i < banks.size(); ++i) loaded += (i ? "," : " ") + banks[i];
     spdlog::debug("launch measured into PCR {}", m->pcr);
@@ -391,16 +395,19 @@ SpawnedEmulator spawn_emulator(const EmulatorOptions& opts, UniqueFd dir_fd, int
   }
   dir_fd.reset();
   const pid_t pid = emu.pid();
-  // Computed while it starts and self-tests (here the first time OpenSSL is used: its start
-  // and the hashing overlap the emulator's).
-  if (const auto& m = opts.measurement)
-    send_message(ours.get(), format_event_digests(m->digests()));
   auto fail = [&](const std::string& msg) {
     // reap: its message (or none) is the error; a template's child is the template's to reap
     if (::waitpid(pid, nullptr, 0) < 0) (void)stop_pidfd(emu.pidfd(), std::chrono::seconds(2));
     emu.release();
     return Error(msg.empty() ? "the emulator died while starting" : msg);
   };
+  if (const auto& m = opts.measurement) {
+    // The digests of the banks its started TPM extends (cheap: OpenSSL's low-level hashes).
+    const std::string asked = receive_message(ours.get());
+    if (!asked.starts_with(std::string(kBanks) + " ")) throw fail(asked);
+    send_message(ours.get(), format_event_digests(
+                                 m->digests(split_measured_banks(asked.substr(sizeof kBanks)))));
+  }
   const std::string loaded = receive_message(ours.get());
   std::vector<std::string> banks;
   if (loaded.starts_with(std::string(kLoaded) + " "))

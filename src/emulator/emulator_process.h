@@ -22,11 +22,12 @@
 namespace vtpm {
 
 // A launch to measure at power-on, before the device exists (docs/attestation.md): each event's
-// digest per bank, extended into `pcr` in order. The hook computes the digests (`digests`, in
-// the hook) while the emulator starts and self-tests, and sends them over.
+// digest per bank, extended into `pcr` in order. Once its TPM is started, the emulator names the
+// banks it extends; the hook computes the digests of those (`digests`, in the hook) and sends
+// them over.
 struct LaunchMeasurement {
   unsigned pcr = 0;
-  std::function<std::vector<EventDigests>()> digests;
+  std::function<std::vector<EventDigests>(const std::vector<std::string>& banks)> digests;
 };
 
 // What one emulator needs to know; nothing of other TPMs.

@@ -282,9 +282,11 @@ void run_setup(const std::string& state_json, const HookOptions& opts) {
     eo.self_test_on_demand = defaults.policy.self_test_on_demand;
     if (measure_pcr)
       eo.measurement = LaunchMeasurement{
-          *measure_pcr, [&] {
+          *measure_pcr, [&](const std::vector<std::string>& banks) {
             if (launch.empty())
-              launch = launch_events(config.document, defaults.policy.measurement_image);
+              launch = launch_events(config.document, defaults.policy.measurement_image, banks);
+            else
+              add_bank_digests(launch, banks);  // (another vTPM's banks)
             std::vector<EventDigests> d;
             for (const auto& e : launch) d.push_back(e.digests);
             return d;

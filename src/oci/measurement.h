@@ -5,6 +5,7 @@
 #include <cstdint>
 #include <map>
 #include <nlohmann/json.hpp>
+#include <span>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -42,14 +43,21 @@ std::string_view to_string(ImageSource s);  // "none", "containerd", "cri-o"
 struct LaunchEvent {
   nlohmann::json
       content;  // {"event":"oci-config",...} / {"event":"image",...} / {"event":"separator"}
-  std::string canonical;  // canonical_json(content)
-  std::map<std::string, std::vector<uint8_t>>
-      digests;  // every bank of kPcrBanks -> H_bank(canonical)
+  std::string canonical;                                // canonical_json(content)
+  std::map<std::string, std::vector<uint8_t>> digests;  // bank -> H_bank(canonical)
 };
 
+// Every bank name of kPcrBanks.
+std::vector<std::string> all_bank_names();
+
 // The three events in order: config (of the whole config.json document), image (from its
-// "annotations" per `src`), separator. Throws Error as canonical_json does.
-std::vector<LaunchEvent> launch_events(const nlohmann::json& config, ImageSource src);
+// "annotations" per `src`), separator, with the digests of `banks` (names of kPcrBanks).
+// Throws Error as canonical_json does.
+std::vector<LaunchEvent> launch_events(const nlohmann::json& config, ImageSource src,
+                                       std::span<const std::string> banks = all_bank_names());
+
+// Adds the digests of the banks the events lack (a second vTPM with other active banks).
+void add_bank_digests(std::vector<LaunchEvent>& events, std::span<const std::string> banks);
 
 // H_bank(data) for a bank name of kPcrBanks ("sha1", ..., "sm3_256"); Error for another name.
 std::vector<uint8_t> bank_digest(std::string_view bank, std::string_view data);

@@ -166,29 +166,46 @@ uint8_t measurement_start_byte(TpmVersion version, unsigned pcr) {
   return version == TpmVersion::V1_2 && resettable(pcr) ? 0xff : 0x00;
 }
 
-std::vector<std::string> measure_launch(TpmEngine& engine, unsigned pcr,
-                                        const std::vector<EventDigests>& events) {
+namespace {
+
+// The banks of `pcr` that a launch measurement extends; Error when pcr is not measurable.
+std::vector<PcrBank> launch_pcr_banks(TpmEngine& engine, unsigned pcr) {
   if (!measurable_pcr(pcr))
     throw Error(fmt::format(
         "PCR {} cannot hold the launch measurement (allowed: 0-15 and 20-22; 16 and 23 are "
         "resettable by the container, 17-19 not by the emulator)",
         pcr));
-  const LocalityZero at_zero{engine};
-  std::vector<PcrBank> banks;
-  if (engine.version() == TpmVersion::V2) {
-    Sapi sapi(engine);
-    banks = active_banks(sapi, pcr);
-    if (banks.empty()) throw Error(fmt::format("PCR {} is in no active bank", pcr));
-    check_events(banks, events);
-    measure_tpm2(sapi, pcr, banks, events);
-  } else {
-    banks = {kPcrBanks[0]};  // sha1
-    check_events(banks, events);
-    measure_tpm12(engine, pcr, events);
-  }
+  if (engine.version() != TpmVersion::V2) return {kPcrBanks[0]};  // sha1
+  Sapi sapi(engine);
+  auto banks = active_banks(sapi, pcr);
+  if (banks.empty()) throw Error(fmt::format("PCR {} is in no active bank", pcr));
+  return banks;
+}
+
+std::vector<std::string> names_of(const std::vector<PcrBank>& banks) {
   std::vector<std::string> names;
   for (const PcrBank& b : banks) names.emplace_back(b.name);
   return names;
+}
+
+}  // namespace
+
+std::vector<std::string> launch_banks(TpmEngine& engine, unsigned pcr) {
+  return names_of(launch_pcr_banks(engine, pcr));
+}
+
+std::vector<std::string> measure_launch(TpmEngine& engine, unsigned pcr,
+                                        const std::vector<EventDigests>& events) {
+  const std::vector<PcrBank> banks = launch_pcr_banks(engine, pcr);
+  check_events(banks, events);
+  const LocalityZero at_zero{engine};
+  if (engine.version() == TpmVersion::V2) {
+    Sapi sapi(engine);
+    measure_tpm2(sapi, pcr, banks, events);
+  } else {
+    measure_tpm12(engine, pcr, events);
+  }
+  return names_of(banks);
 }
 
 }  // namespace vtpm

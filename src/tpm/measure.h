@@ -24,6 +24,10 @@ using EventDigests =
 std::vector<std::string> measure_launch(TpmEngine& engine, unsigned pcr,
                                         const std::vector<EventDigests>& events);
 
+// The banks measure_launch extends (names, TPM_ALG_ID order): the events need their digests.
+// Error as measure_launch for a PCR that is not measurable or in no active bank.
+std::vector<std::string> launch_banks(TpmEngine& engine, unsigned pcr);
+
 // Every byte of `pcr` before the first event, where a verifier's replay starts: 0x00, except
 // TPM 1.2 PCRs 20-22, 0xFF: TPM 1.2's TPM_PCR_Reset sets them to all ones outside a dynamic
 // launch (PC Client 1.2; libtpms, TOSPresent false), while TPM 2's PCR_Reset gives zeros.

@@ -125,6 +125,8 @@ TEST_F(MeasureTest, PcrHoldsTheReplayInEveryActiveBank) {
   apply_pcr_banks(engine, {"sha1", "sha256", "sha384"});
   power_on(engine, /*close_platform=*/true);
   const auto evs = events();
+  // what the emulator asks the hook for first: exactly the banks it then extends
+  EXPECT_EQ(launch_banks(engine, 21), (std::vector<std::string>{"sha1", "sha256", "sha384"}));
   EXPECT_EQ(measure_launch(engine, 21, evs),
             (std::vector<std::string>{"sha1", "sha256", "sha384"}));
   for (const std::string bank : {"sha1", "sha256", "sha384"})
@@ -217,6 +219,7 @@ TEST_F(MeasureTest, Tpm12ExtendsSha1AtLocalityTwo) {
   TpmEngine engine(store);
   power_on(engine, /*close_platform=*/false);
   const auto evs = events();
+  EXPECT_EQ(launch_banks(engine, 21), std::vector<std::string>{"sha1"});
   EXPECT_EQ(measure_launch(engine, 21, evs), std::vector<std::string>{"sha1"});
   EXPECT_EQ(pcr_read_12(engine, 21), replay("sha1", evs, 0xff));
   // The attack at locality 0: TPM_PCR_Reset (TPM_NOTLOCAL) and TPM_Extend (TPM_BAD_LOCALITY)
@@ -277,9 +280,12 @@ TEST_F(MeasureTest, OnlyMeasurablePcrs) {
   const StateStore store(dir_.string(), TpmVersion::V2, /*create=*/true);
   TpmEngine engine(store);
   power_on(engine, /*close_platform=*/true);
-  for (unsigned pcr : {16u, 17u, 18u, 19u, 23u, 24u})
+  for (unsigned pcr : {16u, 17u, 18u, 19u, 23u, 24u}) {
     expect_error([&] { measure_launch(engine, pcr, events()); },
                  {"PCR " + std::to_string(pcr), "cannot hold the launch measurement"});
+    expect_error([&] { launch_banks(engine, pcr); },
+                 {"PCR " + std::to_string(pcr), "cannot hold the launch measurement"});
+  }
 }
 
 }  // namespace

@@ -342,6 +342,24 @@ TEST(MeasuredConfig, MemberOrderDoesNotMatter) {
 
 // ---- the events ----
 
+// Only the banks the emulator asked for; another vTPM's banks are added to the same events.
+TEST(LaunchEvents, DigestsOfTheAskedBanksOnly) {
+  auto events =
+      launch_events(docker_config(), ImageSource::None, std::vector<std::string>{"sha256"});
+  ASSERT_EQ(events.size(), 3u);
+  for (const auto& e : events) {
+    ASSERT_EQ(e.digests.size(), 1u);
+    EXPECT_EQ(e.digests.at("sha256"), bank_digest("sha256", e.canonical));
+  }
+  add_bank_digests(events, std::vector<std::string>{"sha256", "sha384"});
+  for (const auto& e : events) {
+    ASSERT_EQ(e.digests.size(), 2u);
+    EXPECT_EQ(e.digests.at("sha384"), bank_digest("sha384", e.canonical));
+  }
+  expect_error([&] { add_bank_digests(events, std::vector<std::string>{"md5"}); },
+               {"unknown PCR bank \"md5\""});
+}
+
 TEST(LaunchEvents, ThreeEventsWithEveryBank) {
   const auto events = launch_events(docker_config(), ImageSource::None);
   ASSERT_EQ(events.size(), 3u);
@@ -365,6 +383,18 @@ TEST(LaunchEvents, ThreeEventsWithEveryBank) {
   EXPECT_EQ(hex(bank_digest("sm3_256", "abc")),
             "66c7f0f462eeedd9d1f2d46bdc10e4e24167c4875cf2f7a2297da02b8f4ba8e0");
   EXPECT_EQ(hex(events[2].digests.at("sha256")), hex(sha256(R"({"event":"separator"})")));
+  // every bank against EVP (the hook hashes the SHA banks with OpenSSL's low-level functions)
+  for (const auto& b : kPcrBanks) {
+    const EVP_MD* md =
+        EVP_get_digestbyname(b.name == "sm3_256" ? "SM3" : std::string(b.name).c_str());
+    std::vector<uint8_t> want(EVP_MAX_MD_SIZE);
+    unsigned int n = 0;
+    ASSERT_EQ(EVP_Digest(events[0].canonical.data(), events[0].canonical.size(), want.data(), &n,
+                         md, nullptr),
+              1);
+    want.resize(n);
+    EXPECT_EQ(hex(events[0].digests.at(std::string(b.name))), hex(want)) << b.name;
+  }
   expect_error([] { bank_digest("md5", "x"); }, {"unknown PCR bank \"md5\""});
   // config.json's errors fail the events
   json bad = docker_config();
