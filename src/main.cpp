@@ -36,8 +36,9 @@ std::string read_stdin() {
 }  // namespace
 
 int main(int argc, char** argv) {
-  // No openssl.cnf: nothing here needs it (default provider only), and reading it is on every
-  // setup's critical path (the launch digests; a template's children inherit the choice).
+  // No openssl.cnf: nothing here needs it (default provider only), and the emulators (forked
+  // from this process or from a template, which inherits the choice) would read it at their
+  // first EVP use, while the container waits for its TPM.
   (void)OPENSSL_init_crypto(OPENSSL_INIT_NO_LOAD_CONFIG, nullptr);
   // Invoked as vtpm-runc (the symlink `cmake --install` makes): an OCI runtime, not the CLI.
   if (argc > 0) {

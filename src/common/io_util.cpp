@@ -141,52 +141,6 @@ void write_file_atomic(const std::string& path, std::span<const uint8_t> data) {
   write_file_atomic(dir_fd.get(), path.substr(slash + 1), data, path);
 }
 
-namespace {
-
-// One byte of data and room for one SCM_RIGHTS fd.
-struct FdMessage {
-  char byte = 'F';
-  iovec iov{&byte, 1};
-  alignas(cmsghdr) char ctl[CMSG_SPACE(sizeof(int))] = {};
-  msghdr msg{};
-  FdMessage() {
-    msg.msg_iov = &iov;
-    msg.msg_iovlen = 1;
-    msg.msg_control = ctl;
-    msg.msg_controllen = sizeof ctl;
-  }
-  FdMessage(const FdMessage&) = delete;
-  FdMessage& operator=(const FdMessage&) = delete;
-};
-
-}  // namespace
-
-void send_fd(int sock, int fd) {
-  FdMessage m;
-  msghdr& msg = m.msg;
-  cmsghdr* c = CMSG_FIRSTHDR(&msg);
-  c->cmsg_level = SOL_SOCKET;
-  c->cmsg_type = SCM_RIGHTS;
-  c->cmsg_len = CMSG_LEN(sizeof(int));
-  std::memcpy(CMSG_DATA(c), &fd, sizeof fd);
-  while (::sendmsg(sock, &msg, MSG_NOSIGNAL) < 0)
-    if (errno != EINTR) throw sys_error("pass a file descriptor");
-}
-
-UniqueFd receive_fd(int sock) {
-  FdMessage m;
-  msghdr& msg = m.msg;
-  ssize_t r;
-  while ((r = ::recvmsg(sock, &msg, MSG_CMSG_CLOEXEC)) < 0)
-    if (errno != EINTR) throw sys_error("receive a file descriptor");
-  const cmsghdr* c = CMSG_FIRSTHDR(&msg);
-  if (r == 0 || !c || c->cmsg_type != SCM_RIGHTS || c->cmsg_len != CMSG_LEN(sizeof(int)))
-    throw Error("no file descriptor came");
-  int fd = -1;
-  std::memcpy(&fd, CMSG_DATA(c), sizeof fd);
-  return UniqueFd(fd);
-}
-
 void send_packet(int sock, std::string_view data, std::span<const int> fds) {
   if (fds.size() > kMaxPassedFds || data.empty()) throw Error("a packet of the wrong shape");
   iovec iov{const_cast<char*>(data.data()), data.size()};
@@ -234,6 +188,14 @@ FdPacket receive_packet(int sock, size_t max_size) {
     throw Error("a message was too long");
   p.data.resize(static_cast<size_t>(r));
   return p;
+}
+
+void send_fd(int sock, int fd) { send_packet(sock, "F", {&fd, 1}); }
+
+UniqueFd receive_fd(int sock) {
+  FdPacket p = receive_packet(sock, 1);
+  if (p.data.empty() || p.fds.size() != 1) throw Error("no file descriptor came");
+  return std::move(p.fds[0]);
 }
 
 bool same_file(const std::string& a, const std::string& b) {

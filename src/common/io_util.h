@@ -56,8 +56,6 @@ struct Pipe {
 };
 Pipe make_pipe();
 
-void send_fd(int sock, int fd);
-UniqueFd receive_fd(int sock);
 // One message with up to kMaxPassedFds fds (SCM_RIGHTS) over a SOCK_SEQPACKET socket. Throws
 // Error; at EOF the received message is empty and has no fds.
 inline constexpr size_t kMaxPassedFds = 8;
@@ -67,5 +65,9 @@ struct FdPacket {
 };
 void send_packet(int sock, std::string_view data, std::span<const int> fds);
 FdPacket receive_packet(int sock, size_t max_size);
+// One fd alone (send_packet with one byte of data); receive_fd throws Error unless exactly one
+// came.
+void send_fd(int sock, int fd);
+UniqueFd receive_fd(int sock);
 
 }  // namespace vtpm

@@ -84,6 +84,13 @@ std::vector<std::string> split_measured_banks(const std::string& list) {
   return banks;
 }
 
+// "word sha1,sha256": a message that names PCR banks (split_measured_banks reads the list).
+std::string with_banks(const char* word, const std::vector<std::string>& banks) {
+  std::string out = word;
+  for (size_t i = 0; i < banks.size(); ++i) out += (i ? "," : " ") + banks[i];
+  return out;
+}
+
 // The launch's digests as the hook sends them: an event a line, "bank=hex" apart by spaces.
 std::string format_event_digests(const std::vector<EventDigests>& events) {
   std::string out;
@@ -207,11 +214,9 @@ void run_tpm(const EmulatorOptions& opts, UniqueFd dir_fd, int sock, int contain
   std::string loaded = kLoaded;
   if (const auto& m = opts.measurement) {
     // Before the device exists: no command of the workload's can come between these.
-    std::string asked = kBanks;
-    for (const auto& b : launch_banks(engine, m->pcr)) asked += (asked == kBanks ? " " : ",") + b;
-    send_to_parent(sock, asked);
-    const auto banks = measure_launch(engine, m->pcr, parse_event_digests(receive_message(sock)));
-    for (size_t i = 0; i < banks.size(); ++i) loaded += (i ? "," : " ") + banks[i];
+    send_to_parent(sock, with_banks(kBanks, launch_banks(engine, m->pcr)));
+    loaded = with_banks(kLoaded,
+                        measure_launch(engine, m->pcr, parse_event_digests(receive_message(sock))));
     spdlog::debug("launch measured into PCR {}", m->pcr);
   }
   send_to_parent(sock, loaded);

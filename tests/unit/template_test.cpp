@@ -1006,6 +1006,27 @@ bool same_file(int x, int y) {
 
 size_t open_fd_count() { return fds_of(::getpid()).size(); }
 
+// send_fd/receive_fd (the proxy's server fd, hook to emulator) are one-fd packets: exactly one
+// fd, the same file, close-on-exec; a packet without one is an error.
+TEST(FdPacket, OneFdAloneRoundTripsAndNothingElseIsTaken) {
+  PacketPair s;
+  Pipe pipe = make_pipe();
+  send_fd(s.a.get(), pipe.write.get());
+  const UniqueFd got = receive_fd(s.b.get());
+  ASSERT_TRUE(got);
+  struct stat a {
+  }, b{};
+  ASSERT_EQ(::fstat(got.get(), &a), 0);
+  ASSERT_EQ(::fstat(pipe.write.get(), &b), 0);
+  EXPECT_EQ(a.st_ino, b.st_ino);
+  EXPECT_EQ(::fcntl(got.get(), F_GETFD) & FD_CLOEXEC, FD_CLOEXEC);
+  send_packet(s.a.get(), "F", {});
+  expect_error([&] { receive_fd(s.b.get()); }, {"no file descriptor came"});
+  const int two[] = {pipe.read.get(), pipe.write.get()};
+  send_packet(s.a.get(), "F", two);
+  expect_error([&] { receive_fd(s.b.get()); }, {"no file descriptor came"});
+}
+
 TEST(FdPacket, DataAndEightFdsRoundTripCloseOnExec) {
   PacketPair s;
   std::vector<Pipe> pipes(kMaxPassedFds);
