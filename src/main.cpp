@@ -15,6 +15,7 @@
 #include "emulator/stream_emulator.h"
 #include "emulator/template.h"
 #include "hook/cdi.h"
+#include "hook/command_line.h"
 #include "hook/doctor.h"
 #include "hook/ek_export.h"
 #include "hook/gc.h"
@@ -33,79 +34,57 @@ std::string read_stdin() {
   return vtpm::read_all(STDIN_FILENO, kMaxStateSize, "OCI state on stdin");
 }
 
-}  // namespace
-
-int main(int argc, char** argv) {
-  // No openssl.cnf: nothing here needs it (default provider only), and the emulators (forked
-  // from this process or from a template, which inherits the choice) would read it at their
-  // first EVP use, while the container waits for its TPM.
-  (void)OPENSSL_init_crypto(OPENSSL_INIT_NO_LOAD_CONFIG, nullptr);
-  // Invoked as vtpm-runc (the symlink `cmake --install` makes): an OCI runtime, not the CLI.
-  if (argc > 0) {
-    const std::string_view self = argv[0];
-    if (self.substr(self.rfind('/') + 1) == vtpm::kWrapperName)
-      return vtpm::run_runtime_wrapper(argc, argv);
+// Logging and the defaults that depend on other options; non-zero: the exit status.
+int prepare(vtpm::HookOptions& opts) {
+  if (opts.ca_key.empty()) opts.ca_key = opts.state_root + "/ca/ek-ca-key.pem";
+  if (opts.ca_cert.empty()) opts.ca_cert = opts.state_root + "/ca/ek-ca-cert.pem";
+  ::umask(077);  // state, run records and logs are private; device nodes get explicit modes
+  try {
+    vtpm::init_logging(opts.log_level, opts.log_file);
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "vtpm-hook: error: %s\n", e.what());
+    return 1;
   }
-  vtpm::HookOptions opts;
+  return 0;
+}
+
+int run_hook_command(const vtpm::HookCommand& hook, vtpm::HookOptions& opts) {
+  if (const int rc = prepare(opts); rc != 0) return rc;
+  using Kind = vtpm::HookCommand::Kind;
+  try {
+    if (hook.kind == Kind::Teardown) {
+      vtpm::run_teardown(read_stdin(), opts);
+      return 0;
+    }
+    opts.device_cgroup = !hook.no_device_cgroup;
+    opts.default_vtpm.version = *vtpm::parse_tpm_version(hook.default_version);  // checked
+    if (!hook.default_banks.empty())
+      opts.default_vtpm.pcr_banks =
+          vtpm::parse_pcr_banks(hook.default_banks, "--default-pcr-banks");
+    opts.default_vtpm.create_certs = hook.default_certs;
+    vtpm::check_vtpm_choice(opts.default_vtpm, "--default-version");
+    if (hook.kind == Kind::Setup)
+      vtpm::run_setup(read_stdin(), opts);
+    else
+      vtpm::run_hook_by_status(read_stdin(), opts);
+  } catch (const std::exception& e) {
+    spdlog::error("{}", vtpm::one_line(e.what()));
+    return 1;
+  }
+  return 0;
+}
+
+// Every command, with CLI11 (help, errors and the commands an administrator runs by hand).
+int run_cli(int argc, char** argv, vtpm::HookOptions& opts) {
   CLI::App app{"vtpm-hook: an OCI runtime hook that gives each container its own TPM"};
   app.name("vtpm-hook");  // not argv[0]: the usage line is the man page's (help2man)
   app.set_version_flag("--version", std::string("vtpm-hook ") + VTPM_HOOK_VERSION);
   app.set_help_all_flag("--help-all", "Print the help of every subcommand and exit");
   app.require_subcommand(1);
   app.fallthrough();
-  auto* state_root =
-      app.add_option("--state-root", opts.state_root, "Where TPM state lives by default")
-          ->capture_default_str();
-  auto* run_root =
-      app.add_option("--run-root", opts.run_root, "Where run records of live vTPMs live")
-          ->capture_default_str();
-  auto* log_file =
-      app.add_option("--log-file", opts.log_file, "Append logs to this file (also the emulators')");
-  auto* log_level =
-      app.add_option("--log-level", opts.log_level, "trace, debug, info, warn, error or off")
-          ->capture_default_str();
-  auto* vtpmx = app.add_option("--vtpmx", opts.vtpmx, "The kernel's vTPM proxy control device")
-                    ->capture_default_str();
-  auto* policy = app.add_option("--policy", opts.policy,
-                                "The administrator's policy file (what annotations may choose, "
-                                "where state may live); missing at the default path: defaults")
-                     ->capture_default_str();
-  auto* ca_key =
-      app.add_option("--ca-key", opts.ca_key,
-                     "EK certificate CA key (PEM); created with --ca-cert when both are missing "
-                     "[<state-root>/ca/ek-ca-key.pem]");
-  auto* ca_cert =
-      app.add_option("--ca-cert", opts.ca_cert,
-                     "EK certificate CA certificate (PEM) [<state-root>/ca/ek-ca-cert.pem]");
-
-  auto* emulator_user =
-      app.add_option("--emulator-user", opts.emulator_user,
-                     "User (name, uid or uid:gid; never root) the emulators and keepers run as, "
-                     "unless a vTPM's runAs names another")
-          ->capture_default_str();
-
-  auto* setup = app.add_subcommand("setup", "Give a container its vTPMs (OCI state on stdin)");
-  bool no_cgroup = false;
-  setup->add_flag("--no-device-cgroup", no_cgroup,
-                  "Leave the container's device cgroup alone (config.json allows the TPMs)");
-  setup->alias("prestart");
-  setup->alias("createRuntime");
-  auto* teardown = app.add_subcommand("teardown", "Stop a container's vTPMs (OCI state on stdin)");
-  teardown->alias("poststop");
-  std::string default_version = "2", default_banks;
-  bool default_certs = false;
-  auto* by_status = app.add_subcommand(
-      "hook", "setup or teardown by the state's status (for hooks.d: one args list, all stages)");
-  by_status->add_flag("--no-device-cgroup", no_cgroup, "As for setup");
-  for (auto* sub : {setup, by_status}) {
-    sub->add_option("--default-version", default_version,
-                    "TPM version when config.json and annotations ask for nothing in particular")
-        ->check(CLI::IsMember({"2", "1.2"}))
-        ->capture_default_str();
-    sub->add_option("--default-pcr-banks", default_banks, "PCR banks of that default TPM");
-    sub->add_flag("--default-create-certs", default_certs,
-                  "EKs and EK certificates in that default TPM");
-  }
+  const auto globals = vtpm::add_global_options(app, opts);
+  vtpm::HookCommand hook;
+  const vtpm::HookSubcommands hooks = vtpm::add_hook_subcommands(app, hook);
 
   std::string state_dir;
   std::string tpm_version = "2";
@@ -224,31 +203,14 @@ int main(int argc, char** argv) {
     return app.exit(e);
   }
 
-  opts.policy_required = policy->count() > 0;
-  if (opts.ca_key.empty()) opts.ca_key = opts.state_root + "/ca/ek-ca-key.pem";
-  if (opts.ca_cert.empty()) opts.ca_cert = opts.state_root + "/ca/ek-ca-cert.pem";
-  ::umask(077);  // state, run records and logs are private; device nodes get explicit modes
-  try {
-    vtpm::init_logging(opts.log_level, opts.log_file);
-  } catch (const std::exception& e) {
-    std::fprintf(stderr, "vtpm-hook: error: %s\n", e.what());
-    return 1;
+  opts.policy_required = app.get_option("--policy")->count() > 0;
+  if (const auto kind = hooks.chosen()) {
+    hook.kind = *kind;
+    return run_hook_command(hook, opts);
   }
+  if (const int rc = prepare(opts); rc != 0) return rc;
   try {
-    if (*setup || *by_status) {
-      opts.device_cgroup = !no_cgroup;
-      opts.default_vtpm.version = *vtpm::parse_tpm_version(default_version);  // CLI11 checked it
-      if (!default_banks.empty())
-        opts.default_vtpm.pcr_banks = vtpm::parse_pcr_banks(default_banks, "--default-pcr-banks");
-      opts.default_vtpm.create_certs = default_certs;
-      vtpm::check_vtpm_choice(opts.default_vtpm, "--default-version");
-      if (*setup)
-        vtpm::run_setup(read_stdin(), opts);
-      else
-        vtpm::run_hook_by_status(read_stdin(), opts);
-    } else if (*teardown) {
-      vtpm::run_teardown(read_stdin(), opts);
-    } else if (*status) {
+    if (*status) {
       std::fputs(vtpm::render_status(opts.run_root, status_json).c_str(), stdout);
     } else if (*ek) {
       const auto found = vtpm::find_ek_certificates(opts, ek_id, ek_index);
@@ -274,19 +236,14 @@ int main(int argc, char** argv) {
                                        : std::filesystem::absolute(hook_path).string();
       // The options the administrator gave, for both hooks; paths absolute (hooks run in the
       // bundle directory).
-      for (auto [opt, value, is_path] : {std::tuple{state_root, &opts.state_root, true},
-                                         {run_root, &opts.run_root, true},
-                                         {policy, &opts.policy, true},
-                                         {log_file, &opts.log_file, true},
-                                         {log_level, &opts.log_level, false},
-                                         {vtpmx, &opts.vtpmx, true},
-                                         {ca_key, &opts.ca_key, true},
-                                         {ca_cert, &opts.ca_cert, true},
-                                         {emulator_user, &opts.emulator_user, false}})
-        if (opt->count() > 0)
+      for (size_t i = 0; i < globals.size(); ++i) {
+        const vtpm::GlobalOption& g = vtpm::kGlobalOptions[i];
+        const std::string& value = opts.*g.field;
+        if (globals[i]->count() > 0)
           co.global_args.insert(
               co.global_args.end(),
-              {opt->get_name(), is_path ? std::filesystem::absolute(*value).string() : *value});
+              {std::string(g.name), g.is_path ? std::filesystem::absolute(value).string() : value});
+      }
       if (cdi_no_cgroup) co.setup_args.push_back("--no-device-cgroup");
       co.devices = vtpm::cdi_devices(vtpm::load_policy(opts.policy, opts.policy_required));
       const std::string text = vtpm::make_cdi_spec(co).dump(2) + "\n";
@@ -327,4 +284,23 @@ int main(int argc, char** argv) {
     return 1;
   }
   return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  // No openssl.cnf: nothing here needs it (default provider only), and the emulators (forked
+  // from this process or from a template, which inherits the choice) would read it at their
+  // first EVP use, while the container waits for its TPM.
+  (void)OPENSSL_init_crypto(OPENSSL_INIT_NO_LOAD_CONFIG, nullptr);
+  // Invoked as vtpm-runc (the symlink `cmake --install` makes): an OCI runtime, not the CLI.
+  if (argc > 0) {
+    const std::string_view self = argv[0];
+    if (self.substr(self.rfind('/') + 1) == vtpm::kWrapperName)
+      return vtpm::run_runtime_wrapper(argc, argv);
+  }
+  vtpm::HookOptions opts;
+  if (const auto hook = vtpm::parse_hook_command({argv + 1, argv + argc}, opts))
+    return run_hook_command(*hook, opts);
+  return run_cli(argc, argv, opts);
 }
