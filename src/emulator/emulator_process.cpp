@@ -14,6 +14,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <nlohmann/json.hpp>
 #include <set>
 #include <thread>
@@ -155,6 +156,10 @@ std::string untested_list(const DeferredSelfTest::Backend& backend) {
 // the hook's, not the child's: a template's child always logs through its keeper.
 constexpr size_t kMaxOptions = 16384;
 enum PassedFd : size_t { kDirFd, kContainerPidfd, kLogPipe, kHandoffPipe, kPassedFds };
+// A keeper's: "keeper {json}" with the cgroup watch's fd, then per device "device" with these.
+constexpr char kKeeper[] = "keeper";
+constexpr char kKeptDevice[] = "device";
+enum KeptFd : size_t { kServerFd, kEmulatorPidfd, kKeptLog, kKeptHandoff, kKeptFds };
 
 std::string encode_options(const EmulatorOptions& o) {
   nlohmann::json j = {{"index", o.index},
@@ -323,15 +328,10 @@ void detach_from_hook(const char* name, const std::set<int>& keep) {
 
 }  // namespace
 
-void emulator_from_template(int sock) {
-  detach_from_hook("vtpm-emu", {sock});  // nothing of the template's: no socket, no signalfd
-  FdPacket p;
-  try {
-    p = receive_packet(sock, kMaxOptions);
-  } catch (const std::exception&) {
-    ::_exit(1);  // (no log yet: the hook sees its socket close)
-  }
-  if (p.data.empty()) ::_exit(0);  // the hook went away: nothing was started
+namespace {
+
+// A template's child that a hook made an emulator (encode_options' packet).
+[[noreturn]] void emulator_from_template(int sock, FdPacket p) {
   EmulatorOptions opts;
   try {
     if (p.fds.size() != kPassedFds) throw Error("the hook passed the wrong fds");
@@ -347,6 +347,51 @@ void emulator_from_template(int sock) {
   opts.log_pipe = p.fds[kLogPipe].get();
   opts.handoff_pipe = p.fds[kHandoffPipe].get();
   emulator_main(opts, std::move(p.fds[kDirFd]), sock, p.fds[kContainerPidfd].get());
+}
+
+// A template's child that a hook made a keeper: encode_keeper's packet (with the cgroup's
+// cgroup.events), then one packet per device with its fds in kKeptFds order.
+[[noreturn]] void keeper_from_template(int sock, FdPacket p) {
+  try {
+    if (p.fds.size() != 1) throw Error("the hook passed the wrong fds");
+    const auto j = nlohmann::json::parse(p.data.substr(sizeof kKeeper));
+    const KeeperOptions opts{
+        j.at("containerId").get<std::string>(), j.at("logLevel").get<std::string>(),
+        j.at("logFile").get<std::string>(), j.at("emptyDir").get<std::string>(),
+        Credentials{j.at("user").at(0).get<uid_t>(), j.at("user").at(1).get<gid_t>()}};
+    const CgroupWatch cgroup =
+        CgroupWatch::adopt_v2(std::move(p.fds[0]), j.at("cgroup").get<std::string>());
+    std::vector<KeptDevice> devs;
+    for (const bool v2 : j.at("v2").get<std::vector<bool>>()) {
+      FdPacket d = receive_packet(sock, sizeof kKeptDevice);
+      if (d.data != kKeptDevice || d.fds.size() != kKeptFds)
+        throw Error("the hook passed a device the wrong way");
+      // (raw fds from here: the keeper holds them until it exits)
+      devs.push_back({.server_fd = d.fds[kServerFd].release(),
+                      .emulator_pidfd = d.fds[kEmulatorPidfd].release(),
+                      .version = v2 ? TpmVersion::V2 : TpmVersion::V1_2,
+                      .log_fd = d.fds[kKeptLog].release(),
+                      .handoff_fd = d.fds[kKeptHandoff].release()});
+    }
+    keeper_main(std::move(devs), cgroup, opts, sock);
+  } catch (const std::exception& e) {
+    finish_child(sock, &e);
+  }
+}
+
+}  // namespace
+
+void child_from_template(int sock) {
+  detach_from_hook("vtpm-emu", {sock});  // nothing of the template's: no socket, no signalfd
+  FdPacket p;
+  try {
+    p = receive_packet(sock, kMaxOptions);
+  } catch (const std::exception&) {
+    ::_exit(1);  // (no log yet: the hook sees its socket close)
+  }
+  if (p.data.empty()) ::_exit(0);  // the hook went away: nothing was started
+  if (p.data.starts_with(std::string(kKeeper) + " ")) keeper_from_template(sock, std::move(p));
+  emulator_from_template(sock, std::move(p));
 }
 
 StateStore open_confined_state(UniqueFd dir_fd, const std::string& name, TpmVersion version,
@@ -429,7 +474,34 @@ SpawnedEmulator spawn_emulator(const EmulatorOptions& opts, UniqueFd dir_fd, int
 }
 
 void spawn_keeper(std::vector<KeptDevice> devs, const CgroupWatch& cgroup,
-                  const KeeperOptions& opts) {
+                  const KeeperOptions& opts, std::optional<ForkedChild> forked) {
+  if (forked) {
+    // (declared first, gone last: on an error its socket closes before it is stopped)
+    EmulatorProcess keeper = std::move(forked->process);
+    const UniqueFd sock = std::move(forked->sock);
+    if (!cgroup.notifies()) throw Error("a keeper from the template needs cgroup v2");
+    nlohmann::json v2 = nlohmann::json::array();
+    for (const auto& d : devs) v2.push_back(d.version == TpmVersion::V2);
+    const nlohmann::json j = {{"containerId", opts.container_id},
+                              {"logLevel", opts.log_level},
+                              {"logFile", opts.log_file},
+                              {"emptyDir", opts.empty_dir},
+                              {"user", {opts.user.uid, opts.user.gid}},
+                              {"cgroup", cgroup.dir()},
+                              {"v2", v2}};
+    const int events = cgroup.fd();
+    send_packet(sock.get(), std::string(kKeeper) + " " + j.dump(), {&events, 1});
+    for (const auto& d : devs) {
+      const int fds[kKeptFds] = {d.server_fd, d.emulator_pidfd, d.log_fd, d.handoff_fd};
+      if (std::ranges::any_of(fds, [](int fd) { return fd < 0; }))
+        throw Error("a keeper from the template needs each emulator's pipes");
+      send_packet(sock.get(), kKeptDevice, fds);
+    }
+    if (const auto msg = receive_message(sock.get()); msg != kReady)
+      throw Error(msg.empty() ? "the keeper died while starting" : msg);
+    keeper.release();  // the template's child, the template's to reap
+    return;
+  }
   auto [rd, wr] = make_pipe();
   spdlog::default_logger()->flush();
   const pid_t pid = ::fork();

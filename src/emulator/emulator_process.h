@@ -108,9 +108,10 @@ SpawnedEmulator spawn_emulator(const EmulatorOptions& opts, UniqueFd dir_fd, int
 
 // A template's child, forked with its end of a socket from the hook (and nothing else: every
 // other fd of the template is closed first): it waits for its options and fds (a hook that
-// goes away ends it), reseeds its random number generators, and lives on as the emulator
-// spawn_emulator forks. Never returns.
-[[noreturn]] void emulator_from_template(int sock);
+// goes away ends it) and lives on as the emulator spawn_emulator forks (after reseeding its
+// random number generators) or as the keeper spawn_keeper forks, whichever they name. Never
+// returns.
+[[noreturn]] void child_from_template(int sock);
 
 struct KeeperOptions {
   std::string container_id;
@@ -124,9 +125,10 @@ struct KeeperOptions {
 // container's cgroup is empty (see keep_devices): a device number never reaches another TPM
 // while a process of the container can still open its node, even if the emulator crashed or
 // was killed. It holds nothing else but the cgroup watch's read-only files and the emulators'
-// pidfds. Returns once it is sandboxed; throws Error otherwise.
+// pidfds. `forked`: a template's child (cgroup v2), which gets those fds over its socket;
+// without, the hook forks it. Returns once it is sandboxed; throws Error otherwise.
 void spawn_keeper(std::vector<KeptDevice> devs, const CgroupWatch& cgroup,
-                  const KeeperOptions& opts);
+                  const KeeperOptions& opts, std::optional<ForkedChild> forked = std::nullopt);
 
 // Asks the emulator whose pidfd this is to save its state and exit (SIGTERM) and waits until
 // the pidfd says it exited; SIGKILL after grace. False if it still runs. Whether it holds its

@@ -109,12 +109,12 @@ bool serve_request(int listener, size_t& children) {
     UniqueFd pidfd;
     const pid_t pid = req.fds.size() == 2 ? fork_into_cgroup(req.fds[1].get(), pidfd) : ::fork();
     if (pid < 0) throw sys_error("fork");
-    if (pid == 0) emulator_from_template(req.fds[0].get());
+    if (pid == 0) child_from_template(req.fds[0].get());
     ++children;
     if (!pidfd) pidfd = open_pidfd(pid);
     const int fd = pidfd.get();
     send_packet(conn.get(), kForked, {&fd, 1});
-    spdlog::debug("template: forked emulator {}", pid);
+    spdlog::debug("template: forked child {}", pid);
   } catch (const std::exception& e) {
     spdlog::warn("template: {}", e.what());
   }
@@ -154,7 +154,7 @@ void start_template(const TemplateUse& use) {
   (void)::waitpid(mid, nullptr, 0);
 }
 
-std::optional<ForkedChild> try_template(const TemplateUse& use) {
+std::optional<ForkedChild> try_template(TemplateUse& use, std::string_view what) {
   const auto cgroup = own_cgroup_v2();
   if (!cgroup) {
     spdlog::debug("no template: it needs cgroup v2");
@@ -171,17 +171,22 @@ std::optional<ForkedChild> try_template(const TemplateUse& use) {
   }
   const ucred peer = peer_of(conn.get());
   if (peer.uid != 0) throw Error("the template's socket is not root's");
-  if (const auto why = stale_mapping(peer.pid)) {
-    send_packet(conn.get(), kRetire, {});
-    spdlog::warn(
-        "the template (pid {}) is stale: {}; it is told to exit, and this emulator is "
-        "forked by the hook",
-        peer.pid, *why);
-    return std::nullopt;
-  }
-  if (!same_file("/proc/self/exe", "/proc/" + std::to_string(peer.pid) + "/exe")) {
-    spdlog::debug("the template (pid {}) runs another vtpm-hook binary: not used", peer.pid);
-    return std::nullopt;
+  const auto started = process_start_time(peer.pid);
+  if (!started) throw Error("the template exited");
+  if (use.checked != std::pair{peer.pid, *started}) {
+    if (const auto why = stale_mapping(peer.pid)) {
+      send_packet(conn.get(), kRetire, {});
+      spdlog::warn(
+          "the template (pid {}) is stale: {}; it is told to exit, and this {} is forked by the "
+          "hook",
+          peer.pid, *why, what);
+      return std::nullopt;
+    }
+    if (!same_file("/proc/self/exe", "/proc/" + std::to_string(peer.pid) + "/exe")) {
+      spdlog::debug("the template (pid {}) runs another vtpm-hook binary: not used", peer.pid);
+      return std::nullopt;
+    }
+    use.checked = {peer.pid, *started};
   }
   int sv[2];
   if (::socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) != 0)
@@ -198,7 +203,7 @@ std::optional<ForkedChild> try_template(const TemplateUse& use) {
   ForkedChild child{EmulatorProcess(pid, std::move(answer.fds[0])), std::move(ours)};
   // Before it gets anything: born where the hook's own fork would be (the hook's cgroup).
   check_in_cgroup(pid, *cgroup);
-  spdlog::debug("emulator {} forked by the template {}", pid, peer.pid);
+  spdlog::debug("{} {} forked by the template {}", what, pid, peer.pid);
   return child;
 }
 
@@ -278,11 +283,11 @@ bool run_template(const TemplateOptions& opts) {
   return true;
 }
 
-std::optional<ForkedChild> fork_from_template(const TemplateUse& use) {
+std::optional<ForkedChild> fork_from_template(TemplateUse& use, std::string_view what) {
   try {
-    return try_template(use);
+    return try_template(use, what);
   } catch (const std::exception& e) {
-    spdlog::warn("the template failed ({}): this emulator is forked by the hook", e.what());
+    spdlog::warn("the template failed ({}): this {} is forked by the hook", e.what(), what);
     return std::nullopt;
   }
 }

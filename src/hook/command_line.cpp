@@ -42,14 +42,26 @@ struct SetupOption {
   std::vector<std::string> choices;  // (empty: any value)
 };
 const std::array<SetupOption, 4> kSetupOptions{{
-    {"--no-device-cgroup", nullptr, &HookCommand::no_device_cgroup,
-     "Leave the container's device cgroup alone (config.json allows the TPMs)", {}},
-    {"--default-version", &HookCommand::default_version, nullptr,
-     "TPM version when config.json and annotations ask for nothing in particular", {"2", "1.2"}},
-    {"--default-pcr-banks", &HookCommand::default_banks, nullptr,
-     "PCR banks of that default TPM", {}},
-    {"--default-create-certs", nullptr, &HookCommand::default_certs,
-     "EKs and EK certificates in that default TPM", {}},
+    {"--no-device-cgroup",
+     nullptr,
+     &HookCommand::no_device_cgroup,
+     "Leave the container's device cgroup alone (config.json allows the TPMs)",
+     {}},
+    {"--default-version",
+     &HookCommand::default_version,
+     nullptr,
+     "TPM version when config.json and annotations ask for nothing in particular",
+     {"2", "1.2"}},
+    {"--default-pcr-banks",
+     &HookCommand::default_banks,
+     nullptr,
+     "PCR banks of that default TPM",
+     {}},
+    {"--default-create-certs",
+     nullptr,
+     &HookCommand::default_certs,
+     "EKs and EK certificates in that default TPM",
+     {}},
 }};
 
 struct CommandName {

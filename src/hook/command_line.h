@@ -55,7 +55,6 @@ HookSubcommands add_hook_subcommands(CLI::App& app, HookCommand& cmd);
 // unusual form) is nullopt and leaves `opts` alone: CLI11 parses those, and tells what is wrong.
 // Why: the runtime starts this binary twice per container, and under emulation building
 // CLI11's parser of every command was a third of a hook's start.
-std::optional<HookCommand> parse_hook_command(std::span<const char* const> args,
-                                              HookOptions& opts);
+std::optional<HookCommand> parse_hook_command(std::span<const char* const> args, HookOptions& opts);
 
 }  // namespace vtpm

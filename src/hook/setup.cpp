@@ -256,6 +256,12 @@ void run_setup(const std::string& state_json, const HookOptions& opts) {
   std::vector<UniqueFd> handoffs;    // read ends of the emulators' handoff pipes, for the keeper
   std::vector<std::string> logs;     // each vTPM's launch measurement, as its emulator made it
   std::vector<ContainerNode> nodes;  // what the container's /dev gets
+  // Emulators and the keeper from the template: only with a cgroup, whose keeper relays the
+  // emulators' logs (a template's child holds no host file).
+  const bool use_template = defaults.policy.use_template && cgroup;
+  TemplateUse template_use{opts.run_root,
+                           std::chrono::seconds(defaults.policy.template_idle_seconds),
+                           opts.log_level, opts.log_file};
   for (const auto& spec : specs) {
     VtpmRecord vr;
     vr.index = spec.index;
@@ -308,10 +314,8 @@ void run_setup(const std::string& state_json, const HookOptions& opts) {
     }
     spdlog::debug("starting the emulator for {}", spec.state_path);
     std::optional<ForkedChild> forked;
-    if (defaults.policy.use_template && cgroup)  // (a template's child logs to its keeper)
-      forked = fork_from_template({opts.run_root,
-                                   std::chrono::seconds(defaults.policy.template_idle_seconds),
-                                   opts.log_level, opts.log_file});
+    if (use_template)  // (a template's child logs to its keeper)
+      forked = fork_from_template(template_use, "emulator");
     auto [emu, tpm_num, server_fd, banks] =
         spawn_emulator(eo, std::move(dir.fd), container_pidfd.get(), std::move(forked));
     log_wr.reset();
@@ -372,8 +376,11 @@ void run_setup(const std::string& state_json, const HookOptions& opts) {
                       .version = specs[i].version,
                       .log_fd = log_pipes[i].get(),
                       .handoff_fd = handoffs[i].get()});
+    std::optional<ForkedChild> forked;
+    if (use_template) forked = fork_from_template(template_use, "keeper");
     spawn_keeper(std::move(kept), *cgroup,
-                 {state.id, opts.log_level, opts.log_file, empty_dir(opts.run_root), emu_user});
+                 {state.id, opts.log_level, opts.log_file, empty_dir(opts.run_root), emu_user},
+                 std::move(forked));
   }
   if (restore) place_after_restore(pid, nodes, container_logs, opts);
   server_fds.clear();  // the emulators and the keeper hold the devices now

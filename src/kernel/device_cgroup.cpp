@@ -226,6 +226,13 @@ std::optional<CgroupWatch> CgroupWatch::open(pid_t pid, const CgroupPaths& paths
   return w;
 }
 
+CgroupWatch CgroupWatch::adopt_v2(UniqueFd events, std::string dir) {
+  if (!events) throw Error("no cgroup.events to watch");
+  CgroupWatch w(std::move(events), /*v2=*/true);
+  w.dir_ = std::move(dir);
+  return w;
+}
+
 bool remove_empty_cgroup(const std::string& dir) {
   if (dir.empty() || dir.ends_with(".scope")) return false;
   if (::rmdir(dir.c_str()) == 0) {

@@ -38,6 +38,8 @@ class CgroupWatch {
   // nullopt when the container has no cgroup of its own (it shares this process's, or is in
   // the root). Throws Error.
   static std::optional<CgroupWatch> open(pid_t pid, const CgroupPaths& paths = {});
+  // The watch another process opened (v2): its cgroup.events and the cgroup's directory.
+  static CgroupWatch adopt_v2(UniqueFd events, std::string dir);
   int fd() const { return fd_.get(); }
   // Every fd it holds, all read-only regular files: a sandboxed keeper may hold them.
   std::vector<int> fds() const { return {fd_.get(), pids_.get()}; }

@@ -346,7 +346,7 @@ t_many() {
     [ "$n" = "$MANY" ] || { why "$n of $MANY emulators logged '$mode'"; return 1; }
     # the template process (template-tests.sh): runc and crun create are no subreapers, so on
     # cgroup v2 the first setup without one starts it for the next ones; cgroup v1: never used
-    n=$(for id in "${ids[@]}"; do grep -l 'forked by the template' "$LOG_DIR/$id.log"; done | wc -l)
+    n=$(for id in "${ids[@]}"; do grep -l 'emulator [0-9]* forked by the template' "$LOG_DIR/$id.log"; done | wc -l)
     note "FIGURE: many_from_template=$n of $MANY (emulators forked by the template; live templates: $(live_named vtpm-template | tr '\n' ' '))"
     [ -f /sys/fs/cgroup/cgroup.controllers ] || [ "$n" = 0 ] || { why "cgroup v1, and $n emulators were forked by a template"; return 1; }
     # start them all, wait for all to stop

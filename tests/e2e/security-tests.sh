@@ -1080,10 +1080,12 @@ at_exit 'kill "$TEMPLATE_PID" 2>/dev/null'
 wait_grep "template $TEMPLATE_PID: serving" "$TEMPLATE_LOG" 60 || fatal "the template did not start: $(tail -c 300 "$TEMPLATE_LOG")"
 # template-used: the emulators of this script's containers came from it
 t_template_used() {
-    local n
-    n=$(cat "$LOG_DIR"/*.log 2>/dev/null | grep -c "forked by the template $TEMPLATE_PID")
-    note "emulators forked by the template $TEMPLATE_PID: $n"
+    local n k
+    n=$(cat "$LOG_DIR"/*.log 2>/dev/null | grep -c "emulator [0-9]* forked by the template $TEMPLATE_PID")
+    k=$(cat "$LOG_DIR"/*.log 2>/dev/null | grep -c "keeper [0-9]* forked by the template $TEMPLATE_PID")
+    note "emulators forked by the template $TEMPLATE_PID: $n, keepers: $k"
     [ "$n" -ge 5 ] || { why "only $n emulators came from the template"; return 1; }
+    [ "$k" -ge 5 ] || { why "only $k keepers came from the template"; return 1; }
     ! grep -hq 'the template .*\(stale\|failed\)' "$LOG_DIR"/*.log || { why "$(grep -h 'the template .*\(stale\|failed\)' "$LOG_DIR"/*.log | head -n 2 | tr '\n' ' ')"; return 1; }
     alive "$TEMPLATE_PID" || { why "the template $TEMPLATE_PID is gone"; return 1; }
 }

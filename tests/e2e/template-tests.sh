@@ -110,7 +110,7 @@ t_stale_binary() {
     check_tpm2_output "$BUNDLE/out" || return 1
     read -r emu line <<< "$(from_template "$LOG")"
     [ "$line" = "$tpl" ] || { why "the setup did not use the template $tpl: $(grep -m1 -i template "$LOG" | sed 's/^.*\] //')"; return 1; }
-    grep -q "template: forked emulator $emu\$" "$tlog" || { why "the template's log has no 'forked emulator $emu'"; return 1; }
+    grep -q "template: forked child $emu\$" "$tlog" || { why "the template's log has no 'forked child $emu'"; return 1; }
     note "before: $(grep -m1 'forked by the template' "$LOG" | sed 's/^.*\] //')"
     expect_clean tpl-bin-1 "'runc run' returned" || return 1
     lap clean
@@ -207,7 +207,7 @@ t_children_differ() {
             { why "$id exited with $rc: $(tail -n 3 "$BUNDLES/$id/err" "$BUNDLES/$id/out" | tr '\n' ' ')"; return 1; }
         read -r emu t <<< "$(from_template "$LOG_DIR/$id.log")"
         [ "$t" = "$tpl" ] || { why "$id's emulator was not forked by the template $tpl: $(grep -m1 -i template "$LOG_DIR/$id.log" | sed 's/^.*\] //')"; return 1; }
-        grep -q "template: forked emulator $emu\$" "$tlog" || { why "the template's log has no 'forked emulator $emu'"; return 1; }
+        grep -q "template: forked child $emu\$" "$tlog" || { why "the template's log has no 'forked child $emu'"; return 1; }
         emus+=("$emu")
         r+=("$(sed -n 's/^RANDOM //p' "$BUNDLES/$id/out")")
         ek+=("$(sed -n 's/^EK //p' "$BUNDLES/$id/out")")
@@ -293,6 +293,12 @@ t_on_demand() {
     [ "$(cat "/proc/$emu/cgroup")" = "$(cat /proc/self/cgroup)" ] ||
         { why "the template's child is in the cgroup $(cat "/proc/$emu/cgroup"), the hook's is $(cat /proc/self/cgroup)"; return 1; }
     expect_keeper "$emu" "(setup 2, by hand)" || return 1
+    # its keeper too: a child of the template, in the hook's cgroup
+    grep -q "keeper $KEEPER forked by the template $tpl\$" "$LOG_DIR/hand-2.log" ||
+        { why "setup 2's keeper $KEEPER was not forked by the template: $(grep -m1 'keeper' "$LOG_DIR/hand-2.log" | sed 's/^.*\] //')"; return 1; }
+    [ "$(status_field "$KEEPER" PPid)" = "$tpl" ] || { why "keeper $KEEPER's parent is $(status_field "$KEEPER" PPid), not the template"; return 1; }
+    [ "$(cat "/proc/$KEEPER/cgroup")" = "$(cat /proc/self/cgroup)" ] ||
+        { why "the keeper is in the cgroup $(cat "/proc/$KEEPER/cgroup"), the hook's is $(cat /proc/self/cgroup)"; return 1; }
     out=$(timeout 30 nsenter -t "${sb[1]}" -m tpm2_getrandom -T "device:$E2E_WORK/hand/h2/rootfs/dev/tpmrm0" --hex 8 2>&1)
     [[ $out =~ ^[0-9a-f]{16}$ ]] || { why "the TPM of setup 2 does not answer: $out"; return 1; }
     lap by-hand
@@ -324,8 +330,8 @@ t_on_demand() {
         fi
     done
     lap creates
-    n=$(grep -c 'template: forked emulator' "$tlog")
-    [ "$n" = 3 ] || { why "the template forked $n emulators, wanted 3 (setup 2 and two creates)"; return 1; }
+    n=$(grep -c 'template: forked child' "$tlog")
+    [ "$n" = 6 ] || { why "the template forked $n children, wanted 6 (an emulator and a keeper for setup 2 and for two creates)"; return 1; }
     [ "$(live_templates)" = "$tpl" ] || { why "templates now: $(live_templates | tr '\n' ' ')"; return 1; }
     for i in 0 1 2; do
         timeout 60 "${rts[$i]}" start "${ids[$i]}" > /dev/null 2> "$BUNDLES/${ids[$i]}/ctl.err" ||
@@ -370,7 +376,7 @@ t_v1_unused() {
     [ "$RC" = 0 ] || { why "'runc run' exited with $RC: $(tail -n 3 "$BUNDLE/err" "$BUNDLE/out" | tr '\n' ' ')"; return 1; }
     check_tpm2_output "$BUNDLE/out" || return 1
     ! grep -q 'forked by the template' "$LOG" || { why "cgroup v1, and the setup used the template: $(grep -m1 'forked by the template' "$LOG")"; return 1; }
-    ! grep -q 'template: forked emulator' "$tlog" || { why "cgroup v1, and the template forked an emulator"; return 1; }
+    ! grep -q 'template: forked' "$tlog" || { why "cgroup v1, and the template forked a child"; return 1; }
     note "hook: $(grep -m1 -i template "$LOG" | sed 's/^.*\] //')"
     [ "$(live_templates)" = "$tpl" ] || { why "templates: '$(live_templates | tr '\n' ' ')', wanted only the one started by hand ($tpl)"; return 1; }
     expect_clean tpl-v1 "'runc run' returned" || return 1

@@ -52,7 +52,8 @@ std::optional<Parsed> fast(const std::vector<std::string>& args) {
 }
 
 void expect_same(const Parsed& a, const Parsed& b) {
-  for (const GlobalOption& g : kGlobalOptions) EXPECT_EQ(a.opts.*g.field, b.opts.*g.field) << g.name;
+  for (const GlobalOption& g : kGlobalOptions)
+    EXPECT_EQ(a.opts.*g.field, b.opts.*g.field) << g.name;
   EXPECT_EQ(a.opts.policy_required, b.opts.policy_required);
   EXPECT_EQ(a.cmd.kind, b.cmd.kind);
   EXPECT_EQ(a.cmd.no_device_cgroup, b.cmd.no_device_cgroup);
@@ -100,18 +101,18 @@ TEST(HookCommandLine, LeavesEverythingElseToCli11) {
       {"status"},
       {"ek", "--id", "x"},
       {"template"},
-      {"setup", "teardown"},                       // two commands
-      {"setup", "extra"},                          // a positional
-      {"setup", "--bogus"},                        // unknown option
-      {"--no-device-cgroup", "setup"},             // a setup option before the command
-      {"teardown", "--no-device-cgroup"},          // teardown has none
-      {"setup", "--default-version", "3"},         // not a version
-      {"setup", "--default-version"},              // no value
-      {"--log-level", "--run-root", "/x", "setup"},  // a value that looks like an option
-      {"--log-file", "setup", "setup"},            // a value that is a command
-      {"--log-file=", "setup"},                    // empty
+      {"setup", "teardown"},                                  // two commands
+      {"setup", "extra"},                                     // a positional
+      {"setup", "--bogus"},                                   // unknown option
+      {"--no-device-cgroup", "setup"},                        // a setup option before the command
+      {"teardown", "--no-device-cgroup"},                     // teardown has none
+      {"setup", "--default-version", "3"},                    // not a version
+      {"setup", "--default-version"},                         // no value
+      {"--log-level", "--run-root", "/x", "setup"},           // a value that looks like an option
+      {"--log-file", "setup", "setup"},                       // a value that is a command
+      {"--log-file=", "setup"},                               // empty
       {"--log-level", "debug", "--log-level=info", "setup"},  // twice
-      {"setup", "--no-device-cgroup=true"},        // a flag with a value
+      {"setup", "--no-device-cgroup=true"},                   // a flag with a value
       {"setup", "--", "x"},
   };
   for (const auto& args : refused) {

@@ -44,6 +44,7 @@
 #include "tpm/local_ca.h"
 #include "tpm/provision.h"
 #include "tpm/tpm_engine.h"
+#include "tpm/tpm_proto.h"
 
 namespace vtpm {
 namespace {
@@ -505,6 +506,98 @@ TEST_F(TemplateProcess, ItsChildNeedsAKeeper) {
   EXPECT_TRUE(wait_pidfd(pidfd, 10s)) << "the child lives on";
 }
 
+// A keeper from the template (spawn_keeper with a template's child): it gets the devices' fds
+// and the cgroup's cgroup.events from the hook, sandboxes itself as the emulator user, holds
+// those and nothing of the template's, relays its emulator's log, fails the commands of a
+// device whose emulator died, and ends once the cgroup is empty.
+TEST_F(TemplateProcess, ItsChildBecomesTheKeeperTheHookAsksFor) {
+  start_template();
+  const UniqueFd conn = connect_when_serving();
+  ASSERT_TRUE(conn);
+  Forked f = request_fork(conn.get());
+  ASSERT_GT(f.pid, 0);
+  const pid_t keeper = f.pid;
+  const UniqueFd keeper_pidfd = open_pidfd(keeper);
+
+  const std::string events = (base_ / "cgroup.events").string();
+  std::ofstream(events) << "populated 1\nfrozen 0\n";
+  const CgroupWatch cgroup = CgroupWatch::adopt_v2(
+      UniqueFd(::open(events.c_str(), O_RDONLY | O_CLOEXEC)), (base_ / "c1").string());
+  int sv[2];
+  ASSERT_EQ(::socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv), 0);
+  UniqueFd kernel_side(sv[0]), server(sv[1]);
+  Child emulator([] {
+    ::pause();
+    return 0;
+  });
+  const UniqueFd emulator_pidfd = open_pidfd(emulator.pid());
+  Pipe log = make_pipe(), handoff = make_pipe();
+  const std::string empty = (base_ / "empty").string();
+  fs::create_directories(empty);
+  const std::string log_file = (base_ / "keeper.log").string();
+  std::vector<KeptDevice> devs = {{.server_fd = server.get(),
+                                   .emulator_pidfd = emulator_pidfd.get(),
+                                   .version = TpmVersion::V2,
+                                   .log_fd = log.read.get(),
+                                   .handoff_fd = handoff.read.get()}};
+  ForkedChild child{EmulatorProcess(f.pid, std::move(f.pidfd)), std::move(f.ours)};
+  spawn_keeper(devs, cgroup, {"c1", "debug", log_file, empty, Credentials{kNobody, kNobody}},
+               std::move(child));
+
+  EXPECT_EQ(status_field(keeper, "PPid"), std::to_string(tpl().pid()));
+  ASSERT_TRUE(eventually([&] { return comm_of(keeper) == "vtpm-keep"; }, 5s)) << comm_of(keeper);
+  EXPECT_EQ(status_field(keeper, "Uid").substr(0, 5), "65534");
+  // What it may hold: stdio on /dev/null, what the hook passed, its log file and signalfd
+  // (its socket to the hook it closes once it has answered).
+  const std::set<std::string> allowed = {
+      "/dev/null",
+      socket_link(server.get()),
+      "anon_inode:[pidfd]",
+      events,
+      log_file,
+      "anon_inode:[signalfd]",
+      f.theirs,
+      fs::read_symlink("/proc/self/fd/" + std::to_string(log.read.get())),
+      fs::read_symlink("/proc/self/fd/" + std::to_string(handoff.read.get()))};
+  const auto keeper_fds = fds_of(keeper);
+  for (const auto& [fd, target] : keeper_fds)
+    EXPECT_TRUE(allowed.contains(target)) << fd << " -> " << target << "\n" << describe(keeper_fds);
+  EXPECT_TRUE(holds(keeper_fds, socket_link(server.get()))) << describe(keeper_fds);
+  EXPECT_TRUE(holds(keeper_fds, events)) << describe(keeper_fds);
+
+  // The hook's copies go; the keeper's hold the device and the pipes.
+  server.reset();
+  log.read.reset();
+  handoff.read.reset();
+  const std::string line = "a line of the emulator's\n";
+  ASSERT_EQ(::write(log.write.get(), line.data(), line.size()), static_cast<ssize_t>(line.size()));
+  log.write.reset();
+  emulator.kill();
+  handoff.write.reset();
+  const uint8_t eight[] = {0, 8};
+  const auto cmd = proto::command(proto::kTpm2StNoSessions, TPM2_CC_GetRandom, eight);
+  ASSERT_EQ(::write(kernel_side.get(), cmd.data(), cmd.size()), static_cast<ssize_t>(cmd.size()));
+  pollfd p{kernel_side.get(), POLLIN, 0};
+  ASSERT_EQ(::poll(&p, 1, 5000), 1) << "the keeper did not answer for the dead emulator";
+  uint8_t buf[64];
+  const ssize_t n = ::read(kernel_side.get(), buf, sizeof buf);
+  ASSERT_GE(n, 10);
+  EXPECT_EQ(proto::response_code({buf, static_cast<size_t>(n)}), proto::kTpm2RcFailure);
+  EXPECT_TRUE(eventually(
+      [&] {
+        std::ifstream in(log_file);
+        const std::string text{std::istreambuf_iterator<char>(in), {}};
+        return text.find("emulator 0: a line of the emulator's") != std::string::npos;
+      },
+      5s))
+      << "the emulator's line was not relayed to " << log_file;
+
+  std::ofstream(events) << "populated 0\nfrozen 0\n";
+  ASSERT_EQ(::write(kernel_side.get(), cmd.data(), cmd.size()), static_cast<ssize_t>(cmd.size()));
+  EXPECT_TRUE(wait_pidfd(keeper_pidfd.get(), 10s)) << "the keeper outlived the cgroup";
+  EXPECT_TRUE(tpl().running());
+}
+
 TEST_F(TemplateProcess, EachRequestGetsAChildOfItsOwn) {
   start_template();
   std::vector<Forked> kids;
@@ -745,7 +838,7 @@ TEST(TemplateUse, NoTemplateWithoutCgroupV2) {
   TemplateUse use;
   use.run_root = base.string();
   use.log_level = "off";
-  EXPECT_FALSE(fork_from_template(use).has_value());
+  EXPECT_FALSE(fork_from_template(use, "emulator").has_value());
   EXPECT_FALSE(fs::exists(base)) << "it started something";
   fs::remove_all(base);
 }
