@@ -156,8 +156,10 @@ std::string untested_list(const DeferredSelfTest::Backend& backend) {
 // the hook's, not the child's: a template's child always logs through its keeper.
 constexpr size_t kMaxOptions = 16384;
 enum PassedFd : size_t { kDirFd, kContainerPidfd, kLogPipe, kHandoffPipe, kPassedFds };
-// A keeper's: "keeper {json}" with the cgroup watch's fd, then per device "device" with these.
+// A keeper's (PendingKeeper): "keeper {json}", later "devices {json}" with the cgroup watch's
+// fd, then per device "device" with these.
 constexpr char kKeeper[] = "keeper";
+constexpr char kKeptDevices[] = "devices";
 constexpr char kKeptDevice[] = "device";
 enum KeptFd : size_t { kServerFd, kEmulatorPidfd, kKeptLog, kKeptHandoff, kKeptFds };
 
@@ -272,7 +274,36 @@ void detach_from_hook(const char* name, const std::set<int>& keep) {
   ::_exit(code);
 }
 
-// The keeper's whole life, in the forked child. Never returns.
+// A keeper's set-up, before it holds any device: its log, its stop signals (read and ignored:
+// only an empty cgroup ends it), an empty root, the unprivileged user, limits, seccomp.
+// Returns the signalfd. Throws.
+UniqueFd enter_keeper_sandbox(const KeeperOptions& opts) {
+  init_emulator_logging(opts.log_level, opts.log_file, "vtpm-keep/" + opts.container_id);
+  UniqueFd sig = open_stop_signalfd();
+  UniqueFd empty(::open(opts.empty_dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+  if (!empty) throw sys_error("open " + opts.empty_dir);
+  confine_to_dir(empty.get());  // it opens nothing: an empty root
+  empty.reset();
+  become(opts.user);
+  bound_resources();
+  enter_emulator_sandbox();
+  return sig;
+}
+
+// A sandboxed keeper that holds its devices: ready to its parent, then its life.
+[[noreturn]] void keep_until_empty(std::vector<KeptDevice> devs, const CgroupWatch& cgroup, int sig,
+                                   int ready_fd) {
+  send_to_parent(ready_fd, kReady);
+  (void)::close(ready_fd);  // the parent has read its answer
+  // The heap it inherited (the hook's, or the template's): only its free pages go back (they
+  // stay private to it otherwise)
+  (void)::malloc_trim(0);
+  keep_devices(devs, sig, cgroup);
+  spdlog::info("the container's cgroup is empty: its device numbers are free");
+  finish_child(-1, nullptr);
+}
+
+// The keeper's whole life, in the hook's forked child. Never returns.
 [[noreturn]] void keeper_main(std::vector<KeptDevice> devs, const CgroupWatch& cgroup,
                               const KeeperOptions& opts, int ready_fd) {
   std::set<int> keep = {ready_fd};
@@ -280,28 +311,11 @@ void detach_from_hook(const char* name, const std::set<int>& keep) {
   for (int fd : cgroup.fds()) keep.insert(fd);
   detach_from_hook("vtpm-keep", keep);
   try {
-    init_emulator_logging(opts.log_level, opts.log_file, "vtpm-keep/" + opts.container_id);
-    // Signals are read and ignored: only an empty cgroup ends the keeper.
-    const UniqueFd sig = open_stop_signalfd();
-    UniqueFd empty(::open(opts.empty_dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
-    if (!empty) throw sys_error("open " + opts.empty_dir);
-    confine_to_dir(empty.get());  // it opens nothing: an empty root
-    empty.reset();
-    become(opts.user);
-    bound_resources();
-    enter_emulator_sandbox();
-    send_to_parent(ready_fd, kReady);
-    (void)::close(ready_fd);  // the parent has read its answer
-    ready_fd = -1;
-    // The hook's heap it inherited: only its free pages go back (they stay private to it once
-    // the hook exits)
-    (void)::malloc_trim(0);
-    keep_devices(devs, sig.get(), cgroup);
-    spdlog::info("the container's cgroup is empty: its device numbers are free");
+    const UniqueFd sig = enter_keeper_sandbox(opts);
+    keep_until_empty(std::move(devs), cgroup, sig.get(), ready_fd);
   } catch (const std::exception& e) {
     finish_child(ready_fd, &e);
   }
-  finish_child(ready_fd, nullptr);
 }
 
 // The emulator's whole life, in the forked child. Never returns.
@@ -349,20 +363,32 @@ namespace {
   emulator_main(opts, std::move(p.fds[kDirFd]), sock, p.fds[kContainerPidfd].get());
 }
 
-// A template's child that a hook made a keeper: encode_keeper's packet (with the cgroup's
-// cgroup.events), then one packet per device with its fds in kKeptFds order.
-[[noreturn]] void keeper_from_template(int sock, FdPacket p) {
+// A template's child that a hook made a keeper (PendingKeeper): its options first, then it
+// sandboxes itself while the setup goes on; then "devices {json}" with the container's
+// cgroup.events, and one packet per device with its fds in kKeptFds order. EOF before that:
+// the setup failed, and it exits.
+[[noreturn]] void keeper_from_template(int sock, const FdPacket& p) {
+  (void)::prctl(PR_SET_NAME, "vtpm-keep", 0, 0, 0);
   try {
-    if (p.fds.size() != 1) throw Error("the hook passed the wrong fds");
+    if (!p.fds.empty()) throw Error("the hook passed the wrong fds");
     const auto j = nlohmann::json::parse(p.data.substr(sizeof kKeeper));
     const KeeperOptions opts{
         j.at("containerId").get<std::string>(), j.at("logLevel").get<std::string>(),
         j.at("logFile").get<std::string>(), j.at("emptyDir").get<std::string>(),
         Credentials{j.at("user").at(0).get<uid_t>(), j.at("user").at(1).get<gid_t>()}};
+    const UniqueFd sig = enter_keeper_sandbox(opts);
+    FdPacket head = receive_packet(sock, kMaxOptions);
+    if (head.data.empty()) {
+      spdlog::debug("the setup ended before it had devices to keep");
+      finish_child(-1, nullptr);
+    }
+    if (!head.data.starts_with(std::string(kKeptDevices) + " ") || head.fds.size() != 1)
+      throw Error("the hook passed the devices the wrong way");
+    const auto h = nlohmann::json::parse(head.data.substr(sizeof kKeptDevices));
     const CgroupWatch cgroup =
-        CgroupWatch::adopt_v2(std::move(p.fds[0]), j.at("cgroup").get<std::string>());
+        CgroupWatch::adopt_v2(std::move(head.fds[0]), h.at("cgroup").get<std::string>());
     std::vector<KeptDevice> devs;
-    for (const bool v2 : j.at("v2").get<std::vector<bool>>()) {
+    for (const bool v2 : h.at("v2").get<std::vector<bool>>()) {
       FdPacket d = receive_packet(sock, sizeof kKeptDevice);
       if (d.data != kKeptDevice || d.fds.size() != kKeptFds)
         throw Error("the hook passed a device the wrong way");
@@ -373,7 +399,7 @@ namespace {
                       .log_fd = d.fds[kKeptLog].release(),
                       .handoff_fd = d.fds[kKeptHandoff].release()});
     }
-    keeper_main(std::move(devs), cgroup, opts, sock);
+    keep_until_empty(std::move(devs), cgroup, sig.get(), sock);
   } catch (const std::exception& e) {
     finish_child(sock, &e);
   }
@@ -390,7 +416,7 @@ void child_from_template(int sock) {
     ::_exit(1);  // (no log yet: the hook sees its socket close)
   }
   if (p.data.empty()) ::_exit(0);  // the hook went away: nothing was started
-  if (p.data.starts_with(std::string(kKeeper) + " ")) keeper_from_template(sock, std::move(p));
+  if (p.data.starts_with(std::string(kKeeper) + " ")) keeper_from_template(sock, p);
   emulator_from_template(sock, std::move(p));
 }
 
@@ -473,35 +499,40 @@ SpawnedEmulator spawn_emulator(const EmulatorOptions& opts, UniqueFd dir_fd, int
   return {std::move(emu), dev.tpm_num, std::move(dev.server_fd), std::move(banks)};
 }
 
-void spawn_keeper(std::vector<KeptDevice> devs, const CgroupWatch& cgroup,
-                  const KeeperOptions& opts, std::optional<ForkedChild> forked) {
-  if (forked) {
-    // (declared first, gone last: on an error its socket closes before it is stopped)
-    EmulatorProcess keeper = std::move(forked->process);
-    const UniqueFd sock = std::move(forked->sock);
-    if (!cgroup.notifies()) throw Error("a keeper from the template needs cgroup v2");
+PendingKeeper::PendingKeeper(ForkedChild child, const KeeperOptions& opts)
+    : process_(std::move(child.process)), sock_(std::move(child.sock)) {
+  const nlohmann::json j = {{"containerId", opts.container_id},
+                            {"logLevel", opts.log_level},
+                            {"logFile", opts.log_file},
+                            {"emptyDir", opts.empty_dir},
+                            {"user", {opts.user.uid, opts.user.gid}}};
+  send_packet(sock_.get(), std::string(kKeeper) + " " + j.dump(), {});
+}
+
+void PendingKeeper::hand_over(std::span<const KeptDevice> devs, const CgroupWatch& cgroup) {
+  if (!cgroup.notifies()) throw Error("a keeper from the template needs cgroup v2");
+  try {
     nlohmann::json v2 = nlohmann::json::array();
     for (const auto& d : devs) v2.push_back(d.version == TpmVersion::V2);
-    const nlohmann::json j = {{"containerId", opts.container_id},
-                              {"logLevel", opts.log_level},
-                              {"logFile", opts.log_file},
-                              {"emptyDir", opts.empty_dir},
-                              {"user", {opts.user.uid, opts.user.gid}},
-                              {"cgroup", cgroup.dir()},
-                              {"v2", v2}};
+    const nlohmann::json h = {{"cgroup", cgroup.dir()}, {"v2", v2}};
     const int events = cgroup.fd();
-    send_packet(sock.get(), std::string(kKeeper) + " " + j.dump(), {&events, 1});
+    send_packet(sock_.get(), std::string(kKeptDevices) + " " + h.dump(), {&events, 1});
     for (const auto& d : devs) {
       const int fds[kKeptFds] = {d.server_fd, d.emulator_pidfd, d.log_fd, d.handoff_fd};
       if (std::ranges::any_of(fds, [](int fd) { return fd < 0; }))
         throw Error("a keeper from the template needs each emulator's pipes");
-      send_packet(sock.get(), kKeptDevice, fds);
+      send_packet(sock_.get(), kKeptDevice, fds);
     }
-    if (const auto msg = receive_message(sock.get()); msg != kReady)
-      throw Error(msg.empty() ? "the keeper died while starting" : msg);
-    keeper.release();  // the template's child, the template's to reap
-    return;
+  } catch (const SysError&) {
+    // (it failed while it sandboxed itself: its message is waiting)
   }
+  if (const auto msg = receive_message(sock_.get()); msg != kReady)
+    throw Error(msg.empty() ? "the keeper died while starting" : msg);
+  process_.release();  // the template's child, the template's to reap
+}
+
+void spawn_keeper(std::vector<KeptDevice> devs, const CgroupWatch& cgroup,
+                  const KeeperOptions& opts) {
   auto [rd, wr] = make_pipe();
   spdlog::default_logger()->flush();
   const pid_t pid = ::fork();

@@ -5,6 +5,7 @@
 #include <chrono>
 #include <functional>
 #include <optional>
+#include <span>
 #include <string>
 #include <utility>
 #include <vector>
@@ -125,10 +126,23 @@ struct KeeperOptions {
 // container's cgroup is empty (see keep_devices): a device number never reaches another TPM
 // while a process of the container can still open its node, even if the emulator crashed or
 // was killed. It holds nothing else but the cgroup watch's read-only files and the emulators'
-// pidfds. `forked`: a template's child (cgroup v2), which gets those fds over its socket;
-// without, the hook forks it. Returns once it is sandboxed; throws Error otherwise.
+// pidfds. Returns once it is sandboxed; throws Error otherwise.
 void spawn_keeper(std::vector<KeptDevice> devs, const CgroupWatch& cgroup,
-                  const KeeperOptions& opts, std::optional<ForkedChild> forked = std::nullopt);
+                  const KeeperOptions& opts);
+
+// The same keeper from a template's child (cgroup v2), started early: it gets its options at
+// once and sandboxes itself while the setup goes on, then its devices and the container's
+// cgroup (hand_over, which returns once it holds them; throws Error otherwise). Gone before
+// hand_over (a failed setup): it exits.
+class PendingKeeper {
+ public:
+  PendingKeeper(ForkedChild child, const KeeperOptions& opts);
+  void hand_over(std::span<const KeptDevice> devs, const CgroupWatch& cgroup);
+
+ private:
+  EmulatorProcess process_;  // (first: it goes after the socket, once it has seen the EOF)
+  UniqueFd sock_;
+};
 
 // Asks the emulator whose pidfd this is to save its state and exit (SIGTERM) and waits until
 // the pidfd says it exited; SIGKILL after grace. False if it still runs. Whether it holds its

@@ -177,9 +177,9 @@ std::optional<ForkedChild> try_template(TemplateUse& use, std::string_view what)
     if (const auto why = stale_mapping(peer.pid)) {
       send_packet(conn.get(), kRetire, {});
       spdlog::warn(
-          "the template (pid {}) is stale: {}; it is told to exit, and this {} is forked by the "
-          "hook",
-          peer.pid, *why, what);
+          "the template (pid {}) is stale: {}; it is told to exit, and this setup forks its "
+          "processes itself",
+          peer.pid, *why);
       return std::nullopt;
     }
     if (!same_file("/proc/self/exe", "/proc/" + std::to_string(peer.pid) + "/exe")) {
@@ -284,12 +284,15 @@ bool run_template(const TemplateOptions& opts) {
 }
 
 std::optional<ForkedChild> fork_from_template(TemplateUse& use, std::string_view what) {
+  if (use.unusable) return std::nullopt;
+  std::optional<ForkedChild> child;
   try {
-    return try_template(use, what);
+    child = try_template(use, what);
   } catch (const std::exception& e) {
-    spdlog::warn("the template failed ({}): this {} is forked by the hook", e.what(), what);
-    return std::nullopt;
+    spdlog::warn("the template failed ({}): this setup forks its processes itself", e.what());
   }
+  if (!child) use.unusable = true;  // one way for the whole setup
+  return child;
 }
 
 std::optional<std::string> stale_mapping(pid_t pid) {

@@ -36,10 +36,12 @@ struct TemplateUse {
   std::string log_file;
   // The template this setup found usable (pid, start time): its next requests skip the checks.
   std::optional<std::pair<pid_t, unsigned long long>> checked{};
+  // None was: the rest of the setup does not ask again (nor starts another).
+  bool unusable = false;
 };
 
 // A child of the template, born in this process's cgroup, waiting for its options
-// (spawn_emulator or spawn_keeper).
+// (spawn_emulator or PendingKeeper).
 // nullopt when there is no usable template: none runs (one is started when its orphan would
 // land at PID 1, for the next setup: runtimes that are subreapers wait for their adopted
 // children), it is stale (a library or the binary it mapped was replaced on disk: it is then

@@ -262,6 +262,13 @@ void run_setup(const std::string& state_json, const HookOptions& opts) {
   TemplateUse template_use{opts.run_root,
                            std::chrono::seconds(defaults.policy.template_idle_seconds),
                            opts.log_level, opts.log_file};
+  const KeeperOptions keeper_opts{state.id, opts.log_level, opts.log_file,
+                                  cgroup ? empty_dir(opts.run_root) : "", emu_user};
+  // The keeper first: it sandboxes itself while the emulators start.
+  std::optional<PendingKeeper> keeper;
+  if (use_template)
+    if (auto child = fork_from_template(template_use, "keeper"))
+      keeper.emplace(std::move(*child), keeper_opts);
   for (const auto& spec : specs) {
     VtpmRecord vr;
     vr.index = spec.index;
@@ -376,11 +383,10 @@ void run_setup(const std::string& state_json, const HookOptions& opts) {
                       .version = specs[i].version,
                       .log_fd = log_pipes[i].get(),
                       .handoff_fd = handoffs[i].get()});
-    std::optional<ForkedChild> forked;
-    if (use_template) forked = fork_from_template(template_use, "keeper");
-    spawn_keeper(std::move(kept), *cgroup,
-                 {state.id, opts.log_level, opts.log_file, empty_dir(opts.run_root), emu_user},
-                 std::move(forked));
+    if (keeper)
+      keeper->hand_over(kept, *cgroup);
+    else
+      spawn_keeper(std::move(kept), *cgroup, keeper_opts);
   }
   if (restore) place_after_restore(pid, nodes, container_logs, opts);
   server_fds.clear();  // the emulators and the keeper hold the devices now

@@ -87,7 +87,7 @@ lap() { local t; t=$(now_ms); LAPS+=" $1=$(( t - LAP0 ))"; LAP0=$t; }
 # from_template LOG: "EMU TPL" of the hook's log line "emulator EMU forked by the template TPL"
 from_template() { sed -n 's/.*emulator \([0-9]*\) forked by the template \([0-9]*\)$/\1 \2/p' "$1"; }
 # stale_line TPL WHY: the hook's warning about a stale template
-stale_line() { printf 'the template (pid %s) is stale: %s; it is told to exit, and this emulator is forked by the hook' "$1" "$2"; }
+stale_line() { printf 'the template (pid %s) is stale: %s; it is told to exit, and this setup forks its processes itself' "$1" "$2"; }
 
 # ---------------------------------------------------------------- scenarios
 # A template whose binary is replaced on disk: the setup before uses it, the setup after does

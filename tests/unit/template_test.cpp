@@ -506,8 +506,8 @@ TEST_F(TemplateProcess, ItsChildNeedsAKeeper) {
   EXPECT_TRUE(wait_pidfd(pidfd, 10s)) << "the child lives on";
 }
 
-// A keeper from the template (spawn_keeper with a template's child): it gets the devices' fds
-// and the cgroup's cgroup.events from the hook, sandboxes itself as the emulator user, holds
+// A keeper from the template (PendingKeeper): it sandboxes itself as the emulator user from its
+// options alone, then gets the devices' fds and the cgroup's cgroup.events, holds
 // those and nothing of the template's, relays its emulator's log, fails the commands of a
 // device whose emulator died, and ends once the cgroup is empty.
 TEST_F(TemplateProcess, ItsChildBecomesTheKeeperTheHookAsksFor) {
@@ -541,8 +541,11 @@ TEST_F(TemplateProcess, ItsChildBecomesTheKeeperTheHookAsksFor) {
                                    .log_fd = log.read.get(),
                                    .handoff_fd = handoff.read.get()}};
   ForkedChild child{EmulatorProcess(f.pid, std::move(f.pidfd)), std::move(f.ours)};
-  spawn_keeper(devs, cgroup, {"c1", "debug", log_file, empty, Credentials{kNobody, kNobody}},
-               std::move(child));
+  PendingKeeper pending(std::move(child),
+                        {"c1", "debug", log_file, empty, Credentials{kNobody, kNobody}});
+  // It sandboxes itself before it gets any device.
+  ASSERT_TRUE(eventually([&] { return status_field(keeper, "Uid").starts_with("65534"); }, 5s));
+  pending.hand_over(devs, cgroup);
 
   EXPECT_EQ(status_field(keeper, "PPid"), std::to_string(tpl().pid()));
   ASSERT_TRUE(eventually([&] { return comm_of(keeper) == "vtpm-keep"; }, 5s)) << comm_of(keeper);
@@ -595,6 +598,42 @@ TEST_F(TemplateProcess, ItsChildBecomesTheKeeperTheHookAsksFor) {
   std::ofstream(events) << "populated 0\nfrozen 0\n";
   ASSERT_EQ(::write(kernel_side.get(), cmd.data(), cmd.size()), static_cast<ssize_t>(cmd.size()));
   EXPECT_TRUE(wait_pidfd(keeper_pidfd.get(), 10s)) << "the keeper outlived the cgroup";
+  EXPECT_TRUE(tpl().running());
+}
+
+// A setup that fails before its keeper has devices: the keeper exits at its socket's EOF (not
+// after the stop's grace); one that cannot sandbox itself fails hand_over with its reason.
+TEST_F(TemplateProcess, APendingKeeperEndsWithItsSetupAndTellsWhyItFailed) {
+  start_template();
+  const std::string empty = (base_ / "empty").string();
+  fs::create_directories(empty);
+  {
+    const UniqueFd conn = connect_when_serving();
+    ASSERT_TRUE(conn);
+    Forked f = request_fork(conn.get());
+    ASSERT_GT(f.pid, 0);
+    const UniqueFd pidfd = open_pidfd(f.pid);
+    const auto t0 = std::chrono::steady_clock::now();
+    {
+      PendingKeeper pending(
+          ForkedChild{EmulatorProcess(f.pid, std::move(f.pidfd)), std::move(f.ours)},
+          {"c1", "info", "", empty, Credentials{kNobody, kNobody}});
+    }
+    EXPECT_TRUE(wait_pidfd(pidfd.get(), 0ms)) << "the keeper outlived its PendingKeeper";
+    EXPECT_LT(std::chrono::steady_clock::now() - t0, 5s);
+  }
+  const UniqueFd conn = connect_unix(sock());
+  ASSERT_TRUE(conn);
+  Forked f = request_fork(conn.get());
+  ASSERT_GT(f.pid, 0);
+  PendingKeeper pending(
+      ForkedChild{EmulatorProcess(f.pid, std::move(f.pidfd)), std::move(f.ours)},
+      {"c1", "info", "", (base_ / "no-such-dir").string(), Credentials{kNobody, kNobody}});
+  const std::string events = (base_ / "cgroup.events").string();
+  std::ofstream(events) << "populated 1\n";
+  const CgroupWatch cgroup = CgroupWatch::adopt_v2(
+      UniqueFd(::open(events.c_str(), O_RDONLY | O_CLOEXEC)), (base_ / "c1").string());
+  expect_error([&] { pending.hand_over({}, cgroup); }, {"no-such-dir"});
   EXPECT_TRUE(tpl().running());
 }
 
