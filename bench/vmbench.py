@@ -43,13 +43,13 @@ W = "/run/vtpm-bench"
 SR, RR, BUN = W + "/state", W + "/run", W + "/bundles"
 LOG = W + "/hook.log"
 CA_KEY, CA_CERT = W + "/ca/key.pem", W + "/ca/cert.pem"
-N_SETUP = 3 if QUICK else 8
+N_SETUP = 3 if QUICK else 15
 N_CERTS_HOOK = 2 if QUICK else 4
 N_CERTS_SWTPM = 1 if QUICK else 2
 N_MEM = [1, 3] if QUICK else [1, 10, 50]
 RTT_N = {"GetRandom(8)": 30 if QUICK else 200, "PCR_Extend": 30 if QUICK else 200,
          "CreatePrimary ECC P-256": 5 if QUICK else 30, "CreatePrimary RSA 2048": 3 if QUICK else 10}
-N_RUNC = 2 if QUICK else 7                  # `runc run` per kind, interleaved
+N_RUNC = 2 if QUICK else 13                 # `runc run` per kind, interleaved
 N_SCALE = int(next((a.split("=", 1)[1] for a in sys.argv if a.startswith("--scale=")),
                    20 if QUICK else 200))   # live vTPMs at once
 SCALE_AT = [N_SCALE * k // 4 for k in (1, 2, 3, 4)]   # memory checkpoints

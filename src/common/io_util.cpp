@@ -35,6 +35,12 @@ std::string read_all(int fd, size_t max_size, const std::string& what) {
   }
 }
 
+std::string read_file(const std::string& path, size_t max_size) {
+  UniqueFd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
+  if (!fd) throw sys_error("read " + path);
+  return read_all(fd.get(), max_size, path);
+}
+
 namespace {
 constexpr char kHex[] = "0123456789abcdef";
 }

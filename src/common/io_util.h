@@ -16,6 +16,11 @@ namespace vtpm {
 // Everything up to EOF; more than max_size bytes is an Error naming `what`.
 std::string read_all(int fd, size_t max_size, const std::string& what);
 
+// A whole small file (/proc, sysfs, records), without iostreams (whose code a hook would run
+// only for this, and under emulation every distinct piece of code a process runs costs).
+// SysError "read <path>" with errno when it cannot be opened or read.
+std::string read_file(const std::string& path, size_t max_size = 1u << 20);
+
 // The parts of s between the separators (empty ones included). (std::views::split does not
 // compile with clang 14 over libstdc++ 12, which the fuzz build uses.)
 std::vector<std::string_view> split(std::string_view s, char sep);

@@ -11,7 +11,6 @@
 
 #include <cstdlib>
 #include <cstring>
-#include <fstream>
 #include <string>
 #include <vector>
 
@@ -134,10 +133,14 @@ pid_t fork_into_cgroup(int cgroup_fd, UniqueFd& pidfd) {
 }
 
 pid_t pidfd_pid(int pidfd) {
-  std::ifstream in("/proc/self/fdinfo/" + std::to_string(pidfd));
-  for (std::string line; std::getline(in, line);)
+  std::string text;
+  try {
+    text = read_file("/proc/self/fdinfo/" + std::to_string(pidfd));
+  } catch (const SysError&) {
+  }
+  for (const std::string_view line : split(text, '\n'))
     if (line.starts_with("Pid:")) {
-      const long pid = std::strtol(line.c_str() + 4, nullptr, 10);
+      const long pid = std::strtol(std::string(line.substr(4)).c_str(), nullptr, 10);
       if (pid <= 0) throw Error("the process of a pidfd has exited");
       return static_cast<pid_t>(pid);
     }
@@ -145,10 +148,9 @@ pid_t pidfd_pid(int pidfd) {
 }
 
 time_t boot_time() {
-  std::ifstream in("/proc/stat");
-  for (std::string line; std::getline(in, line);)
+  for (const std::string_view line : split(read_file("/proc/stat"), '\n'))
     if (line.starts_with("btime "))
-      return static_cast<time_t>(std::strtoll(line.c_str() + 6, nullptr, 10));
+      return static_cast<time_t>(std::strtoll(std::string(line.substr(6)).c_str(), nullptr, 10));
   throw Error("/proc/stat has no btime");
 }
 

@@ -13,11 +13,10 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstring>
 #include <filesystem>
-#include <fstream>
 #include <set>
-#include <sstream>
 
 #include "common/error.h"
 #include "common/io_util.h"
@@ -300,17 +299,23 @@ std::optional<std::string> stale_mapping(pid_t pid) {
   const auto ticks = process_start_time(pid);
   if (!ticks) throw Error("the template exited");
   const time_t started = boot_time() + static_cast<time_t>(*ticks / ::sysconf(_SC_CLK_TCK));
-  std::ifstream maps(proc + "/maps");
-  if (!maps) throw Error("cannot read " + proc + "/maps");
+  std::string maps;
+  try {
+    maps = read_file(proc + "/maps", 64u << 20);
+  } catch (const SysError&) {
+    throw Error("cannot read " + proc + "/maps");
+  }
   std::set<std::string> seen;
-  std::string line;
-  while (std::getline(maps, line)) {
+  for (std::string_view line : split(maps, '\n')) {
     // range perms offset dev inode path; the path may hold spaces
-    std::istringstream in(line);
-    std::string range, perms, offset, dev, inode;
-    in >> range >> perms >> offset >> dev >> inode;
-    std::string path;
-    std::getline(in >> std::ws, path);
+    std::string_view fields[5];
+    for (auto& f : fields) {
+      line.remove_prefix(std::min(line.find_first_not_of(' '), line.size()));
+      f = line.substr(0, line.find(' '));
+      line.remove_prefix(f.size());
+    }
+    line.remove_prefix(std::min(line.find_first_not_of(' '), line.size()));
+    const std::string range(fields[0]), path(line);
     if (path.empty() || path[0] != '/' || !seen.insert(path).second) continue;
     // shared anonymous memory, memfds, SysV segments: no file on disk to compare
     if (path.starts_with("/dev/zero") || path.starts_with("/memfd:") || path.starts_with("/SYSV"))

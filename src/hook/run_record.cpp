@@ -7,9 +7,7 @@
 
 #include <algorithm>
 #include <filesystem>
-#include <fstream>
 #include <nlohmann/json.hpp>
-#include <sstream>
 
 #include "common/error.h"
 #include "common/io_util.h"
@@ -89,12 +87,15 @@ void write_run_record(const std::string& run_root, const RunRecord& rec) {
 
 std::optional<RunRecord> read_run_record(const std::string& run_root, const std::string& id) {
   const std::string path = run_record_path(run_root, id);
-  std::ifstream in(path, std::ios::binary);
-  if (!in) return std::nullopt;
-  std::ostringstream ss;
-  ss << in.rdbuf();
+  std::string text;
+  try {
+    text = read_file(path);
+  } catch (const SysError& e) {
+    if (e.err == ENOENT) return std::nullopt;
+    throw;
+  }
   return with_context("run record " + path + " is corrupt", [&] {  // nlohmann's errors or ours
-    const auto j = nlohmann::json::parse(ss.str());
+    const auto j = nlohmann::json::parse(text);
     RunRecord rec;
     rec.container_id = j.at("containerId").get<std::string>();
     rec.bundle = j.value("bundle", "");

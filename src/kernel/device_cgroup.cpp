@@ -10,9 +10,9 @@
 #include <cstring>
 #include <fstream>
 #include <functional>
-#include <sstream>
 
 #include "common/error.h"
+#include "common/io_util.h"
 #include "common/unique_fd.h"
 
 namespace vtpm {
@@ -38,17 +38,15 @@ struct CgroupLocation {
 
 CgroupLocation find_cgroup(pid_t pid, const CgroupPaths& paths) {
   const std::string file = paths.proc + "/" + std::to_string(pid) + "/cgroup";
-  std::ifstream in(file);
-  if (!in) throw sys_error("read " + file);
-  std::string line;
+  const std::string text = read_file(file);
   std::optional<std::string> unified, devices, pids;
-  while (std::getline(in, line)) {
+  for (const std::string_view line : split(text, '\n')) {
     const auto a = line.find(':'), b = line.find(':', a + 1);
     if (a == std::string::npos || b == std::string::npos) continue;
-    const std::string controllers = line.substr(a + 1, b - a - 1), path = line.substr(b + 1);
-    if (line.compare(0, a, "0") == 0 && controllers.empty()) unified = path;
-    std::stringstream ss(controllers);
-    for (std::string c; std::getline(ss, c, ',');)
+    const std::string_view controllers = line.substr(a + 1, b - a - 1);
+    const std::string path(line.substr(b + 1));
+    if (line.substr(0, a) == "0" && controllers.empty()) unified = path;
+    for (const std::string_view c : split(controllers, ','))
       if (c == "devices")
         devices = path;
       else if (c == "pids")

@@ -7,18 +7,20 @@
 #include <sys/sysmacros.h>
 #include <unistd.h>
 
-#include <fstream>
+#include <cstdio>
 
 #include "common/error.h"
+#include "common/io_util.h"
 
 namespace vtpm {
 namespace {
 
 std::optional<DevNum> read_dev_attr(const std::string& path) {
-  std::ifstream in(path);
+  UniqueFd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
+  if (!fd) return std::nullopt;
+  const std::string text = read_all(fd.get(), 64, path);
   unsigned maj = 0, min = 0;
-  char colon = 0;
-  if (!(in >> maj >> colon >> min) || colon != ':') return std::nullopt;
+  if (std::sscanf(text.c_str(), "%u:%u", &maj, &min) != 2) return std::nullopt;
   return DevNum{maj, min};
 }
 

@@ -973,7 +973,8 @@ class TemplateStaleMapping : public ::testing::Test {
     fs::create_directories(base_);
     real_ = real_library();
     ASSERT_FALSE(real_.empty()) << "libtpms is not mapped from a file";
-    lib_ = (base_ / "libcopy.so.0").string();
+    // (spaces: the path is the rest of a maps line)
+    lib_ = (base_ / "lib copy (2).so.0").string();
     fs::copy_file(real_, lib_);
   }
   void TearDown() override { fs::remove_all(base_); }
