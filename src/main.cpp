@@ -291,8 +291,9 @@ int run_cli(int argc, char** argv, vtpm::HookOptions& opts) {
 int main(int argc, char** argv) {
   // No openssl.cnf: nothing here needs it (default provider only), and the emulators (forked
   // from this process or from a template, which inherits the choice) would read it at their
-  // first EVP use, while the container waits for its TPM.
-  (void)OPENSSL_init_crypto(OPENSSL_INIT_NO_LOAD_CONFIG, nullptr);
+  // first EVP use, while the container waits for its TPM. No cleanup at exit either: the
+  // kernel frees it all, and a hook's exit is on the container's start path.
+  (void)OPENSSL_init_crypto(OPENSSL_INIT_NO_LOAD_CONFIG | OPENSSL_INIT_NO_ATEXIT, nullptr);
   // Invoked as vtpm-runc (the symlink `cmake --install` makes): an OCI runtime, not the CLI.
   if (argc > 0) {
     const std::string_view self = argv[0];
