@@ -113,9 +113,9 @@ if unrun:
 TS = R.get("template_start_ms") or []
 p("**vtpm-hook's two modes.** *Template* (the default, the policy's `\"template\": \"auto\"`): "
   "setup asks the template process (`vtpm-hook template`, one per run root, with libtpms and "
-  "OpenSSL loaded and warmed by a throwaway TPM) to fork the emulator, which then shares the "
-  "template's pages; *hook fork* (`\"template\": \"off\"`): the hook forks the emulator "
-  "itself, as before. A setup uses the template only for a container with a cgroup (v2) of its "
+  "OpenSSL loaded and warmed by a throwaway TPM) to fork the emulator and the container's "
+  "keeper, which then share the template's pages; *hook fork* (`\"template\": \"off\"`): the "
+  "hook forks both itself, as before. A setup uses the template only for a container with a cgroup (v2) of its "
   "own, which also gives it a keeper process (`vtpm-keep`); so sections 1, 2, 3 and 6, which "
   "measure both modes, give every by-hand container a cgroup of its own (a directory under "
   "`/sys/fs/cgroup`), and the driver checks every one of their setups in the hook's debug log: "
@@ -596,12 +596,19 @@ p("## Where vtpm-hook's setup time goes", "",
   "From the timestamps of `--log-level debug --log-file` (ms resolution) of the section 1 runs, "
   "medians; template mode unless the column says hook fork. \"process start\" = wall time "
   "measured by the driver minus the hook's own \"setup took\" (exec, dynamic loading, static "
-  "initialisers, CLI parsing, log file open, and exit). With a keeper (section 1's containers "
+  "initialisers, argument parsing, log file open, and exit). Under TCG a process start is "
+  "mostly QEMU translating the code the process runs, anew at every exec (ASLR puts it at other "
+  "addresses each time); a template's child runs code the template already ran, at the same "
+  "addresses, which is why it starts fast. In template mode the keeper's request to the "
+  "template is part of the first phase (the keeper sandboxes itself while the emulator starts; "
+  "the last phase hands it the devices). With a keeper (section 1's containers "
   "have cgroups of their own) the emulator's log lines reach the log through the keeper, after "
   "the setup, so its start is one phase here; the template's fork is the hook's line "
   "`emulator N forked by the template T`.",
   "")
 
+PH_PARSE = "parse config, checks, state dir (template mode: + the keeper's request)"
+PH_END = "device cgroup (off here) + run record + keeper"
 PH_INIT = "fork + libtpms load/manufacture + Startup (selfTest onDemand: no self-test here)"
 PH_READY = "/dev/vtpmx ioctl, chroot, seccomp, ready -> parent"
 PH_TPL = "template: request, fork into the hook's cgroup (clone3)"
@@ -609,9 +616,9 @@ PH_CHILD = ("emulator: libtpms load/manufacture + Startup, /dev/vtpmx ioctl, chr
             "ready -> parent")
 PH_FORK = ("hook forks the emulator: libtpms load/manufacture + Startup, /dev/vtpmx ioctl, "
            "chroot, seccomp, ready -> parent")
-PH_ORDER = ["parse config, checks, state dir", PH_TPL, PH_CHILD, PH_FORK, PH_INIT, PH_READY,
+PH_ORDER = [PH_PARSE, PH_TPL, PH_CHILD, PH_FORK, PH_INIT, PH_READY,
             "kernel registration (its commands) + 2 device nodes (setns, mknod)",
-            "device cgroup (off here) + run record + keeper", "setup took (in-process total)"]
+            PH_END, "setup took (in-process total)"]
 
 
 def phases(e):
@@ -628,11 +635,11 @@ def phases(e):
         init = {PH_INIT: e["powered"] - e["spawn"], PH_READY: e["parent_ready"] - e["powered"]}
     else:
         init = {PH_FORK: e["parent_ready"] - e["spawn"]}
-    return {"parse config, checks, state dir": e["spawn"] - start,
+    return {PH_PARSE: e["spawn"] - start,
             **init,
             "kernel registration (its commands) + 2 device nodes (setns, mknod)":
                 e["placed"] - e["parent_ready"],
-            "device cgroup (off here) + run record + keeper": e["end"] - e["placed"],
+            PH_END: e["end"] - e["placed"],
             "setup took (in-process total)": e["took"]}
 
 
@@ -674,7 +681,7 @@ if cp:
     p("", "With createCerts (median of the runs after the first): the first phase (where a "
       "child of the hook manufactures the TPM, creates both EKs and signs their certificates, "
       "before the emulator starts) takes %s ms, the whole in-process setup %s ms." % (
-          f(statistics.median(x["parse config, checks, state dir"] for x in cp)),
+          f(statistics.median(x[PH_PARSE] for x in cp)),
           f(statistics.median(x["setup took (in-process total)"] for x in cp))))
 
 # Where section 7's drift comes from: the same phases, first 10 setups against the last 10.
