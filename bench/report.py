@@ -123,8 +123,9 @@ p("**vtpm-hook's two modes.** *Template* (the default, the policy's `\"template\
   "line in hook-fork mode. The driver starts the template itself for each step that uses it, as "
   "a systemd unit would (`vtpm-hook --run-root R template --idle-exit 0`, in the foreground), "
   "waits until it logs `template N: serving R/template.sock` (%s), and stops it (SIGTERM) after "
-  "the step. Sections 4 and 7 and the strace profile use by-hand containers without a cgroup "
-  "of their own: hook fork, no keeper (section 5 is libtpms alone)." % (
+  "the step. Section 7 does the same at scale (template mode, a cgroup per container). "
+  "Section 4 and the strace profile use by-hand containers without a cgroup of their own: "
+  "hook fork, no keeper (section 5 is libtpms alone)." % (
       "start to serving: median %s ms over %d starts" % (f(statistics.median(TS)), len(TS))
       if TS else "its start time was not recorded"), "")
 
@@ -495,7 +496,9 @@ if SC and SC.get("setup_ms"):
     first10, last10 = statistics.median(xs[:k]), statistics.median(xs[-k:])
     p("%d by-hand containers (section 1's `unshare -m sleep` + `vtpm-hook setup "
       "--no-device-cgroup`, `linux.vtpms: [{}]`: default state under a state root of "
-      "their own) set up one after another; all of them stay alive until the end. Then each "
+      "their own), each in a cgroup of its own, so in template mode: its emulator and its "
+      "keeper forked by the template, which the driver runs for this section; set up one after "
+      "another; all of them stay alive until the end. Then each "
       "is torn down (`vtpm-hook teardown`, the container process killed) and the VM checked. "
       "Setup wall time per instance, ms:" % n, "",
       row("1st", "median of the first %d" % k, "median of the last %d" % k,
@@ -510,7 +513,7 @@ if SC and SC.get("setup_ms"):
         goal("scale", "setup of the %s live vTPM within 1.2x of the first (median of the "
              "last 10 / first 10; the %s / the 1st: %.2fx)" % (
                  ordinal(n), ordinal(n), ratio(xs[-1], xs[0])),
-             "%.2fx" % ratio(last10, first10), ratio(last10, first10) <= 1.2, FM)
+             "%.2fx" % ratio(last10, first10), ratio(last10, first10) <= 1.2, TM)
     mm = SC.get("mem", {})
     if mm:
         p("Memory of all the emulators (`vtpm-emu`%s) at each count, summed from "
@@ -545,6 +548,11 @@ if SC and SC.get("setup_ms"):
         if lin:
             p("", "Linearity: per-instance increments between the counts: " + "; ".join(lin) +
               ". Equal increments = each instance costs the same, whatever runs beside it.")
+        tp = SC.get("template", {})
+        if tp:
+            p("", "Not in the sums: the template process itself (one for all), PSS " +
+              ", ".join("%s KiB at %s" % (f(tp[c]["pss"]), c) for c in sorted(tp, key=int)) +
+              " (its pages are shared with its children, so its PSS falls as they grow).")
         p("")
     lo = SC.get("left")
     if lo:
@@ -582,8 +590,8 @@ if SC and SC.get("setup_ms"):
 # ---------------------------------------------------------------- goals
 p("## Goals", "",
   "Each goal's ratio against swtpm 0.7.1 (or the stated base) in this boot, per vtpm-hook mode; "
-  "the template is the default. Sections 4 and 7 (by-hand containers without a cgroup of their "
-  "own) measure the hook-fork path only. Memory: template mode counts the template's share (its "
+  "the template is the default. Section 7 measures template mode only; section 4 (by-hand "
+  "containers without a cgroup of their own) the hook-fork path only. Memory: template mode counts the template's share (its "
   "own PSS divided over the instances, section 3).", "",
   row("goal", MODE_NAME[TM], MODE_NAME[FM]), row("---", "---:", "---:"))
 for g, figs, _ in sorted(goals, key=lambda x: x[2]):

@@ -964,18 +964,21 @@ def bench_runc():
 # ------------------------------------------------------------------ many live vTPMs
 def bench_scale():
     """N_SCALE by-hand vTPMs started one after another (default state under their own
-    state root), all alive at the end; then all torn down and checked for leftovers."""
+    state root), in the default mode: each container in a cgroup of its own, so its emulator
+    and its keeper come from the template; all alive at the end; then all torn down and checked
+    for leftovers."""
     sr, rr = W + "/scale/state", W + "/scale/run"
     os.makedirs(sr)
     os.makedirs(rr)
     devs_before = sorted(glob.glob("/dev/tpm*"))
     res = {"n": N_SCALE, "setup_ms": [], "teardown_ms": [], "mem": {}, "keepers": {},
-           "devs_before": devs_before}
+           "template": {}, "devs_before": devs_before}
     RESULT["scale"] = res
     insts, err = [], None
+    tmpl = Template(rr)
     try:
         for i in range(N_SCALE):
-            h = HookTpm("scale-%d" % i, [{}], sr=sr, rr=rr)
+            h = mode_tpm("vtpm-hook", "scale-%d" % i, [{}], tmpl, sr=sr, rr=rr)
             insts.append(h)
             res["setup_ms"].append(h.seconds * 1000)
             if len(insts) in SCALE_AT:
@@ -986,6 +989,7 @@ def bench_scale():
                 keep = live_named("vtpm-keep")
                 res["mem"][len(insts)] = mem_sum([x.pid for x in insts] + keep)
                 res["keepers"][len(insts)] = len(keep)
+                res["template"][len(insts)] = mem(tmpl.pid)
                 log("scale: %d live, setup %.0f ms, emulators %s" % (
                     len(insts), h.seconds * 1000, res["mem"][len(insts)]))
     except Exception as e:  # tear down what is there, then report the failure
@@ -1001,16 +1005,18 @@ def bench_scale():
         except Exception as e:
             res["teardown_failures"].append("%s: %s" % (h.cid, str(e)[-200:]))
             h.sleeper.kill()
+    tmpl.stop()
 
     def left():
         return {"vtpm-emu": len(live_named("vtpm-emu")), "vtpm-keep": len(live_named("vtpm-keep")),
                 "devices": sorted(set(glob.glob("/dev/tpm*")) - set(devs_before)),
                 "run_records": sorted(f for f in os.listdir(rr) if f.endswith(".json")),
                 # (the hook's own directories stay: "empty", the keepers' root, and
-                # "measurements", whose files are the live containers' launch logs)
+                # "measurements", whose files are the live containers' launch logs; and the
+                # template's lock file)
                 "run_root_other": sorted(
                     [f for f in os.listdir(rr) if not f.endswith(".json")
-                     and f not in ("empty", "measurements")] +
+                     and f not in ("empty", "measurements", "template.lock")] +
                     ["measurements/" + f for f in (os.listdir(rr + "/measurements")
                                                    if os.path.isdir(rr + "/measurements")
                                                    else [])])}
