@@ -301,6 +301,7 @@ int main(int argc, char** argv) {
       return vtpm::run_runtime_wrapper(argc, argv);
   }
   vtpm::HookOptions opts;
+  if (argc < 1) return run_cli(argc, argv, opts);  // (an exec with no argv[0])
   if (const auto hook = vtpm::parse_hook_command({argv + 1, argv + argc}, opts))
     return run_hook_command(*hook, opts);
   return run_cli(argc, argv, opts);

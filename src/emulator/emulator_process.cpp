@@ -294,11 +294,15 @@ UniqueFd enter_keeper_sandbox(const KeeperOptions& opts) {
 [[noreturn]] void keep_until_empty(std::vector<KeptDevice> devs, const CgroupWatch& cgroup, int sig,
                                    int ready_fd) {
   send_to_parent(ready_fd, kReady);
-  (void)::close(ready_fd);  // the parent has read its answer
+  (void)::close(ready_fd);  // the parent has read its answer (and nothing more goes there)
   // The heap it inherited (the hook's, or the template's): only its free pages go back (they
   // stay private to it otherwise)
   (void)::malloc_trim(0);
-  keep_devices(devs, sig, cgroup);
+  try {
+    keep_devices(devs, sig, cgroup);
+  } catch (const std::exception& e) {
+    finish_child(-1, &e);
+  }
   spdlog::info("the container's cgroup is empty: its device numbers are free");
   finish_child(-1, nullptr);
 }
@@ -450,6 +454,7 @@ SpawnedEmulator spawn_emulator(const EmulatorOptions& opts, UniqueFd dir_fd, int
       throw Error("an emulator from the template needs a keeper");
     ours = std::move(forked->sock);
     emu = std::move(forked->process);
+    spdlog::debug("emulator {} forked by the template {}", emu.pid(), forked->template_pid);
     std::string msg = encode_options(opts);
     const int fds[kPassedFds] = {dir_fd.get(), container_pidfd, opts.log_pipe, opts.handoff_pipe};
     send_packet(ours.get(), msg, fds);
@@ -500,7 +505,9 @@ SpawnedEmulator spawn_emulator(const EmulatorOptions& opts, UniqueFd dir_fd, int
 }
 
 PendingKeeper::PendingKeeper(ForkedChild child, const KeeperOptions& opts)
-    : process_(std::move(child.process)), sock_(std::move(child.sock)) {
+    : process_(std::move(child.process)),
+      sock_(std::move(child.sock)),
+      template_pid_(child.template_pid) {
   const nlohmann::json j = {{"containerId", opts.container_id},
                             {"logLevel", opts.log_level},
                             {"logFile", opts.log_file},
@@ -511,6 +518,9 @@ PendingKeeper::PendingKeeper(ForkedChild child, const KeeperOptions& opts)
 
 void PendingKeeper::hand_over(std::span<const KeptDevice> devs, const CgroupWatch& cgroup) {
   if (!cgroup.notifies()) throw Error("a keeper from the template needs cgroup v2");
+  for (const auto& d : devs)
+    if (d.server_fd < 0 || d.emulator_pidfd < 0 || d.log_fd < 0 || d.handoff_fd < 0)
+      throw Error("a keeper from the template needs each emulator's pipes");
   try {
     nlohmann::json v2 = nlohmann::json::array();
     for (const auto& d : devs) v2.push_back(d.version == TpmVersion::V2);
@@ -519,15 +529,24 @@ void PendingKeeper::hand_over(std::span<const KeptDevice> devs, const CgroupWatc
     send_packet(sock_.get(), std::string(kKeptDevices) + " " + h.dump(), {&events, 1});
     for (const auto& d : devs) {
       const int fds[kKeptFds] = {d.server_fd, d.emulator_pidfd, d.log_fd, d.handoff_fd};
-      if (std::ranges::any_of(fds, [](int fd) { return fd < 0; }))
-        throw Error("a keeper from the template needs each emulator's pipes");
       send_packet(sock_.get(), kKeptDevice, fds);
     }
   } catch (const SysError&) {
-    // (it failed while it sandboxed itself: its message is waiting)
+    // It failed while it sandboxed itself (its message waits), or it waits for the rest: EOF.
+    (void)::shutdown(sock_.get(), SHUT_WR);
   }
-  if (const auto msg = receive_message(sock_.get()); msg != kReady)
-    throw Error(msg.empty() ? "the keeper died while starting" : msg);
+  std::string msg;
+  for (int tries = 0; tries < 2; ++tries) {
+    try {
+      msg = receive_message(sock_.get());
+      break;
+    } catch (const SysError& e) {
+      // It exited with packets of ours unread: the reset comes first, then what it wrote.
+      if (e.err != ECONNRESET) throw;
+    }
+  }
+  if (msg != kReady) throw Error(msg.empty() ? "the keeper died while starting" : msg);
+  spdlog::debug("keeper {} forked by the template {}", process_.pid(), template_pid_);
   process_.release();  // the template's child, the template's to reap
 }
 

@@ -102,7 +102,8 @@ struct SpawnedEmulator {
 };
 struct ForkedChild {
   EmulatorProcess process;
-  UniqueFd sock;  // the hook's end of the child's socket
+  UniqueFd sock;         // the hook's end of the child's socket
+  pid_t template_pid{};  // (for the log)
 };
 SpawnedEmulator spawn_emulator(const EmulatorOptions& opts, UniqueFd dir_fd, int container_pidfd,
                                std::optional<ForkedChild> forked = std::nullopt);
@@ -142,6 +143,7 @@ class PendingKeeper {
  private:
   EmulatorProcess process_;  // (first: it goes after the socket, once it has seen the EOF)
   UniqueFd sock_;
+  pid_t template_pid_;
 };
 
 // Asks the emulator whose pidfd this is to save its state and exit (SIGTERM) and waits until

@@ -199,10 +199,10 @@ std::optional<ForkedChild> try_template(TemplateUse& use, std::string_view what)
   FdPacket answer = receive_packet(conn.get(), kMaxRequest);
   if (answer.data != kForked || answer.fds.size() != 1) throw Error("the template did not fork");
   const pid_t pid = pidfd_pid(answer.fds[0].get());
-  ForkedChild child{EmulatorProcess(pid, std::move(answer.fds[0])), std::move(ours)};
+  ForkedChild child{EmulatorProcess(pid, std::move(answer.fds[0])), std::move(ours), peer.pid};
   // Before it gets anything: born where the hook's own fork would be (the hook's cgroup).
   check_in_cgroup(pid, *cgroup);
-  spdlog::debug("{} {} forked by the template {}", what, pid, peer.pid);
+  spdlog::trace("{} {}: a child of the template {}", what, pid, peer.pid);
   return child;
 }
 

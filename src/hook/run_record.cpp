@@ -90,9 +90,8 @@ std::optional<RunRecord> read_run_record(const std::string& run_root, const std:
   std::string text;
   try {
     text = read_file(path);
-  } catch (const SysError& e) {
-    if (e.err == ENOENT) return std::nullopt;
-    throw;
+  } catch (const SysError&) {
+    return std::nullopt;  // none (an unreadable one is left alone, as before)
   }
   return with_context("run record " + path + " is corrupt", [&] {  // nlohmann's errors or ours
     const auto j = nlohmann::json::parse(text);

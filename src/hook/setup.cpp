@@ -256,8 +256,22 @@ void run_setup(const std::string& state_json, const HookOptions& opts) {
   std::vector<UniqueFd> handoffs;    // read ends of the emulators' handoff pipes, for the keeper
   std::vector<std::string> logs;     // each vTPM's launch measurement, as its emulator made it
   std::vector<ContainerNode> nodes;  // what the container's /dev gets
+  // Every state directory first (created, checked, provisioned): a bad one fails the setup
+  // before any process is forked for it.
+  std::vector<StateDir> dirs;
+  for (const auto& spec : specs) {
+    // A state dir of root's (one an earlier version's emulator, running as root, wrote) goes
+    // to the emulator user; one of another user is refused.
+    StateDir dir = open_state_dir(spec.state_root, spec.state_path, /*create=*/true,
+                                  run_as[spec.index], /*adopt_root_owned=*/!spec.run_as);
+    if (dir.created)
+      rollback.add([root = spec.state_root, p = spec.state_path] { remove_state_dir(root, p); });
+    if (spec.create_certs)
+      provision_certificates(dir.fd.get(), spec, run_as[spec.index], opts, state.id);
+    dirs.push_back(std::move(dir));
+  }
   // Emulators and the keeper from the template: only with a cgroup, whose keeper relays the
-  // emulators' logs (a template's child holds no host file).
+  // emulators' logs (an emulator from the template holds no host file).
   const bool use_template = defaults.policy.use_template && cgroup;
   TemplateUse template_use{opts.run_root,
                            std::chrono::seconds(defaults.policy.template_idle_seconds),
@@ -267,25 +281,23 @@ void run_setup(const std::string& state_json, const HookOptions& opts) {
   // The keeper first: it sandboxes itself while the emulators start.
   std::optional<PendingKeeper> keeper;
   if (use_template)
-    if (auto child = fork_from_template(template_use, "keeper"))
-      keeper.emplace(std::move(*child), keeper_opts);
-  for (const auto& spec : specs) {
+    if (auto child = fork_from_template(template_use, "keeper")) try {
+        keeper.emplace(std::move(*child), keeper_opts);
+      } catch (const Error& e) {
+        spdlog::warn("the template's keeper did not take its options ({}): the hook forks it",
+                     e.what());
+      }
+  for (size_t i = 0; i < specs.size(); ++i) {
+    const auto& spec = specs[i];
+    StateDir& dir = dirs[i];
     VtpmRecord vr;
     vr.index = spec.index;
     vr.version = spec.version;
     vr.state_path = spec.state_path;
     vr.state_root = spec.state_root;
     vr.state_path_managed = spec.state_path_managed;
-    // A state dir of root's (one an earlier version's emulator, running as root, wrote) goes
-    // to the emulator user; one of another user is refused.
-    StateDir dir = open_state_dir(spec.state_root, spec.state_path, /*create=*/true,
-                                  run_as[spec.index], /*adopt_root_owned=*/!spec.run_as);
     vr.state_path_created = dir.created;
     vr.state_dir = dir.id;  // teardown, gc and status act on this directory only
-    if (dir.created)
-      rollback.add([root = spec.state_root, p = spec.state_path] { remove_state_dir(root, p); });
-    if (spec.create_certs)
-      provision_certificates(dir.fd.get(), spec, run_as[spec.index], opts, state.id);
 
     EmulatorOptions eo{spec.index,         spec.version,         spec.state_path,
                        spec.pcr_banks,     !spec.open_platform,  state.id,

@@ -16,9 +16,12 @@ namespace vtpm {
 namespace {
 
 std::optional<DevNum> read_dev_attr(const std::string& path) {
-  UniqueFd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
-  if (!fd) return std::nullopt;
-  const std::string text = read_all(fd.get(), 64, path);
+  std::string text;
+  try {
+    text = read_file(path, 64);
+  } catch (const SysError&) {
+    return std::nullopt;  // not there (yet), or going (ENODEV while it is unregistered)
+  }
   unsigned maj = 0, min = 0;
   if (std::sscanf(text.c_str(), "%u:%u", &maj, &min) != 2) return std::nullopt;
   return DevNum{maj, min};
