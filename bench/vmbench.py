@@ -287,16 +287,20 @@ class Template:
             raise RuntimeError("a template runs already (pids %s): the bench would not know "
                                "which one serves" % left)
         t = now()
-        self.p = subprocess.Popen([HOOK, "--run-root", rr, "--log-level", "debug", "--log-file",
-                                   self.log, "template", "--idle-exit", "0"],
-                                  stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                                  stderr=subprocess.PIPE)
+        # (stderr to a file, not a pipe nobody reads: its log lines go there too, and a full
+        # pipe would stop it after some 1400 forks)
+        self.err = self.log + ".stderr"
+        with open(self.err, "w") as err:
+            self.p = subprocess.Popen([HOOK, "--run-root", rr, "--log-level", "debug",
+                                       "--log-file", self.log, "template", "--idle-exit", "0"],
+                                      stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                      stderr=err)
         self.pid = self.p.pid
 
         def serving():
             if self.p.poll() is not None:
                 raise RuntimeError("the template exited (%s): %s" % (
-                    self.p.returncode, self.p.stderr.read().decode(errors="replace")[-400:]))
+                    self.p.returncode, open(self.err, errors="replace").read()[-400:]))
             try:
                 m = re.search(r"template (\d+): serving", open(self.log, errors="replace").read())
             except OSError:
@@ -315,11 +319,18 @@ class Template:
         try:
             rc = self.p.wait(timeout=30)
         except subprocess.TimeoutExpired:
+            where = ""
+            for f in ("wchan", "stack", "status"):
+                try:
+                    where += " %s: %s" % (f, open("/proc/%d/%s" % (self.pid, f)).read()[-300:])
+                except OSError:
+                    pass
             self.p.kill()
             self.p.wait(timeout=10)
-            raise RuntimeError("the template %d did not stop within 30 s of SIGTERM" % self.pid)
-        err = self.p.stderr.read().decode(errors="replace")
-        self.p.stderr.close()
+            raise RuntimeError("the template %d did not stop within 30 s of SIGTERM (%s; its "
+                               "log: %s)" % (self.pid, where.replace("\n", " "),
+                                             open(self.log, errors="replace").read()[-800:]))
+        err = open(self.err, errors="replace").read()
         if rc != 0:
             raise RuntimeError("the template %d exited with %d: %s" % (self.pid, rc, err[-400:]))
         # no other template (one a setup started itself, say) may have served meanwhile
@@ -1005,7 +1016,16 @@ def bench_scale():
         except Exception as e:
             res["teardown_failures"].append("%s: %s" % (h.cid, str(e)[-200:]))
             h.sleeper.kill()
-    tmpl.stop()
+    if err:  # what the hook and the template said last
+        res["error"] = str(err)[-600:]
+        res["hook_log_tail"] = open(LOG, errors="replace").read()[-3000:]
+        res["template_log_tail"] = open(tmpl.log, errors="replace").read()[-3000:]
+        log("scale: failed after %d: %s" % (len(insts), res["error"]))
+    try:
+        tmpl.stop()
+    except Exception as e:  # (reported; the first failure is the one raised)
+        res["template_stop_error"] = str(e)
+        err = err or e
 
     def left():
         return {"vtpm-emu": len(live_named("vtpm-emu")), "vtpm-keep": len(live_named("vtpm-keep")),
