@@ -482,13 +482,13 @@ ck_cycle() {   # ck_cycle N: checkpoint and restore once; RC, notes
         sleep 0.2
     done
     grep -q "container ck is being restored from a checkpoint" "$LOG" || { why "restore $n: the hook did not see a restore"; return 1; }
-    : > "$LOG"
+    cp "$LOG" "$LOG.cycle$n"; DIAG+=("$LOG.cycle$n"); : > "$LOG"
 }
 t_checkpoint() {
     local out=$E2E_WORK/ck-out s1 s2 s2b s3 n
     rm -rf "$out"; mkdir -p "$out"
     make_bundle runc ck "" "$CK_SCRIPT" ".mounts += [{\"destination\": \"/out\", \"type\": \"bind\", \"source\": \"$out\", \"options\": [\"rbind\", \"rw\"]}]" || return 1
-    CLEANUP+=("runc ck")
+    CLEANUP+=("runc ck"); DIAG+=("$LOG")  # (the hook, keeper and emulator lines of a failure)
     # (stdio on /dev/null: CRIU restores no file of the host's)
     ( cd "$BUNDLE" && timeout 120 runc run -d ck < /dev/null > /dev/null 2>&1 ) ||
         { why "runc run -d failed: $(tail -n 2 "$LOG")"; return 1; }
