@@ -153,7 +153,7 @@ void start_template(const TemplateUse& use) {
   (void)::waitpid(mid, nullptr, 0);
 }
 
-std::optional<ForkedChild> try_template(TemplateUse& use, std::string_view what) {
+std::optional<ForkedChild> try_template(TemplateUse& use) {
   const auto cgroup = own_cgroup_v2();
   if (!cgroup) {
     spdlog::debug("no template: it needs cgroup v2");
@@ -202,7 +202,6 @@ std::optional<ForkedChild> try_template(TemplateUse& use, std::string_view what)
   ForkedChild child{EmulatorProcess(pid, std::move(answer.fds[0])), std::move(ours), peer.pid};
   // Before it gets anything: born where the hook's own fork would be (the hook's cgroup).
   check_in_cgroup(pid, *cgroup);
-  spdlog::trace("{} {}: a child of the template {}", what, pid, peer.pid);
   return child;
 }
 
@@ -282,11 +281,11 @@ bool run_template(const TemplateOptions& opts) {
   return true;
 }
 
-std::optional<ForkedChild> fork_from_template(TemplateUse& use, std::string_view what) {
+std::optional<ForkedChild> fork_from_template(TemplateUse& use) {
   if (use.unusable) return std::nullopt;
   std::optional<ForkedChild> child;
   try {
-    child = try_template(use, what);
+    child = try_template(use);
   } catch (const std::exception& e) {
     spdlog::warn("the template failed ({}): this setup forks its processes itself", e.what());
   }

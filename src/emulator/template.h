@@ -11,7 +11,6 @@
 #include <chrono>
 #include <optional>
 #include <string>
-#include <string_view>
 #include <utility>
 
 #include "emulator/emulator_process.h"
@@ -46,8 +45,8 @@ struct TemplateUse {
 // land at PID 1, for the next setup: runtimes that are subreapers wait for their adopted
 // children), it is stale (a library or the binary it mapped was replaced on disk: it is then
 // told to exit), it runs another binary, cgroup v2 is missing, or it failed. Never throws.
-// `what` names the child in the log ("emulator", "keeper").
-std::optional<ForkedChild> fork_from_template(TemplateUse& use, std::string_view what);
+// (The caller logs what the child became: spawn_emulator, PendingKeeper::hand_over.)
+std::optional<ForkedChild> fork_from_template(TemplateUse& use);
 
 // Why the template process `pid` must not be used any more: the first of its mapped files
 // (libraries, the binary) that is no longer the file at its path, or was changed after the

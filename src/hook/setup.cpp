@@ -281,7 +281,7 @@ void run_setup(const std::string& state_json, const HookOptions& opts) {
   // The keeper first: it sandboxes itself while the emulators start.
   std::optional<PendingKeeper> keeper;
   if (use_template)
-    if (auto child = fork_from_template(template_use, "keeper")) try {
+    if (auto child = fork_from_template(template_use)) try {
         keeper.emplace(std::move(*child), keeper_opts);
       } catch (const Error& e) {
         spdlog::warn("the template's keeper did not take its options ({}): the hook forks it",
@@ -334,7 +334,7 @@ void run_setup(const std::string& state_json, const HookOptions& opts) {
     spdlog::debug("starting the emulator for {}", spec.state_path);
     std::optional<ForkedChild> forked;
     if (use_template)  // (a template's child logs to its keeper)
-      forked = fork_from_template(template_use, "emulator");
+      forked = fork_from_template(template_use);
     auto [emu, tpm_num, server_fd, banks] =
         spawn_emulator(eo, std::move(dir.fd), container_pidfd.get(), std::move(forked));
     log_wr.reset();

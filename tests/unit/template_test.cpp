@@ -877,7 +877,7 @@ TEST(TemplateUse, NoTemplateWithoutCgroupV2) {
   TemplateUse use;
   use.run_root = base.string();
   use.log_level = "off";
-  EXPECT_FALSE(fork_from_template(use, "emulator").has_value());
+  EXPECT_FALSE(fork_from_template(use).has_value());
   EXPECT_FALSE(fs::exists(base)) << "it started something";
   fs::remove_all(base);
 }
